@@ -1,0 +1,1 @@
+fn main() { println!("recovery-tui: not yet built"); }
