@@ -1,0 +1,194 @@
+//! The trust store: trusted public keys and the signature policy.
+//!
+//! A trust store is either a single `.pub` file or a directory holding
+//! `NAME.pub` files and an optional `policy` file of lines:
+//!
+//! ```text
+//! # comments and blank lines are ignored
+//! threshold 2
+//! revoke-key 0123456789abcdef
+//! revoke-image 6f1c1b0e-8d8a-4a43-9d0c-6f5b8f3f9a10
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use crate::digest::sha256;
+use crate::keys::{KeyError, PublicKey};
+
+/// The policy file's name inside a trust-store directory.
+pub const POLICY_FILE: &str = "policy";
+/// Upper bounds that keep a hostile trust store from exhausting memory.
+const MAX_POLICY_LEN: u64 = 64 << 10;
+const MAX_KEYS: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("cannot read trust store {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("trust store {0} holds no .pub key files")]
+    Empty(PathBuf),
+    #[error("trust store {path} holds more than {MAX_KEYS} keys")]
+    TooManyKeys { path: PathBuf },
+    #[error("{path}:{line}: {reason}")]
+    Policy {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// A trusted key with the name its file gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedKey {
+    pub key: PublicKey,
+    pub name: String,
+}
+
+/// Trusted keys plus the signature policy.
+#[derive(Debug, Clone)]
+pub struct TrustStore {
+    keys: BTreeMap<String, TrustedKey>,
+    pub threshold: usize,
+    pub revoked_keys: BTreeSet<String>,
+    pub revoked_images: BTreeSet<Uuid>,
+    digest: [u8; 32],
+}
+
+impl TrustStore {
+    /// Loads a `.pub` file or a trust-store directory.
+    pub fn load(path: &Path) -> Result<Self, TrustError> {
+        let read_err = |source| TrustError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        let mut store = TrustStore {
+            keys: BTreeMap::new(),
+            threshold: 1,
+            revoked_keys: BTreeSet::new(),
+            revoked_images: BTreeSet::new(),
+            digest: [0; 32],
+        };
+        // The digest covers every file that decides trust, in name order.
+        let mut digest_input = Vec::new();
+        if meta.is_dir() {
+            let mut names = Vec::new();
+            for entry in std::fs::read_dir(path).map_err(read_err)? {
+                names.push(entry.map_err(read_err)?.path());
+            }
+            names.sort();
+            for file in names.iter().filter(|p| p.extension().is_some_and(|e| e == "pub")) {
+                if store.keys.len() == MAX_KEYS {
+                    return Err(TrustError::TooManyKeys {
+                        path: path.to_path_buf(),
+                    });
+                }
+                store.add_key_file(file, &mut digest_input)?;
+            }
+            let policy = path.join(POLICY_FILE);
+            if policy.exists() {
+                let text = read_text(&policy)?;
+                digest_input.extend_from_slice(POLICY_FILE.as_bytes());
+                digest_input.extend_from_slice(text.as_bytes());
+                store.apply_policy(&text, &policy)?;
+            }
+        } else {
+            store.add_key_file(path, &mut digest_input)?;
+        }
+        if store.keys.is_empty() {
+            return Err(TrustError::Empty(path.to_path_buf()));
+        }
+        store.digest = sha256(&digest_input);
+        Ok(store)
+    }
+
+    fn add_key_file(&mut self, file: &Path, digest_input: &mut Vec<u8>) -> Result<(), TrustError> {
+        let (key, name) = PublicKey::load(file)?;
+        let name = name.unwrap_or_else(|| {
+            file.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        digest_input.extend_from_slice(key.as_bytes());
+        digest_input.extend_from_slice(name.as_bytes());
+        self.keys.insert(key.key_id(), TrustedKey { key, name });
+        Ok(())
+    }
+
+    fn apply_policy(&mut self, text: &str, path: &Path) -> Result<(), TrustError> {
+        for (n, raw) in text.lines().enumerate() {
+            let bad = |reason: String| TrustError::Policy {
+                path: path.to_path_buf(),
+                line: n + 1,
+                reason,
+            };
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (word, value) = line
+                .split_once(char::is_whitespace)
+                .map(|(w, v)| (w, v.trim()))
+                .ok_or_else(|| bad(format!("`{line}` needs a value")))?;
+            match word {
+                "threshold" => {
+                    let threshold: usize = value
+                        .parse()
+                        .ok()
+                        .filter(|t| (1..=MAX_KEYS).contains(t))
+                        .ok_or_else(|| bad(format!("threshold `{value}` must be 1 to {MAX_KEYS}")))?;
+                    self.threshold = threshold;
+                }
+                "revoke-key" => {
+                    if value.len() != 16 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(bad(format!("`{value}` is not a 16-hex-digit key id")));
+                    }
+                    self.revoked_keys.insert(value.to_ascii_lowercase());
+                }
+                "revoke-image" => {
+                    let uuid = Uuid::parse_str(value)
+                        .map_err(|_| bad(format!("`{value}` is not an image UUID")))?;
+                    self.revoked_images.insert(uuid);
+                }
+                other => return Err(bad(format!("unknown policy word `{other}`"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// The trusted key with this key id, if any.
+    pub fn key(&self, key_id: &str) -> Option<&TrustedKey> {
+        self.keys.get(key_id)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &TrustedKey> {
+        self.keys.values()
+    }
+
+    /// SHA-256 over the keys and policy, recorded in audit records.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, TrustError> {
+    use std::io::Read;
+    let read_err = |source| TrustError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut text = String::new();
+    file.take(MAX_POLICY_LEN)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    Ok(text)
+}
