@@ -1,1 +1,5 @@
+//! Reliquary's engine: capture, verify, restore, disk discovery and the
+//! audit log. The `reliquary` binary is a thin front end over this crate.
 
+pub mod exit;
+pub mod sys;
