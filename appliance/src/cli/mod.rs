@@ -1,0 +1,43 @@
+//! Argument parsing and dispatch. Each area of the CLI lives in its own file.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use reliquary_appliance::exit::ExitClass;
+
+/// A usage error found after parsing (a bad combination of arguments).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "reliquary",
+    version,
+    about = "Capture, sign, verify and restore sealed disk images",
+    after_help = "Exit codes: 0 success, 1 runtime or I/O error, 2 usage error, \
+                  3 integrity or authenticity failure, 4 refused for safety."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {}
+}
+
+/// Maps an error to its exit class by finding the first typed library error
+/// in its chain.
+pub fn exit_class(err: &anyhow::Error) -> ExitClass {
+    for cause in err.chain() {
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return ExitClass::Usage;
+        }
+    }
+    ExitClass::Runtime
+}
