@@ -1,0 +1,283 @@
+//! Capture: read a raw disk (file, ISO or block device) and write a signed
+//! image. Reading, zero detection, hashing and compression overlap: one
+//! thread reads windows, workers compress them on all cores, and the
+//! calling thread writes them in order. A fixed pool of window tokens
+//! bounds memory whatever the disk size.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+
+use reliquary_image::keys::SigningKey;
+use reliquary_image::write::create_image_file;
+use reliquary_image::{ExtentKind, ImageError, ImageWriter, Manifest, ManifestDraft, PreparedChunk, SignerStatement, SourceDisk};
+
+use crate::partition;
+
+/// What to capture and how.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    pub name: String,
+    pub description: String,
+    pub version: String,
+    pub compatible: Vec<String>,
+    pub statement: SignerStatement,
+    pub chunk_size: u32,
+    /// zstd level (1 to 19).
+    pub level: i32,
+    /// Zero runs are detected in blocks of this many bytes.
+    pub zero_grain: u32,
+    pub logical_sector_size: u32,
+    pub physical_sector_size: u32,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub threads: usize,
+    pub created_unix: i64,
+}
+
+/// What a capture produced.
+#[derive(Debug, Clone)]
+pub struct CaptureReport {
+    pub manifest: Manifest,
+    /// Why no partition table was summarised, if none was.
+    pub partition_note: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("cannot read the source at byte {offset}: {source}")]
+    Read { offset: u64, source: std::io::Error },
+    #[error("the source is {size} bytes, not a whole number of {sector_size}-byte sectors")]
+    PartialSector { size: u64, sector_size: u32 },
+    #[error("the zero grain {0} must be a power of two from 4 KiB to 64 KiB")]
+    ZeroGrain(u32),
+    #[error("cannot move the finished image into place at {path}: {source}")]
+    Rename { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+enum Piece {
+    Zero(u64),
+    Data(PreparedChunk),
+}
+
+/// Captures `source` (of `size` bytes) into a new image at `out`.
+/// The image is written under a temporary name and renamed when complete.
+pub fn capture(
+    source: &File,
+    size: u64,
+    out: &Path,
+    key: &SigningKey,
+    opts: &CaptureOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<CaptureReport, CaptureError> {
+    let sector = opts.logical_sector_size;
+    if size % u64::from(sector) != 0 {
+        return Err(CaptureError::PartialSector { size, sector_size: sector });
+    }
+    if !opts.zero_grain.is_power_of_two() || !(4096..=65536).contains(&opts.zero_grain) {
+        return Err(CaptureError::ZeroGrain(opts.zero_grain));
+    }
+    let (partition_table, partition_note) = partition::summarize(source, sector, size / u64::from(sector));
+    let partial = partial_path(out);
+    let file = create_image_file(&partial)?;
+    let result = write_image(source, size, BufWriter::with_capacity(1 << 20, file), key, opts, progress, partition_table);
+    match result {
+        Ok(manifest) => {
+            std::fs::rename(&partial, out).map_err(|source| CaptureError::Rename {
+                path: out.to_path_buf(),
+                source,
+            })?;
+            Ok(CaptureReport { manifest, partition_note })
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_image(
+    source: &File,
+    size: u64,
+    out: BufWriter<File>,
+    key: &SigningKey,
+    opts: &CaptureOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
+    partition_table: reliquary_image::PartitionTable,
+) -> Result<Manifest, CaptureError> {
+    let mut writer = ImageWriter::new(out, opts.chunk_size, opts.logical_sector_size)?;
+    let window = u64::from(opts.chunk_size);
+    let windows = size.div_ceil(window);
+    let threads = opts.threads.max(1);
+    let in_flight = threads * 3;
+
+    let (token_tx, token_rx) = sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        let _ = token_tx.send(());
+    }
+    let (window_tx, window_rx) = sync_channel::<(u64, Vec<u8>)>(in_flight);
+    let (piece_tx, piece_rx) = sync_channel::<(u64, Result<Vec<Piece>, CaptureError>)>(in_flight);
+    let window_rx = Arc::new(Mutex::new(window_rx));
+
+    std::thread::scope(|scope| -> Result<Manifest, CaptureError> {
+        let reader_pieces = piece_tx.clone();
+        scope.spawn(move || {
+            for seq in 0..windows {
+                if token_rx.recv().is_err() {
+                    return;
+                }
+                let offset = seq * window;
+                let len = window.min(size - offset) as usize;
+                let mut buf = vec![0u8; len];
+                if let Err(source) = source.read_exact_at(&mut buf, offset) {
+                    let _ = reader_pieces.send((seq, Err(CaptureError::Read { offset, source })));
+                    return;
+                }
+                if window_tx.send((seq, buf)).is_err() {
+                    return;
+                }
+            }
+        });
+        for _ in 0..threads {
+            let compressor = zstd::bulk::Compressor::new(opts.level).map_err(ImageError::Compress)?;
+            let rx = Arc::clone(&window_rx);
+            let tx = piece_tx.clone();
+            scope.spawn(move || compress_worker(compressor, &rx, &tx, opts));
+        }
+        drop(piece_tx);
+
+        let mut pending = BTreeMap::new();
+        let mut next = 0u64;
+        while next < windows {
+            let Ok((seq, pieces)) = piece_rx.recv() else { break };
+            pending.insert(seq, pieces);
+            while let Some(pieces) = pending.remove(&next) {
+                for piece in pieces? {
+                    match piece {
+                        Piece::Zero(sectors) => writer.add_run(sectors, ExtentKind::Zero)?,
+                        Piece::Data(chunk) => writer.add_data(&chunk)?,
+                    }
+                }
+                next += 1;
+                progress((next * window).min(size), size);
+                let _ = token_tx.send(());
+            }
+        }
+        // Dropping the token sender and receivers ends the other threads.
+        drop(token_tx);
+        drop(piece_rx);
+        let draft = ManifestDraft {
+            image_uuid: uuid::Uuid::new_v4(),
+            name: opts.name.clone(),
+            description: opts.description.clone(),
+            version: opts.version.clone(),
+            created_unix: opts.created_unix,
+            creator: format!("reliquary {}", env!("CARGO_PKG_VERSION")),
+            source: SourceDisk {
+                size_sectors: size / u64::from(opts.logical_sector_size),
+                logical_sector_size: opts.logical_sector_size,
+                physical_sector_size: opts.physical_sector_size,
+                model: opts.model.clone(),
+                serial: opts.serial.clone(),
+            },
+            partition_table,
+            compatible: opts.compatible.clone(),
+        };
+        let (out, manifest) = writer.finish(draft, key, &opts.statement)?;
+        let file = out.into_inner().map_err(|e| ImageError::Write {
+            offset: 0,
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(|source| ImageError::Write { offset: 0, source })?;
+        Ok(manifest)
+    })
+}
+
+fn compress_worker(
+    mut compressor: zstd::bulk::Compressor<'static>,
+    rx: &Mutex<Receiver<(u64, Vec<u8>)>>,
+    tx: &std::sync::mpsc::SyncSender<(u64, Result<Vec<Piece>, CaptureError>)>,
+    opts: &CaptureOptions,
+) {
+    loop {
+        let job = match rx.lock() {
+            Ok(guard) => guard.recv(),
+            Err(_) => return,
+        };
+        let Ok((seq, buf)) = job else { return };
+        let pieces = split_window(&buf, opts.zero_grain as usize, opts.logical_sector_size)
+            .into_iter()
+            .map(|(zero, range)| {
+                if zero {
+                    Ok(Piece::Zero((range.len() / opts.logical_sector_size as usize) as u64))
+                } else {
+                    Ok(Piece::Data(PreparedChunk::compress(&buf[range], &mut compressor)?))
+                }
+            })
+            .collect::<Result<Vec<_>, CaptureError>>();
+        if tx.send((seq, pieces)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Splits a window into alternating zero and data runs, detected in blocks
+/// of `grain` bytes (the tail block may be shorter, in whole sectors).
+pub fn split_window(buf: &[u8], grain: usize, sector_size: u32) -> Vec<(bool, std::ops::Range<usize>)> {
+    debug_assert!(buf.len() % sector_size as usize == 0);
+    let mut runs: Vec<(bool, std::ops::Range<usize>)> = Vec::new();
+    let mut at = 0;
+    for block in buf.chunks(grain) {
+        let zero = is_zero(block);
+        let end = at + block.len();
+        match runs.last_mut() {
+            Some((kind, range)) if *kind == zero => range.end = end,
+            _ => runs.push((zero, at..end)),
+        }
+        at = end;
+    }
+    runs
+}
+
+/// Branch-light zero test that the compiler vectorises.
+pub fn is_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(256)
+        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_window_separates_zero_runs_at_the_grain() {
+        let mut buf = vec![0u8; 16384];
+        buf[5000] = 1; // block 1
+        buf[16383] = 1; // block 3
+        let runs = split_window(&buf, 4096, 512);
+        assert_eq!(
+            runs,
+            vec![(true, 0..4096), (false, 4096..8192), (true, 8192..12288), (false, 12288..16384)]
+        );
+    }
+
+    #[test]
+    fn split_window_handles_a_short_tail() {
+        let buf = vec![7u8; 4096 + 512];
+        assert_eq!(split_window(&buf, 4096, 512), vec![(false, 0..4608)]);
+    }
+}
