@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use reliquary_appliance::exit::ExitClass;
 
+mod audit;
 /// A usage error found after parsing (a bad combination of arguments).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -25,10 +26,15 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Create, verify and review the signed restore audit log.
+    Audit(audit::AuditArgs),
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Audit(args) => audit::run(args),
+    }
 }
 
 /// Maps an error to its exit class by finding the first typed library error
@@ -37,6 +43,9 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
     for cause in err.chain() {
         if cause.downcast_ref::<UsageError>().is_some() {
             return ExitClass::Usage;
+        }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::audit::AuditError>() {
+            return e.exit_class();
         }
     }
     ExitClass::Runtime
