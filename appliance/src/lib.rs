@@ -5,3 +5,4 @@ pub mod audit;
 pub mod exit;
 pub mod sys;
 pub mod discover;
+pub mod safety;

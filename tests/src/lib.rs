@@ -1,1 +1,139 @@
 //! Helpers shared by the end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Environment variable that turns every skip into a failure (set it in CI
+/// and on the appliance test rig, where root and `losetup` must be there).
+pub const REQUIRE_ALL_ENV: &str = "RELIQUARY_REQUIRE_ALL";
+
+/// Reports that a test cannot run here and why. Prints `SKIPPED: reason` and
+/// returns, so the caller should `return` right after; panics instead when
+/// `RELIQUARY_REQUIRE_ALL=1`, so a rig that should run everything never
+/// passes by skipping.
+pub fn skip_or_fail(reason: &str) {
+    if std::env::var(REQUIRE_ALL_ENV).as_deref() == Ok("1") {
+        panic!("{REQUIRE_ALL_ENV}=1 but this test cannot run: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
+/// Whether the tests run with an effective uid of 0 (`/proc/self` belongs to
+/// the effective user).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// A loop device over a sparse temporary file, attached with partition
+/// scanning (`losetup -f --show -P`) and detached when dropped.
+///
+/// ```no_run
+/// # use reliquary_tests::LoopDevice;
+/// let Some(lo) = LoopDevice::attach(64 << 20, None) else { return };
+/// // lo.path() is /dev/loopN, lo.backing_file() the sparse file behind it.
+/// ```
+#[derive(Debug)]
+pub struct LoopDevice {
+    path: PathBuf,
+    backing: tempfile::NamedTempFile,
+}
+
+impl LoopDevice {
+    /// Attaches a loop device of `size` bytes (zero-filled, sparse), with a
+    /// logical sector size of `sector_size` bytes if given (512 otherwise).
+    /// Returns `None` after [`skip_or_fail`] when not root or `losetup` fails.
+    pub fn attach(size: u64, sector_size: Option<u32>) -> Option<LoopDevice> {
+        let backing = match tempfile::NamedTempFile::new() {
+            Ok(f) => f,
+            Err(e) => panic!("cannot create a loop backing file: {e}"),
+        };
+        if let Err(e) = backing.as_file().set_len(size) {
+            panic!("cannot size the loop backing file to {size} bytes: {e}");
+        }
+        Self::attach_file(backing, sector_size)
+    }
+
+    /// Attaches a loop device over an existing file (for example a disk
+    /// image built with `sfdisk`), which is deleted when the device is
+    /// dropped.
+    pub fn attach_file(
+        backing: tempfile::NamedTempFile,
+        sector_size: Option<u32>,
+    ) -> Option<LoopDevice> {
+        if !running_as_root() {
+            skip_or_fail("loop devices need root");
+            return None;
+        }
+        let mut cmd = Command::new("losetup");
+        cmd.args(["-f", "--show", "-P"]);
+        if let Some(s) = sector_size {
+            cmd.arg("--sector-size").arg(s.to_string());
+        }
+        let out = match cmd.arg(backing.path()).output() {
+            Ok(out) => out,
+            Err(e) => {
+                skip_or_fail(&format!("cannot run losetup: {e}"));
+                return None;
+            }
+        };
+        if !out.status.success() {
+            skip_or_fail(&format!(
+                "losetup failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            return None;
+        }
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        Some(LoopDevice { path, backing })
+    }
+
+    /// The device node, `/dev/loopN`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The kernel name, `loopN`.
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The file behind the device.
+    pub fn backing_file(&self) -> &Path {
+        self.backing.path()
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        // Retry briefly: udev or a just-closed mount can hold it for a moment.
+        for _ in 0..10 {
+            match Command::new("losetup").arg("-d").arg(&self.path).status() {
+                Ok(status) if status.success() => return,
+                _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+        eprintln!("warning: could not detach {}", self.path.display());
+    }
+}
+
+/// The `reliquary` binary of the current build profile: walks up from this
+/// test executable (`target/<profile>/deps/test-…`) to `target/<profile>/`.
+/// Build it first (`cargo build -p reliquary-appliance`, or `cargo test
+/// --workspace`, which builds it because the workspace includes it).
+pub fn reliquary_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("no current exe: {e}"));
+    for dir in exe.ancestors().skip(1) {
+        let candidate = dir.join("reliquary");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "cannot find the reliquary binary above {}; run `cargo build -p reliquary-appliance`",
+        exe.display()
+    );
+}

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use reliquary_appliance::exit::ExitClass;
 
 mod audit;
+mod targets;
 /// A usage error found after parsing (a bad combination of arguments).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -29,11 +30,14 @@ pub struct Cli {
 enum Command {
     /// Create, verify and review the signed restore audit log.
     Audit(audit::AuditArgs),
+    /// List the disks an image could be restored onto, and why some may not.
+    Targets(targets::TargetsArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Audit(args) => audit::run(args),
+        Command::Targets(args) => targets::run(args),
     }
 }
 
@@ -43,6 +47,15 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
     for cause in err.chain() {
         if cause.downcast_ref::<UsageError>().is_some() {
             return ExitClass::Usage;
+        }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::safety::Refusal>() {
+            return e.exit_class();
+        }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::sys::SysError>() {
+            return e.exit_class();
+        }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::discover::DiscoverError>() {
+            return e.exit_class();
         }
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::audit::AuditError>() {
             return e.exit_class();

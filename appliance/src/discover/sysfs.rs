@@ -53,7 +53,8 @@ pub(super) fn read_disk(
     Ok(Some(Disk {
         name: name.to_owned(),
         devnum,
-        vendor: text(&dir.join("device/vendor")),
+        // virtio reports its PCI vendor id (0x1af4) here, which names no one.
+        vendor: text(&dir.join("device/vendor")).filter(|v| !v.starts_with("0x")),
         model: text(&dir.join("device/model")),
         serial: serial(&dir),
         wwn: text(&dir.join("device/wwid")).or_else(|| text(&dir.join("wwid"))),

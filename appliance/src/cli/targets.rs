@@ -1,0 +1,125 @@
+//! `reliquary targets`: the disks an image could be restored onto.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use reliquary_appliance::discover::{self, Disk, SystemPaths};
+
+#[derive(Debug, Args)]
+pub struct TargetsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also list loop devices that have a file attached.
+    #[arg(long)]
+    include_loop: bool,
+    /// The vault directory images are read from; its disk is marked VAULT.
+    #[arg(long, value_name = "DIR")]
+    vault: Option<PathBuf>,
+}
+
+pub fn run(args: TargetsArgs) -> anyhow::Result<ExitCode> {
+    let paths = SystemPaths {
+        vault: args.vault,
+        image: None,
+    };
+    let disks =
+        discover::discover_system(args.include_loop, &paths).context("could not list the disks")?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &disks).context("could not write JSON")?;
+        writeln!(out)?;
+    } else {
+        write_table(&mut out, &disks)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_table(out: &mut impl Write, disks: &[Disk]) -> std::io::Result<()> {
+    if disks.is_empty() {
+        return writeln!(out, "No disks found.");
+    }
+    writeln!(
+        out,
+        "{:<16} {:>10} {:>9} {:<9} {:<24} {:<20} FLAGS",
+        "PATH", "SIZE", "SECTORS", "TRANSPORT", "MODEL", "SERIAL"
+    )?;
+    for disk in disks {
+        writeln!(
+            out,
+            "{:<16} {:>10} {:>9} {:<9} {:<24} {:<20} {}",
+            disk.path.display(),
+            human_size(disk.size_bytes),
+            format!("{}/{}", disk.logical_sector_size, disk.physical_sector_size),
+            disk.transport.to_string(),
+            disk.model.as_deref().unwrap_or("-"),
+            disk.serial.as_deref().unwrap_or("-"),
+            flags(disk),
+        )?;
+        for part in &disk.partitions {
+            let what = [&part.fs_type, &part.label, &part.fs_label]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let mounted: Vec<&str> = disk
+                .mounts
+                .iter()
+                .filter(|m| m.device == part.path)
+                .map(|m| m.mount_point.as_str())
+                .collect();
+            write!(
+                out,
+                "  {:<14} {:>10}  start {:<10} {}",
+                part.path.display(),
+                human_size(part.size_bytes),
+                part.start_sector_512,
+                what
+            )?;
+            if !mounted.is_empty() {
+                write!(out, " mounted on {}", mounted.join(", "))?;
+            }
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Short upper-case words for what makes a disk special or unsafe.
+fn flags(disk: &Disk) -> String {
+    let holders = !disk.holders.is_empty() || disk.partitions.iter().any(|p| !p.holders.is_empty());
+    [
+        (disk.roles.system, "SYSTEM"),
+        (disk.roles.vault, "VAULT"),
+        (disk.roles.image, "IMAGE"),
+        (disk.is_mounted(), "MOUNTED"),
+        (holders, "HELD"),
+        (disk.read_only, "RO"),
+        (disk.removable, "REMOVABLE"),
+    ]
+    .into_iter()
+    .filter_map(|(on, word)| on.then_some(word))
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// Binary units with one decimal, as disk tools print them.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
