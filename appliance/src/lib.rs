@@ -4,5 +4,9 @@
 pub mod audit;
 pub mod exit;
 pub mod sys;
+pub mod capture;
+pub mod partition;
+pub mod verify;
 pub mod discover;
 pub mod safety;
+pub mod restore;

@@ -477,6 +477,20 @@ impl ChunkDecoder {
         out: &mut Vec<u8>,
         sectors: (u64, u64),
     ) -> Result<(), ImageError> {
+        out.resize(entry.raw_len as usize, 0);
+        self.decode_into(chunk, entry, stored, out, sectors)
+    }
+
+    /// Like [`decode`](Self::decode), into a caller's buffer whose length
+    /// must equal the chunk's raw length (e.g. an O_DIRECT buffer).
+    pub fn decode_into(
+        &mut self,
+        chunk: u32,
+        entry: &ChunkEntry,
+        stored: &[u8],
+        out: &mut [u8],
+        sectors: (u64, u64),
+    ) -> Result<(), ImageError> {
         let decode_err = |reason: String| ImageError::ChunkDecode {
             chunk,
             start_sector: sectors.0,
@@ -484,22 +498,27 @@ impl ChunkDecoder {
             reason,
         };
         let raw_len = entry.raw_len as usize;
-        out.clear();
-        match entry.compression {
-            Compression::Raw => out.extend_from_slice(stored),
+        if out.len() != raw_len {
+            return Err(decode_err(format!("the output buffer holds {} bytes, the chunk {raw_len}", out.len())));
+        }
+        let written = match entry.compression {
+            Compression::Raw if stored.len() == raw_len => {
+                out.copy_from_slice(stored);
+                raw_len
+            }
+            Compression::Raw => stored.len(),
             Compression::Zstd => {
-                out.reserve(raw_len);
                 let decompressor = self
                     .0
                     .as_mut()
                     .ok_or_else(|| decode_err("no zstd context could be created".into()))?;
                 decompressor
                     .decompress_to_buffer(stored, out)
-                    .map_err(|e| decode_err(e.to_string()))?;
+                    .map_err(|e| decode_err(e.to_string()))?
             }
-        }
-        if out.len() != raw_len {
-            return Err(decode_err(format!("decoded {} bytes, the index says {raw_len}", out.len())));
+        };
+        if written != raw_len {
+            return Err(decode_err(format!("decoded {written} bytes, the index says {raw_len}")));
         }
         if sha256(out) != entry.sha256 {
             return Err(ImageError::ChunkDigestMismatch {

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use reliquary_appliance::exit::ExitClass;
 
 mod audit;
+mod image;
+mod progress;
+mod restore;
 mod targets;
+
 /// A usage error found after parsing (a bad combination of arguments).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -28,16 +32,40 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create, verify and review the signed restore audit log.
-    Audit(audit::AuditArgs),
+    /// Generate an Ed25519 signing key pair.
+    Keygen(image::KeygenArgs),
+    /// Capture a disk or raw image file into a signed image.
+    Capture(image::CaptureArgs),
+    /// Add a co-signature to an image.
+    Sign(image::SignArgs),
+    /// Show an image's manifest and signers without verifying it.
+    Inspect(image::InspectArgs),
+    /// Check an image's signatures against a trust store, then every chunk.
+    Verify(image::VerifyArgs),
+    /// Write the whole raw disk of a verified image to a file.
+    Extract(image::ExtractArgs),
+    /// Write a verified image onto a disk, then read it back.
+    Restore(restore::RestoreArgs),
+    /// Compare a disk with an image without writing (a field audit).
+    Check(restore::CheckArgs),
     /// List the disks an image could be restored onto, and why some may not.
     Targets(targets::TargetsArgs),
+    /// Create, verify and review the signed restore audit log.
+    Audit(audit::AuditArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Audit(args) => audit::run(args),
+        Command::Keygen(args) => image::keygen(args),
+        Command::Capture(args) => image::capture_cmd(args),
+        Command::Sign(args) => image::sign(args),
+        Command::Inspect(args) => image::inspect(args),
+        Command::Verify(args) => image::verify(args),
+        Command::Extract(args) => image::extract_cmd(args),
+        Command::Restore(args) => restore::restore_cmd(args),
+        Command::Check(args) => restore::check_cmd(args),
         Command::Targets(args) => targets::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }
 
@@ -47,6 +75,15 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
     for cause in err.chain() {
         if cause.downcast_ref::<UsageError>().is_some() {
             return ExitClass::Usage;
+        }
+        if cause.downcast_ref::<restore::CliRefusal>().is_some() {
+            return ExitClass::Refused;
+        }
+        if let Some(e) = cause.downcast_ref::<restore::Unsuccessful>() {
+            return e.class;
+        }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::restore::RestoreError>() {
+            return e.exit_class();
         }
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::safety::Refusal>() {
             return e.exit_class();
@@ -60,6 +97,28 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::audit::AuditError>() {
             return e.exit_class();
         }
+        if let Some(e) = cause.downcast_ref::<reliquary_image::ImageError>() {
+            return image_error_class(e);
+        }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::capture::CaptureError>() {
+            if let reliquary_appliance::capture::CaptureError::Image(e) = e {
+                return image_error_class(e);
+            }
+            return ExitClass::Runtime;
+        }
+        if let Some(reliquary_appliance::verify::ExtractError::Image(e)) =
+            cause.downcast_ref::<reliquary_appliance::verify::ExtractError>()
+        {
+            return image_error_class(e);
+        }
     }
     ExitClass::Runtime
+}
+
+fn image_error_class(e: &reliquary_image::ImageError) -> ExitClass {
+    if e.is_integrity_failure() {
+        ExitClass::Integrity
+    } else {
+        ExitClass::Runtime
+    }
 }

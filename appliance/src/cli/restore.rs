@@ -1,0 +1,384 @@
+//! `restore` and `check`.
+
+use std::fs::File;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc::channel;
+
+use clap::Args;
+use nix::sys::signal::{SigSet, Signal};
+use serde_json::json;
+
+use reliquary_appliance::audit::{
+    AuditLog, CheckResult, Environment, Operator, Payload, RestoreStarted, RESTORE_RESERVE_BYTES,
+};
+use reliquary_appliance::exit::ExitClass;
+use reliquary_appliance::restore::records::{finished_record, image_ref, target_ref};
+use reliquary_appliance::restore::{self, compare_disk, CancelToken, Outcome, Progress, RestoreOptions, Stage, TargetInfo};
+use reliquary_image::{Image, TrustStore};
+
+use super::image::open_image;
+use super::progress::{human_bytes, Meter};
+use super::UsageError;
+
+/// Where and as whom to record an operation in the audit log.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The audit log directory (see `reliquary audit init`).
+    #[arg(long, value_name = "DIR", requires = "operator")]
+    audit: Option<PathBuf>,
+    /// The operator's id, recorded in the audit log.
+    #[arg(long, value_name = "ID")]
+    operator: Option<String>,
+    /// The operator's full name.
+    #[arg(long = "operator-name", value_name = "NAME")]
+    operator_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    image: PathBuf,
+    /// The whole disk to overwrite, or a regular file (created or extended).
+    target: PathBuf,
+    /// A .pub file or a trust-store directory.
+    #[arg(long, value_name = "PATH")]
+    trust: PathBuf,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
+    /// Skip reading the written disk back (not recommended).
+    #[arg(long = "no-readback")]
+    no_readback: bool,
+    /// Write zeros over extents the image did not capture.
+    #[arg(long = "zero-unmapped")]
+    zero_unmapped: bool,
+    /// Record nothing (workstation use only): the restore leaves no audit record.
+    #[arg(long = "no-audit", conflicts_with = "audit")]
+    no_audit: bool,
+    /// The vault the image comes from; its disk is never a target.
+    #[arg(long, value_name = "DIR")]
+    vault: Option<PathBuf>,
+    #[command(flatten)]
+    audit: AuditArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    image: PathBuf,
+    /// The disk or raw file to compare with the image (read only).
+    target: PathBuf,
+    #[arg(long, value_name = "PATH")]
+    trust: PathBuf,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    audit: AuditArgs,
+}
+
+/// A refusal decided by the CLI itself (no confirmation possible).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliRefusal(pub String);
+
+/// The restore or check finished, but not successfully; the class decides the exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Unsuccessful {
+    pub message: String,
+    pub class: ExitClass,
+}
+
+pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    if args.audit.audit.is_none() && !args.no_audit {
+        return Err(UsageError(
+            "restore records to an audit log: pass --audit DIR --operator ID, \
+             or --no-audit on a workstation to record nothing"
+                .into(),
+        )
+        .into());
+    }
+    // Block the signals before any thread starts, so only the waiter sees them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block()?;
+
+    let trust = TrustStore::load(&args.trust)?;
+    eprintln!("checking signatures of {} ...", args.image.display());
+    let image = open_image(&args.image)?.verify(&trust)?;
+    print_signers(&image);
+    let mut log = match &args.audit.audit {
+        Some(dir) => {
+            let log = AuditLog::open(dir, Environment::system(Some(reliquary_appliance::audit::Digest(trust.digest()))))?;
+            log.ensure_space(RESTORE_RESERVE_BYTES)?;
+            Some(log)
+        }
+        None => {
+            eprintln!("warning: --no-audit: this restore is recorded nowhere");
+            None
+        }
+    };
+    let operator = operator(&args.audit);
+    let target = restore::open_target(&args.target, &image, &args.image, args.vault.as_deref())?;
+    if !args.yes {
+        confirm(target.info(), &image)?;
+    }
+    let image_record = image_ref(&image);
+    let target_record = target_ref(target.info());
+    let started = match log.as_mut() {
+        Some(log) => Some(log.append(
+            &operator,
+            Payload::RestoreStarted(RestoreStarted {
+                image: image_record.clone(),
+                target: target_record.clone(),
+            }),
+        )?),
+        None => None,
+    };
+
+    let cancel = CancelToken::new();
+    let waiter_cancel = cancel.clone();
+    std::thread::spawn(move || {
+        if signals.wait().is_ok() {
+            eprintln!("\ncancelling at the next chunk boundary; the disk will be left wiped");
+            waiter_cancel.cancel();
+        }
+    });
+    let (tx, rx) = channel::<Progress>();
+    let drawer = std::thread::spawn(move || draw_progress(rx));
+    let opts = RestoreOptions {
+        readback: !args.no_readback,
+        zero_unmapped: args.zero_unmapped,
+    };
+    let report = restore::run(&image, target, &opts, &tx, &cancel);
+    drop(tx);
+    let _ = drawer.join();
+
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let (Some(log), Some(started)) = (log.as_mut(), &started) {
+        let finished = finished_record(started.seq, image_record, target_record, &report);
+        let record = log.append(&operator, Payload::RestoreFinished(finished))?;
+        let checkpoint = log.checkpoint();
+        println!(
+            "audit record {} (restore started at record {}); checkpoint {}",
+            record.seq,
+            started.seq,
+            checkpoint.short_form()
+        );
+    }
+    for (stage, duration) in &report.stage_durations {
+        println!("  {stage:<14} {:>8.1} s", duration.as_secs_f64());
+    }
+    match report.outcome {
+        Outcome::Success => {
+            println!(
+                "RESTORED {} onto {}: {} written{}{}",
+                image.manifest().name,
+                args.target.display(),
+                human_bytes(report.bytes_written),
+                match report.readback_digest {
+                    Some(d) => format!(", read back and matching (digest {})", hex::encode(d)),
+                    None => ", NOT read back (--no-readback)".into(),
+                },
+                if report.backup_gpt_moved { "; backup GPT moved to the end of the disk" } else { "" },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Cancelled => Err(Unsuccessful {
+            message: "the restore was cancelled; the disk's partition tables were wiped, so it will not boot".into(),
+            class: ExitClass::Runtime,
+        }
+        .into()),
+        Outcome::Failed { error, .. } => Err(Unsuccessful {
+            message: format!(
+                "the restore failed: {error}; the disk's partition tables were wiped, so it will not boot"
+            ),
+            class: error.exit_class(),
+        }
+        .into()),
+    }
+}
+
+pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let trust = TrustStore::load(&args.trust)?;
+    let image = open_image(&args.image)?.verify(&trust)?;
+    let disk = open_for_check(&args.target)?;
+    let disk_bytes = disk
+        .metadata()
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .map_or_else(|| reliquary_appliance::sys::device_size_bytes(&disk), Ok)?;
+    if disk_bytes < image.manifest().logical_bytes() {
+        return Err(Unsuccessful {
+            message: format!(
+                "{} holds {disk_bytes} bytes, fewer than the image's {}: it cannot match",
+                args.target.display(),
+                image.manifest().logical_bytes()
+            ),
+            class: ExitClass::Integrity,
+        }
+        .into());
+    }
+    let meter = Meter::terminal_only("check", image.manifest().logical_bytes());
+    let report = compare_disk(&image, &disk, false, &|n| meter.add(n), &CancelToken::new())?;
+    meter.finish();
+    if let Some(dir) = &args.audit.audit {
+        let mut log = AuditLog::open(dir, Environment::system(Some(reliquary_appliance::audit::Digest(trust.digest()))))?;
+        let info = TargetInfo {
+            path: args.target.clone(),
+            is_block_device: false,
+            model: None,
+            serial: None,
+            wwn: None,
+            size_bytes: disk_bytes,
+            logical_sector_size: image.sector_size(),
+            physical_sector_size: image.manifest().source.physical_sector_size,
+        };
+        let result = if report.matches() {
+            CheckResult::Passed
+        } else {
+            CheckResult::Failed {
+                reason: format!("{} of {} extents differ", report.mismatches.len(), report.extents_compared),
+            }
+        };
+        let record = log.append(&operator(&args.audit), Payload::DiskChecked { target: target_ref(&info), result })?;
+        println!("audit record {}", record.seq);
+    }
+    if args.json {
+        let mismatches: Vec<_> = report
+            .mismatches
+            .iter()
+            .map(|m| json!({"extent": m.extent, "start_sector": m.start_sector, "end_sector": m.end_sector, "problem": m.kind.describe()}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "matches": report.matches(),
+                "extents_compared": report.extents_compared,
+                "extents_matching": report.extents_matching,
+                "mismatches": mismatches,
+                "disk_digest": hex::encode(report.digest),
+                "image_digest": hex::encode(image.manifest().image_digest),
+            }))?
+        );
+    } else {
+        for m in &report.mismatches {
+            println!(
+                "MISMATCH extent {} (sectors {}..{}) {}",
+                m.extent,
+                m.start_sector,
+                m.end_sector,
+                m.kind.describe()
+            );
+        }
+        println!(
+            "{} of {} extents match",
+            report.extents_matching, report.extents_compared
+        );
+    }
+    if report.matches() {
+        println!("MATCH: {} equals image {} over its {} bytes", args.target.display(), image.manifest().name, image.manifest().logical_bytes());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Unsuccessful {
+            message: format!("{} does not match the image: {} extents differ", args.target.display(), report.mismatches.len()),
+            class: ExitClass::Integrity,
+        }
+        .into())
+    }
+}
+
+fn operator(args: &AuditArgs) -> Operator {
+    Operator {
+        id: args.operator.clone().unwrap_or_default(),
+        name: args.operator_name.clone(),
+    }
+}
+
+/// Opens a disk read-only, with O_DIRECT where the file system allows it.
+fn open_for_check(path: &Path) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let direct = File::options().read(true).custom_flags(nix::libc::O_DIRECT).open(path);
+    match direct {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(File::open(path)?),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open {}", path.display()))),
+    }
+}
+
+fn print_signers(image: &Image<File>) {
+    for s in image.signers() {
+        eprintln!(
+            "  signed by {} ({}), {}: {}",
+            s.name,
+            s.key_id,
+            s.statement.meaning.as_str(),
+            s.status.as_str()
+        );
+    }
+}
+
+/// Asks the operator to confirm on a terminal; refuses without one.
+fn confirm(info: &TargetInfo, image: &Image<File>) -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliRefusal(format!(
+            "refusing to overwrite {} without confirmation: no terminal to ask on; pass --yes",
+            info.path.display()
+        ))
+        .into());
+    }
+    eprintln!("About to OVERWRITE every byte of:");
+    eprintln!("  {}", info.path.display());
+    eprintln!(
+        "  model {}  serial {}  size {}  sectors {} B",
+        info.model.as_deref().unwrap_or("-"),
+        info.serial.as_deref().unwrap_or("-"),
+        human_bytes(info.size_bytes),
+        info.logical_sector_size
+    );
+    eprintln!("with image {} version {}.", image.manifest().name, image.manifest().version);
+    eprint!("Type `yes` to continue: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        return Err(CliRefusal("not confirmed; nothing was written".into()).into());
+    }
+    Ok(())
+}
+
+fn draw_progress(rx: std::sync::mpsc::Receiver<Progress>) {
+    let terminal = std::io::stderr().is_terminal();
+    let mut current: Option<(Stage, Meter)> = None;
+    for p in rx {
+        if current.as_ref().is_none_or(|(stage, _)| *stage != p.stage) {
+            if let Some((_, meter)) = current.take() {
+                meter.finish();
+            }
+            if !terminal {
+                eprintln!("stage: {}", p.stage);
+            }
+            current = Some((p.stage, Meter::with_plain_lines(stage_label(p.stage), p.bytes_total)));
+        }
+        if let Some((_, meter)) = &current {
+            meter.set(p.bytes_done);
+        }
+    }
+    if let Some((_, meter)) = current {
+        meter.finish();
+    }
+}
+
+fn stage_label(stage: Stage) -> &'static str {
+    match stage {
+        Stage::CheckingSignatures => "checking signatures",
+        Stage::Wiping => "wiping",
+        Stage::Writing => "writing",
+        Stage::ReadingBack => "reading back",
+        Stage::Finalising => "finalising",
+    }
+}

@@ -1,0 +1,193 @@
+//! Restore: write a verified image onto a disk so that the disk ends up
+//! either exactly right or clearly unusable.
+//!
+//! The order of work is what makes that true:
+//! 1. the caller has checked the signature policy (`SealedImage::verify`);
+//! 2. [`open_target`] runs every safety refusal and opens the disk with
+//!    `O_EXCL`;
+//! 3. [`run`] wipes the partition-table areas (first and last MiB), writes
+//!    every extent but the ones in those areas, then those, then the one
+//!    holding sector 0, each chunk verified before its write is issued;
+//! 4. the written disk is read back with `O_DIRECT` and compared;
+//! 5. a larger GPT disk gets its backup moved to its end, and the kernel
+//!    rereads the partition table.
+//!
+//! On any failure or cancel the partition-table areas are wiped again.
+
+mod compare;
+mod pipeline;
+pub mod records;
+mod target;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reliquary_image::ImageError;
+
+pub use compare::{compare_disk, CheckReport, ExtentMismatch, MismatchKind};
+pub use pipeline::run;
+pub use target::{open_target, Target, TargetInfo};
+
+use crate::discover::DiscoverError;
+use crate::exit::ExitClass;
+use crate::partition::GptError;
+use crate::safety::Refusal;
+use crate::sys::{AlignError, SysError};
+
+/// The size of each partition-table area wiped at the start and the end.
+pub const WIPE_BYTES: u64 = 1 << 20;
+
+/// How to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Read every written extent back with O_DIRECT and compare.
+    pub readback: bool,
+    /// Write zeros over unmapped extents instead of leaving them untouched.
+    pub zero_unmapped: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            readback: true,
+            zero_unmapped: false,
+        }
+    }
+}
+
+/// The stages a restore goes through, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    CheckingSignatures,
+    Wiping,
+    Writing,
+    ReadingBack,
+    Finalising,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Stage::CheckingSignatures => "checking signatures",
+            Stage::Wiping => "wiping",
+            Stage::Writing => "writing",
+            Stage::ReadingBack => "reading back",
+            Stage::Finalising => "finalising",
+        })
+    }
+}
+
+/// A progress event, sent over a channel to whoever draws it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub stage: Stage,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub chunks_done: u64,
+    pub chunks_total: u64,
+    pub bytes_per_second: f64,
+    pub eta: Option<Duration>,
+}
+
+/// Asks a running restore to stop at the next chunk boundary.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a restore did.
+#[derive(Debug)]
+pub struct RestoreReport {
+    pub outcome: Outcome,
+    /// Bytes of data and zeros written to the target.
+    pub bytes_written: u64,
+    pub stage_durations: Vec<(Stage, Duration)>,
+    /// The whole-image digest recomputed from the read-back of the disk.
+    pub readback_digest: Option<[u8; 32]>,
+    /// Whether the backup GPT was moved to the end of a larger disk.
+    pub backup_gpt_moved: bool,
+    /// A problem after success that needs no action but should be shown,
+    /// e.g. the kernel not rereading the partition table.
+    pub warnings: Vec<String>,
+}
+
+/// How a restore ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Success,
+    /// The disk was left wiped; `error` says why.
+    Failed {
+        error: RestoreError,
+        chunk: Option<u32>,
+        sectors: Option<(u64, u64)>,
+    },
+    /// Cancelled at a chunk boundary; the disk was left wiped.
+    Cancelled,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("refusing to write {path}: it is not a whole disk; choose the disk itself, not a partition")]
+    NotAWholeDisk { path: std::path::PathBuf },
+    #[error("refusing to write {path}: it is the image file being restored")]
+    TargetIsImage { path: std::path::PathBuf },
+    #[error("cannot discover disks: {0}")]
+    Discover(#[from] DiscoverError),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error("cannot allocate an I/O buffer: {0}")]
+    Buffer(#[from] AlignError),
+    #[error("cannot {operation} the target at byte {offset}: {source}")]
+    TargetIo {
+        operation: &'static str,
+        offset: u64,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("read-back of extent {extent} (sectors {start_sector}..{end_sector}) {what}: the disk did not store what was written")]
+    Readback {
+        extent: usize,
+        start_sector: u64,
+        end_sector: u64,
+        what: &'static str,
+    },
+    #[error("cannot fix up the GPT: {0}")]
+    Gpt(#[from] GptError),
+    #[error("the restore was cancelled")]
+    Cancelled,
+}
+
+impl RestoreError {
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            RestoreError::Refused(_) | RestoreError::NotAWholeDisk { .. } | RestoreError::TargetIsImage { .. } => {
+                ExitClass::Refused
+            }
+            RestoreError::Sys(e) => e.exit_class(),
+            RestoreError::Image(e) if e.is_integrity_failure() => ExitClass::Integrity,
+            RestoreError::Readback { .. } => ExitClass::Integrity,
+            _ => ExitClass::Runtime,
+        }
+    }
+}
+
+impl RestoreReport {
+    pub fn is_success(&self) -> bool {
+        matches!(self.outcome, Outcome::Success)
+    }
+}

@@ -1,0 +1,494 @@
+//! The restore pipeline: one thread reads stored chunks, workers on every
+//! core decompress and verify them into aligned buffers, and the calling
+//! thread writes them with O_DIRECT. A fixed pool of buffers bounds memory.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reliquary_image::{ChunkDecoder, ChunkEntry, ExtentKind, Image, PlacedExtent};
+
+use super::compare::compare_disk;
+use super::{CancelToken, Outcome, Progress, RestoreError, RestoreOptions, RestoreReport, Stage, Target, WIPE_BYTES};
+use crate::partition::relocate_backup_gpt;
+use crate::sys::{self, AlignedBuf};
+
+const IO_ALIGNMENT: usize = 4096;
+
+/// Restores `image` onto `target`. Never panics on bad data; every failure
+/// is in the report's outcome, and a failed or cancelled restore leaves
+/// the partition-table areas wiped.
+pub fn run(
+    image: &Image<File>,
+    target: Target,
+    opts: &RestoreOptions,
+    progress: &Sender<Progress>,
+    cancel: &CancelToken,
+) -> RestoreReport {
+    let mut report = RestoreReport {
+        outcome: Outcome::Success,
+        bytes_written: 0,
+        stage_durations: Vec::new(),
+        readback_digest: None,
+        backup_gpt_moved: false,
+        warnings: Vec::new(),
+    };
+    let result = run_stages(image, &target, opts, progress, cancel, &mut report);
+    if let Err(error) = result {
+        let wipe_started = Instant::now();
+        let meter = Meter::new(progress, Stage::Wiping, 0, 0);
+        meter.send(true);
+        if let Err(wipe_error) = wipe(image, &target) {
+            report.warnings.push(format!(
+                "the partition-table areas could not be wiped after the failure ({wipe_error}); \
+                 do not boot this disk, and wipe it before reuse"
+            ));
+        }
+        report.stage_durations.push((Stage::Wiping, wipe_started.elapsed()));
+        report.outcome = match error {
+            RestoreError::Cancelled => Outcome::Cancelled,
+            error => {
+                let (chunk, sectors) = locate(&error);
+                Outcome::Failed { error, chunk, sectors }
+            }
+        };
+    }
+    report
+}
+
+fn run_stages(
+    image: &Image<File>,
+    target: &Target,
+    opts: &RestoreOptions,
+    progress: &Sender<Progress>,
+    cancel: &CancelToken,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    let mut stage_started = Instant::now();
+    let mut end_stage = |report: &mut RestoreReport, stage| {
+        report.stage_durations.push((stage, stage_started.elapsed()));
+        stage_started = Instant::now();
+    };
+
+    Meter::new(progress, Stage::Wiping, 0, 0).send(true);
+    wipe(image, target)?;
+    end_stage(report, Stage::Wiping);
+
+    let (first, last) = write_order(image);
+    let data_bytes: u64 = first
+        .iter()
+        .chain(&last)
+        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
+        .map(|e| e.sector_count * u64::from(image.sector_size()))
+        .sum();
+    let data_chunks = first.iter().chain(&last).filter(|e| matches!(e.kind, ExtentKind::Data { .. })).count();
+    let meter = Meter::new(progress, Stage::Writing, data_bytes, data_chunks as u64);
+    meter.send(true);
+    write_extents(image, target, &first, opts, &meter, cancel, &mut report.bytes_written)?;
+    sync(target)?;
+    write_extents(image, target, &last, opts, &meter, cancel, &mut report.bytes_written)?;
+    sync(target)?;
+    meter.send(true);
+    end_stage(report, Stage::Writing);
+
+    if opts.readback {
+        let total = readback_bytes(image, opts.zero_unmapped);
+        let meter = Meter::new(progress, Stage::ReadingBack, total, 0);
+        meter.send(true);
+        let check = compare_disk(image, &target.file, opts.zero_unmapped, &|n| meter.add(n, 0), cancel)?;
+        meter.send(true);
+        if let Some(m) = check.mismatches.first() {
+            return Err(RestoreError::Readback {
+                extent: m.extent,
+                start_sector: m.start_sector,
+                end_sector: m.end_sector,
+                what: m.kind.describe(),
+            });
+        }
+        report.readback_digest = Some(check.digest);
+        end_stage(report, Stage::ReadingBack);
+    }
+
+    Meter::new(progress, Stage::Finalising, 0, 0).send(true);
+    let target_sectors = target.info.size_bytes / u64::from(image.sector_size());
+    if target_sectors > image.manifest().source.size_sectors {
+        // The O_DIRECT handle cannot do these small unaligned writes.
+        let buffered = File::options()
+            .read(true)
+            .write(true)
+            .open(&target.info.path)
+            .map_err(|source| RestoreError::TargetIo {
+                operation: "reopen",
+                offset: 0,
+                source,
+            })?;
+        report.backup_gpt_moved = relocate_backup_gpt(
+            &buffered,
+            image.sector_size(),
+            image.manifest().source.size_sectors,
+            target_sectors,
+        )?;
+    }
+    if target.info.is_block_device {
+        if let Err(e) = sys::reread_partitions(&target.file) {
+            report.warnings.push(format!(
+                "the disk is restored, but the kernel did not reread its partition table ({e}); \
+                 it will on the next boot"
+            ));
+        }
+    }
+    end_stage(report, Stage::Finalising);
+    Ok(())
+}
+
+/// Splits the extents into those written first and those written last:
+/// every extent touching the first or last MiB of the image (where the
+/// partition tables live) goes last, and the one holding sector 0 is the
+/// very last, so an interrupted restore leaves no valid table.
+fn write_order(image: &Image<File>) -> (Vec<PlacedExtent>, Vec<PlacedExtent>) {
+    let sector = u64::from(image.sector_size());
+    let size = image.manifest().source.size_sectors;
+    let head_end = WIPE_BYTES / sector;
+    let tail_start = size.saturating_sub(WIPE_BYTES / sector);
+    let (mut first, mut last) = (Vec::new(), Vec::new());
+    for e in image.extents() {
+        if e.start_sector < head_end || e.end_sector() > tail_start {
+            last.push(e);
+        } else {
+            first.push(e);
+        }
+    }
+    // The extent holding sector 0 is `last[0]`; move it to the end.
+    if !last.is_empty() && last[0].start_sector == 0 {
+        let sector0 = last.remove(0);
+        last.push(sector0);
+    }
+    (first, last)
+}
+
+/// Zeroes the first and last MiB of the target and the last MiB of the
+/// image's range, then flushes.
+fn wipe(image: &Image<File>, target: &Target) -> Result<(), RestoreError> {
+    let size = target.info.size_bytes;
+    let image_end = image.manifest().logical_bytes().min(size);
+    let len = WIPE_BYTES.min(size);
+    let zeros = AlignedBuf::new(len as usize, IO_ALIGNMENT)?;
+    for start in [0, size - len, image_end.saturating_sub(len)] {
+        write_at(target, &zeros.as_slice()[..len as usize], start, "wipe")?;
+    }
+    sync(target)
+}
+
+enum Job {
+    Write {
+        extent: PlacedExtent,
+        buf: AlignedBuf,
+        len: usize,
+    },
+    Zero(PlacedExtent),
+    Failed(RestoreError),
+}
+
+struct DecodeJob {
+    extent: PlacedExtent,
+    chunk: u32,
+    entry: ChunkEntry,
+    stored: Vec<u8>,
+    buf: AlignedBuf,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_extents(
+    image: &Image<File>,
+    target: &Target,
+    extents: &[PlacedExtent],
+    opts: &RestoreOptions,
+    meter: &Meter,
+    cancel: &CancelToken,
+    bytes_written: &mut u64,
+) -> Result<(), RestoreError> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let buffers = threads * 2 + 2;
+    let chunk_size = image.manifest().chunk_size as usize;
+    let (pool_tx, pool_rx) = sync_channel::<AlignedBuf>(buffers);
+    for _ in 0..buffers {
+        let _ = pool_tx.send(AlignedBuf::new(chunk_size, IO_ALIGNMENT)?);
+    }
+    let (decode_tx, decode_rx) = sync_channel::<DecodeJob>(threads);
+    let (job_tx, job_rx) = sync_channel::<Job>(buffers);
+    let decode_rx = Mutex::new(decode_rx);
+    let stop = AtomicBool::new(false);
+
+    std::thread::scope(|scope| {
+        let reader_jobs = job_tx.clone();
+        let stop = &stop;
+        scope.spawn(move || read_stored_chunks(image, extents, opts, &pool_rx, &decode_tx, &reader_jobs, stop));
+        for _ in 0..threads {
+            let jobs = job_tx.clone();
+            let decode_rx = &decode_rx;
+            scope.spawn(move || decode_chunks(decode_rx, &jobs));
+        }
+        drop(job_tx);
+
+        let mut first_error = None;
+        for job in job_rx {
+            if first_error.is_none() && cancel.is_cancelled() {
+                first_error = Some(RestoreError::Cancelled);
+                stop.store(true, Ordering::SeqCst);
+            }
+            match job {
+                Job::Failed(e) => {
+                    stop.store(true, Ordering::SeqCst);
+                    first_error.get_or_insert(e);
+                }
+                Job::Write { extent, buf, len } => {
+                    if first_error.is_none() {
+                        let offset = extent.start_sector * u64::from(image.sector_size());
+                        match write_at(target, &buf.as_slice()[..len], offset, "write") {
+                            Ok(()) => {
+                                *bytes_written += len as u64;
+                                meter.add(len as u64, 1);
+                            }
+                            Err(e) => {
+                                stop.store(true, Ordering::SeqCst);
+                                first_error = Some(e);
+                            }
+                        }
+                    }
+                    // Returning the buffer also wakes a reader waiting to stop.
+                    let _ = pool_tx.send(buf);
+                }
+                Job::Zero(extent) => {
+                    if first_error.is_none() {
+                        if let Err(e) = zero_extent(image, target, &extent) {
+                            stop.store(true, Ordering::SeqCst);
+                            first_error = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None if cancel.is_cancelled() => Err(RestoreError::Cancelled),
+            None => Ok(()),
+        }
+    })
+}
+
+fn read_stored_chunks(
+    image: &Image<File>,
+    extents: &[PlacedExtent],
+    opts: &RestoreOptions,
+    pool: &Receiver<AlignedBuf>,
+    decode: &SyncSender<DecodeJob>,
+    jobs: &SyncSender<Job>,
+    stop: &AtomicBool,
+) {
+    for &extent in extents {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let sent = match extent.kind {
+            ExtentKind::Data { chunk } => {
+                let Ok(buf) = pool.recv() else { return };
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let mut stored = Vec::new();
+                match image.read_stored(chunk, &mut stored) {
+                    Ok(entry) => decode
+                        .send(DecodeJob {
+                            extent,
+                            chunk,
+                            entry,
+                            stored,
+                            buf,
+                        })
+                        .is_ok(),
+                    Err(e) => jobs.send(Job::Failed(e.into())).is_ok(),
+                }
+            }
+            ExtentKind::Zero => jobs.send(Job::Zero(extent)).is_ok(),
+            ExtentKind::Unmapped if opts.zero_unmapped => jobs.send(Job::Zero(extent)).is_ok(),
+            ExtentKind::Unmapped => true,
+        };
+        if !sent {
+            return;
+        }
+    }
+}
+
+fn decode_chunks(jobs_in: &Mutex<Receiver<DecodeJob>>, jobs_out: &SyncSender<Job>) {
+    let mut decoder = ChunkDecoder::new();
+    loop {
+        let next = match jobs_in.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(mut job) = next else { return };
+        let len = job.entry.raw_len as usize;
+        let sectors = (job.extent.start_sector, job.extent.end_sector());
+        let result = match job.buf.as_mut_slice().get_mut(..len) {
+            Some(out) => decoder.decode_into(job.chunk, &job.entry, &job.stored, out, sectors),
+            None => Err(reliquary_image::ImageError::InvalidIndex {
+                location: format!("chunk {}", job.chunk),
+                reason: "it is larger than the chunk size".into(),
+            }),
+        };
+        let out = match result {
+            // Verified: only now may the bytes reach the disk.
+            Ok(()) => Job::Write {
+                extent: job.extent,
+                buf: job.buf,
+                len,
+            },
+            Err(e) => Job::Failed(e.into()),
+        };
+        if jobs_out.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+fn zero_extent(image: &Image<File>, target: &Target, extent: &PlacedExtent) -> Result<(), RestoreError> {
+    let sector = u64::from(image.sector_size());
+    let (offset, len) = (extent.start_sector * sector, extent.sector_count * sector);
+    let result = if target.info.is_block_device {
+        sys::zero_out(&target.file, offset, len).map(|_| ())
+    } else {
+        sys::punch_or_zero_range(&target.file, offset, len).map(|_| ())
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.wants_zero_fallback() => {
+            let zeros = AlignedBuf::new((4 << 20).min(len as usize).max(IO_ALIGNMENT), IO_ALIGNMENT)?;
+            let mut at = offset;
+            while at < offset + len {
+                let n = (offset + len - at).min(zeros.len() as u64) as usize;
+                write_at(target, &zeros.as_slice()[..n], at, "write zeros")?;
+                at += n as u64;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn write_at(target: &Target, bytes: &[u8], offset: u64, operation: &'static str) -> Result<(), RestoreError> {
+    target
+        .file
+        .write_all_at(bytes, offset)
+        .map_err(|source| RestoreError::TargetIo {
+            operation,
+            offset,
+            source,
+        })
+}
+
+fn sync(target: &Target) -> Result<(), RestoreError> {
+    target.file.sync_all().map_err(|source| RestoreError::TargetIo {
+        operation: "flush",
+        offset: 0,
+        source,
+    })
+}
+
+fn readback_bytes(image: &Image<File>, zero_unmapped: bool) -> u64 {
+    image
+        .extents()
+        .filter(|e| zero_unmapped || !matches!(e.kind, ExtentKind::Unmapped))
+        .map(|e| e.sector_count * u64::from(image.sector_size()))
+        .sum()
+}
+
+/// The chunk and sectors a failure names, for the report.
+fn locate(error: &RestoreError) -> (Option<u32>, Option<(u64, u64)>) {
+    use reliquary_image::ImageError;
+    match error {
+        RestoreError::Image(ImageError::ChunkDigestMismatch {
+            chunk,
+            start_sector,
+            end_sector,
+            ..
+        })
+        | RestoreError::Image(ImageError::ChunkDecode {
+            chunk,
+            start_sector,
+            end_sector,
+            ..
+        }) => (Some(*chunk), Some((*start_sector, *end_sector))),
+        RestoreError::Readback {
+            start_sector,
+            end_sector,
+            ..
+        } => (None, Some((*start_sector, *end_sector))),
+        _ => (None, None),
+    }
+}
+
+/// Sends throttled progress events for one stage.
+struct Meter<'a> {
+    tx: &'a Sender<Progress>,
+    stage: Stage,
+    total: u64,
+    chunks_total: u64,
+    state: Mutex<MeterState>,
+    started: Instant,
+}
+
+struct MeterState {
+    done: u64,
+    chunks: u64,
+    last_sent: Option<Instant>,
+}
+
+impl<'a> Meter<'a> {
+    fn new(tx: &'a Sender<Progress>, stage: Stage, total: u64, chunks_total: u64) -> Self {
+        Self {
+            tx,
+            stage,
+            total,
+            chunks_total,
+            state: Mutex::new(MeterState {
+                done: 0,
+                chunks: 0,
+                last_sent: None,
+            }),
+            started: Instant::now(),
+        }
+    }
+
+    fn add(&self, bytes: u64, chunks: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.done += bytes;
+            s.chunks += chunks;
+        }
+        self.send(false);
+    }
+
+    /// Sends an event; unforced ones at most every 50 ms.
+    fn send(&self, force: bool) {
+        let Ok(mut s) = self.state.lock() else { return };
+        if !force && s.last_sent.is_some_and(|t| t.elapsed() < Duration::from_millis(50)) {
+            return;
+        }
+        s.last_sent = Some(Instant::now());
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let rate = if elapsed > 0.0 { s.done as f64 / elapsed } else { 0.0 };
+        let eta = (rate > 0.0 && s.done <= self.total)
+            .then(|| Duration::from_secs_f64((self.total - s.done) as f64 / rate));
+        let _ = self.tx.send(Progress {
+            stage: self.stage,
+            bytes_done: s.done,
+            bytes_total: self.total,
+            chunks_done: s.chunks,
+            chunks_total: self.chunks_total,
+            bytes_per_second: rate,
+            eta,
+        });
+    }
+}
