@@ -1,0 +1,662 @@
+//! The application state and its state machine.
+//!
+//! [`handle_key`] is pure: it changes [`App`] and returns the [`Action`] the
+//! caller must perform (start a verification, a restore, ...). Work done
+//! elsewhere comes back as [`WorkerEvent`]s through [`App::apply`]. Nothing
+//! here touches a disk or the terminal, so every transition is unit-tested.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::model::{
+    AuditRow, ChainBanner, FullCheck, ProgressView, RestoreView, ResultView, TargetCandidate, TargetList, VaultEntry,
+};
+use crate::operators::{is_id_char, is_valid_id, OperatorList, MAX_ID_LEN};
+
+/// Throughput samples kept for the sparkline.
+pub const THROUGHPUT_SAMPLES: usize = 120;
+const MAX_CODE_LEN: usize = 8;
+const MAX_FILTER_LEN: usize = 40;
+
+/// The screens, in the order a restore walks through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Screen {
+    SignIn,
+    Vault,
+    ImageDetails,
+    Targets,
+    Confirm,
+    Restoring,
+    Result,
+    AuditLog,
+}
+
+/// A dialog drawn over the current screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    Help,
+    /// Esc during a restore: cancel it?
+    CancelRestore {
+        cancel_chosen: bool,
+    },
+    /// q during a restore: cancel it and quit?
+    QuitDuringRestore {
+        quit_chosen: bool,
+    },
+}
+
+/// What the caller must do after a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Quit,
+    /// Verify every chunk of vault image N.
+    VerifyImage(usize),
+    /// Discover the targets for vault image N.
+    LoadTargets(usize),
+    /// Restore vault image `image` onto target `target` of the target list.
+    StartRestore {
+        image: usize,
+        target: usize,
+    },
+    CancelRestore,
+    LoadAuditLog,
+}
+
+/// Results of work done off the UI thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerEvent {
+    VerifyProgress {
+        image: usize,
+        done: u64,
+        total: u64,
+    },
+    VerifyFinished {
+        image: usize,
+        check: FullCheck,
+        audit_problem: Option<String>,
+    },
+    TargetsLoaded(TargetList),
+    /// The target is open and `RestoreStarted` is logged with this number.
+    RestoreStarted {
+        seq: u64,
+    },
+    RestoreProgress(ProgressView),
+    RestoreFinished(ResultView),
+    AuditLoaded {
+        rows: Vec<AuditRow>,
+        banner: ChainBanner,
+    },
+}
+
+/// Who is signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+/// A line of typed text with the error its last submission produced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TextField {
+    pub text: String,
+    pub error: Option<String>,
+}
+
+/// Which pane of the audit viewer has the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditPane {
+    Records,
+    Details,
+}
+
+/// The audit viewer's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditView {
+    pub loading: bool,
+    pub rows: Vec<AuditRow>,
+    pub banner: Option<ChainBanner>,
+    /// Index into the filtered rows, newest first.
+    pub cursor: usize,
+    pub filter: String,
+    pub editing_filter: bool,
+    pub pane: AuditPane,
+    pub details_scroll: u16,
+    /// Where Esc returns to.
+    pub return_to: Screen,
+}
+
+impl Default for AuditView {
+    fn default() -> Self {
+        Self {
+            loading: false,
+            rows: Vec::new(),
+            banner: None,
+            cursor: 0,
+            filter: String::new(),
+            editing_filter: false,
+            pane: AuditPane::Records,
+            details_scroll: 0,
+            return_to: Screen::Vault,
+        }
+    }
+}
+
+impl AuditView {
+    /// The rows that pass the filter, newest first.
+    pub fn visible(&self) -> Vec<&AuditRow> {
+        let mut rows: Vec<&AuditRow> = self.rows.iter().filter(|r| r.matches(&self.filter)).collect();
+        rows.sort_by(|a, b| b.seq.cmp(&a.seq));
+        rows
+    }
+
+    pub fn selected(&self) -> Option<&AuditRow> {
+        self.visible().get(self.cursor).copied()
+    }
+}
+
+/// Everything the screens show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub screen: Screen,
+    pub overlay: Option<Overlay>,
+    /// `--demo`: the trust store holds a throwaway key.
+    pub demo: bool,
+    /// The trust store's `operators` list, when it has one.
+    pub operators: Option<OperatorList>,
+    pub operator: Option<SignedIn>,
+    pub sign_in: TextField,
+    pub vault: Vec<VaultEntry>,
+    pub vault_cursor: usize,
+    /// Why the vault could not be read, if it could not.
+    pub vault_error: Option<String>,
+    pub targets: TargetList,
+    pub target_cursor: usize,
+    pub confirm: TextField,
+    pub restore: Option<RestoreView>,
+    pub result: Option<ResultView>,
+    pub audit: AuditView,
+    /// A one-line message about the last refused key, shown above the footer.
+    pub notice: Option<String>,
+    /// Quit as soon as the running restore has finished and been logged.
+    pub quit_after_restore: bool,
+    pub should_quit: bool,
+}
+
+impl App {
+    pub fn new(vault: Vec<VaultEntry>, operators: Option<OperatorList>, demo: bool) -> Self {
+        Self {
+            screen: Screen::SignIn,
+            overlay: None,
+            demo,
+            operators,
+            operator: None,
+            sign_in: TextField::default(),
+            vault,
+            vault_cursor: 0,
+            vault_error: None,
+            targets: TargetList::default(),
+            target_cursor: 0,
+            confirm: TextField::default(),
+            restore: None,
+            result: None,
+            audit: AuditView::default(),
+            notice: None,
+            quit_after_restore: false,
+            should_quit: false,
+        }
+    }
+
+    pub fn selected_image(&self) -> Option<&VaultEntry> {
+        self.vault.get(self.vault_cursor)
+    }
+
+    pub fn selected_target(&self) -> Option<&TargetCandidate> {
+        self.targets.items.get(self.target_cursor)
+    }
+
+    pub fn restore_running(&self) -> bool {
+        self.screen == Screen::Restoring
+    }
+
+    /// Folds a worker's report into the state; returns an action when the
+    /// report completes one the user asked for (quit after a restore).
+    pub fn apply(&mut self, event: WorkerEvent) -> Action {
+        match event {
+            WorkerEvent::VerifyProgress { image, done, total } => {
+                if let Some(entry) = self.vault.get_mut(image) {
+                    entry.check = FullCheck::Running { done, total };
+                }
+            }
+            WorkerEvent::VerifyFinished {
+                image,
+                check,
+                audit_problem,
+            } => {
+                if let Some(entry) = self.vault.get_mut(image) {
+                    entry.check = check;
+                    entry.audit_problem = audit_problem;
+                }
+            }
+            WorkerEvent::TargetsLoaded(list) => {
+                self.targets = list;
+                self.target_cursor = first_selectable(&self.targets.items).unwrap_or(0);
+            }
+            WorkerEvent::RestoreStarted { seq } => {
+                if let Some(view) = &mut self.restore {
+                    view.started_seq = Some(seq);
+                }
+            }
+            WorkerEvent::RestoreProgress(progress) => {
+                if let Some(view) = &mut self.restore {
+                    if progress.stage != "writing" && view.progress.as_ref().is_some_and(|p| p.stage == "writing") {
+                        view.written = true;
+                    }
+                    if progress.stage == "writing" || progress.stage == "reading back" {
+                        view.throughput.push((progress.bytes_per_second / 1e6).round() as u64);
+                        if view.throughput.len() > THROUGHPUT_SAMPLES {
+                            view.throughput.remove(0);
+                        }
+                    }
+                    view.progress = Some(progress);
+                }
+            }
+            WorkerEvent::RestoreFinished(result) => {
+                self.restore = None;
+                self.overlay = None;
+                self.result = Some(result);
+                self.screen = Screen::Result;
+                if self.quit_after_restore {
+                    self.should_quit = true;
+                    return Action::Quit;
+                }
+            }
+            WorkerEvent::AuditLoaded { rows, banner } => {
+                self.audit.rows = rows;
+                self.audit.banner = Some(banner);
+                self.audit.loading = false;
+                self.audit.cursor = 0;
+            }
+        }
+        Action::None
+    }
+}
+
+/// Handles one key press. Releases and repeats of other kinds are ignored.
+pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
+    if key.kind == KeyEventKind::Release {
+        return Action::None;
+    }
+    let ctrl_c = key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+    if let Some(overlay) = app.overlay {
+        return overlay_key(app, overlay, key.code, ctrl_c);
+    }
+    if ctrl_c {
+        return request_quit(app);
+    }
+    let typing = matches!(app.screen, Screen::SignIn | Screen::Confirm)
+        || (app.screen == Screen::AuditLog && app.audit.editing_filter);
+    if key.code == KeyCode::Char('?') && !(app.screen == Screen::AuditLog && app.audit.editing_filter) {
+        app.overlay = Some(Overlay::Help);
+        return Action::None;
+    }
+    if key.code == KeyCode::Char('q') && !typing {
+        return request_quit(app);
+    }
+    app.notice = None;
+    match app.screen {
+        Screen::SignIn => sign_in_key(app, key.code),
+        Screen::Vault => vault_key(app, key.code),
+        Screen::ImageDetails => details_key(app, key.code),
+        Screen::Targets => targets_key(app, key.code),
+        Screen::Confirm => confirm_key(app, key.code),
+        Screen::Restoring => restoring_key(app, key.code),
+        Screen::Result => result_key(app, key.code),
+        Screen::AuditLog => audit_key(app, key.code),
+    }
+}
+
+fn request_quit(app: &mut App) -> Action {
+    if app.restore_running() {
+        app.overlay = Some(Overlay::QuitDuringRestore { quit_chosen: false });
+        Action::None
+    } else {
+        app.should_quit = true;
+        Action::Quit
+    }
+}
+
+fn overlay_key(app: &mut App, overlay: Overlay, code: KeyCode, ctrl_c: bool) -> Action {
+    let toggles = matches!(
+        code,
+        KeyCode::Left
+            | KeyCode::Right
+            | KeyCode::Up
+            | KeyCode::Down
+            | KeyCode::Tab
+            | KeyCode::Char('h' | 'j' | 'k' | 'l')
+    );
+    match overlay {
+        Overlay::Help => {
+            if matches!(code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('?' | 'q')) {
+                app.overlay = None;
+            } else if ctrl_c {
+                app.overlay = None;
+                return request_quit(app);
+            }
+            Action::None
+        }
+        Overlay::CancelRestore { cancel_chosen } => match code {
+            _ if toggles => {
+                app.overlay = Some(Overlay::CancelRestore {
+                    cancel_chosen: !cancel_chosen,
+                });
+                Action::None
+            }
+            KeyCode::Enter if cancel_chosen => {
+                app.overlay = None;
+                if let Some(view) = &mut app.restore {
+                    view.cancel_requested = true;
+                }
+                Action::CancelRestore
+            }
+            KeyCode::Enter | KeyCode::Esc => {
+                app.overlay = None;
+                Action::None
+            }
+            _ => Action::None,
+        },
+        Overlay::QuitDuringRestore { quit_chosen } => match code {
+            _ if toggles => {
+                app.overlay = Some(Overlay::QuitDuringRestore {
+                    quit_chosen: !quit_chosen,
+                });
+                Action::None
+            }
+            KeyCode::Enter if quit_chosen => {
+                app.overlay = None;
+                app.quit_after_restore = true;
+                if let Some(view) = &mut app.restore {
+                    view.cancel_requested = true;
+                }
+                Action::CancelRestore
+            }
+            KeyCode::Enter | KeyCode::Esc => {
+                app.overlay = None;
+                Action::None
+            }
+            _ => Action::None,
+        },
+    }
+}
+
+fn sign_in_key(app: &mut App, code: KeyCode) -> Action {
+    match code {
+        KeyCode::Char(c) if is_id_char(c) && app.sign_in.text.len() < MAX_ID_LEN => {
+            app.sign_in.text.push(c);
+            app.sign_in.error = None;
+        }
+        KeyCode::Backspace => {
+            app.sign_in.text.pop();
+        }
+        KeyCode::Esc => app.sign_in = TextField::default(),
+        KeyCode::Enter => {
+            let id = app.sign_in.text.clone();
+            if !is_valid_id(&id) {
+                app.sign_in.error = Some("Type your operator id, then press Enter.".into());
+                return Action::None;
+            }
+            let name = match &app.operators {
+                Some(list) => match list.find(&id) {
+                    Some(entry) => Some(entry.name.clone()),
+                    None => {
+                        app.sign_in.error =
+                            Some(format!("Operator id \"{id}\" is not in this stick's operators list."));
+                        app.sign_in.text.clear();
+                        return Action::None;
+                    }
+                },
+                None => None,
+            };
+            app.operator = Some(SignedIn { id, name });
+            app.sign_in = TextField::default();
+            app.screen = Screen::Vault;
+        }
+        _ => {}
+    }
+    Action::None
+}
+
+fn vault_key(app: &mut App, code: KeyCode) -> Action {
+    match code {
+        KeyCode::Up | KeyCode::Char('k') => app.vault_cursor = app.vault_cursor.saturating_sub(1),
+        KeyCode::Down | KeyCode::Char('j') => {
+            app.vault_cursor = (app.vault_cursor + 1).min(app.vault.len().saturating_sub(1));
+        }
+        KeyCode::Enter => {
+            let Some(entry) = app.selected_image() else {
+                return Action::None;
+            };
+            if let Some(why) = entry.refusal() {
+                app.notice = Some(format!("{} cannot be chosen: {why}", entry.display_name()));
+                return Action::None;
+            }
+            app.screen = Screen::ImageDetails;
+        }
+        KeyCode::Char('v') => return start_verify(app, true),
+        KeyCode::Char('l') => return open_audit(app),
+        KeyCode::Esc => {
+            app.operator = None;
+            app.screen = Screen::SignIn;
+        }
+        _ => {}
+    }
+    Action::None
+}
+
+/// Starts the full verification of the selected image, if it may run.
+fn start_verify(app: &mut App, show_details: bool) -> Action {
+    let index = app.vault_cursor;
+    let Some(entry) = app.vault.get_mut(index) else {
+        return Action::None;
+    };
+    if entry.summary.is_none() || entry.trust != crate::model::TrustStatus::Trusted {
+        let why = entry.refusal().unwrap_or_default();
+        app.notice = Some(format!("{} cannot be verified: {why}", entry.display_name()));
+        return Action::None;
+    }
+    if matches!(entry.check, FullCheck::Running { .. }) {
+        return Action::None;
+    }
+    let total = entry.summary.as_ref().map_or(0, |s| s.stored_bytes);
+    entry.check = FullCheck::Running { done: 0, total };
+    if show_details {
+        app.screen = Screen::ImageDetails;
+    }
+    Action::VerifyImage(index)
+}
+
+fn open_audit(app: &mut App) -> Action {
+    app.audit = AuditView {
+        loading: true,
+        return_to: app.screen,
+        ..AuditView::default()
+    };
+    app.screen = Screen::AuditLog;
+    Action::LoadAuditLog
+}
+
+fn details_key(app: &mut App, code: KeyCode) -> Action {
+    match code {
+        KeyCode::Char('v') => return start_verify(app, false),
+        KeyCode::Esc => app.screen = Screen::Vault,
+        KeyCode::Enter => {
+            let Some(entry) = app.selected_image() else {
+                return Action::None;
+            };
+            if let Some(why) = entry.refusal() {
+                app.notice = Some(format!("{} cannot be chosen: {why}", entry.display_name()));
+                return Action::None;
+            }
+            app.targets = TargetList {
+                loading: true,
+                ..TargetList::default()
+            };
+            app.target_cursor = 0;
+            app.screen = Screen::Targets;
+            return Action::LoadTargets(app.vault_cursor);
+        }
+        _ => {}
+    }
+    Action::None
+}
+
+fn targets_key(app: &mut App, code: KeyCode) -> Action {
+    match code {
+        KeyCode::Up | KeyCode::Char('k') => app.target_cursor = app.target_cursor.saturating_sub(1),
+        KeyCode::Down | KeyCode::Char('j') => {
+            app.target_cursor = (app.target_cursor + 1).min(app.targets.items.len().saturating_sub(1));
+        }
+        KeyCode::Esc => app.screen = Screen::ImageDetails,
+        KeyCode::Enter => {
+            let Some(target) = app.selected_target() else {
+                return Action::None;
+            };
+            if let Some(why) = target.refusals.first() {
+                app.notice = Some(format!("This target cannot be chosen: {why}"));
+                return Action::None;
+            }
+            app.confirm = TextField::default();
+            app.screen = Screen::Confirm;
+        }
+        _ => {}
+    }
+    Action::None
+}
+
+fn confirm_key(app: &mut App, code: KeyCode) -> Action {
+    match code {
+        KeyCode::Char(c) if c.is_ascii_alphanumeric() && app.confirm.text.len() < MAX_CODE_LEN => {
+            app.confirm.text.push(c);
+            app.confirm.error = None;
+        }
+        KeyCode::Backspace => {
+            app.confirm.text.pop();
+        }
+        KeyCode::Esc => {
+            app.confirm = TextField::default();
+            app.screen = Screen::Targets;
+        }
+        KeyCode::Enter => {
+            let (Some(image), Some(target)) = (app.selected_image(), app.selected_target()) else {
+                return Action::None;
+            };
+            // The refusals are checked again: a refresh may have changed them.
+            if image.refusal().is_some() || !target.is_selectable() {
+                app.confirm.error = Some("This image or target can no longer be chosen; go back.".into());
+                return Action::None;
+            }
+            if !app.confirm.text.eq_ignore_ascii_case(&target.confirm_code) {
+                let what = if target.code_is_serial {
+                    "the last 4 characters of the serial"
+                } else {
+                    "the code shown"
+                };
+                app.confirm.error = Some(format!(
+                    "\"{}\" does not match {what}. Nothing was written.",
+                    app.confirm.text
+                ));
+                app.confirm.text.clear();
+                return Action::None;
+            }
+            let (image_name, target_label) = (image.display_name(), target.label());
+            app.restore = Some(RestoreView {
+                image_name,
+                target_label,
+                started_seq: None,
+                progress: None,
+                written: false,
+                throughput: Vec::new(),
+                cancel_requested: false,
+            });
+            app.result = None;
+            app.confirm = TextField::default();
+            app.screen = Screen::Restoring;
+            return Action::StartRestore {
+                image: app.vault_cursor,
+                target: app.target_cursor,
+            };
+        }
+        _ => {}
+    }
+    Action::None
+}
+
+fn restoring_key(app: &mut App, code: KeyCode) -> Action {
+    if code == KeyCode::Esc && app.restore.as_ref().is_some_and(|r| !r.cancel_requested) {
+        app.overlay = Some(Overlay::CancelRestore { cancel_chosen: false });
+    }
+    Action::None
+}
+
+fn result_key(app: &mut App, code: KeyCode) -> Action {
+    match code {
+        KeyCode::Enter | KeyCode::Esc => {
+            app.result = None;
+            app.screen = Screen::Vault;
+        }
+        KeyCode::Char('l') => return open_audit(app),
+        _ => {}
+    }
+    Action::None
+}
+
+fn audit_key(app: &mut App, code: KeyCode) -> Action {
+    let view = &mut app.audit;
+    if view.editing_filter {
+        match code {
+            KeyCode::Char(c) if view.filter.len() < MAX_FILTER_LEN => view.filter.push(c),
+            KeyCode::Backspace => {
+                view.filter.pop();
+            }
+            KeyCode::Enter => view.editing_filter = false,
+            KeyCode::Esc => {
+                view.filter.clear();
+                view.editing_filter = false;
+            }
+            _ => {}
+        }
+        view.cursor = 0;
+        view.details_scroll = 0;
+        return Action::None;
+    }
+    let count = view.visible().len();
+    match (code, view.pane) {
+        (KeyCode::Char('/'), _) => {
+            view.editing_filter = true;
+            view.pane = AuditPane::Records;
+        }
+        (KeyCode::Tab, AuditPane::Records) => view.pane = AuditPane::Details,
+        (KeyCode::Tab, AuditPane::Details) => view.pane = AuditPane::Records,
+        (KeyCode::Up | KeyCode::Char('k'), AuditPane::Records) => {
+            view.cursor = view.cursor.saturating_sub(1);
+            view.details_scroll = 0;
+        }
+        (KeyCode::Down | KeyCode::Char('j'), AuditPane::Records) => {
+            view.cursor = (view.cursor + 1).min(count.saturating_sub(1));
+            view.details_scroll = 0;
+        }
+        (KeyCode::Up | KeyCode::Char('k'), AuditPane::Details) => {
+            view.details_scroll = view.details_scroll.saturating_sub(1);
+        }
+        (KeyCode::Down | KeyCode::Char('j'), AuditPane::Details) => {
+            view.details_scroll = view.details_scroll.saturating_add(1);
+        }
+        (KeyCode::Esc, _) => app.screen = view.return_to,
+        _ => {}
+    }
+    Action::None
+}
+
+fn first_selectable(items: &[TargetCandidate]) -> Option<usize> {
+    items.iter().position(TargetCandidate::is_selectable)
+}

@@ -1,0 +1,418 @@
+//! The work behind the screens: the vault, verification, discovery, the
+//! restore and the audit log. Long work runs on its own thread and reports
+//! back as [`WorkerEvent`]s, so the UI answers keys during full-speed I/O.
+
+pub mod audit_view;
+pub mod targets;
+pub mod vault;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use reliquary_appliance::audit::{
+    AuditLog, CheckResult, Digest, Environment, Operator, Payload, RestoreStarted, CHECKPOINT_FILE,
+    RESTORE_RESERVE_BYTES,
+};
+use reliquary_appliance::restore::records::{finished_record, image_ref, target_ref};
+use reliquary_appliance::restore::{self, CancelToken, Outcome, Progress, RestoreOptions, RestoreReport};
+use reliquary_appliance::safety::TargetRequirement;
+use reliquary_appliance::verify::verify_chunks;
+use reliquary_image::{Image, TrustStore};
+
+use crate::app::{Action, App, SignedIn, WorkerEvent};
+use crate::model::{FullCheck, ProgressView, ResultOutcome, ResultView, VaultEntry};
+use crate::operators::{OperatorList, OperatorsError};
+use crate::runner::{AppEvent, Effects};
+use targets::{error_chain, TargetQuery};
+
+/// The least time between two progress reports forwarded to the UI.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Where the session's files are.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub vault: PathBuf,
+    pub trust: PathBuf,
+    pub audit: PathBuf,
+    pub include_loop: bool,
+    pub target_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot load the trust store {path}: {source}")]
+    Trust {
+        path: PathBuf,
+        source: reliquary_image::TrustError,
+    },
+    #[error(transparent)]
+    Operators(#[from] OperatorsError),
+}
+
+/// What a session holds while the UI runs: the opened images, the audit
+/// log, and the running restore.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    images: Vec<Option<Arc<Image<File>>>>,
+    /// The open audit log, or why it could not be opened (restores are
+    /// then refused, and the viewer still shows the log).
+    audit: Result<Arc<Mutex<AuditLog>>, String>,
+    events: Sender<AppEvent>,
+    cancel: Option<CancelToken>,
+    restore_thread: Option<JoinHandle<()>>,
+}
+
+impl Session {
+    /// Loads the trust store, the operators list and the vault, and opens
+    /// the audit log. Returns the session and the app's starting state.
+    pub fn start(config: SessionConfig, events: Sender<AppEvent>, demo: bool) -> Result<(Self, App), SessionError> {
+        let trust = TrustStore::load(&config.trust).map_err(|source| SessionError::Trust {
+            path: config.trust.clone(),
+            source,
+        })?;
+        let operators = OperatorList::load(&config.trust)?;
+        let (entries, images, vault_error) = match vault::scan_vault(&config.vault, &trust) {
+            Ok(scanned) => {
+                let (entries, images): (Vec<VaultEntry>, Vec<_>) =
+                    scanned.into_iter().map(|s| (s.entry, s.image)).unzip();
+                (entries, images, None)
+            }
+            Err(e) => (Vec::new(), Vec::new(), Some(format!("{}: {e}", config.vault.display()))),
+        };
+        let env = Environment::system(Some(Digest(trust.digest())));
+        let audit = AuditLog::open(&config.audit, env)
+            .map(|log| Arc::new(Mutex::new(log)))
+            .map_err(|e| error_chain(&e));
+        let mut app = App::new(entries, operators, demo);
+        app.vault_error = vault_error;
+        let session = Session {
+            config,
+            images,
+            audit,
+            events,
+            cancel: None,
+            restore_thread: None,
+        };
+        Ok((session, app))
+    }
+
+    /// Why restores are refused, if the audit log is unusable.
+    pub fn audit_problem(&self) -> Option<&str> {
+        self.audit.as_ref().err().map(String::as_str)
+    }
+
+    /// Waits for a running restore thread to log its end.
+    pub fn finish(&mut self) {
+        if let Some(cancel) = &self.cancel {
+            cancel.cancel();
+        }
+        if let Some(thread) = self.restore_thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    fn verify(&self, index: usize, operator: Operator) {
+        let Some(Some(image)) = self.images.get(index).cloned() else {
+            return;
+        };
+        let events = self.events.clone();
+        let audit = self.audit.clone();
+        std::thread::spawn(move || {
+            let total = image.manifest().stored_bytes;
+            let done = AtomicU64::new(0);
+            let last = Mutex::new(Instant::now());
+            let started = Instant::now();
+            let result = verify_chunks(&image, &|n| {
+                let now_done = done.fetch_add(n, Ordering::Relaxed) + n;
+                if let Ok(mut last) = last.try_lock() {
+                    if last.elapsed() >= PROGRESS_INTERVAL {
+                        *last = Instant::now();
+                        let _ = events.send(AppEvent::Worker(WorkerEvent::VerifyProgress {
+                            image: index,
+                            done: now_done,
+                            total,
+                        }));
+                    }
+                }
+            });
+            let (check, record) = match result {
+                Ok(()) => (
+                    FullCheck::Passed {
+                        seconds: started.elapsed().as_secs_f64(),
+                    },
+                    CheckResult::Passed,
+                ),
+                Err(e) => (
+                    FullCheck::Failed { reason: e.to_string() },
+                    CheckResult::Failed { reason: e.to_string() },
+                ),
+            };
+            let audit_problem = with_log(&audit, |log| {
+                log.append(
+                    &operator,
+                    Payload::ImageVerified {
+                        image: image_ref(&image),
+                        result: record,
+                    },
+                )
+            })
+            .err();
+            let _ = events.send(AppEvent::Worker(WorkerEvent::VerifyFinished {
+                image: index,
+                check,
+                audit_problem,
+            }));
+        });
+    }
+
+    fn load_targets(&self, app: &App, index: usize) {
+        let (Some(Some(image)), Some(entry)) = (self.images.get(index).cloned(), app.vault.get(index)) else {
+            return;
+        };
+        let path = entry.path.clone();
+        let config = self.config.clone();
+        let events = self.events.clone();
+        std::thread::spawn(move || {
+            let m = image.manifest();
+            let query = TargetQuery {
+                requirement: TargetRequirement {
+                    min_size_bytes: m.logical_bytes(),
+                    logical_sector_size: m.source.logical_sector_size,
+                },
+                image_path: &path,
+                vault: &config.vault,
+                include_loop: config.include_loop,
+                target_files: &config.target_files,
+            };
+            let _ = events.send(AppEvent::Worker(WorkerEvent::TargetsLoaded(targets::load_targets(
+                &query,
+            ))));
+        });
+    }
+
+    fn start_restore(&mut self, app: &App, image_index: usize, operator: Operator) {
+        let (Some(Some(image)), Some(entry), Some(target)) = (
+            self.images.get(image_index).cloned(),
+            app.vault.get(image_index),
+            app.selected_target(),
+        ) else {
+            return;
+        };
+        let cancel = CancelToken::new();
+        self.cancel = Some(cancel.clone());
+        let job = RestoreJob {
+            image,
+            image_path: entry.path.clone(),
+            image_name: entry.display_name(),
+            target_path: target.path.clone(),
+            target_label: target.label(),
+            vault: self.config.vault.clone(),
+            audit_dir: self.config.audit.clone(),
+            operator,
+            audit: self.audit.clone(),
+            events: self.events.clone(),
+            cancel,
+        };
+        self.restore_thread = Some(std::thread::spawn(move || {
+            let result = job.run();
+            let _ = job.events.send(AppEvent::Worker(WorkerEvent::RestoreFinished(result)));
+        }));
+    }
+}
+
+impl Effects for Session {
+    fn perform(&mut self, action: &Action, app: &App) {
+        let operator = app.operator.as_ref().map(audit_operator);
+        match (action, operator) {
+            (Action::VerifyImage(i), Some(op)) => self.verify(*i, op),
+            (Action::LoadTargets(i), _) => self.load_targets(app, *i),
+            (Action::StartRestore { image, .. }, Some(op)) => self.start_restore(app, *image, op),
+            (Action::CancelRestore, _) => {
+                if let Some(cancel) = &self.cancel {
+                    cancel.cancel();
+                }
+            }
+            (Action::LoadAuditLog, _) => {
+                let dir = self.config.audit.clone();
+                let events = self.events.clone();
+                std::thread::spawn(move || {
+                    let (rows, banner) = audit_view::load(&dir);
+                    let _ = events.send(AppEvent::Worker(WorkerEvent::AuditLoaded { rows, banner }));
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn audit_operator(op: &SignedIn) -> Operator {
+    Operator {
+        id: op.id.clone(),
+        name: op.name.clone(),
+    }
+}
+
+/// Runs `f` on the open log; an unusable log or a failed append is a sentence.
+fn with_log<T>(
+    audit: &Result<Arc<Mutex<AuditLog>>, String>,
+    f: impl FnOnce(&mut AuditLog) -> Result<T, reliquary_appliance::audit::AuditError>,
+) -> Result<T, String> {
+    let log = audit
+        .as_ref()
+        .map_err(|e| format!("the audit log is unavailable: {e}"))?;
+    let mut guard: MutexGuard<'_, AuditLog> = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(&mut guard).map_err(|e| error_chain(&e))
+}
+
+/// Everything the restore thread needs.
+struct RestoreJob {
+    image: Arc<Image<File>>,
+    image_path: PathBuf,
+    image_name: String,
+    target_path: PathBuf,
+    target_label: String,
+    vault: PathBuf,
+    audit_dir: PathBuf,
+    operator: Operator,
+    audit: Result<Arc<Mutex<AuditLog>>, String>,
+    events: Sender<AppEvent>,
+    cancel: CancelToken,
+}
+
+impl RestoreJob {
+    /// The audit wiring: open the target (safety refusals), log and sync
+    /// `RestoreStarted`, restore, log `RestoreFinished` and the checkpoint.
+    fn run(&self) -> ResultView {
+        let refused = |reason: String| self.result(ResultOutcome::Refused { reason }, None);
+        let target = match restore::open_target(&self.target_path, &self.image, &self.image_path, Some(&self.vault)) {
+            Ok(target) => target,
+            Err(e) => return refused(error_chain(&e)),
+        };
+        let image = image_ref(&self.image);
+        let target_record = target_ref(target.info());
+        let started = with_log(&self.audit, |log| {
+            log.ensure_space(RESTORE_RESERVE_BYTES)?;
+            log.append(
+                &self.operator,
+                Payload::RestoreStarted(RestoreStarted {
+                    image: image.clone(),
+                    target: target_record.clone(),
+                }),
+            )
+        });
+        let started = match started {
+            Ok(started) => started,
+            Err(reason) => return refused(format!("the start of the restore could not be logged: {reason}")),
+        };
+        let _ = self
+            .events
+            .send(AppEvent::Worker(WorkerEvent::RestoreStarted { seq: started.seq }));
+
+        let (progress_tx, progress_rx) = mpsc::channel::<Progress>();
+        let events = self.events.clone();
+        let forwarder = std::thread::spawn(move || forward_progress(progress_rx, &events));
+        let opts = RestoreOptions::default();
+        let report = restore::run(&self.image, target, &opts, &progress_tx, &self.cancel);
+        drop(progress_tx);
+        let _ = forwarder.join();
+
+        let finished = finished_record(started.seq, image, target_record, &report);
+        let logged = with_log(&self.audit, |log| {
+            let appended = log.append(&self.operator, Payload::RestoreFinished(finished))?;
+            Ok((appended.seq, log.checkpoint().short_form()))
+        });
+        let mut view = self.result(outcome_of(&report), Some(&report));
+        match logged {
+            Ok((seq, short)) => {
+                view.audit_seq = Some(seq);
+                view.checkpoint_short = Some(short);
+                view.checkpoint_note = std::fs::read_to_string(self.audit_dir.join(CHECKPOINT_FILE)).ok();
+            }
+            Err(problem) => view.audit_problem = Some(problem),
+        }
+        view
+    }
+
+    fn result(&self, outcome: ResultOutcome, report: Option<&RestoreReport>) -> ResultView {
+        ResultView {
+            outcome,
+            image_name: self.image_name.clone(),
+            target_label: self.target_label.clone(),
+            bytes_written: report.map_or(0, |r| r.bytes_written),
+            stage_seconds: report.map_or_else(Vec::new, |r| {
+                r.stage_durations
+                    .iter()
+                    .map(|(s, d)| (s.to_string(), format!("{:.1}", d.as_secs_f64())))
+                    .collect()
+            }),
+            readback_digest: report.and_then(|r| r.readback_digest).map(hex::encode),
+            warnings: report.map_or_else(Vec::new, |r| r.warnings.clone()),
+            audit_seq: None,
+            checkpoint_short: None,
+            checkpoint_note: None,
+            audit_problem: None,
+        }
+    }
+}
+
+fn outcome_of(report: &RestoreReport) -> ResultOutcome {
+    match &report.outcome {
+        Outcome::Success => ResultOutcome::Success,
+        Outcome::Cancelled => ResultOutcome::Cancelled,
+        Outcome::Failed { error, chunk, sectors } => ResultOutcome::Failed {
+            reason: error_chain(error),
+            chunk: *chunk,
+            sectors: *sectors,
+        },
+    }
+}
+
+/// Forwards the engine's progress to the UI, at most one report per
+/// [`PROGRESS_INTERVAL`] except on a change of stage.
+fn forward_progress(rx: mpsc::Receiver<Progress>, events: &Sender<AppEvent>) {
+    let mut last_sent: Option<(Instant, String)> = None;
+    let mut pending: Option<ProgressView> = None;
+    loop {
+        let received = rx.recv_timeout(PROGRESS_INTERVAL);
+        match received {
+            Ok(p) => pending = Some(progress_view(&p)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let Some(view) = &pending else { continue };
+        let due = last_sent
+            .as_ref()
+            .is_none_or(|(at, stage)| at.elapsed() >= PROGRESS_INTERVAL || *stage != view.stage);
+        if due {
+            last_sent = Some((Instant::now(), view.stage.clone()));
+            if events
+                .send(AppEvent::Worker(WorkerEvent::RestoreProgress(view.clone())))
+                .is_err()
+            {
+                return;
+            }
+            pending = None;
+        }
+    }
+    if let Some(view) = pending {
+        let _ = events.send(AppEvent::Worker(WorkerEvent::RestoreProgress(view)));
+    }
+}
+
+fn progress_view(p: &Progress) -> ProgressView {
+    ProgressView {
+        stage: p.stage.to_string(),
+        bytes_done: p.bytes_done,
+        bytes_total: p.bytes_total,
+        chunks_done: p.chunks_done,
+        chunks_total: p.chunks_total,
+        bytes_per_second: p.bytes_per_second,
+        eta_seconds: p.eta.map(|d| d.as_secs()),
+    }
+}

@@ -1,0 +1,147 @@
+//! The disks and files an image could be restored onto, with every reason
+//! a disk may not be.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+
+use reliquary_appliance::discover::{discover_system, Disk, SystemPaths};
+use reliquary_appliance::safety::{refusals, TargetRequirement};
+
+use crate::model::{TargetCandidate, TargetKind, TargetList};
+
+/// Letters and digits that cannot be mistaken for each other on a console.
+const CODE_ALPHABET: &[u8] = b"ACDEFHJKLMNPRTUVWXY34679";
+
+/// What the target list is built for.
+#[derive(Debug, Clone)]
+pub struct TargetQuery<'a> {
+    pub requirement: TargetRequirement,
+    pub image_path: &'a Path,
+    pub vault: &'a Path,
+    pub include_loop: bool,
+    pub target_files: &'a [PathBuf],
+}
+
+/// Discovers the disks (and lists the `--target-file` files) for an image.
+pub fn load_targets(query: &TargetQuery<'_>) -> TargetList {
+    let paths = SystemPaths {
+        vault: Some(query.vault.to_path_buf()),
+        image: Some(query.image_path.to_path_buf()),
+    };
+    let (disks, discovery_error) = match discover_system(query.include_loop, &paths) {
+        Ok(disks) => (disks, None),
+        Err(e) => (Vec::new(), Some(error_chain(&e))),
+    };
+    let mut items: Vec<TargetCandidate> = disks.iter().map(|d| disk_candidate(d, &query.requirement)).collect();
+    items.extend(query.target_files.iter().map(|p| file_candidate(p, query)));
+    TargetList {
+        loading: false,
+        items,
+        discovery_error,
+    }
+}
+
+/// A discovered disk as a candidate, with its refusals.
+pub fn disk_candidate(disk: &Disk, requirement: &TargetRequirement) -> TargetCandidate {
+    let serial = disk.serial.clone().filter(|s| s.chars().count() >= 4);
+    let (confirm_code, code_is_serial) = match &serial {
+        Some(s) => (s.chars().skip(s.chars().count() - 4).collect(), true),
+        None => (random_code(), false),
+    };
+    TargetCandidate {
+        kind: TargetKind::Disk,
+        path: disk.path.clone(),
+        model: disk.model.clone(),
+        serial: disk.serial.clone(),
+        size_bytes: disk.size_bytes,
+        logical_sector_size: disk.logical_sector_size,
+        physical_sector_size: disk.physical_sector_size,
+        transport: disk.transport.to_string(),
+        partitions: disk
+            .partitions
+            .iter()
+            .map(|p| {
+                let mut text = p.name.clone();
+                if let Some(fs) = &p.fs_type {
+                    text += &format!(" {fs}");
+                }
+                if let Some(label) = p.fs_label.as_ref().or(p.label.as_ref()) {
+                    text += &format!(" \"{label}\"");
+                }
+                text
+            })
+            .collect(),
+        refusals: refusals(disk, requirement).iter().map(ToString::to_string).collect(),
+        confirm_code,
+        code_is_serial,
+    }
+}
+
+fn file_candidate(path: &Path, query: &TargetQuery<'_>) -> TargetCandidate {
+    let mut refused = Vec::new();
+    let meta = std::fs::metadata(path).ok();
+    if meta.as_ref().is_some_and(|m| m.is_dir()) {
+        refused.push(format!("{} is a directory", path.display()));
+    }
+    let same_file = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same_file(path, query.image_path) {
+        refused.push(format!("{} is the image file itself", path.display()));
+    }
+    let current = meta.as_ref().filter(|m| m.is_file()).map_or(0, |m| m.len());
+    TargetCandidate {
+        kind: TargetKind::File,
+        path: path.to_path_buf(),
+        model: None,
+        serial: None,
+        size_bytes: current.max(query.requirement.min_size_bytes),
+        logical_sector_size: query.requirement.logical_sector_size,
+        physical_sector_size: query.requirement.logical_sector_size.max(4096),
+        transport: "file".into(),
+        partitions: vec![if current == 0 {
+            "created to fit".into()
+        } else {
+            "extended to fit if smaller".into()
+        }],
+        refusals: refused,
+        confirm_code: random_code(),
+        code_is_serial: false,
+    }
+}
+
+/// Four characters the operator must read off the screen and type.
+fn random_code() -> String {
+    // RandomState is seeded randomly per process: enough to make the code
+    // something that has to be read, not remembered.
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let mut bits = hasher.finish();
+    (0..4)
+        .map(|_| {
+            let c = CODE_ALPHABET[(bits % CODE_ALPHABET.len() as u64) as usize];
+            bits /= CODE_ALPHABET.len() as u64;
+            char::from(c)
+        })
+        .collect()
+}
+
+/// An error with its causes, as one sentence.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text += &format!(": {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}

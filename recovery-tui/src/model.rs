@@ -1,0 +1,291 @@
+//! Plain data the screens show. Everything here is built from the vault,
+//! discovery, the restore engine and the audit log by the `engine` module,
+//! or from fixed values in tests, so rendering never touches the system.
+
+use std::path::PathBuf;
+
+/// How far an image in the vault may be trusted, in the words the
+/// technician sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustStatus {
+    /// The trust store's signature policy is met.
+    Trusted,
+    /// Signed, but not by enough keys the trust store holds.
+    Untrusted,
+    /// A signing key or the image itself is revoked by policy.
+    Revoked,
+    /// The file is not an intact image (framing, manifest, index or a chunk).
+    Damaged,
+}
+
+impl TrustStatus {
+    pub fn word(self) -> &'static str {
+        match self {
+            TrustStatus::Trusted => "trusted",
+            TrustStatus::Untrusted => "untrusted",
+            TrustStatus::Revoked => "revoked",
+            TrustStatus::Damaged => "damaged",
+        }
+    }
+}
+
+/// A signer of an image, as shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerSummary {
+    pub name: String,
+    pub key_id: String,
+    pub meaning: String,
+    pub signed_unix: i64,
+    /// `trusted`, `revoked`, `untrusted`, `unchecked` or `invalid`.
+    pub status: String,
+}
+
+/// A partition recorded in the image's manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSummary {
+    pub number: u32,
+    pub start_sector: u64,
+    pub size_bytes: u64,
+    pub type_code: String,
+    pub name: Option<String>,
+    pub bootable: bool,
+}
+
+/// What the manifest says about an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    pub uuid: String,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub created_unix: i64,
+    pub creator: String,
+    pub compatible: Vec<String>,
+    pub disk_bytes: u64,
+    pub stored_bytes: u64,
+    pub logical_sector_size: u32,
+    pub physical_sector_size: u32,
+    /// `MBR`, `GPT` or `none`.
+    pub scheme: String,
+    pub partitions: Vec<PartitionSummary>,
+    pub chunks: u64,
+    pub manifest_sha256: String,
+    pub signers: Vec<SignerSummary>,
+}
+
+/// The full offline verification of every chunk of an image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FullCheck {
+    NotRun,
+    Running { done: u64, total: u64 },
+    Passed { seconds: f64 },
+    Failed { reason: String },
+}
+
+/// One file in the vault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VaultEntry {
+    pub path: PathBuf,
+    pub file_name: String,
+    /// The manifest, when it could be decoded (even from an untrusted image).
+    pub summary: Option<ImageSummary>,
+    pub trust: TrustStatus,
+    /// Why the image is not trusted, in a sentence.
+    pub reason: Option<String>,
+    pub check: FullCheck,
+    /// Why the `ImageVerified` record could not be written, if it could not.
+    pub audit_problem: Option<String>,
+}
+
+impl VaultEntry {
+    /// Why this image cannot be chosen for a restore, if it cannot.
+    pub fn refusal(&self) -> Option<String> {
+        if let FullCheck::Failed { reason } = &self.check {
+            return Some(format!("damaged: {reason}"));
+        }
+        match self.trust {
+            TrustStatus::Trusted => None,
+            other => Some(match &self.reason {
+                Some(reason) => format!("{}: {reason}", other.word()),
+                None => other.word().to_string(),
+            }),
+        }
+    }
+
+    pub fn display_name(&self) -> String {
+        match &self.summary {
+            Some(s) => s.name.clone(),
+            None => self.file_name.clone(),
+        }
+    }
+}
+
+/// Whether a target is a disk or a regular file offered with `--target-file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Disk,
+    File,
+}
+
+/// A disk or file the image could be restored onto.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetCandidate {
+    pub kind: TargetKind,
+    pub path: PathBuf,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub size_bytes: u64,
+    pub logical_sector_size: u32,
+    pub physical_sector_size: u32,
+    /// `sata`, `nvme`, `usb`, ..., or `file`.
+    pub transport: String,
+    /// The current partitions, e.g. `sda1 ntfs "System Reserved"`, so the
+    /// technician recognises the old disk.
+    pub partitions: Vec<String>,
+    /// Every reason the target may not be written; empty when it may.
+    pub refusals: Vec<String>,
+    /// What the operator must type to confirm: the serial's last four
+    /// characters, or a short code shown on screen.
+    pub confirm_code: String,
+    /// Whether `confirm_code` comes from the serial.
+    pub code_is_serial: bool,
+}
+
+impl TargetCandidate {
+    pub fn is_selectable(&self) -> bool {
+        self.refusals.is_empty()
+    }
+
+    /// A one-line description: model, serial and path.
+    pub fn label(&self) -> String {
+        match self.kind {
+            TargetKind::File => format!("file {}", self.path.display()),
+            TargetKind::Disk => format!(
+                "{} {} ({})",
+                self.model.as_deref().unwrap_or("unknown model"),
+                self.serial
+                    .as_deref()
+                    .map(|s| format!("serial {s}"))
+                    .unwrap_or_else(|| "no serial".into()),
+                self.path.display()
+            ),
+        }
+    }
+}
+
+/// The targets offered for the chosen image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TargetList {
+    pub loading: bool,
+    pub items: Vec<TargetCandidate>,
+    /// Why disks could not be listed, if they could not.
+    pub discovery_error: Option<String>,
+}
+
+/// A snapshot of the restore's progress, as last reported by the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressView {
+    /// The stage in words: `wiping`, `writing`, `reading back`, ...
+    pub stage: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub chunks_done: u64,
+    pub chunks_total: u64,
+    pub bytes_per_second: f64,
+    pub eta_seconds: Option<u64>,
+}
+
+/// The restore screen's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreView {
+    pub image_name: String,
+    pub target_label: String,
+    /// `None` until the engine has accepted the target and the start is logged.
+    pub started_seq: Option<u64>,
+    pub progress: Option<ProgressView>,
+    /// Whether the writing stage has completed (read-back is running or done).
+    pub written: bool,
+    /// Throughput samples in MB/s, oldest first, for the sparkline.
+    pub throughput: Vec<u64>,
+    pub cancel_requested: bool,
+}
+
+/// How a restore ended, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultOutcome {
+    Success,
+    Failed {
+        reason: String,
+        chunk: Option<u32>,
+        sectors: Option<(u64, u64)>,
+    },
+    Cancelled,
+    /// Refused before anything was written (safety, or the audit log).
+    Refused {
+        reason: String,
+    },
+}
+
+/// The result screen's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultView {
+    pub outcome: ResultOutcome,
+    pub image_name: String,
+    pub target_label: String,
+    pub bytes_written: u64,
+    /// (stage, seconds with one decimal), in order.
+    pub stage_seconds: Vec<(String, String)>,
+    pub readback_digest: Option<String>,
+    pub warnings: Vec<String>,
+    /// The `RestoreFinished` record's sequence number.
+    pub audit_seq: Option<u64>,
+    /// e.g. `size 12 root 1a2b3c4d`.
+    pub checkpoint_short: Option<String>,
+    /// The signed checkpoint note, for the QR code.
+    pub checkpoint_note: Option<String>,
+    /// Why the audit log could not record the end of the restore.
+    pub audit_problem: Option<String>,
+}
+
+/// One audit record, as the viewer shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub seq: u64,
+    pub time: String,
+    pub kind: String,
+    pub operator: String,
+    /// `success`, `failed`, `cancelled` or `INTERRUPTED` for restore records.
+    pub result: Option<String>,
+    /// Why the record failed verification, if it did.
+    pub invalid: Option<String>,
+    pub summary: String,
+    pub details: Vec<(String, String)>,
+}
+
+impl AuditRow {
+    /// FAILED, INTERRUPTED and invalid records must stand out.
+    pub fn is_alarming(&self) -> bool {
+        self.invalid.is_some() || matches!(self.result.as_deref(), Some("failed" | "INTERRUPTED"))
+    }
+
+    pub fn matches(&self, filter: &str) -> bool {
+        if filter.is_empty() {
+            return true;
+        }
+        let needle = filter.to_lowercase();
+        let fields = [&self.kind, &self.operator, &self.summary, &self.time];
+        fields.iter().any(|f| f.to_lowercase().contains(&needle))
+            || self
+                .result
+                .as_deref()
+                .is_some_and(|r| r.to_lowercase().contains(&needle))
+            || self.details.iter().any(|(_, v)| v.to_lowercase().contains(&needle))
+    }
+}
+
+/// The chain-verification banner of the audit viewer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBanner {
+    pub ok: bool,
+    pub text: String,
+}

@@ -1,0 +1,833 @@
+//! One function per screen. Each draws into the body area between the
+//! header and the footer.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{
+    Block, Borders, Gauge, List, ListItem, ListState, Paragraph, Sparkline, StatefulWidget, Widget, Wrap,
+};
+
+use super::format::{bytes, clip, date, date_time, disk_size, duration};
+use super::{centered, half_block_lines, ACCENT, BAD, GOOD, MUTED, WARN};
+use crate::app::{App, AuditPane};
+use crate::model::{FullCheck, ImageSummary, ResultOutcome, TargetKind, TrustStatus, VaultEntry};
+
+fn trust_style(status: TrustStatus) -> Style {
+    match status {
+        TrustStatus::Trusted => Style::new().fg(GOOD).add_modifier(Modifier::BOLD),
+        TrustStatus::Untrusted => Style::new().fg(WARN).add_modifier(Modifier::BOLD),
+        TrustStatus::Revoked | TrustStatus::Damaged => Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+    }
+}
+
+fn label(text: &str) -> Span<'static> {
+    Span::styled(format!("{text:<13}"), Style::new().fg(ACCENT))
+}
+
+fn titled(title: &str) -> Block<'static> {
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(Style::new().fg(MUTED))
+        .title(Span::styled(
+            format!(" {title} "),
+            Style::new().fg(Color::White).add_modifier(Modifier::BOLD),
+        ))
+}
+
+pub fn sign_in(app: &App, area: Rect, buf: &mut Buffer) {
+    let rect = centered(area, 64, 13);
+    let block = titled("Operator sign-in");
+    let inner = block.inner(rect);
+    block.render(rect, buf);
+    let mut lines = vec![
+        Line::from(" Type your operator id and press Enter."),
+        Line::from(" Every record in the audit log names the operator."),
+        Line::from(""),
+        Line::from(vec![
+            Span::raw(" Operator id  "),
+            Span::styled(
+                format!(" {:<20}", format!("{}_", app.sign_in.text)),
+                Style::new().fg(Color::Black).bg(Color::White),
+            ),
+        ]),
+        Line::from(""),
+    ];
+    match &app.sign_in.error {
+        Some(error) => lines.push(Line::styled(
+            format!(" {error}"),
+            Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+        )),
+        None => lines.push(Line::from("")),
+    }
+    lines.push(Line::from(""));
+    let list_note = match &app.operators {
+        Some(list) => format!(
+            " Only the {} operators listed on this stick may sign in.",
+            list.entries.len()
+        ),
+        None => " This stick has no operators list: any id is accepted.".to_string(),
+    };
+    lines.push(Line::styled(list_note, Style::new().fg(MUTED)));
+    if app.demo {
+        lines.push(Line::styled(
+            " Demo: images are signed with a throwaway key made for this run.",
+            Style::new().fg(WARN),
+        ));
+    }
+    Paragraph::new(lines).wrap(Wrap { trim: false }).render(inner, buf);
+}
+
+pub fn vault(app: &App, area: Rect, buf: &mut Buffer) {
+    let list_height = (app.vault.len() as u16 + 3).clamp(5, area.height.saturating_sub(10).max(5));
+    let [list_area, detail_area] = Layout::vertical([Constraint::Length(list_height), Constraint::Min(0)]).areas(area);
+    let block = titled(&format!("Vault: {} image file(s)", app.vault.len()));
+    let inner = block.inner(list_area);
+    block.render(list_area, buf);
+    if let Some(error) = &app.vault_error {
+        Paragraph::new(Line::styled(
+            format!("The vault cannot be read: {error}"),
+            Style::new().fg(BAD),
+        ))
+        .wrap(Wrap { trim: true })
+        .render(inner, buf);
+        return;
+    }
+    if app.vault.is_empty() {
+        Paragraph::new("The vault holds no .rimg image files.").render(inner, buf);
+        return;
+    }
+    let name_width = usize::from(inner.width).saturating_sub(46).max(12);
+    let header = Line::styled(
+        format!(
+            "  {:<10} {:<name_width$} {:<8} {:>10}  {:<10}",
+            "STATUS", "NAME", "VERSION", "DISK", "CREATED"
+        ),
+        Style::new().fg(MUTED),
+    );
+    let items: Vec<ListItem> = app
+        .vault
+        .iter()
+        .map(|entry| {
+            let selectable = entry.refusal().is_none();
+            let text_style = if selectable {
+                Style::new()
+            } else {
+                Style::new().fg(MUTED)
+            };
+            let status = match entry.check {
+                FullCheck::Failed { .. } => TrustStatus::Damaged,
+                _ => entry.trust,
+            };
+            let (version, size, created) = match &entry.summary {
+                Some(s) => (s.version.clone(), bytes(s.disk_bytes), date(s.created_unix)),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            ListItem::new(Line::from(vec![
+                Span::styled(format!("{:<10} ", status.word()), trust_style(status)),
+                Span::styled(
+                    format!(
+                        "{:<name_width$} {:<8} {:>10}  {:<10}",
+                        clip(&entry.display_name(), name_width),
+                        clip(&version, 8),
+                        size,
+                        created
+                    ),
+                    text_style,
+                ),
+            ]))
+        })
+        .collect();
+    let [header_area, rows_area] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
+    Paragraph::new(header).render(header_area, buf);
+    let mut state = ListState::default().with_selected(Some(app.vault_cursor));
+    StatefulWidget::render(
+        List::new(items)
+            .highlight_symbol("▸ ")
+            .highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
+        rows_area,
+        buf,
+        &mut state,
+    );
+    if let Some(entry) = app.selected_image() {
+        vault_entry_details(entry, detail_area, buf);
+    }
+}
+
+fn vault_entry_details(entry: &VaultEntry, area: Rect, buf: &mut Buffer) {
+    let block = titled(&entry.file_name);
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let mut lines = Vec::new();
+    match entry.refusal() {
+        None => lines.push(Line::from(vec![
+            label("Trust"),
+            Span::styled("trusted", trust_style(TrustStatus::Trusted)),
+            Span::raw(": the signature policy of this stick's trust store is met"),
+        ])),
+        Some(why) => lines.push(Line::from(vec![
+            label("Cannot use"),
+            Span::styled(why, Style::new().fg(BAD)),
+        ])),
+    }
+    if let Some(s) = &entry.summary {
+        if !s.description.is_empty() {
+            lines.push(Line::from(vec![label("Description"), Span::raw(s.description.clone())]));
+        }
+        let compatible = if s.compatible.is_empty() {
+            "(any)".to_string()
+        } else {
+            s.compatible.join(", ")
+        };
+        lines.push(Line::from(vec![label("Compatible"), Span::raw(compatible)]));
+        lines.push(Line::from(vec![
+            label("Disk"),
+            Span::raw(format!(
+                "{} in {} B sectors, {} partitions ({}), {} stored",
+                bytes(s.disk_bytes),
+                s.logical_sector_size,
+                s.partitions.len(),
+                s.scheme,
+                bytes(s.stored_bytes)
+            )),
+        ]));
+        lines.extend(signer_lines(s));
+    }
+    Paragraph::new(lines).wrap(Wrap { trim: false }).render(inner, buf);
+}
+
+fn signer_lines(s: &ImageSummary) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    for (i, signer) in s.signers.iter().enumerate() {
+        let status_style = match signer.status.as_str() {
+            "trusted" => Style::new().fg(GOOD),
+            "untrusted" | "unchecked" => Style::new().fg(WARN),
+            _ => Style::new().fg(BAD),
+        };
+        lines.push(Line::from(vec![
+            label(if i == 0 { "Signed by" } else { "" }),
+            Span::raw(format!("{} ", signer.name)),
+            Span::styled(signer.meaning.clone(), Style::new().add_modifier(Modifier::BOLD)),
+            Span::raw(format!(" {} ", date_time(signer.signed_unix))),
+            Span::styled(signer.status.clone(), status_style),
+            Span::styled(format!(" key {}", signer.key_id), Style::new().fg(MUTED)),
+        ]));
+    }
+    if s.signers.is_empty() {
+        lines.push(Line::from(vec![
+            label("Signed by"),
+            Span::styled("nobody", Style::new().fg(BAD)),
+        ]));
+    }
+    lines
+}
+
+pub fn image_details(app: &App, area: Rect, buf: &mut Buffer) {
+    let Some(entry) = app.selected_image() else { return };
+    let Some(s) = &entry.summary else { return };
+    let [manifest_area, check_area] = Layout::vertical([Constraint::Min(0), Constraint::Length(5)]).areas(area);
+    let block = titled(&format!("{} version {}", s.name, s.version));
+    let inner = block.inner(manifest_area);
+    block.render(manifest_area, buf);
+    let mut lines = vec![
+        Line::from(vec![label("Image id"), Span::raw(s.uuid.clone())]),
+        Line::from(vec![
+            label("Created"),
+            Span::raw(format!("{} by {}", date_time(s.created_unix), s.creator)),
+        ]),
+    ];
+    if !s.description.is_empty() {
+        lines.push(Line::from(vec![label("Description"), Span::raw(s.description.clone())]));
+    }
+    let compatible = if s.compatible.is_empty() {
+        "(any)".to_string()
+    } else {
+        s.compatible.join(", ")
+    };
+    lines.push(Line::from(vec![label("Compatible"), Span::raw(compatible)]));
+    lines.push(Line::from(vec![
+        label("Disk"),
+        Span::raw(format!(
+            "{} ({} B logical, {} B physical sectors); {} stored in {} chunks",
+            bytes(s.disk_bytes),
+            s.logical_sector_size,
+            s.physical_sector_size,
+            bytes(s.stored_bytes),
+            s.chunks
+        )),
+    ]));
+    lines.push(Line::from(vec![
+        label("Manifest"),
+        Span::raw(format!("sha256 {}", s.manifest_sha256)),
+    ]));
+    lines.push(Line::from(vec![label("Partitions"), Span::raw(s.scheme.clone())]));
+    for p in &s.partitions {
+        lines.push(Line::from(format!(
+            "{:13}{:>2}  start {:>10}  {:>10}  type {:<6} {}{}",
+            "",
+            p.number,
+            p.start_sector,
+            bytes(p.size_bytes),
+            clip(&p.type_code, 38),
+            if p.bootable { "active " } else { "" },
+            p.name.as_deref().unwrap_or("")
+        )));
+    }
+    lines.extend(signer_lines(s));
+    Paragraph::new(lines).wrap(Wrap { trim: false }).render(inner, buf);
+
+    let block = titled("Full verification (every chunk, offline)");
+    let inner = block.inner(check_area);
+    block.render(check_area, buf);
+    let [status_area, gauge_area] = Layout::vertical([Constraint::Length(2), Constraint::Length(1)]).areas(inner);
+    let status = match &entry.check {
+        FullCheck::NotRun => Line::from(vec![
+            Span::raw("Not run yet. Press "),
+            Span::styled("v", Style::new().fg(ACCENT).add_modifier(Modifier::BOLD)),
+            Span::raw(" to verify now; the restore also checks every chunk before writing it."),
+        ]),
+        FullCheck::Running { done, total } => {
+            Line::from(format!("Verifying: {} of {} checked", bytes(*done), bytes(*total)))
+        }
+        FullCheck::Passed { seconds } => Line::from(vec![
+            Span::styled("VERIFIED", Style::new().fg(GOOD).add_modifier(Modifier::BOLD)),
+            Span::raw(format!(
+                ": all {} chunks match their signed digests ({seconds:.1} s).",
+                s.chunks
+            )),
+        ]),
+        FullCheck::Failed { reason } => Line::from(vec![
+            Span::styled("DAMAGED", Style::new().fg(BAD).add_modifier(Modifier::BOLD)),
+            Span::raw(format!(": {reason}")),
+        ]),
+    };
+    let mut status_lines = vec![status];
+    if let Some(problem) = &entry.audit_problem {
+        status_lines.push(Line::styled(
+            format!("Not recorded in the audit log: {problem}"),
+            Style::new().fg(BAD),
+        ));
+    }
+    Paragraph::new(status_lines)
+        .wrap(Wrap { trim: true })
+        .render(status_area, buf);
+    if let FullCheck::Running { done, total } = entry.check {
+        Gauge::default()
+            .gauge_style(Style::new().fg(ACCENT).bg(Color::Black))
+            .ratio(ratio(done, total))
+            .render(gauge_area, buf);
+    }
+}
+
+fn ratio(done: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (done as f64 / total as f64).clamp(0.0, 1.0)
+    }
+}
+
+pub fn targets(app: &App, area: Rect, buf: &mut Buffer) {
+    let image = app.selected_image().and_then(|e| e.summary.as_ref());
+    let need = image.map_or(String::new(), |s| {
+        format!(
+            " for {} (needs {} with {} B sectors)",
+            s.name,
+            disk_size(s.disk_bytes),
+            s.logical_sector_size
+        )
+    });
+    let block = titled(&format!("Targets{need}"));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let mut head = Vec::new();
+    if app.targets.loading {
+        head.push(Line::from("Looking for disks…"));
+    }
+    if let Some(error) = &app.targets.discovery_error {
+        head.push(Line::styled(
+            format!("Disks could not be listed: {error}"),
+            Style::new().fg(BAD),
+        ));
+    }
+    if !app.targets.loading && app.targets.items.is_empty() {
+        head.push(Line::from(
+            "No disk or target file was found. Connect the disk and press Esc, then Enter.",
+        ));
+    }
+    let [head_area, list_area] =
+        Layout::vertical([Constraint::Length(head.len() as u16), Constraint::Min(0)]).areas(inner);
+    Paragraph::new(head).wrap(Wrap { trim: true }).render(head_area, buf);
+    let width = usize::from(inner.width).saturating_sub(6);
+    let items: Vec<ListItem> = app
+        .targets
+        .items
+        .iter()
+        .map(|t| {
+            let ok = t.is_selectable();
+            let main = if ok {
+                Style::new().add_modifier(Modifier::BOLD)
+            } else {
+                Style::new().fg(MUTED)
+            };
+            let sub = if ok { Style::new() } else { Style::new().fg(MUTED) };
+            let first = match t.kind {
+                TargetKind::Disk => format!(
+                    "{}  {}  serial {}  {}",
+                    t.path.display(),
+                    t.model.as_deref().unwrap_or("unknown model"),
+                    t.serial.as_deref().unwrap_or("(none)"),
+                    disk_size(t.size_bytes)
+                ),
+                TargetKind::File => format!("{}  regular file  {}", t.path.display(), disk_size(t.size_bytes)),
+            };
+            let second = format!(
+                "{} B logical / {} B physical sectors, {}; {}",
+                t.logical_sector_size,
+                t.physical_sector_size,
+                t.transport,
+                if t.partitions.is_empty() {
+                    "no partitions".to_string()
+                } else {
+                    t.partitions.join(", ")
+                }
+            );
+            let mut lines = vec![
+                Line::styled(clip(&first, width), main),
+                Line::styled(format!("  {}", clip(&second, width.saturating_sub(2))), sub),
+            ];
+            for refusal in &t.refusals {
+                lines.push(Line::styled(
+                    format!("  not allowed: {}", clip(refusal, width.saturating_sub(15))),
+                    Style::new().fg(WARN),
+                ));
+            }
+            ListItem::new(Text::from(lines))
+        })
+        .collect();
+    let mut state = ListState::default().with_selected(Some(app.target_cursor));
+    StatefulWidget::render(
+        List::new(items)
+            .highlight_symbol("▸ ")
+            .highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
+        list_area,
+        buf,
+        &mut state,
+    );
+}
+
+pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
+    let (Some(entry), Some(target)) = (app.selected_image(), app.selected_target()) else {
+        return;
+    };
+    let block = titled("Check before anything is written");
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let mut lines = vec![Line::from("You are about to restore")];
+    if let Some(s) = &entry.summary {
+        lines.push(Line::from(vec![
+            label("  image"),
+            Span::styled(format!("{} version {}", s.name, s.version), bold),
+            Span::raw(format!(" ({})", bytes(s.disk_bytes))),
+        ]));
+        let signers: Vec<String> = s
+            .signers
+            .iter()
+            .map(|g| format!("{} ({})", g.name, g.meaning))
+            .collect();
+        lines.push(Line::from(vec![label("  signed by"), Span::raw(signers.join(", "))]));
+    }
+    lines.push(Line::from("onto"));
+    match target.kind {
+        TargetKind::Disk => {
+            lines.push(Line::from(vec![
+                label("  disk"),
+                Span::styled(target.model.clone().unwrap_or_else(|| "unknown model".into()), bold),
+                Span::raw(format!("  {}  {}", disk_size(target.size_bytes), target.path.display())),
+            ]));
+            let serial = target.serial.clone().unwrap_or_default();
+            let split = serial.len().saturating_sub(4);
+            let (head, tail) = if target.code_is_serial && serial.is_char_boundary(split) {
+                serial.split_at(split)
+            } else {
+                (serial.as_str(), "")
+            };
+            lines.push(Line::from(vec![
+                label("  serial"),
+                Span::raw(head.to_string()),
+                Span::styled(
+                    tail.to_string(),
+                    Style::new().fg(Color::Black).bg(WARN).add_modifier(Modifier::BOLD),
+                ),
+            ]));
+        }
+        TargetKind::File => lines.push(Line::from(vec![
+            label("  file"),
+            Span::styled(target.path.display().to_string(), bold),
+            Span::raw(format!("  {}", disk_size(target.size_bytes))),
+        ])),
+    }
+    lines.push(Line::from(""));
+    let destroyed = if target.partitions.is_empty() {
+        "Everything on it will be destroyed.".to_string()
+    } else {
+        format!(
+            "Everything on it will be destroyed, including {}.",
+            target.partitions.join(", ")
+        )
+    };
+    lines.push(Line::styled(
+        destroyed,
+        Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+    ));
+    lines.push(Line::from(""));
+    let ask = if target.code_is_serial {
+        "To confirm, type the last 4 characters of the disk's serial (highlighted):".to_string()
+    } else {
+        format!("To confirm, type this code: {}", target.confirm_code)
+    };
+    lines.push(Line::from(ask));
+    lines.push(Line::from(vec![
+        Span::raw("  code  "),
+        Span::styled(
+            format!(" {:<9}", format!("{}_", app.confirm.text)),
+            Style::new().fg(Color::Black).bg(Color::White),
+        ),
+        Span::raw("  then Enter starts the restore"),
+    ]));
+    if let Some(error) = &app.confirm.error {
+        lines.push(Line::styled(
+            error.clone(),
+            Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+        ));
+    }
+    Paragraph::new(lines).wrap(Wrap { trim: false }).render(inner, buf);
+}
+
+pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
+    let Some(view) = &app.restore else { return };
+    let block = titled(&format!("Restoring {}", view.image_name));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let [info, write_label, write_gauge, read_label, read_gauge, rates, _, spark_area, status] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(2),
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(2),
+    ])
+    .areas(inner);
+    let stage = view.progress.as_ref().map_or("starting", |p| p.stage.as_str());
+    Paragraph::new(vec![
+        Line::from(vec![label("Onto"), Span::raw(view.target_label.clone())]),
+        Line::from(vec![
+            label("Stage"),
+            Span::styled(stage.to_string(), Style::new().fg(ACCENT).add_modifier(Modifier::BOLD)),
+        ]),
+    ])
+    .render(info, buf);
+
+    let (write_ratio, read_ratio) = match &view.progress {
+        Some(p) if p.stage == "writing" => (ratio(p.bytes_done, p.bytes_total), 0.0),
+        Some(p) if p.stage == "reading back" => (1.0, ratio(p.bytes_done, p.bytes_total)),
+        Some(p) if p.stage == "finalising" => (1.0, if view.written { 1.0 } else { 0.0 }),
+        _ => (0.0, 0.0),
+    };
+    Paragraph::new("Writing (every chunk checked before it is written)").render(write_label, buf);
+    Gauge::default()
+        .gauge_style(Style::new().fg(ACCENT).bg(Color::Black))
+        .ratio(write_ratio)
+        .render(write_gauge, buf);
+    Paragraph::new("Read-back (the disk is read again and compared)").render(read_label, buf);
+    Gauge::default()
+        .gauge_style(Style::new().fg(GOOD).bg(Color::Black))
+        .ratio(read_ratio)
+        .render(read_gauge, buf);
+
+    let rate_lines = match &view.progress {
+        Some(p) => vec![
+            Line::from(format!(
+                "{} of {}   {:.0} MB/s   ETA {}",
+                bytes(p.bytes_done),
+                bytes(p.bytes_total),
+                p.bytes_per_second / 1e6,
+                p.eta_seconds.map_or("--:--".to_string(), duration)
+            )),
+            Line::from(format!("Chunks {} of {}", p.chunks_done, p.chunks_total)),
+        ],
+        None => vec![Line::from("Opening the target and logging the start of the restore…")],
+    };
+    Paragraph::new(rate_lines).render(rates, buf);
+
+    let spark_block = Block::default()
+        .borders(Borders::TOP)
+        .border_style(Style::new().fg(MUTED))
+        .title(" MB/s ");
+    let spark_inner = spark_block.inner(spark_area);
+    spark_block.render(spark_area, buf);
+    let visible = usize::from(spark_inner.width);
+    let samples = &view.throughput[view.throughput.len().saturating_sub(visible)..];
+    Sparkline::default()
+        .data(samples)
+        .style(Style::new().fg(ACCENT))
+        .render(spark_inner, buf);
+
+    let status_line = if view.cancel_requested {
+        Line::styled(
+            "Cancelling at the next chunk boundary; the disk will be wiped and left unusable.",
+            Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+        )
+    } else {
+        match view.started_seq {
+            Some(seq) => Line::styled(
+                format!("The start of this restore is audit record {seq}."),
+                Style::new().fg(MUTED),
+            ),
+            None => Line::from(""),
+        }
+    };
+    Paragraph::new(status_line)
+        .wrap(Wrap { trim: true })
+        .render(status, buf);
+}
+
+pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
+    let Some(r) = &app.result else { return };
+    let qr = r.checkpoint_note.as_deref().and_then(half_block_lines).filter(|lines| {
+        let width = lines.first().map_or(0, |l| l.chars().count()) as u16;
+        width + 60 <= area.width && lines.len() as u16 + 2 <= area.height
+    });
+    let qr_width = qr
+        .as_ref()
+        .and_then(|l| l.first())
+        .map_or(0, |l| l.chars().count() as u16 + 2);
+    let [text_area, qr_area] = Layout::horizontal([Constraint::Min(0), Constraint::Length(qr_width)]).areas(area);
+    let (headline, colour, wiped) = match &r.outcome {
+        ResultOutcome::Success => ("RESTORE SUCCEEDED".to_string(), GOOD, false),
+        ResultOutcome::Failed { .. } => ("RESTORE FAILED".to_string(), BAD, true),
+        ResultOutcome::Cancelled => ("RESTORE CANCELLED".to_string(), WARN, true),
+        ResultOutcome::Refused { .. } => ("RESTORE REFUSED: nothing was written".to_string(), WARN, false),
+    };
+    let block = titled("Result");
+    let inner = block.inner(text_area);
+    block.render(text_area, buf);
+    let mut lines = vec![
+        Line::styled(
+            format!(" {headline} "),
+            Style::new().fg(Color::Black).bg(colour).add_modifier(Modifier::BOLD),
+        ),
+        Line::from(""),
+        Line::from(vec![label("Image"), Span::raw(r.image_name.clone())]),
+        Line::from(vec![label("Target"), Span::raw(r.target_label.clone())]),
+    ];
+    match &r.outcome {
+        ResultOutcome::Failed { reason, chunk, sectors } => {
+            lines.push(Line::from(vec![
+                label("Reason"),
+                Span::styled(reason.clone(), Style::new().fg(BAD)),
+            ]));
+            if let Some(chunk) = chunk {
+                let at = sectors.map_or(String::new(), |(a, b)| format!(", sectors {a}..{b}"));
+                lines.push(Line::from(vec![label("Chunk"), Span::raw(format!("{chunk}{at}"))]));
+            }
+        }
+        ResultOutcome::Refused { reason } => {
+            lines.push(Line::from(vec![
+                label("Reason"),
+                Span::styled(reason.clone(), Style::new().fg(WARN)),
+            ]));
+        }
+        ResultOutcome::Success | ResultOutcome::Cancelled => {}
+    }
+    if wiped {
+        lines.push(Line::styled(
+            "The disk's partition tables were wiped: it will not boot until a restore completes.",
+            Style::new().fg(WARN),
+        ));
+    }
+    if !matches!(r.outcome, ResultOutcome::Refused { .. }) {
+        lines.push(Line::from(vec![label("Written"), Span::raw(bytes(r.bytes_written))]));
+        if !r.stage_seconds.is_empty() {
+            let stages: Vec<String> = r.stage_seconds.iter().map(|(s, t)| format!("{s} {t} s")).collect();
+            lines.push(Line::from(vec![label("Stages"), Span::raw(stages.join(", "))]));
+        }
+    }
+    if let Some(digest) = &r.readback_digest {
+        lines.push(Line::from(vec![
+            label("Read-back"),
+            Span::raw(format!("sha256 {digest}")),
+        ]));
+    }
+    for warning in &r.warnings {
+        lines.push(Line::from(vec![
+            label("Note"),
+            Span::styled(warning.clone(), Style::new().fg(WARN)),
+        ]));
+    }
+    lines.push(Line::from(""));
+    if let Some(seq) = r.audit_seq {
+        lines.push(Line::from(vec![
+            label("Audit record"),
+            Span::styled(seq.to_string(), Style::new().add_modifier(Modifier::BOLD)),
+        ]));
+    }
+    if let Some(short) = &r.checkpoint_short {
+        lines.push(Line::from(vec![
+            label("Checkpoint"),
+            Span::styled(
+                short.clone(),
+                Style::new()
+                    .fg(Color::Black)
+                    .bg(Color::White)
+                    .add_modifier(Modifier::BOLD),
+            ),
+        ]));
+        lines.push(Line::styled(
+            "Copy the audit record and checkpoint onto the work order.",
+            Style::new().fg(MUTED),
+        ));
+    }
+    if let Some(problem) = &r.audit_problem {
+        lines.push(Line::styled(
+            format!("AUDIT LOG PROBLEM: {problem}"),
+            Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+        ));
+    }
+    Paragraph::new(lines).wrap(Wrap { trim: false }).render(inner, buf);
+    if let Some(qr) = qr {
+        let block = titled("Checkpoint");
+        let inner = block.inner(qr_area);
+        block.render(qr_area, buf);
+        let lines: Vec<Line> = qr
+            .into_iter()
+            .map(|l| Line::styled(l, Style::new().fg(Color::White).bg(Color::Black)))
+            .collect();
+        Paragraph::new(lines).render(inner, buf);
+    }
+}
+
+pub fn audit_log(app: &App, area: Rect, buf: &mut Buffer) {
+    let view = &app.audit;
+    let [banner_area, filter_area, main_area] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    let banner = match (&view.banner, view.loading) {
+        (_, true) => Line::from(" Reading and verifying the audit log…"),
+        (Some(b), false) if b.ok => Line::styled(format!(" {} ", b.text), Style::new().fg(Color::Black).bg(GOOD)),
+        (Some(b), false) => Line::styled(
+            format!(" {} ", b.text),
+            Style::new().fg(Color::White).bg(BAD).add_modifier(Modifier::BOLD),
+        ),
+        (None, false) => Line::from(""),
+    };
+    Paragraph::new(banner).render(banner_area, buf);
+    let rows = view.visible();
+    let filter_line = if view.editing_filter || !view.filter.is_empty() {
+        Line::from(vec![
+            Span::styled("Filter /", Style::new().fg(ACCENT)),
+            Span::raw(view.filter.clone()),
+            Span::raw(if view.editing_filter { "_" } else { "" }),
+            Span::styled(
+                format!("   {} of {} records", rows.len(), view.rows.len()),
+                Style::new().fg(MUTED),
+            ),
+        ])
+    } else {
+        Line::styled(
+            format!("{} records, newest first. / filters.", view.rows.len()),
+            Style::new().fg(MUTED),
+        )
+    };
+    Paragraph::new(filter_line).render(filter_area, buf);
+
+    let [list_area, detail_area] = if main_area.width >= 120 {
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(main_area)
+    } else {
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(main_area)
+    };
+    let focused = |pane| {
+        if view.pane == pane {
+            Style::new().fg(ACCENT)
+        } else {
+            Style::new().fg(MUTED)
+        }
+    };
+    let list_block = titled("Records").border_style(focused(AuditPane::Records));
+    let list_inner = list_block.inner(list_area);
+    list_block.render(list_area, buf);
+    let width = usize::from(list_inner.width).saturating_sub(2);
+    let items: Vec<ListItem> = rows
+        .iter()
+        .map(|r| {
+            let result = r.result.clone().unwrap_or_default();
+            let result = if result == "failed" {
+                "FAILED".to_string()
+            } else {
+                result
+            };
+            let line = format!(
+                "{:>5} {:<16} {:<15} {:<8} {:<11} {}",
+                r.seq,
+                clip(&r.time, 16),
+                r.kind,
+                clip(&r.operator, 8),
+                result,
+                r.summary
+            );
+            let style = if r.is_alarming() {
+                Style::new().fg(BAD).add_modifier(Modifier::BOLD)
+            } else {
+                Style::new()
+            };
+            ListItem::new(Line::styled(clip(&line, width), style))
+        })
+        .collect();
+    let mut state = ListState::default().with_selected(if rows.is_empty() { None } else { Some(view.cursor) });
+    StatefulWidget::render(
+        List::new(items)
+            .highlight_symbol("▸ ")
+            .highlight_style(Style::new().add_modifier(Modifier::REVERSED)),
+        list_inner,
+        buf,
+        &mut state,
+    );
+
+    let detail_block = titled("Details").border_style(focused(AuditPane::Details));
+    let detail_inner = detail_block.inner(detail_area);
+    detail_block.render(detail_area, buf);
+    let Some(row) = rows.get(view.cursor) else { return };
+    let mut lines = vec![Line::from(vec![
+        Span::styled(
+            format!("Record {} ", row.seq),
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(format!("{} at {}", row.kind, row.time)),
+    ])];
+    match &row.invalid {
+        Some(reason) => lines.push(Line::styled(
+            format!("INVALID: {reason}"),
+            Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+        )),
+        None => lines.push(Line::styled("signature and chain verified", Style::new().fg(GOOD))),
+    }
+    if let Some(result) = &row.result {
+        let style = if row.is_alarming() {
+            Style::new().fg(BAD).add_modifier(Modifier::BOLD)
+        } else {
+            Style::new()
+        };
+        lines.push(Line::from(vec![label("Result"), Span::styled(result.clone(), style)]));
+    }
+    for (key, value) in &row.details {
+        lines.push(Line::from(vec![label(key), Span::raw(value.clone())]));
+    }
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .scroll((view.details_scroll, 0))
+        .render(detail_inner, buf);
+}
