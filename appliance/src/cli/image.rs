@@ -16,6 +16,9 @@ use reliquary_image::keys::SigningKey;
 use reliquary_image::{ExtentKind, Image, Meaning, PartitionScheme, SignerStatement, Trust, TrustStore};
 
 use super::progress::{human_bytes, Meter};
+use super::restore::AuditArgs;
+use reliquary_appliance::audit::{CheckResult, Payload};
+use reliquary_appliance::restore::records::image_ref;
 use super::UsageError;
 
 #[derive(Debug, Args)]
@@ -102,6 +105,8 @@ pub struct VerifyArgs {
     trust: PathBuf,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    audit: AuditArgs,
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +231,19 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let meter = Meter::terminal_only("verify", image.manifest().stored_bytes);
     let result = verify_chunks(&image, &|n| meter.add(n));
     meter.finish();
+    if let Some(mut log) = args.audit.open_log(&trust)? {
+        let record = log.append(
+            &args.audit.operator(),
+            Payload::ImageVerified {
+                image: image_ref(&image),
+                result: match &result {
+                    Ok(()) => CheckResult::Passed,
+                    Err(e) => CheckResult::Failed { reason: e.to_string() },
+                },
+            },
+        )?;
+        eprintln!("audit record {}", record.seq);
+    }
     result?;
     let seconds = started.elapsed().as_secs_f64();
     if args.json {

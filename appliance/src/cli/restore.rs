@@ -11,7 +11,7 @@ use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 
 use reliquary_appliance::audit::{
-    AuditLog, CheckResult, Environment, Operator, Payload, RestoreStarted, RESTORE_RESERVE_BYTES,
+    AuditLog, CheckResult, Digest, Environment, Operator, Payload, RestoreStarted, RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::exit::ExitClass;
 use reliquary_appliance::restore::records::{finished_record, image_ref, target_ref};
@@ -34,6 +34,21 @@ pub struct AuditArgs {
     /// The operator's full name.
     #[arg(long = "operator-name", value_name = "NAME")]
     operator_name: Option<String>,
+}
+
+impl AuditArgs {
+    /// Opens (and recovers) the audit log, if one was named.
+    pub fn open_log(&self, trust: &TrustStore) -> anyhow::Result<Option<AuditLog>> {
+        let Some(dir) = &self.audit else { return Ok(None) };
+        Ok(Some(AuditLog::open(dir, Environment::system(Some(Digest(trust.digest()))))?))
+    }
+
+    pub fn operator(&self) -> Operator {
+        Operator {
+            id: self.operator.clone().unwrap_or_default(),
+            name: self.operator_name.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -108,18 +123,12 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     eprintln!("checking signatures of {} ...", args.image.display());
     let image = open_image(&args.image)?.verify(&trust)?;
     print_signers(&image);
-    let mut log = match &args.audit.audit {
-        Some(dir) => {
-            let log = AuditLog::open(dir, Environment::system(Some(reliquary_appliance::audit::Digest(trust.digest()))))?;
-            log.ensure_space(RESTORE_RESERVE_BYTES)?;
-            Some(log)
-        }
-        None => {
-            eprintln!("warning: --no-audit: this restore is recorded nowhere");
-            None
-        }
-    };
-    let operator = operator(&args.audit);
+    let mut log = args.audit.open_log(&trust)?;
+    match &log {
+        Some(log) => log.ensure_space(RESTORE_RESERVE_BYTES)?,
+        None => eprintln!("warning: --no-audit: this restore is recorded nowhere"),
+    }
+    let operator = args.audit.operator();
     let target = restore::open_target(&args.target, &image, &args.image, args.vault.as_deref())?;
     if !args.yes {
         confirm(target.info(), &image)?;
@@ -226,8 +235,7 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let meter = Meter::terminal_only("check", image.manifest().logical_bytes());
     let report = compare_disk(&image, &disk, false, &|n| meter.add(n), &CancelToken::new())?;
     meter.finish();
-    if let Some(dir) = &args.audit.audit {
-        let mut log = AuditLog::open(dir, Environment::system(Some(reliquary_appliance::audit::Digest(trust.digest()))))?;
+    if let Some(mut log) = args.audit.open_log(&trust)? {
         let info = TargetInfo {
             path: args.target.clone(),
             is_block_device: false,
@@ -245,7 +253,7 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 reason: format!("{} of {} extents differ", report.mismatches.len(), report.extents_compared),
             }
         };
-        let record = log.append(&operator(&args.audit), Payload::DiskChecked { target: target_ref(&info), result })?;
+        let record = log.append(&args.audit.operator(), Payload::DiskChecked { target: target_ref(&info), result })?;
         println!("audit record {}", record.seq);
     }
     if args.json {
@@ -289,13 +297,6 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
             class: ExitClass::Integrity,
         }
         .into())
-    }
-}
-
-fn operator(args: &AuditArgs) -> Operator {
-    Operator {
-        id: args.operator.clone().unwrap_or_default(),
-        name: args.operator_name.clone(),
     }
 }
 
