@@ -8,7 +8,8 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::model::{
-    AuditRow, ChainBanner, FullCheck, ProgressView, RestoreView, ResultView, TargetCandidate, TargetList, VaultEntry,
+    AuditRow, ChainBanner, FullCheck, ProgressView, RestoreView, ResultView, TargetCandidate,
+    TargetList, VaultEntry,
 };
 use crate::operators::{is_id_char, is_valid_id, OperatorList, MAX_ID_LEN};
 
@@ -144,7 +145,11 @@ impl Default for AuditView {
 impl AuditView {
     /// The rows that pass the filter, newest first.
     pub fn visible(&self) -> Vec<&AuditRow> {
-        let mut rows: Vec<&AuditRow> = self.rows.iter().filter(|r| r.matches(&self.filter)).collect();
+        let mut rows: Vec<&AuditRow> = self
+            .rows
+            .iter()
+            .filter(|r| r.matches(&self.filter))
+            .collect();
         rows.sort_by(|a, b| b.seq.cmp(&a.seq));
         rows
     }
@@ -248,11 +253,14 @@ impl App {
             }
             WorkerEvent::RestoreProgress(progress) => {
                 if let Some(view) = &mut self.restore {
-                    if progress.stage != "writing" && view.progress.as_ref().is_some_and(|p| p.stage == "writing") {
+                    if progress.stage != "writing"
+                        && view.progress.as_ref().is_some_and(|p| p.stage == "writing")
+                    {
                         view.written = true;
                     }
                     if progress.stage == "writing" || progress.stage == "reading back" {
-                        view.throughput.push((progress.bytes_per_second / 1e6).round() as u64);
+                        view.throughput
+                            .push((progress.bytes_per_second / 1e6).round() as u64);
                         if view.throughput.len() > THROUGHPUT_SAMPLES {
                             view.throughput.remove(0);
                         }
@@ -295,7 +303,9 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
     }
     let typing = matches!(app.screen, Screen::SignIn | Screen::Confirm)
         || (app.screen == Screen::AuditLog && app.audit.editing_filter);
-    if key.code == KeyCode::Char('?') && !(app.screen == Screen::AuditLog && app.audit.editing_filter) {
+    if key.code == KeyCode::Char('?')
+        && !(app.screen == Screen::AuditLog && app.audit.editing_filter)
+    {
         app.overlay = Some(Overlay::Help);
         return Action::None;
     }
@@ -337,7 +347,10 @@ fn overlay_key(app: &mut App, overlay: Overlay, code: KeyCode, ctrl_c: bool) -> 
     );
     match overlay {
         Overlay::Help => {
-            if matches!(code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('?' | 'q')) {
+            if matches!(
+                code,
+                KeyCode::Esc | KeyCode::Enter | KeyCode::Char('?' | 'q')
+            ) {
                 app.overlay = None;
             } else if ctrl_c {
                 app.overlay = None;
@@ -409,8 +422,9 @@ fn sign_in_key(app: &mut App, code: KeyCode) -> Action {
                 Some(list) => match list.find(&id) {
                     Some(entry) => Some(entry.name.clone()),
                     None => {
-                        app.sign_in.error =
-                            Some(format!("Operator id \"{id}\" is not in this stick's operators list."));
+                        app.sign_in.error = Some(format!(
+                            "Operator id \"{id}\" is not in this stick's operators list."
+                        ));
                         app.sign_in.text.clear();
                         return Action::None;
                     }
@@ -461,7 +475,10 @@ fn start_verify(app: &mut App, show_details: bool) -> Action {
     };
     if entry.summary.is_none() || entry.trust != crate::model::TrustStatus::Trusted {
         let why = entry.refusal().unwrap_or_default();
-        app.notice = Some(format!("{} cannot be verified: {why}", entry.display_name()));
+        app.notice = Some(format!(
+            "{} cannot be verified: {why}",
+            entry.display_name()
+        ));
         return Action::None;
     }
     if matches!(entry.check, FullCheck::Running { .. }) {
@@ -514,7 +531,8 @@ fn targets_key(app: &mut App, code: KeyCode) -> Action {
     match code {
         KeyCode::Up | KeyCode::Char('k') => app.target_cursor = app.target_cursor.saturating_sub(1),
         KeyCode::Down | KeyCode::Char('j') => {
-            app.target_cursor = (app.target_cursor + 1).min(app.targets.items.len().saturating_sub(1));
+            app.target_cursor =
+                (app.target_cursor + 1).min(app.targets.items.len().saturating_sub(1));
         }
         KeyCode::Esc => app.screen = Screen::ImageDetails,
         KeyCode::Enter => {
@@ -552,7 +570,8 @@ fn confirm_key(app: &mut App, code: KeyCode) -> Action {
             };
             // The refusals are checked again: a refresh may have changed them.
             if image.refusal().is_some() || !target.is_selectable() {
-                app.confirm.error = Some("This image or target can no longer be chosen; go back.".into());
+                app.confirm.error =
+                    Some("This image or target can no longer be chosen; go back.".into());
                 return Action::None;
             }
             if !app.confirm.text.eq_ignore_ascii_case(&target.confirm_code) {
@@ -593,7 +612,9 @@ fn confirm_key(app: &mut App, code: KeyCode) -> Action {
 
 fn restoring_key(app: &mut App, code: KeyCode) -> Action {
     if code == KeyCode::Esc && app.restore.as_ref().is_some_and(|r| !r.cancel_requested) {
-        app.overlay = Some(Overlay::CancelRestore { cancel_chosen: false });
+        app.overlay = Some(Overlay::CancelRestore {
+            cancel_chosen: false,
+        });
     }
     Action::None
 }

@@ -17,13 +17,28 @@ use recovery_tui::runner::{self, AppEvent};
 #[command(name = "recovery-tui", version)]
 struct Args {
     /// The directory holding the .rimg images.
-    #[arg(long, value_name = "DIR", required_unless_present = "demo", conflicts_with = "demo")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "demo",
+        conflicts_with = "demo"
+    )]
     vault: Option<PathBuf>,
     /// The trust store: NAME.pub keys, an optional `policy` and `operators`.
-    #[arg(long, value_name = "DIR", required_unless_present = "demo", conflicts_with = "demo")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "demo",
+        conflicts_with = "demo"
+    )]
     trust: Option<PathBuf>,
     /// The audit log directory (made by `reliquary audit init`).
-    #[arg(long, value_name = "DIR", required_unless_present = "demo", conflicts_with = "demo")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "demo",
+        conflicts_with = "demo"
+    )]
     audit: Option<PathBuf>,
     /// Offer loop devices as targets.
     #[arg(long)]

@@ -279,7 +279,10 @@ impl AuditRow {
                 .result
                 .as_deref()
                 .is_some_and(|r| r.to_lowercase().contains(&needle))
-            || self.details.iter().any(|(_, v)| v.to_lowercase().contains(&needle))
+            || self
+                .details
+                .iter()
+                .any(|(_, v)| v.to_lowercase().contains(&needle))
     }
 }
 

@@ -19,9 +19,16 @@ pub const MAX_ID_LEN: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorsError {
     #[error("cannot read the operators list {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: {reason}")]
-    Line { path: PathBuf, line: usize, reason: String },
+    Line {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 }
 
 /// A known operator.
@@ -51,7 +58,9 @@ impl OperatorList {
             Err(e) => return Err(read_err(e)),
         };
         let mut text = String::new();
-        file.take(MAX_FILE_LEN).read_to_string(&mut text).map_err(read_err)?;
+        file.take(MAX_FILE_LEN)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
         Self::parse(&text, &path).map(Some)
     }
 
@@ -114,8 +123,14 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(list.entries.len(), 2);
-        assert_eq!(list.find("op7").map(|e| e.name.as_str()), Some("Alice Jones"));
-        assert_eq!(list.find("svc-12").map(|e| e.name.as_str()), Some("Bob Smith"));
+        assert_eq!(
+            list.find("op7").map(|e| e.name.as_str()),
+            Some("Alice Jones")
+        );
+        assert_eq!(
+            list.find("svc-12").map(|e| e.name.as_str()),
+            Some("Bob Smith")
+        );
         assert!(list.find("op8").is_none());
     }
 

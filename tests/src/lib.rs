@@ -61,12 +61,34 @@ impl LoopDevice {
         backing: tempfile::NamedTempFile,
         sector_size: Option<u32>,
     ) -> Option<LoopDevice> {
+        Self::attach_file_with(backing, sector_size, &[])
+    }
+
+    /// Attaches a read-only loop device (`losetup -r`) of `size` bytes.
+    pub fn attach_read_only(size: u64, sector_size: Option<u32>) -> Option<LoopDevice> {
+        let backing = match tempfile::NamedTempFile::new() {
+            Ok(f) => f,
+            Err(e) => panic!("cannot create a loop backing file: {e}"),
+        };
+        if let Err(e) = backing.as_file().set_len(size) {
+            panic!("cannot size the loop backing file to {size} bytes: {e}");
+        }
+        Self::attach_file_with(backing, sector_size, &["-r"])
+    }
+
+    /// Like [`attach_file`](Self::attach_file), with extra `losetup`
+    /// arguments (for example `-r`).
+    pub fn attach_file_with(
+        backing: tempfile::NamedTempFile,
+        sector_size: Option<u32>,
+        extra_args: &[&str],
+    ) -> Option<LoopDevice> {
         if !running_as_root() {
             skip_or_fail("loop devices need root");
             return None;
         }
         let mut cmd = Command::new("losetup");
-        cmd.args(["-f", "--show", "-P"]);
+        cmd.args(["-f", "--show", "-P"]).args(extra_args);
         if let Some(s) = sector_size {
             cmd.arg("--sector-size").arg(s.to_string());
         }
@@ -136,4 +158,66 @@ pub fn reliquary_bin() -> PathBuf {
         "cannot find the reliquary binary above {}; run `cargo build -p reliquary-appliance`",
         exe.display()
     );
+}
+
+/// A binary of the current build profile, found like [`reliquary_bin`]:
+/// `target/<profile>/<name>` above this test executable. Build it first
+/// (`cargo build -p recovery-tui`, or `cargo test --workspace`, which builds
+/// every workspace binary).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("no current exe: {e}"));
+    for dir in exe.ancestors().skip(1) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "cannot find the {name} binary above {}; build it first (cargo test --workspace builds it)",
+        exe.display()
+    );
+}
+
+/// Whether this kernel finds the partitions of a loop device by itself
+/// (`CONFIG_MSDOS_PARTITION` and friends): attaches a tiny loop device over
+/// a disk with one MBR partition and looks for `/dev/loopNp1`. Some test
+/// kernels have no partition-table parsers; tests then check the
+/// partitions with `partx --show` (userspace) instead. The answer is
+/// probed once per test process.
+pub fn kernel_scans_partitions() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        if !running_as_root() {
+            return false;
+        }
+        let Ok(backing) = tempfile::NamedTempFile::new() else {
+            return false;
+        };
+        let mut sector0 = [0u8; 512];
+        // One Linux partition (type 0x83) from sector 2048, 2048 sectors.
+        let entry = &mut sector0[446..462];
+        entry[4] = 0x83;
+        entry[8..12].copy_from_slice(&2048u32.to_le_bytes());
+        entry[12..16].copy_from_slice(&2048u32.to_le_bytes());
+        sector0[510] = 0x55;
+        sector0[511] = 0xAA;
+        use std::io::Write;
+        if backing.as_file().set_len(4 << 20).is_err()
+            || backing.as_file().write_all(&sector0).is_err()
+        {
+            return false;
+        }
+        let Some(lo) = LoopDevice::attach_file(backing, None) else {
+            return false;
+        };
+        let p1 = PathBuf::from(format!("{}p1", lo.path().display()));
+        let sysfs = PathBuf::from(format!("/sys/class/block/{}/{}p1", lo.name(), lo.name()));
+        for _ in 0..20 {
+            if p1.exists() || sysfs.exists() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    })
 }

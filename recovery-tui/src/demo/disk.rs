@@ -23,7 +23,10 @@ pub enum DiskError {
     #[error("the demo disk must be at least 64 MiB, not {0} MiB")]
     TooSmall(u64),
     #[error("cannot write the demo disk {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What was generated.
@@ -64,7 +67,8 @@ pub fn generate(path: &Path, size_mib: u64, fill_percent: u64) -> Result<DiskLay
     let mut content_bytes = 0;
     for (i, &(start, count)) in [system, data].iter().enumerate() {
         let boot = ntfs_boot_sector(count, i == 0);
-        file.write_all_at(&boot, start * SECTOR).map_err(write_err)?;
+        file.write_all_at(&boot, start * SECTOR)
+            .map_err(write_err)?;
         // NTFS keeps a backup boot sector in the partition's last sector.
         file.write_all_at(&boot, (start + count - 1) * SECTOR)
             .map_err(write_err)?;
@@ -73,7 +77,8 @@ pub fn generate(path: &Path, size_mib: u64, fill_percent: u64) -> Result<DiskLay
         } else {
             count * SECTOR * fill_percent / 100
         };
-        content_bytes += fill_partition(&file, start, count, budget, &mut content).map_err(write_err)?;
+        content_bytes +=
+            fill_partition(&file, start, count, budget, &mut content).map_err(write_err)?;
     }
     file.sync_all().map_err(write_err)?;
     Ok(DiskLayout {
@@ -117,7 +122,11 @@ fn ntfs_boot_sector(sectors: u64, system: bool) -> [u8; 512] {
     s[48..56].copy_from_slice(&4u64.to_le_bytes()); // $MFT at cluster 4
     s[56..64].copy_from_slice(&(sectors / 16).to_le_bytes()); // $MFTMirr
     s[64] = 0xF6; // 1 KiB file records
-    let label: &[u8] = if system { b"System Reserved" } else { b"Windows" };
+    let label: &[u8] = if system {
+        b"System Reserved"
+    } else {
+        b"Windows"
+    };
     s[80..80 + label.len()].copy_from_slice(label);
     s[510] = 0x55;
     s[511] = 0xAA;
@@ -152,7 +161,11 @@ fn fill_partition(
         record[..5].copy_from_slice(b"FILE0");
         record[8..16].copy_from_slice(&data_at.to_le_bytes());
         record[16..24].copy_from_slice(&len.to_le_bytes());
-        let utf16: Vec<u8> = name.encode_utf16().take(480).flat_map(u16::to_le_bytes).collect();
+        let utf16: Vec<u8> = name
+            .encode_utf16()
+            .take(480)
+            .flat_map(u16::to_le_bytes)
+            .collect();
         record[24..24 + utf16.len()].copy_from_slice(&utf16);
         file.write_all_at(&record, record_at)?;
         file.write_all_at(&bytes, data_at)?;
@@ -183,7 +196,8 @@ impl ContentSource {
             };
             if meta.is_dir() {
                 if let Ok(entries) = std::fs::read_dir(&path) {
-                    let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                    let mut children: Vec<PathBuf> =
+                        entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
                     children.sort();
                     self.pending.extend(children.into_iter().rev());
                 }

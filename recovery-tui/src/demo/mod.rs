@@ -22,14 +22,18 @@ pub const DEFAULT_SIZE_MIB: u64 = 256;
 /// Share of the data partition filled with file content.
 const FILL_PERCENT: u64 = 35;
 /// The operators the demo's trust store lists.
-pub const DEMO_OPERATORS: &str = "# recovery-tui --demo\ntech1 Demo Technician\nqa2 Demo Reviewer\n";
+pub const DEMO_OPERATORS: &str =
+    "# recovery-tui --demo\ntech1 Demo Technician\nqa2 Demo Reviewer\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("the demo directory {0} is not empty; give an empty or new directory")]
     NotEmpty(PathBuf),
     #[error("cannot create {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Disk(#[from] disk::DiskError),
     #[error("cannot make the demo signing key: {0}")]
@@ -110,9 +114,11 @@ pub fn prepare(root: &Path, size_mib: u64) -> Result<DemoPaths, DemoError> {
     let key_path = paths.keys.join("demo-signing.key");
     let key = SigningKey::generate_to_files(&key_path, Some("Reliquary demo key (throwaway)"))?;
     let trusted_pub = paths.trust.join("demo.pub");
-    std::fs::copy(public_key_path(&key_path), &trusted_pub).map_err(|source| DemoError::Create {
-        path: trusted_pub.clone(),
-        source,
+    std::fs::copy(public_key_path(&key_path), &trusted_pub).map_err(|source| {
+        DemoError::Create {
+            path: trusted_pub.clone(),
+            source,
+        }
     })?;
     let operators = paths.trust.join(OPERATORS_FILE);
     std::fs::write(&operators, DEMO_OPERATORS).map_err(|source| DemoError::Create {
@@ -128,7 +134,8 @@ pub fn prepare(root: &Path, size_mib: u64) -> Result<DemoPaths, DemoError> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let opts = CaptureOptions {
         name: "Win7 Pro CNC controller".into(),
-        description: "Demo image: generated MBR disk with System Reserved and Windows partitions".into(),
+        description: "Demo image: generated MBR disk with System Reserved and Windows partitions"
+            .into(),
         version: "2026.03-demo".into(),
         compatible: vec!["DEMO-CNC-5000".into()],
         statement: SignerStatement {

@@ -48,7 +48,7 @@ pub fn banner(report: &Report) -> ChainBanner {
         };
     }
     let mut text = format!(
-        "Chain verified: {} records, every signature and link checked (appliance key {})",
+        "Chain verified: {} records, signatures and hash chain intact; key {}",
         report.size, report.key_id
     );
     let interrupted = report.interrupted().len();
@@ -92,17 +92,22 @@ pub fn rows(report: &Report) -> Vec<AuditRow> {
                 };
             };
             let result = match &rec.payload {
-                Payload::RestoreStarted(_) => {
-                    Some(outcomes.get(&vr.seq).map_or("INTERRUPTED", |o| o.word()).to_string())
-                }
-                Payload::RestoreFinished(f) => Some(f.outcome.word().to_string()),
-                Payload::ImageVerified { result, .. } | Payload::DiskChecked { result, .. } => Some(
-                    match result {
-                        CheckResult::Passed => "passed",
-                        CheckResult::Failed { .. } => "failed",
-                    }
-                    .to_string(),
+                Payload::RestoreStarted(_) => Some(
+                    outcomes
+                        .get(&vr.seq)
+                        .map_or("INTERRUPTED", |o| o.word())
+                        .to_string(),
                 ),
+                Payload::RestoreFinished(f) => Some(f.outcome.word().to_string()),
+                Payload::ImageVerified { result, .. } | Payload::DiskChecked { result, .. } => {
+                    Some(
+                        match result {
+                            CheckResult::Passed => "passed",
+                            CheckResult::Failed { .. } => "failed",
+                        }
+                        .to_string(),
+                    )
+                }
                 _ => None,
             };
             let time = format_time(rec.meta.time.unix_millis)
@@ -156,11 +161,17 @@ fn describe(payload: &Payload, details: &mut Vec<(String, String)>) -> String {
         add("Image id", image.uuid.clone());
         add("Manifest", format!("sha256 {}", image.manifest_digest));
         for s in &image.signers {
-            add("Signer", format!("{} ({}) key {}", s.name, s.meaning, s.key_id));
+            add(
+                "Signer",
+                format!("{} ({}) key {}", s.name, s.meaning, s.key_id),
+            );
         }
     }
     if let Some(t) = payload.target() {
-        add("Target", format!("{} {} serial {}", t.path, t.model, t.serial));
+        add(
+            "Target",
+            format!("{} {} serial {}", t.path, t.model, t.serial),
+        );
         add(
             "Size",
             format!(
@@ -183,7 +194,12 @@ fn describe(payload: &Payload, details: &mut Vec<(String, String)>) -> String {
     };
     match payload {
         Payload::LogCreated { .. } => "log created".into(),
-        Payload::RestoreStarted(s) => format!("{} {} -> {}", s.image.name, s.image.version, target_name(&s.target)),
+        Payload::RestoreStarted(s) => format!(
+            "{} {} -> {}",
+            s.image.name,
+            s.image.version,
+            target_name(&s.target)
+        ),
         Payload::RestoreFinished(f) => {
             add("Written", bytes(f.bytes_written));
             let stages: Vec<String> = f

@@ -19,7 +19,9 @@ use reliquary_appliance::audit::{
     RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::restore::records::{finished_record, image_ref, target_ref};
-use reliquary_appliance::restore::{self, CancelToken, Outcome, Progress, RestoreOptions, RestoreReport};
+use reliquary_appliance::restore::{
+    self, CancelToken, Outcome, Progress, RestoreOptions, RestoreReport,
+};
 use reliquary_appliance::safety::TargetRequirement;
 use reliquary_appliance::verify::verify_chunks;
 use reliquary_image::{Image, TrustStore};
@@ -71,7 +73,11 @@ pub struct Session {
 impl Session {
     /// Loads the trust store, the operators list and the vault, and opens
     /// the audit log. Returns the session and the app's starting state.
-    pub fn start(config: SessionConfig, events: Sender<AppEvent>, demo: bool) -> Result<(Self, App), SessionError> {
+    pub fn start(
+        config: SessionConfig,
+        events: Sender<AppEvent>,
+        demo: bool,
+    ) -> Result<(Self, App), SessionError> {
         let trust = TrustStore::load(&config.trust).map_err(|source| SessionError::Trust {
             path: config.trust.clone(),
             source,
@@ -83,7 +89,11 @@ impl Session {
                     scanned.into_iter().map(|s| (s.entry, s.image)).unzip();
                 (entries, images, None)
             }
-            Err(e) => (Vec::new(), Vec::new(), Some(format!("{}: {e}", config.vault.display()))),
+            Err(e) => (
+                Vec::new(),
+                Vec::new(),
+                Some(format!("{}: {e}", config.vault.display())),
+            ),
         };
         let env = Environment::system(Some(Digest(trust.digest())));
         let audit = AuditLog::open(&config.audit, env)
@@ -149,8 +159,12 @@ impl Session {
                     CheckResult::Passed,
                 ),
                 Err(e) => (
-                    FullCheck::Failed { reason: e.to_string() },
-                    CheckResult::Failed { reason: e.to_string() },
+                    FullCheck::Failed {
+                        reason: e.to_string(),
+                    },
+                    CheckResult::Failed {
+                        reason: e.to_string(),
+                    },
                 ),
             };
             let audit_problem = with_log(&audit, |log| {
@@ -172,7 +186,9 @@ impl Session {
     }
 
     fn load_targets(&self, app: &App, index: usize) {
-        let (Some(Some(image)), Some(entry)) = (self.images.get(index).cloned(), app.vault.get(index)) else {
+        let (Some(Some(image)), Some(entry)) =
+            (self.images.get(index).cloned(), app.vault.get(index))
+        else {
             return;
         };
         let path = entry.path.clone();
@@ -190,9 +206,9 @@ impl Session {
                 include_loop: config.include_loop,
                 target_files: &config.target_files,
             };
-            let _ = events.send(AppEvent::Worker(WorkerEvent::TargetsLoaded(targets::load_targets(
-                &query,
-            ))));
+            let _ = events.send(AppEvent::Worker(WorkerEvent::TargetsLoaded(
+                targets::load_targets(&query),
+            )));
         });
     }
 
@@ -221,7 +237,9 @@ impl Session {
         };
         self.restore_thread = Some(std::thread::spawn(move || {
             let result = job.run();
-            let _ = job.events.send(AppEvent::Worker(WorkerEvent::RestoreFinished(result)));
+            let _ = job
+                .events
+                .send(AppEvent::Worker(WorkerEvent::RestoreFinished(result)));
         }));
     }
 }
@@ -243,7 +261,8 @@ impl Effects for Session {
                 let events = self.events.clone();
                 std::thread::spawn(move || {
                     let (rows, banner) = audit_view::load(&dir);
-                    let _ = events.send(AppEvent::Worker(WorkerEvent::AuditLoaded { rows, banner }));
+                    let _ =
+                        events.send(AppEvent::Worker(WorkerEvent::AuditLoaded { rows, banner }));
                 });
             }
             _ => {}
@@ -266,7 +285,8 @@ fn with_log<T>(
     let log = audit
         .as_ref()
         .map_err(|e| format!("the audit log is unavailable: {e}"))?;
-    let mut guard: MutexGuard<'_, AuditLog> = log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard: MutexGuard<'_, AuditLog> =
+        log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     f(&mut guard).map_err(|e| error_chain(&e))
 }
 
@@ -290,7 +310,12 @@ impl RestoreJob {
     /// `RestoreStarted`, restore, log `RestoreFinished` and the checkpoint.
     fn run(&self) -> ResultView {
         let refused = |reason: String| self.result(ResultOutcome::Refused { reason }, None);
-        let target = match restore::open_target(&self.target_path, &self.image, &self.image_path, Some(&self.vault)) {
+        let target = match restore::open_target(
+            &self.target_path,
+            &self.image,
+            &self.image_path,
+            Some(&self.vault),
+        ) {
             Ok(target) => target,
             Err(e) => return refused(error_chain(&e)),
         };
@@ -308,11 +333,17 @@ impl RestoreJob {
         });
         let started = match started {
             Ok(started) => started,
-            Err(reason) => return refused(format!("the start of the restore could not be logged: {reason}")),
+            Err(reason) => {
+                return refused(format!(
+                    "the start of the restore could not be logged: {reason}"
+                ))
+            }
         };
         let _ = self
             .events
-            .send(AppEvent::Worker(WorkerEvent::RestoreStarted { seq: started.seq }));
+            .send(AppEvent::Worker(WorkerEvent::RestoreStarted {
+                seq: started.seq,
+            }));
 
         let (progress_tx, progress_rx) = mpsc::channel::<Progress>();
         let events = self.events.clone();
@@ -332,7 +363,8 @@ impl RestoreJob {
             Ok((seq, short)) => {
                 view.audit_seq = Some(seq);
                 view.checkpoint_short = Some(short);
-                view.checkpoint_note = std::fs::read_to_string(self.audit_dir.join(CHECKPOINT_FILE)).ok();
+                view.checkpoint_note =
+                    std::fs::read_to_string(self.audit_dir.join(CHECKPOINT_FILE)).ok();
             }
             Err(problem) => view.audit_problem = Some(problem),
         }
@@ -365,7 +397,11 @@ fn outcome_of(report: &RestoreReport) -> ResultOutcome {
     match &report.outcome {
         Outcome::Success => ResultOutcome::Success,
         Outcome::Cancelled => ResultOutcome::Cancelled,
-        Outcome::Failed { error, chunk, sectors } => ResultOutcome::Failed {
+        Outcome::Failed {
+            error,
+            chunk,
+            sectors,
+        } => ResultOutcome::Failed {
             reason: error_chain(error),
             chunk: *chunk,
             sectors: *sectors,

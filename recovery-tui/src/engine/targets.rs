@@ -33,7 +33,10 @@ pub fn load_targets(query: &TargetQuery<'_>) -> TargetList {
         Ok(disks) => (disks, None),
         Err(e) => (Vec::new(), Some(error_chain(&e))),
     };
-    let mut items: Vec<TargetCandidate> = disks.iter().map(|d| disk_candidate(d, &query.requirement)).collect();
+    let mut items: Vec<TargetCandidate> = disks
+        .iter()
+        .map(|d| disk_candidate(d, &query.requirement))
+        .collect();
     items.extend(query.target_files.iter().map(|p| file_candidate(p, query)));
     TargetList {
         loading: false,
@@ -72,7 +75,10 @@ pub fn disk_candidate(disk: &Disk, requirement: &TargetRequirement) -> TargetCan
                 text
             })
             .collect(),
-        refusals: refusals(disk, requirement).iter().map(ToString::to_string).collect(),
+        refusals: refusals(disk, requirement)
+            .iter()
+            .map(|r| without_device_prefix(&r.to_string(), &disk.path))
+            .collect(),
         confirm_code,
         code_is_serial,
     }
@@ -101,15 +107,18 @@ fn file_candidate(path: &Path, query: &TargetQuery<'_>) -> TargetCandidate {
         logical_sector_size: query.requirement.logical_sector_size,
         physical_sector_size: query.requirement.logical_sector_size.max(4096),
         transport: "file".into(),
-        partitions: vec![if current == 0 {
-            "created to fit".into()
-        } else {
-            "extended to fit if smaller".into()
-        }],
+        partitions: Vec::new(),
         refusals: refused,
         confirm_code: random_code(),
         code_is_serial: false,
     }
+}
+
+/// The list already names the disk, so "refusing to write /dev/sda: " is
+/// dropped from each reason.
+fn without_device_prefix(reason: &str, device: &Path) -> String {
+    let prefix = format!("refusing to write {}: ", device.display());
+    reason.strip_prefix(&prefix).unwrap_or(reason).to_string()
 }
 
 /// Four characters the operator must read off the screen and type.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use reliquary_image::{Image, ImageError, PartitionScheme, TrustStore};
 
-use crate::model::{FullCheck, ImageSummary, PartitionSummary, SignerSummary, TrustStatus, VaultEntry};
+use crate::model::{
+    FullCheck, ImageSummary, PartitionSummary, SignerSummary, TrustStatus, VaultEntry,
+};
 
 /// The extension of image files in the vault.
 pub const IMAGE_EXTENSION: &str = "rimg";
@@ -69,18 +71,30 @@ fn scan_image(path: &Path, trust: &TrustStore) -> ScannedImage {
         .ok();
     let status = classify(&error, unverified.as_ref(), trust);
     ScannedImage {
-        entry: entry(unverified.as_ref().map(summarize), status, Some(error.to_string())),
+        entry: entry(
+            unverified.as_ref().map(summarize),
+            status,
+            Some(error.to_string()),
+        ),
         image: None,
     }
 }
 
 /// Sorts a verification failure into the words the technician sees.
-fn classify(error: &ImageError, unverified: Option<&Image<File>>, trust: &TrustStore) -> TrustStatus {
+fn classify(
+    error: &ImageError,
+    unverified: Option<&Image<File>>,
+    trust: &TrustStore,
+) -> TrustStatus {
     match error {
         ImageError::RevokedImage(_) => TrustStatus::Revoked,
         ImageError::ThresholdNotMet { .. } | ImageError::NoSignatures => {
-            let revoked_signer =
-                unverified.is_some_and(|image| image.signers().iter().any(|s| trust.revoked_keys.contains(&s.key_id)));
+            let revoked_signer = unverified.is_some_and(|image| {
+                image
+                    .signers()
+                    .iter()
+                    .any(|s| trust.revoked_keys.contains(&s.key_id))
+            });
             if revoked_signer {
                 TrustStatus::Revoked
             } else {

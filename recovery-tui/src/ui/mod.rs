@@ -97,14 +97,20 @@ fn screen_title(screen: Screen) -> &'static str {
 fn render_header(app: &App, area: Rect, buf: &mut Buffer) {
     let bar = Style::new().fg(Color::Black).bg(ACCENT);
     buf.set_style(area, bar);
-    let mut left = vec![Span::styled(" Reliquary ", bar.add_modifier(Modifier::BOLD))];
+    let mut left = vec![Span::styled(
+        " Reliquary ",
+        bar.add_modifier(Modifier::BOLD),
+    )];
     left.push(Span::styled(format!("│ {}", screen_title(app.screen)), bar));
     Paragraph::new(Line::from(left)).render(area, buf);
     let mut right = Vec::new();
     if app.demo {
         right.push(Span::styled(
             " DEMO KEY ",
-            Style::new().fg(Color::White).bg(BAD).add_modifier(Modifier::BOLD),
+            Style::new()
+                .fg(Color::White)
+                .bg(BAD)
+                .add_modifier(Modifier::BOLD),
         ));
         right.push(Span::styled(" ", bar));
     }
@@ -142,7 +148,7 @@ pub fn footer_keys(app: &App) -> Vec<(&'static str, &'static str)> {
             ("Ctrl-C", "quit"),
         ],
         Screen::Vault => vec![
-            ("↑↓/jk", "move"),
+            ("↑↓", "move"),
             ("Enter", "choose"),
             ("v", "verify"),
             ("l", "audit log"),
@@ -158,14 +164,13 @@ pub fn footer_keys(app: &App) -> Vec<(&'static str, &'static str)> {
             ("q", "quit"),
         ],
         Screen::Targets => vec![
-            ("↑↓/jk", "move"),
+            ("↑↓", "move"),
             ("Enter", "choose"),
             ("Esc", "back"),
             ("?", "help"),
             ("q", "quit"),
         ],
         Screen::Confirm => vec![
-            ("type code", ""),
             ("Enter", "start restore"),
             ("Esc", "back"),
             ("?", "help"),
@@ -179,10 +184,14 @@ pub fn footer_keys(app: &App) -> Vec<(&'static str, &'static str)> {
             ("q", "quit"),
         ],
         Screen::AuditLog if app.audit.editing_filter => {
-            vec![("type", "filter"), ("Enter", "keep filter"), ("Esc", "clear filter")]
+            vec![
+                ("type", "filter"),
+                ("Enter", "keep filter"),
+                ("Esc", "clear filter"),
+            ]
         }
         Screen::AuditLog => vec![
-            ("↑↓/jk", "move"),
+            ("↑↓", "move"),
             ("Tab", "switch pane"),
             ("/", "filter"),
             ("Esc", "back"),
@@ -196,11 +205,11 @@ fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
     let key = Style::new().fg(Color::Black).bg(Color::Gray);
     let mut spans = Vec::new();
     for (k, what) in footer_keys(app) {
-        spans.push(Span::styled(format!(" {k} "), key));
+        spans.push(Span::styled(k, key));
         if !what.is_empty() {
-            spans.push(Span::raw(format!(" {what} ")));
+            spans.push(Span::raw(format!(" {what}")));
         }
-        spans.push(Span::raw(" "));
+        spans.push(Span::raw("  "));
     }
     Paragraph::new(Line::from(spans)).render(area, buf);
 }
@@ -326,9 +335,16 @@ fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
         })
         .collect();
     lines.push(Line::from(""));
-    lines.push(Line::from(format!(" On this screen: {}", screen_title(app.screen))));
-    lines.push(Line::from(" A restore starts only after the confirmation code is"));
-    lines.push(Line::from(" typed and Enter is pressed. Nothing else starts one."));
+    lines.push(Line::from(format!(
+        " On this screen: {}",
+        screen_title(app.screen)
+    )));
+    lines.push(Line::from(
+        " A restore starts only after the confirmation code is",
+    ));
+    lines.push(Line::from(
+        " typed and Enter is pressed. Nothing else starts one.",
+    ));
     lines.push(Line::styled(
         " Esc, Enter or ? closes this help.",
         Style::new().fg(MUTED),

@@ -6,7 +6,8 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{
-    Block, Borders, Gauge, List, ListItem, ListState, Paragraph, Sparkline, StatefulWidget, Widget, Wrap,
+    Block, Borders, Gauge, List, ListItem, ListState, Paragraph, Sparkline, StatefulWidget, Widget,
+    Wrap,
 };
 
 use super::format::{bytes, clip, date, date_time, disk_size, duration};
@@ -18,7 +19,9 @@ fn trust_style(status: TrustStatus) -> Style {
     match status {
         TrustStatus::Trusted => Style::new().fg(GOOD).add_modifier(Modifier::BOLD),
         TrustStatus::Untrusted => Style::new().fg(WARN).add_modifier(Modifier::BOLD),
-        TrustStatus::Revoked | TrustStatus::Damaged => Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+        TrustStatus::Revoked | TrustStatus::Damaged => {
+            Style::new().fg(BAD).add_modifier(Modifier::BOLD)
+        }
     }
 }
 
@@ -72,16 +75,26 @@ pub fn sign_in(app: &App, area: Rect, buf: &mut Buffer) {
     lines.push(Line::styled(list_note, Style::new().fg(MUTED)));
     if app.demo {
         lines.push(Line::styled(
-            " Demo: images are signed with a throwaway key made for this run.",
+            " Demo: the image is signed with a throwaway key.",
             Style::new().fg(WARN),
         ));
+        if let Some(list) = &app.operators {
+            let ids: Vec<&str> = list.entries.iter().map(|e| e.id.as_str()).collect();
+            lines.push(Line::styled(
+                format!(" Demo operator ids: {}", ids.join(", ")),
+                Style::new().fg(WARN),
+            ));
+        }
     }
-    Paragraph::new(lines).wrap(Wrap { trim: false }).render(inner, buf);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .render(inner, buf);
 }
 
 pub fn vault(app: &App, area: Rect, buf: &mut Buffer) {
     let list_height = (app.vault.len() as u16 + 3).clamp(5, area.height.saturating_sub(10).max(5));
-    let [list_area, detail_area] = Layout::vertical([Constraint::Length(list_height), Constraint::Min(0)]).areas(area);
+    let [list_area, detail_area] =
+        Layout::vertical([Constraint::Length(list_height), Constraint::Min(0)]).areas(area);
     let block = titled(&format!("Vault: {} image file(s)", app.vault.len()));
     let inner = block.inner(list_area);
     block.render(list_area, buf);
@@ -139,7 +152,8 @@ pub fn vault(app: &App, area: Rect, buf: &mut Buffer) {
             ]))
         })
         .collect();
-    let [header_area, rows_area] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
+    let [header_area, rows_area] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
     Paragraph::new(header).render(header_area, buf);
     let mut state = ListState::default().with_selected(Some(app.vault_cursor));
     StatefulWidget::render(
@@ -173,7 +187,10 @@ fn vault_entry_details(entry: &VaultEntry, area: Rect, buf: &mut Buffer) {
     }
     if let Some(s) = &entry.summary {
         if !s.description.is_empty() {
-            lines.push(Line::from(vec![label("Description"), Span::raw(s.description.clone())]));
+            lines.push(Line::from(vec![
+                label("Description"),
+                Span::raw(s.description.clone()),
+            ]));
         }
         let compatible = if s.compatible.is_empty() {
             "(any)".to_string()
@@ -194,7 +211,9 @@ fn vault_entry_details(entry: &VaultEntry, area: Rect, buf: &mut Buffer) {
         ]));
         lines.extend(signer_lines(s));
     }
-    Paragraph::new(lines).wrap(Wrap { trim: false }).render(inner, buf);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .render(inner, buf);
 }
 
 fn signer_lines(s: &ImageSummary) -> Vec<Line<'static>> {
@@ -207,11 +226,17 @@ fn signer_lines(s: &ImageSummary) -> Vec<Line<'static>> {
         };
         lines.push(Line::from(vec![
             label(if i == 0 { "Signed by" } else { "" }),
-            Span::raw(format!("{} ", signer.name)),
-            Span::styled(signer.meaning.clone(), Style::new().add_modifier(Modifier::BOLD)),
-            Span::raw(format!(" {} ", date_time(signer.signed_unix))),
+            Span::raw(signer.name.clone()),
+        ]));
+        lines.push(Line::from(vec![
+            label(""),
+            Span::styled(
+                signer.meaning.clone(),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(format!(" {}, ", date_time(signer.signed_unix))),
             Span::styled(signer.status.clone(), status_style),
-            Span::styled(format!(" key {}", signer.key_id), Style::new().fg(MUTED)),
+            Span::styled(format!(", key {}", signer.key_id), Style::new().fg(MUTED)),
         ]));
     }
     if s.signers.is_empty() {
@@ -224,9 +249,12 @@ fn signer_lines(s: &ImageSummary) -> Vec<Line<'static>> {
 }
 
 pub fn image_details(app: &App, area: Rect, buf: &mut Buffer) {
-    let Some(entry) = app.selected_image() else { return };
+    let Some(entry) = app.selected_image() else {
+        return;
+    };
     let Some(s) = &entry.summary else { return };
-    let [manifest_area, check_area] = Layout::vertical([Constraint::Min(0), Constraint::Length(5)]).areas(area);
+    let [manifest_area, check_area] =
+        Layout::vertical([Constraint::Min(0), Constraint::Length(5)]).areas(area);
     let block = titled(&format!("{} version {}", s.name, s.version));
     let inner = block.inner(manifest_area);
     block.render(manifest_area, buf);
@@ -238,7 +266,10 @@ pub fn image_details(app: &App, area: Rect, buf: &mut Buffer) {
         ]),
     ];
     if !s.description.is_empty() {
-        lines.push(Line::from(vec![label("Description"), Span::raw(s.description.clone())]));
+        lines.push(Line::from(vec![
+            label("Description"),
+            Span::raw(s.description.clone()),
+        ]));
     }
     let compatible = if s.compatible.is_empty() {
         "(any)".to_string()
@@ -259,9 +290,18 @@ pub fn image_details(app: &App, area: Rect, buf: &mut Buffer) {
     ]));
     lines.push(Line::from(vec![
         label("Manifest"),
-        Span::raw(format!("sha256 {}", s.manifest_sha256)),
+        Span::raw(format!(
+            "sha256 {}",
+            clip(
+                &s.manifest_sha256,
+                usize::from(inner.width).saturating_sub(20)
+            )
+        )),
     ]));
-    lines.push(Line::from(vec![label("Partitions"), Span::raw(s.scheme.clone())]));
+    lines.push(Line::from(vec![
+        label("Partitions"),
+        Span::raw(s.scheme.clone()),
+    ]));
     for p in &s.partitions {
         lines.push(Line::from(format!(
             "{:13}{:>2}  start {:>10}  {:>10}  type {:<6} {}{}",
@@ -275,23 +315,31 @@ pub fn image_details(app: &App, area: Rect, buf: &mut Buffer) {
         )));
     }
     lines.extend(signer_lines(s));
-    Paragraph::new(lines).wrap(Wrap { trim: false }).render(inner, buf);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .render(inner, buf);
 
     let block = titled("Full verification (every chunk, offline)");
     let inner = block.inner(check_area);
     block.render(check_area, buf);
-    let [status_area, gauge_area] = Layout::vertical([Constraint::Length(2), Constraint::Length(1)]).areas(inner);
+    let [status_area, gauge_area] =
+        Layout::vertical([Constraint::Length(2), Constraint::Length(1)]).areas(inner);
     let status = match &entry.check {
         FullCheck::NotRun => Line::from(vec![
             Span::raw("Not run yet. Press "),
             Span::styled("v", Style::new().fg(ACCENT).add_modifier(Modifier::BOLD)),
             Span::raw(" to verify now; the restore also checks every chunk before writing it."),
         ]),
-        FullCheck::Running { done, total } => {
-            Line::from(format!("Verifying: {} of {} checked", bytes(*done), bytes(*total)))
-        }
+        FullCheck::Running { done, total } => Line::from(format!(
+            "Verifying: {} of {} checked",
+            bytes(*done),
+            bytes(*total)
+        )),
         FullCheck::Passed { seconds } => Line::from(vec![
-            Span::styled("VERIFIED", Style::new().fg(GOOD).add_modifier(Modifier::BOLD)),
+            Span::styled(
+                "VERIFIED",
+                Style::new().fg(GOOD).add_modifier(Modifier::BOLD),
+            ),
             Span::raw(format!(
                 ": all {} chunks match their signed digests ({seconds:.1} s).",
                 s.chunks
@@ -358,7 +406,9 @@ pub fn targets(app: &App, area: Rect, buf: &mut Buffer) {
     }
     let [head_area, list_area] =
         Layout::vertical([Constraint::Length(head.len() as u16), Constraint::Min(0)]).areas(inner);
-    Paragraph::new(head).wrap(Wrap { trim: true }).render(head_area, buf);
+    Paragraph::new(head)
+        .wrap(Wrap { trim: true })
+        .render(head_area, buf);
     let width = usize::from(inner.width).saturating_sub(6);
     let items: Vec<ListItem> = app
         .targets
@@ -371,7 +421,11 @@ pub fn targets(app: &App, area: Rect, buf: &mut Buffer) {
             } else {
                 Style::new().fg(MUTED)
             };
-            let sub = if ok { Style::new() } else { Style::new().fg(MUTED) };
+            let sub = if ok {
+                Style::new()
+            } else {
+                Style::new().fg(MUTED)
+            };
             let first = match t.kind {
                 TargetKind::Disk => format!(
                     "{}  {}  serial {}  {}",
@@ -380,18 +434,20 @@ pub fn targets(app: &App, area: Rect, buf: &mut Buffer) {
                     t.serial.as_deref().unwrap_or("(none)"),
                     disk_size(t.size_bytes)
                 ),
-                TargetKind::File => format!("{}  regular file  {}", t.path.display(), disk_size(t.size_bytes)),
+                TargetKind::File => format!(
+                    "{}  regular file  {}",
+                    t.path.display(),
+                    disk_size(t.size_bytes)
+                ),
+            };
+            let contents = match (t.kind, t.partitions.is_empty()) {
+                (TargetKind::File, _) => "created or extended to the image's size".to_string(),
+                (TargetKind::Disk, true) => "no partitions".to_string(),
+                (TargetKind::Disk, false) => t.partitions.join(", "),
             };
             let second = format!(
-                "{} B logical / {} B physical sectors, {}; {}",
-                t.logical_sector_size,
-                t.physical_sector_size,
-                t.transport,
-                if t.partitions.is_empty() {
-                    "no partitions".to_string()
-                } else {
-                    t.partitions.join(", ")
-                }
+                "{} B logical / {} B physical sectors, {}; {contents}",
+                t.logical_sector_size, t.physical_sector_size, t.transport,
             );
             let mut lines = vec![
                 Line::styled(clip(&first, width), main),
@@ -437,15 +493,28 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
             .iter()
             .map(|g| format!("{} ({})", g.name, g.meaning))
             .collect();
-        lines.push(Line::from(vec![label("  signed by"), Span::raw(signers.join(", "))]));
+        lines.push(Line::from(vec![
+            label("  signed by"),
+            Span::raw(signers.join(", ")),
+        ]));
     }
     lines.push(Line::from("onto"));
     match target.kind {
         TargetKind::Disk => {
             lines.push(Line::from(vec![
                 label("  disk"),
-                Span::styled(target.model.clone().unwrap_or_else(|| "unknown model".into()), bold),
-                Span::raw(format!("  {}  {}", disk_size(target.size_bytes), target.path.display())),
+                Span::styled(
+                    target
+                        .model
+                        .clone()
+                        .unwrap_or_else(|| "unknown model".into()),
+                    bold,
+                ),
+                Span::raw(format!(
+                    "  {}  {}",
+                    disk_size(target.size_bytes),
+                    target.path.display()
+                )),
             ]));
             let serial = target.serial.clone().unwrap_or_default();
             let split = serial.len().saturating_sub(4);
@@ -459,7 +528,10 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
                 Span::raw(head.to_string()),
                 Span::styled(
                     tail.to_string(),
-                    Style::new().fg(Color::Black).bg(WARN).add_modifier(Modifier::BOLD),
+                    Style::new()
+                        .fg(Color::Black)
+                        .bg(WARN)
+                        .add_modifier(Modifier::BOLD),
                 ),
             ]));
         }
@@ -486,9 +558,20 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
     let ask = if target.code_is_serial {
         "To confirm, type the last 4 characters of the disk's serial (highlighted):".to_string()
     } else {
-        format!("To confirm, type this code: {}", target.confirm_code)
+        "To confirm, type this code:".to_string()
     };
-    lines.push(Line::from(ask));
+    let mut ask_line = vec![Span::raw(ask)];
+    if !target.code_is_serial {
+        ask_line.push(Span::raw(" "));
+        ask_line.push(Span::styled(
+            format!(" {} ", target.confirm_code),
+            Style::new()
+                .fg(Color::Black)
+                .bg(WARN)
+                .add_modifier(Modifier::BOLD),
+        ));
+    }
+    lines.push(Line::from(ask_line));
     lines.push(Line::from(vec![
         Span::raw("  code  "),
         Span::styled(
@@ -503,7 +586,9 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
             Style::new().fg(BAD).add_modifier(Modifier::BOLD),
         ));
     }
-    Paragraph::new(lines).wrap(Wrap { trim: false }).render(inner, buf);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .render(inner, buf);
 }
 
 pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
@@ -511,24 +596,31 @@ pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
     let block = titled(&format!("Restoring {}", view.image_name));
     let inner = block.inner(area);
     block.render(area, buf);
-    let [info, write_label, write_gauge, read_label, read_gauge, rates, _, spark_area, status] = Layout::vertical([
-        Constraint::Length(2),
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(2),
-        Constraint::Length(1),
-        Constraint::Min(3),
-        Constraint::Length(2),
-    ])
-    .areas(inner);
-    let stage = view.progress.as_ref().map_or("starting", |p| p.stage.as_str());
+    let [info, write_label, write_gauge, read_label, read_gauge, rates, _, spark_area, status] =
+        Layout::vertical([
+            Constraint::Length(2),
+            Constraint::Length(1),
+            Constraint::Length(1),
+            Constraint::Length(1),
+            Constraint::Length(1),
+            Constraint::Length(2),
+            Constraint::Length(1),
+            Constraint::Min(3),
+            Constraint::Length(2),
+        ])
+        .areas(inner);
+    let stage = view
+        .progress
+        .as_ref()
+        .map_or("starting", |p| p.stage.as_str());
     Paragraph::new(vec![
         Line::from(vec![label("Onto"), Span::raw(view.target_label.clone())]),
         Line::from(vec![
             label("Stage"),
-            Span::styled(stage.to_string(), Style::new().fg(ACCENT).add_modifier(Modifier::BOLD)),
+            Span::styled(
+                stage.to_string(),
+                Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
+            ),
         ]),
     ])
     .render(info, buf);
@@ -561,7 +653,9 @@ pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
             )),
             Line::from(format!("Chunks {} of {}", p.chunks_done, p.chunks_total)),
         ],
-        None => vec![Line::from("Opening the target and logging the start of the restore…")],
+        None => vec![Line::from(
+            "Opening the target and logging the start of the restore…",
+        )],
     };
     Paragraph::new(rate_lines).render(rates, buf);
 
@@ -599,20 +693,29 @@ pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
 
 pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
     let Some(r) = &app.result else { return };
-    let qr = r.checkpoint_note.as_deref().and_then(half_block_lines).filter(|lines| {
-        let width = lines.first().map_or(0, |l| l.chars().count()) as u16;
-        width + 60 <= area.width && lines.len() as u16 + 2 <= area.height
-    });
+    let qr = r
+        .checkpoint_note
+        .as_deref()
+        .and_then(half_block_lines)
+        .filter(|lines| {
+            let width = lines.first().map_or(0, |l| l.chars().count()) as u16;
+            width + 60 <= area.width && lines.len() as u16 + 2 <= area.height
+        });
     let qr_width = qr
         .as_ref()
         .and_then(|l| l.first())
         .map_or(0, |l| l.chars().count() as u16 + 2);
-    let [text_area, qr_area] = Layout::horizontal([Constraint::Min(0), Constraint::Length(qr_width)]).areas(area);
+    let [text_area, qr_area] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(qr_width)]).areas(area);
     let (headline, colour, wiped) = match &r.outcome {
         ResultOutcome::Success => ("RESTORE SUCCEEDED".to_string(), GOOD, false),
         ResultOutcome::Failed { .. } => ("RESTORE FAILED".to_string(), BAD, true),
         ResultOutcome::Cancelled => ("RESTORE CANCELLED".to_string(), WARN, true),
-        ResultOutcome::Refused { .. } => ("RESTORE REFUSED: nothing was written".to_string(), WARN, false),
+        ResultOutcome::Refused { .. } => (
+            "RESTORE REFUSED: nothing was written".to_string(),
+            WARN,
+            false,
+        ),
     };
     let block = titled("Result");
     let inner = block.inner(text_area);
@@ -620,21 +723,31 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
     let mut lines = vec![
         Line::styled(
             format!(" {headline} "),
-            Style::new().fg(Color::Black).bg(colour).add_modifier(Modifier::BOLD),
+            Style::new()
+                .fg(Color::Black)
+                .bg(colour)
+                .add_modifier(Modifier::BOLD),
         ),
         Line::from(""),
         Line::from(vec![label("Image"), Span::raw(r.image_name.clone())]),
         Line::from(vec![label("Target"), Span::raw(r.target_label.clone())]),
     ];
     match &r.outcome {
-        ResultOutcome::Failed { reason, chunk, sectors } => {
+        ResultOutcome::Failed {
+            reason,
+            chunk,
+            sectors,
+        } => {
             lines.push(Line::from(vec![
                 label("Reason"),
                 Span::styled(reason.clone(), Style::new().fg(BAD)),
             ]));
             if let Some(chunk) = chunk {
                 let at = sectors.map_or(String::new(), |(a, b)| format!(", sectors {a}..{b}"));
-                lines.push(Line::from(vec![label("Chunk"), Span::raw(format!("{chunk}{at}"))]));
+                lines.push(Line::from(vec![
+                    label("Chunk"),
+                    Span::raw(format!("{chunk}{at}")),
+                ]));
             }
         }
         ResultOutcome::Refused { reason } => {
@@ -652,16 +765,29 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
         ));
     }
     if !matches!(r.outcome, ResultOutcome::Refused { .. }) {
-        lines.push(Line::from(vec![label("Written"), Span::raw(bytes(r.bytes_written))]));
+        lines.push(Line::from(vec![
+            label("Written"),
+            Span::raw(bytes(r.bytes_written)),
+        ]));
         if !r.stage_seconds.is_empty() {
-            let stages: Vec<String> = r.stage_seconds.iter().map(|(s, t)| format!("{s} {t} s")).collect();
-            lines.push(Line::from(vec![label("Stages"), Span::raw(stages.join(", "))]));
+            let stages: Vec<String> = r
+                .stage_seconds
+                .iter()
+                .map(|(s, t)| format!("{s} {t} s"))
+                .collect();
+            lines.push(Line::from(vec![
+                label("Stages"),
+                Span::raw(stages.join(", ")),
+            ]));
         }
     }
     if let Some(digest) = &r.readback_digest {
         lines.push(Line::from(vec![
             label("Read-back"),
-            Span::raw(format!("sha256 {digest}")),
+            Span::raw(format!(
+                "sha256 {}",
+                clip(digest, usize::from(inner.width).saturating_sub(20))
+            )),
         ]));
     }
     for warning in &r.warnings {
@@ -699,7 +825,9 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
             Style::new().fg(BAD).add_modifier(Modifier::BOLD),
         ));
     }
-    Paragraph::new(lines).wrap(Wrap { trim: false }).render(inner, buf);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .render(inner, buf);
     if let Some(qr) = qr {
         let block = titled("Checkpoint");
         let inner = block.inner(qr_area);
@@ -714,14 +842,24 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
 
 pub fn audit_log(app: &App, area: Rect, buf: &mut Buffer) {
     let view = &app.audit;
-    let [banner_area, filter_area, main_area] =
-        Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(0)]).areas(area);
+    let [banner_area, filter_area, main_area] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(area);
     let banner = match (&view.banner, view.loading) {
         (_, true) => Line::from(" Reading and verifying the audit log…"),
-        (Some(b), false) if b.ok => Line::styled(format!(" {} ", b.text), Style::new().fg(Color::Black).bg(GOOD)),
+        (Some(b), false) if b.ok => Line::styled(
+            format!(" {} ", b.text),
+            Style::new().fg(Color::Black).bg(GOOD),
+        ),
         (Some(b), false) => Line::styled(
             format!(" {} ", b.text),
-            Style::new().fg(Color::White).bg(BAD).add_modifier(Modifier::BOLD),
+            Style::new()
+                .fg(Color::White)
+                .bg(BAD)
+                .add_modifier(Modifier::BOLD),
         ),
         (None, false) => Line::from(""),
     };
@@ -746,7 +884,8 @@ pub fn audit_log(app: &App, area: Rect, buf: &mut Buffer) {
     Paragraph::new(filter_line).render(filter_area, buf);
 
     let [list_area, detail_area] = if main_area.width >= 120 {
-        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(main_area)
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+            .areas(main_area)
     } else {
         Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(main_area)
     };
@@ -771,9 +910,9 @@ pub fn audit_log(app: &App, area: Rect, buf: &mut Buffer) {
                 result
             };
             let line = format!(
-                "{:>5} {:<16} {:<15} {:<8} {:<11} {}",
+                "{:>4} {:<19} {:<15} {:<8} {:<11} {}",
                 r.seq,
-                clip(&r.time, 16),
+                r.time,
                 r.kind,
                 clip(&r.operator, 8),
                 result,
@@ -787,7 +926,11 @@ pub fn audit_log(app: &App, area: Rect, buf: &mut Buffer) {
             ListItem::new(Line::styled(clip(&line, width), style))
         })
         .collect();
-    let mut state = ListState::default().with_selected(if rows.is_empty() { None } else { Some(view.cursor) });
+    let mut state = ListState::default().with_selected(if rows.is_empty() {
+        None
+    } else {
+        Some(view.cursor)
+    });
     StatefulWidget::render(
         List::new(items)
             .highlight_symbol("▸ ")
@@ -800,7 +943,9 @@ pub fn audit_log(app: &App, area: Rect, buf: &mut Buffer) {
     let detail_block = titled("Details").border_style(focused(AuditPane::Details));
     let detail_inner = detail_block.inner(detail_area);
     detail_block.render(detail_area, buf);
-    let Some(row) = rows.get(view.cursor) else { return };
+    let Some(row) = rows.get(view.cursor) else {
+        return;
+    };
     let mut lines = vec![Line::from(vec![
         Span::styled(
             format!("Record {} ", row.seq),
@@ -813,7 +958,10 @@ pub fn audit_log(app: &App, area: Rect, buf: &mut Buffer) {
             format!("INVALID: {reason}"),
             Style::new().fg(BAD).add_modifier(Modifier::BOLD),
         )),
-        None => lines.push(Line::styled("signature and chain verified", Style::new().fg(GOOD))),
+        None => lines.push(Line::styled(
+            "signature and chain verified",
+            Style::new().fg(GOOD),
+        )),
     }
     if let Some(result) = &row.result {
         let style = if row.is_alarming() {
@@ -821,7 +969,10 @@ pub fn audit_log(app: &App, area: Rect, buf: &mut Buffer) {
         } else {
             Style::new()
         };
-        lines.push(Line::from(vec![label("Result"), Span::styled(result.clone(), style)]));
+        lines.push(Line::from(vec![
+            label("Result"),
+            Span::styled(result.clone(), style),
+        ]));
     }
     for (key, value) in &row.details {
         lines.push(Line::from(vec![label(key), Span::raw(value.clone())]));
