@@ -212,3 +212,109 @@ fn padded(header: &[u8], sector_size: u32) -> Vec<u8> {
     sector[..header.len()].copy_from_slice(header);
     sector
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECTOR: u32 = 512;
+
+    /// A minimal GPT disk image of `sectors` sectors with one partition.
+    fn gpt_disk(sectors: u64) -> Vec<u8> {
+        let ss = SECTOR as usize;
+        let mut disk = vec![0u8; sectors as usize * ss];
+        // Protective MBR.
+        disk[446 + 4] = mbr::PROTECTIVE_TYPE;
+        disk[446 + 8..446 + 12].copy_from_slice(&1u32.to_le_bytes());
+        disk[446 + 12..446 + 16].copy_from_slice(&((sectors - 1) as u32).to_le_bytes());
+        disk[510] = 0x55;
+        disk[511] = 0xaa;
+        let mut entries = vec![0u8; 128 * 128];
+        entries[0] = 0xaf; // any non-zero type GUID
+        entries[32..40].copy_from_slice(&2048u64.to_le_bytes());
+        entries[40..48].copy_from_slice(&4095u64.to_le_bytes());
+        for (i, unit) in "DATA".encode_utf16().enumerate() {
+            entries[56 + 2 * i..58 + 2 * i].copy_from_slice(&unit.to_le_bytes());
+        }
+        let entries_sectors = (entries.len() / ss) as u64;
+        let mut header = vec![0u8; HEADER_LEN];
+        header[0..8].copy_from_slice(SIGNATURE);
+        header[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+        header[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+        header[40..48].copy_from_slice(&34u64.to_le_bytes());
+        header[80..84].copy_from_slice(&128u32.to_le_bytes());
+        header[84..88].copy_from_slice(&128u32.to_le_bytes());
+        header[88..92].copy_from_slice(&crc32fast::hash(&entries).to_le_bytes());
+        let last = sectors - 1;
+        let mut backup = header.clone();
+        set_header_fields(&mut header, 1, last, last - entries_sectors - 1, 2);
+        set_header_fields(&mut backup, last, 1, last - entries_sectors - 1, last - entries_sectors);
+        disk[ss..ss + HEADER_LEN].copy_from_slice(&header);
+        disk[2 * ss..2 * ss + entries.len()].copy_from_slice(&entries);
+        let backup_entries = (last - entries_sectors) as usize * ss;
+        disk[backup_entries..backup_entries + entries.len()].copy_from_slice(&entries);
+        disk[last as usize * ss..last as usize * ss + HEADER_LEN].copy_from_slice(&backup);
+        disk
+    }
+
+    #[test]
+    fn reads_the_primary_table() {
+        let disk = gpt_disk(8192);
+        let (header, partitions) = read_primary(&disk, SECTOR, 8192).unwrap();
+        assert_eq!(header.backup_lba, 8191);
+        assert_eq!(partitions.len(), 1);
+        assert_eq!(partitions[0].start_sector, 2048);
+        assert_eq!(partitions[0].sector_count, 2048);
+        assert_eq!(partitions[0].name.as_deref(), Some("DATA"));
+    }
+
+    #[test]
+    fn relocates_the_backup_to_the_end_of_a_larger_disk() {
+        let file = tempfile::tempfile().unwrap();
+        file.write_all_at(&gpt_disk(8192), 0).unwrap();
+        file.set_len(16384 * u64::from(SECTOR)).unwrap();
+        assert!(relocate_backup_gpt(&file, SECTOR, 8192, 16384).unwrap());
+
+        let mut disk = vec![0u8; 16384 * SECTOR as usize];
+        FileExt::read_exact_at(&file, &mut disk, 0).unwrap();
+        let (primary, _) = read_primary(&disk, SECTOR, 16384).unwrap();
+        assert_eq!(primary.backup_lba, 16383);
+        assert_eq!(primary.last_usable, 16383 - 32 - 1);
+        let last = &disk[16383 * SECTOR as usize..];
+        let (backup, _) = parse_header(last, 16384).unwrap();
+        assert_eq!((backup.current_lba, backup.backup_lba), (16383, 1));
+        assert_eq!(backup.entries_lba, 16383 - 32);
+        let protective_len = u32::from_le_bytes(disk[446 + 12..446 + 16].try_into().unwrap());
+        assert_eq!(protective_len, 16383);
+        // The stale backup at the old end is gone.
+        assert!(disk[8191 * SECTOR as usize..8192 * SECTOR as usize].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn same_size_and_mbr_disks_are_left_alone() {
+        let file = tempfile::tempfile().unwrap();
+        file.write_all_at(&gpt_disk(8192), 0).unwrap();
+        assert!(!relocate_backup_gpt(&file, SECTOR, 8192, 8192).unwrap());
+        let mbr_only = tempfile::tempfile().unwrap();
+        let mut sector0 = vec![0u8; 512];
+        sector0[510] = 0x55;
+        sector0[511] = 0xaa;
+        sector0[446 + 4] = 0x07;
+        mbr_only.write_all_at(&sector0, 0).unwrap();
+        mbr_only.set_len(16384 * 512).unwrap();
+        assert!(!relocate_backup_gpt(&mbr_only, SECTOR, 8192, 16384).unwrap());
+    }
+
+    #[test]
+    fn corrupt_headers_are_rejected_without_panics() {
+        let mut disk = gpt_disk(8192);
+        disk[512 + 30] ^= 1; // inside the CRC-covered header
+        assert!(matches!(read_primary(&disk, SECTOR, 8192), Err(GptError::InvalidHeader(_))));
+        let mut disk = gpt_disk(8192);
+        disk[2 * 512 + 40] ^= 1; // inside the entries
+        assert!(matches!(read_primary(&disk, SECTOR, 8192), Err(GptError::EntriesCrc)));
+        for len in [0usize, 10, 100, 600] {
+            let _ = read_primary(&disk[..len.min(disk.len())].to_vec(), SECTOR, 8192);
+        }
+    }
+}
