@@ -84,14 +84,23 @@ pub fn capture(
         return Err(CaptureError::ZeroGrain(opts.zero_grain));
     }
     let (partition_table, partition_note) = partition::summarize(source, sector, size / u64::from(sector));
+    if out.symlink_metadata().is_ok() {
+        return Err(CaptureError::Rename {
+            path: out.to_path_buf(),
+            source: std::io::ErrorKind::AlreadyExists.into(),
+        });
+    }
     let partial = partial_path(out);
     let file = create_image_file(&partial)?;
     let result = write_image(source, size, BufWriter::with_capacity(1 << 20, file), key, opts, progress, partition_table);
     match result {
         Ok(manifest) => {
-            std::fs::rename(&partial, out).map_err(|source| CaptureError::Rename {
-                path: out.to_path_buf(),
-                source,
+            move_into_place(&partial, out).map_err(|source| {
+                let _ = std::fs::remove_file(&partial);
+                CaptureError::Rename {
+                    path: out.to_path_buf(),
+                    source,
+                }
             })?;
             Ok(CaptureReport { manifest, partition_note })
         }
@@ -99,6 +108,18 @@ pub fn capture(
             let _ = std::fs::remove_file(&partial);
             Err(e)
         }
+    }
+}
+
+/// Moves the finished image to `out` without replacing an existing file:
+/// a hard link fails if `out` exists; where links are unsupported (FAT),
+/// check and rename.
+fn move_into_place(partial: &Path, out: &Path) -> std::io::Result<()> {
+    match std::fs::hard_link(partial, out) {
+        Ok(()) => std::fs::remove_file(partial),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) if out.symlink_metadata().is_ok() => Err(std::io::ErrorKind::AlreadyExists.into()),
+        Err(_) => std::fs::rename(partial, out),
     }
 }
 
