@@ -4,7 +4,9 @@ use std::fs::File;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
+use std::sync::Arc;
 
 use clap::Args;
 use nix::sys::signal::{SigSet, Signal};
@@ -113,11 +115,28 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
-    // Block the signals before any thread starts, so only the waiter sees them.
+    // Block the signals before any thread starts, so only the waiter sees
+    // them: before the first write they end the process, after it they
+    // cancel the restore at a chunk boundary.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals.thread_block()?;
+    let cancel = CancelToken::new();
+    let writing = Arc::new(AtomicBool::new(false));
+    {
+        let (cancel, writing) = (cancel.clone(), Arc::clone(&writing));
+        std::thread::spawn(move || {
+            while signals.wait().is_ok() {
+                if !writing.load(Ordering::SeqCst) {
+                    eprintln!("\ninterrupted; nothing was written");
+                    std::process::exit(130);
+                }
+                eprintln!("\ncancelling at the next chunk boundary; the disk will be left wiped");
+                cancel.cancel();
+            }
+        });
+    }
 
     let trust = TrustStore::load(&args.trust)?;
     eprintln!("checking signatures of {} ...", args.image.display());
@@ -135,6 +154,7 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
     let image_record = image_ref(&image);
     let target_record = target_ref(target.info());
+    writing.store(true, Ordering::SeqCst);
     let started = match log.as_mut() {
         Some(log) => Some(log.append(
             &operator,
@@ -146,14 +166,6 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    let cancel = CancelToken::new();
-    let waiter_cancel = cancel.clone();
-    std::thread::spawn(move || {
-        if signals.wait().is_ok() {
-            eprintln!("\ncancelling at the next chunk boundary; the disk will be left wiped");
-            waiter_cancel.cancel();
-        }
-    });
     let (tx, rx) = channel::<Progress>();
     let drawer = std::thread::spawn(move || draw_progress(rx));
     let opts = RestoreOptions {
