@@ -1,0 +1,497 @@
+//! Every transition of the state machine, and every refusal, without a
+//! terminal.
+
+mod fixtures;
+
+use std::sync::mpsc;
+
+use crossterm::event::{Event, KeyCode, KeyEventKind};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+use fixtures::*;
+use recovery_tui::app::{handle_key, Action, App, AuditPane, Overlay, Screen, WorkerEvent};
+use recovery_tui::model::{ChainBanner, FullCheck, ProgressView, ResultOutcome, TargetList};
+use recovery_tui::runner::{run, AppEvent, Effects};
+
+fn press(app: &mut App, code: KeyCode) -> Action {
+    handle_key(app, key(code))
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        assert_eq!(press(app, KeyCode::Char(c)), Action::None);
+    }
+}
+
+#[test]
+fn sign_in_refuses_an_empty_id_and_ids_not_on_the_list() {
+    let mut app = App::new(vault(), Some(operators()), false);
+    assert_eq!(app.screen, Screen::SignIn);
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.screen, Screen::SignIn);
+    assert!(app
+        .sign_in
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("Type your operator id"));
+
+    type_text(&mut app, "op8");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.screen, Screen::SignIn);
+    assert_eq!(app.operator, None);
+    assert!(app
+        .sign_in
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("\"op8\" is not in this stick's operators list"));
+    assert_eq!(app.sign_in.text, "", "a refused id is cleared");
+}
+
+#[test]
+fn sign_in_with_a_listed_id_records_the_name() {
+    let mut app = App::new(vault(), Some(operators()), false);
+    // `q` and `?`-free text is typed, not a command, on this screen.
+    type_text(&mut app, "sq");
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.sign_in.text, "", "Esc clears");
+    type_text(&mut app, "op7/");
+    assert_eq!(
+        app.sign_in.text, "op7",
+        "characters that cannot be in an id are ignored"
+    );
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.screen, Screen::Vault);
+    let op = app.operator.expect("signed in");
+    assert_eq!(
+        (op.id.as_str(), op.name.as_deref()),
+        ("op7", Some("Alice Jones"))
+    );
+}
+
+#[test]
+fn without_an_operators_list_any_id_is_accepted_without_a_name() {
+    let mut app = App::new(vault(), None, false);
+    type_text(&mut app, "field-tech");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.screen, Screen::Vault);
+    assert_eq!(app.operator.as_ref().map(|o| o.name.clone()), Some(None));
+}
+
+#[test]
+fn vault_moves_within_bounds() {
+    let mut app = signed_in();
+    press(&mut app, KeyCode::Up);
+    assert_eq!(app.vault_cursor, 0);
+    for _ in 0..10 {
+        press(&mut app, KeyCode::Char('j'));
+    }
+    assert_eq!(app.vault_cursor, 3);
+    press(&mut app, KeyCode::Char('k'));
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.vault_cursor, 3);
+}
+
+#[test]
+fn untrusted_revoked_and_damaged_images_cannot_be_chosen_or_verified() {
+    for (index, word) in [(1, "untrusted"), (2, "revoked"), (3, "damaged")] {
+        let mut app = signed_in();
+        app.vault_cursor = index;
+        assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+        assert_eq!(app.screen, Screen::Vault, "{word}");
+        let notice = app.notice.clone().unwrap_or_default();
+        assert!(
+            notice.contains("cannot be chosen") && notice.contains(word),
+            "{notice}"
+        );
+        assert_eq!(press(&mut app, KeyCode::Char('v')), Action::None);
+        assert!(app
+            .notice
+            .clone()
+            .unwrap_or_default()
+            .contains("cannot be verified"));
+    }
+}
+
+#[test]
+fn a_trusted_image_opens_its_details_and_verifies() {
+    let mut app = signed_in();
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert_eq!(app.screen, Screen::ImageDetails);
+    assert_eq!(press(&mut app, KeyCode::Char('v')), Action::VerifyImage(0));
+    assert!(matches!(
+        app.vault[0].check,
+        FullCheck::Running { done: 0, .. }
+    ));
+    // A second `v` while running starts nothing.
+    assert_eq!(press(&mut app, KeyCode::Char('v')), Action::None);
+    app.apply(WorkerEvent::VerifyProgress {
+        image: 0,
+        done: 10,
+        total: 20,
+    });
+    assert_eq!(
+        app.vault[0].check,
+        FullCheck::Running {
+            done: 10,
+            total: 20
+        }
+    );
+    app.apply(WorkerEvent::VerifyFinished {
+        image: 0,
+        check: FullCheck::Passed { seconds: 1.5 },
+        audit_problem: None,
+    });
+    assert_eq!(app.vault[0].check, FullCheck::Passed { seconds: 1.5 });
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.screen, Screen::Vault);
+    // `v` on the vault screen verifies and shows the details.
+    assert_eq!(press(&mut app, KeyCode::Char('v')), Action::VerifyImage(0));
+    assert_eq!(app.screen, Screen::ImageDetails);
+}
+
+#[test]
+fn an_image_that_fails_full_verification_cannot_be_restored() {
+    let mut app = signed_in();
+    press(&mut app, KeyCode::Enter);
+    app.apply(WorkerEvent::VerifyFinished {
+        image: 0,
+        check: FullCheck::Failed {
+            reason: "chunk 3 fails its SHA-256 check".into(),
+        },
+        audit_problem: None,
+    });
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert_eq!(app.screen, Screen::ImageDetails);
+    assert!(app
+        .notice
+        .clone()
+        .unwrap_or_default()
+        .contains("damaged: chunk 3"));
+}
+
+#[test]
+fn details_lead_to_targets_and_the_first_safe_target_is_preselected() {
+    let mut app = signed_in();
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::LoadTargets(0));
+    assert_eq!(app.screen, Screen::Targets);
+    assert!(app.targets.loading);
+    let mut list = targets();
+    list.items.swap(0, 1); // the unsafe disk first
+    app.apply(WorkerEvent::TargetsLoaded(list));
+    assert_eq!(app.target_cursor, 1, "the unsafe disk is skipped");
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.screen, Screen::ImageDetails);
+}
+
+#[test]
+fn an_unsafe_disk_cannot_be_chosen() {
+    let mut app = signed_in();
+    app.screen = Screen::Targets;
+    app.targets = targets();
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.target_cursor, 1);
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert_eq!(app.screen, Screen::Targets);
+    assert!(app
+        .notice
+        .clone()
+        .unwrap_or_default()
+        .contains("running system"));
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.screen, Screen::Confirm, "the file target may be chosen");
+}
+
+#[test]
+fn a_wrong_confirmation_code_starts_nothing() {
+    let mut app = confirming(0);
+    type_text(&mut app, "345B");
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert_eq!(app.screen, Screen::Confirm);
+    assert!(app
+        .confirm
+        .error
+        .clone()
+        .unwrap_or_default()
+        .contains("does not match the last 4 characters of the serial"));
+    assert_eq!(app.confirm.text, "");
+    // Enter alone, or any other key, never starts a restore.
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    type_text(&mut app, "q");
+    assert_eq!(app.screen, Screen::Confirm, "q is typed, not quit");
+    press(&mut app, KeyCode::Backspace);
+    assert_eq!(app.confirm.text, "");
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.screen, Screen::Targets);
+}
+
+#[test]
+fn the_right_code_then_enter_starts_the_restore() {
+    let mut app = confirming(0);
+    type_text(&mut app, "345a");
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Action::StartRestore {
+            image: 0,
+            target: 0
+        }
+    );
+    assert_eq!(app.screen, Screen::Restoring);
+    let view = app.restore.as_ref().expect("restore view");
+    assert!(view.target_label.contains("S6PTNM0T812345A"));
+
+    let mut app = confirming(2);
+    type_text(&mut app, "K7QX");
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Action::StartRestore {
+            image: 0,
+            target: 2
+        }
+    );
+}
+
+#[test]
+fn a_target_that_became_unsafe_is_refused_at_confirmation() {
+    let mut app = confirming(0);
+    app.targets.items[0].refusals.push("mounted".into());
+    type_text(&mut app, "345A");
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert_eq!(app.screen, Screen::Confirm);
+}
+
+#[test]
+fn esc_during_a_restore_asks_and_only_a_second_confirmation_cancels() {
+    let mut app = restoring();
+    assert_eq!(press(&mut app, KeyCode::Esc), Action::None);
+    assert_eq!(
+        app.overlay,
+        Some(Overlay::CancelRestore {
+            cancel_chosen: false
+        })
+    );
+    // Enter on the default choice keeps restoring.
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert_eq!(app.overlay, None);
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay, None, "Esc in the dialog keeps restoring");
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Right);
+    assert_eq!(
+        app.overlay,
+        Some(Overlay::CancelRestore {
+            cancel_chosen: true
+        })
+    );
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::CancelRestore);
+    assert!(app.restore.as_ref().is_some_and(|r| r.cancel_requested));
+    assert_eq!(
+        app.screen,
+        Screen::Restoring,
+        "the screen waits for the engine"
+    );
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay, None, "no second dialog once cancelling");
+    app.apply(WorkerEvent::RestoreFinished(
+        result(ResultOutcome::Cancelled).result.expect("result"),
+    ));
+    assert_eq!(app.screen, Screen::Result);
+    assert!(!app.should_quit);
+}
+
+#[test]
+fn quitting_during_a_restore_asks_then_waits_for_the_end_to_be_logged() {
+    let mut app = restoring();
+    assert_eq!(handle_key(&mut app, ctrl_c()), Action::None);
+    assert_eq!(
+        app.overlay,
+        Some(Overlay::QuitDuringRestore { quit_chosen: false })
+    );
+    press(&mut app, KeyCode::Enter);
+    assert!(!app.should_quit);
+    assert_eq!(press(&mut app, KeyCode::Char('q')), Action::None);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::CancelRestore);
+    assert!(app.quit_after_restore && !app.should_quit);
+    let finished = app.apply(WorkerEvent::RestoreFinished(
+        result(ResultOutcome::Cancelled).result.expect("result"),
+    ));
+    assert_eq!(finished, Action::Quit);
+    assert!(app.should_quit);
+}
+
+#[test]
+fn progress_feeds_the_gauges_and_the_sparkline() {
+    let mut app = restoring();
+    app.apply(WorkerEvent::RestoreStarted { seq: 9 });
+    let progress = |stage: &str| ProgressView {
+        stage: stage.into(),
+        bytes_done: 1,
+        bytes_total: 2,
+        chunks_done: 1,
+        chunks_total: 2,
+        bytes_per_second: 250e6,
+        eta_seconds: Some(3),
+    };
+    let before = app.restore.as_ref().map_or(0, |r| r.throughput.len());
+    app.apply(WorkerEvent::RestoreProgress(progress("writing")));
+    let view = app.restore.as_ref().expect("view");
+    assert_eq!(view.started_seq, Some(9));
+    assert_eq!(view.throughput.len(), before + 1);
+    assert_eq!(view.throughput.last(), Some(&250));
+    assert!(!view.written);
+    app.apply(WorkerEvent::RestoreProgress(progress("reading back")));
+    assert!(app.restore.as_ref().is_some_and(|r| r.written));
+}
+
+#[test]
+fn the_result_leads_back_to_the_vault_or_to_the_audit_log() {
+    let mut app = result(ResultOutcome::Success);
+    assert_eq!(press(&mut app, KeyCode::Char('l')), Action::LoadAuditLog);
+    assert_eq!(app.screen, Screen::AuditLog);
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(
+        app.screen,
+        Screen::Result,
+        "Esc returns where the log was opened"
+    );
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.screen, Screen::Vault);
+    assert_eq!(app.result, None);
+}
+
+#[test]
+fn the_audit_log_filters_moves_and_switches_panes() {
+    let mut app = signed_in();
+    assert_eq!(press(&mut app, KeyCode::Char('l')), Action::LoadAuditLog);
+    assert!(app.audit.loading);
+    app.apply(WorkerEvent::AuditLoaded {
+        rows: audit_rows(),
+        banner: ChainBanner {
+            ok: true,
+            text: "ok".into(),
+        },
+    });
+    assert!(!app.audit.loading);
+    assert_eq!(app.audit.selected().map(|r| r.seq), Some(6), "newest first");
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.audit.selected().map(|r| r.seq), Some(5));
+    press(&mut app, KeyCode::Char('/'));
+    assert!(app.audit.editing_filter);
+    type_text(&mut app, "failed");
+    assert_eq!(
+        app.audit
+            .visible()
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>(),
+        vec![4, 3]
+    );
+    press(&mut app, KeyCode::Enter);
+    assert!(!app.audit.editing_filter);
+    assert_eq!(app.audit.filter, "failed", "Enter keeps the filter");
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.audit.pane, AuditPane::Details);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(
+        (app.audit.cursor, app.audit.details_scroll),
+        (0, 1),
+        "keys scroll the focused pane"
+    );
+    press(&mut app, KeyCode::Tab);
+    press(&mut app, KeyCode::Char('/'));
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(
+        app.audit.filter, "",
+        "Esc while filtering clears the filter"
+    );
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.screen, Screen::Vault);
+}
+
+#[test]
+fn help_opens_everywhere_and_closes() {
+    for mut app in [
+        App::new(vault(), None, false),
+        signed_in(),
+        confirming(0),
+        restoring(),
+        audit_view(),
+    ] {
+        let screen = app.screen;
+        press(&mut app, KeyCode::Char('?'));
+        assert_eq!(app.overlay, Some(Overlay::Help), "{screen:?}");
+        press(&mut app, KeyCode::Char('j'));
+        assert_eq!(app.overlay, Some(Overlay::Help));
+        press(&mut app, KeyCode::Esc);
+        assert_eq!((app.overlay, app.screen), (None, screen));
+    }
+}
+
+#[test]
+fn q_quits_when_no_restore_runs_and_esc_signs_out() {
+    let mut app = signed_in();
+    press(&mut app, KeyCode::Esc);
+    assert_eq!((app.screen, app.operator.clone()), (Screen::SignIn, None));
+    let mut app = signed_in();
+    assert_eq!(press(&mut app, KeyCode::Char('q')), Action::Quit);
+    assert!(app.should_quit);
+}
+
+#[test]
+fn key_releases_are_ignored() {
+    let mut app = signed_in();
+    let mut release = key(KeyCode::Char('q'));
+    release.kind = KeyEventKind::Release;
+    assert_eq!(handle_key(&mut app, release), Action::None);
+    assert!(!app.should_quit);
+}
+
+/// Records the actions `run` asks for.
+#[derive(Default)]
+struct Recorder(Vec<Action>);
+
+impl Effects for Recorder {
+    fn perform(&mut self, action: &Action, _app: &App) {
+        if *action != Action::None {
+            self.0.push(action.clone());
+        }
+    }
+}
+
+#[test]
+fn run_drives_the_app_from_keys_and_worker_reports_on_a_test_backend() {
+    let (tx, rx) = mpsc::channel();
+    let mut app = App::new(vault(), Some(operators()), false);
+    for c in "op7".chars() {
+        tx.send(AppEvent::Input(Event::Key(key(KeyCode::Char(c)))))
+            .expect("send");
+    }
+    for code in [KeyCode::Enter, KeyCode::Enter, KeyCode::Enter] {
+        tx.send(AppEvent::Input(Event::Key(key(code))))
+            .expect("send");
+    }
+    tx.send(AppEvent::Worker(WorkerEvent::TargetsLoaded(TargetList {
+        loading: false,
+        ..targets()
+    })))
+    .expect("send");
+    tx.send(AppEvent::Input(Event::Key(key(KeyCode::Char('q')))))
+        .expect("send");
+    let mut terminal = Terminal::new(TestBackend::new(80, 25)).expect("terminal");
+    let mut recorder = Recorder::default();
+    let mut frames = 0;
+    run(&mut terminal, &mut app, &mut recorder, &rx, &mut |_| {
+        frames += 1
+    })
+    .expect("runs");
+    assert_eq!(recorder.0, vec![Action::LoadTargets(0), Action::Quit]);
+    assert!(frames >= 2, "the first frame and at least one after keys");
+    let screen = format!("{}", terminal.backend());
+    assert!(screen.contains("Samsung SSD 870 EVO"), "{screen}");
+}
