@@ -190,9 +190,51 @@ pub fn merkle_root(leaves: &[Digest]) -> Digest {
         n => {
             let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
             let (l, r) = leaves.split_at(k);
-            sha256(&[&[1u8], &merkle_root(l).0, &merkle_root(r).0])
+            node_hash(&merkle_root(l), &merkle_root(r))
         }
     }
+}
+
+/// The RFC 6962 root of a growing log in O(log n) per leaf: the roots of
+/// its perfect subtrees ("peaks"), largest first.
+#[derive(Debug, Clone, Default)]
+pub struct MerkleAccumulator {
+    peaks: Vec<(u32, Digest)>,
+    size: u64,
+}
+
+impl MerkleAccumulator {
+    pub fn push(&mut self, leaf: Digest) {
+        let (mut height, mut node) = (0, leaf);
+        while let Some(&(h, left)) = self.peaks.last() {
+            if h != height {
+                break;
+            }
+            self.peaks.pop();
+            node = node_hash(&left, &node);
+            height += 1;
+        }
+        self.peaks.push((height, node));
+        self.size += 1;
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Equal to [`merkle_root`] over every leaf pushed: RFC 6962 splits at
+    /// the largest power of two, so the root folds the peaks from the right.
+    pub fn root(&self) -> Digest {
+        let mut peaks = self.peaks.iter().rev().map(|(_, d)| *d);
+        match peaks.next() {
+            None => sha256(&[]),
+            Some(last) => peaks.fold(last, |acc, left| node_hash(&left, &acc)),
+        }
+    }
+}
+
+fn node_hash(left: &Digest, right: &Digest) -> Digest {
+    sha256(&[&[1u8], &left.0, &right.0])
 }
 
 struct OpenedNote<'a> {
@@ -251,6 +293,18 @@ mod tests {
             merkle_root(&[]).to_hex(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn the_accumulator_agrees_with_the_recursive_definition() {
+        let leaves: Vec<Digest> = (0..70).map(leaf).collect();
+        let mut acc = MerkleAccumulator::default();
+        assert_eq!(acc.root(), merkle_root(&[]));
+        for n in 1..=leaves.len() {
+            acc.push(leaves[n - 1]);
+            assert_eq!(acc.root(), merkle_root(&leaves[..n]), "n = {n}");
+        }
+        assert_eq!(acc.size(), 70);
     }
 
     #[test]

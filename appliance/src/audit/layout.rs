@@ -341,3 +341,60 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_round_trips_and_each_defect_is_named() {
+        let mut block = FileHeader {
+            public_key: [9; 32],
+        }
+        .encode()
+        .to_vec();
+        block.resize(FRAME_ALIGN as usize, 0);
+        assert_eq!(
+            FileHeader::decode(&block).map(|h| h.public_key),
+            Ok([9; 32])
+        );
+        let broken = |at: usize| {
+            let mut b = block.clone();
+            b[at] ^= 1;
+            FileHeader::decode(&b)
+        };
+        assert_eq!(broken(0), Err(HeaderDefect::Magic));
+        assert_eq!(broken(8), Err(HeaderDefect::Version(0)));
+        assert_eq!(broken(20), Err(HeaderDefect::IncompatibleFlags(1)));
+        assert_eq!(broken(30), Err(HeaderDefect::Check));
+        assert_eq!(broken(100), Err(HeaderDefect::Padding));
+        assert_eq!(FileHeader::decode(&block[..100]), Err(HeaderDefect::Short));
+    }
+
+    #[test]
+    fn a_frame_reads_back_and_a_hostile_length_is_refused_before_allocating() {
+        let body = BodyPreamble {
+            kind: 7,
+            seq: 3,
+            prev_hash: Digest([1; 32]),
+        }
+        .encode();
+        let frame = encode_frame(&body, &[5; 64]);
+        assert_eq!(frame.len() as u64, FRAME_ALIGN);
+        let mut scratch = Vec::new();
+        let f = read_frame(&frame[..], 0, &mut scratch).expect("frame");
+        assert_eq!((f.preamble.seq, f.preamble.kind, f.body.len()), (3, 7, 48));
+        let mut hostile = frame.clone();
+        hostile[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            read_frame(&hostile[..], 0, &mut scratch).map(|_| ()),
+            Err(FrameDefect::Length(u32::MAX as u64))
+        );
+        let mut padded = frame;
+        padded[4000] = 1;
+        assert_eq!(
+            read_frame(&padded[..], 0, &mut scratch).map(|_| ()),
+            Err(FrameDefect::Padding)
+        );
+    }
+}

@@ -10,7 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use reliquary_image::keys::{PublicKey, SigningKey};
 
-use super::checkpoint::{merkle_root, Checkpoint};
+use super::checkpoint::{Checkpoint, MerkleAccumulator};
 use super::layout::{
     encode_frame, genesis_hash, record_hash, signature_message, FileHeader, FileSource, Frame,
     FRAME_ALIGN,
@@ -120,7 +120,7 @@ pub struct AuditLog {
     last_hash: Digest,
     last_time_millis: i64,
     end: u64,
-    leaves: Vec<Digest>,
+    tree: MerkleAccumulator,
     degraded: Option<String>,
     recovery: Option<Recovery>,
 }
@@ -296,6 +296,8 @@ impl AuditLog {
             .last()
             .map(|f| (f.seq, f.record_hash, f.offset + f.len));
         let (last_seq, last_hash, end) = tail.unwrap_or((0, Digest::default(), FRAME_ALIGN));
+        let mut tree = MerkleAccumulator::default();
+        scanned.frames.iter().for_each(|f| tree.push(f.record_hash));
         let mut log = Self {
             dir: dir.to_path_buf(),
             path,
@@ -307,7 +309,7 @@ impl AuditLog {
             last_hash,
             last_time_millis: latest.meta.time.unix_millis,
             end,
-            leaves: scanned.frames.iter().map(|f| f.record_hash).collect(),
+            tree,
             degraded: None,
             recovery: None,
         };
@@ -349,8 +351,8 @@ impl AuditLog {
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             origin: Checkpoint::origin_for(&self.appliance_id),
-            size: self.leaves.len() as u64,
-            root: merkle_root(&self.leaves),
+            size: self.tree.size(),
+            root: self.tree.root(),
         }
     }
 
@@ -394,7 +396,7 @@ impl AuditLog {
 
     /// Number of records.
     pub fn size(&self) -> u64 {
-        self.leaves.len() as u64
+        self.tree.size()
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -455,7 +457,7 @@ impl AuditLog {
         self.next_seq += 1;
         self.last_hash = hash;
         self.last_time_millis = time.unix_millis;
-        self.leaves.push(hash);
+        self.tree.push(hash);
         Ok(AppendedRecord {
             seq,
             offset,
@@ -665,4 +667,101 @@ const fn parse_decimal(s: &str) -> i64 {
         i += 1;
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(millis: i64) -> Environment {
+        Environment {
+            clock: Box::new(FixedClock(millis)),
+            boot_id: "boot".into(),
+            software_version: "test".into(),
+            trust_store_digest: None,
+        }
+    }
+
+    fn op() -> Operator {
+        Operator {
+            id: "op".into(),
+            name: None,
+        }
+    }
+
+    #[test]
+    fn the_clock_floor_is_the_later_of_the_last_record_and_the_build_time() {
+        let build = BUILD_UNIX_SECONDS * 1000;
+        let t = stamp(&FixedClock(0), 5);
+        assert_eq!((t.unix_millis, t.clock_anomaly), (build, true));
+        let t = stamp(&FixedClock(build + 10), build + 20);
+        assert_eq!(
+            (t.unix_millis, t.floor_unix_millis, t.clock_anomaly),
+            (build + 20, build + 20, true)
+        );
+        let t = stamp(&FixedClock(build + 30), build + 20);
+        assert_eq!((t.unix_millis, t.clock_anomaly), (build + 30, false));
+    }
+
+    #[test]
+    fn open_recovers_a_torn_tail_into_quarantine_and_logs_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = AuditLog::init(dir.path(), Some("unit"), env(0)).expect("init");
+        log.append(&op(), Payload::OperatorNote { text: "a".into() })
+            .expect("append");
+        drop(log);
+        let path = dir.path().join(LOG_FILE);
+        let len = std::fs::metadata(&path).expect("stat").len();
+        let torn = OpenOptions::new().append(true).open(&path).expect("open");
+        torn.write_all_at(b"RLQR partial frame", len)
+            .expect("write");
+        drop(torn);
+
+        let log = AuditLog::open(dir.path(), env(0)).expect("open");
+        let r = log.recovery().expect("recovered").clone();
+        assert_eq!((r.offset, r.length, r.record_seq), (len, 18, 2));
+        assert_eq!(
+            std::fs::read(&r.quarantine).expect("read"),
+            b"RLQR partial frame"
+        );
+        assert_eq!(log.size(), 3);
+        drop(log);
+        // A second open finds nothing to recover.
+        assert!(AuditLog::open(dir.path(), env(0))
+            .expect("open")
+            .recovery()
+            .is_none());
+    }
+
+    #[test]
+    fn appends_are_validated_and_a_second_writer_is_locked_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = AuditLog::init(dir.path(), None, env(0)).expect("init");
+        assert!(log.appliance_id().starts_with("appliance-"));
+        let empty = Operator {
+            id: String::new(),
+            name: None,
+        };
+        let note = Payload::OperatorNote { text: "x".into() };
+        assert!(matches!(
+            log.append(&empty, note.clone()),
+            Err(AuditError::InvalidField { .. })
+        ));
+        let forged = Payload::LogCreated {
+            public_key: Digest([0; 32]),
+        };
+        assert!(matches!(
+            log.append(&op(), forged),
+            Err(AuditError::InvalidField { .. })
+        ));
+        assert!(matches!(
+            AuditLog::open(dir.path(), env(0)),
+            Err(AuditError::Locked { .. })
+        ));
+        assert!(matches!(
+            AuditLog::init(dir.path(), None, env(0)),
+            Err(AuditError::AlreadyExists { .. })
+        ));
+        assert_eq!(log.size(), 1);
+    }
 }
