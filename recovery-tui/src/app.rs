@@ -150,7 +150,7 @@ impl AuditView {
             .iter()
             .filter(|r| r.matches(&self.filter))
             .collect();
-        rows.sort_by(|a, b| b.seq.cmp(&a.seq));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.seq));
         rows
     }
 

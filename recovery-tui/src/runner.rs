@@ -24,7 +24,14 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppEvent {
     Input(Event),
-    Worker(WorkerEvent),
+    /// Boxed: reports are rare and large, keys frequent and small.
+    Worker(Box<WorkerEvent>),
+}
+
+impl AppEvent {
+    pub fn worker(event: WorkerEvent) -> Self {
+        AppEvent::Worker(Box::new(event))
+    }
 }
 
 /// Performs the actions the state machine asks for.
@@ -71,7 +78,7 @@ pub fn run<B: Backend>(
                 AppEvent::Input(Event::Resize(..)) => draw_now = true,
                 AppEvent::Input(_) => {}
                 AppEvent::Worker(report) => {
-                    let action = app.apply(report);
+                    let action = app.apply(*report);
                     effects.perform(&action, app);
                     dirty = true;
                 }

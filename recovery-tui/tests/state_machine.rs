@@ -476,7 +476,7 @@ fn run_drives_the_app_from_keys_and_worker_reports_on_a_test_backend() {
         tx.send(AppEvent::Input(Event::Key(key(code))))
             .expect("send");
     }
-    tx.send(AppEvent::Worker(WorkerEvent::TargetsLoaded(TargetList {
+    tx.send(AppEvent::worker(WorkerEvent::TargetsLoaded(TargetList {
         loading: false,
         ..targets()
     })))

@@ -143,7 +143,7 @@ impl Session {
                 if let Ok(mut last) = last.try_lock() {
                     if last.elapsed() >= PROGRESS_INTERVAL {
                         *last = Instant::now();
-                        let _ = events.send(AppEvent::Worker(WorkerEvent::VerifyProgress {
+                        let _ = events.send(AppEvent::worker(WorkerEvent::VerifyProgress {
                             image: index,
                             done: now_done,
                             total,
@@ -177,7 +177,7 @@ impl Session {
                 )
             })
             .err();
-            let _ = events.send(AppEvent::Worker(WorkerEvent::VerifyFinished {
+            let _ = events.send(AppEvent::worker(WorkerEvent::VerifyFinished {
                 image: index,
                 check,
                 audit_problem,
@@ -206,7 +206,7 @@ impl Session {
                 include_loop: config.include_loop,
                 target_files: &config.target_files,
             };
-            let _ = events.send(AppEvent::Worker(WorkerEvent::TargetsLoaded(
+            let _ = events.send(AppEvent::worker(WorkerEvent::TargetsLoaded(
                 targets::load_targets(&query),
             )));
         });
@@ -239,7 +239,7 @@ impl Session {
             let result = job.run();
             let _ = job
                 .events
-                .send(AppEvent::Worker(WorkerEvent::RestoreFinished(result)));
+                .send(AppEvent::worker(WorkerEvent::RestoreFinished(result)));
         }));
     }
 }
@@ -262,7 +262,7 @@ impl Effects for Session {
                 std::thread::spawn(move || {
                     let (rows, banner) = audit_view::load(&dir);
                     let _ =
-                        events.send(AppEvent::Worker(WorkerEvent::AuditLoaded { rows, banner }));
+                        events.send(AppEvent::worker(WorkerEvent::AuditLoaded { rows, banner }));
                 });
             }
             _ => {}
@@ -341,7 +341,7 @@ impl RestoreJob {
         };
         let _ = self
             .events
-            .send(AppEvent::Worker(WorkerEvent::RestoreStarted {
+            .send(AppEvent::worker(WorkerEvent::RestoreStarted {
                 seq: started.seq,
             }));
 
@@ -428,7 +428,7 @@ fn forward_progress(rx: mpsc::Receiver<Progress>, events: &Sender<AppEvent>) {
         if due {
             last_sent = Some((Instant::now(), view.stage.clone()));
             if events
-                .send(AppEvent::Worker(WorkerEvent::RestoreProgress(view.clone())))
+                .send(AppEvent::worker(WorkerEvent::RestoreProgress(view.clone())))
                 .is_err()
             {
                 return;
@@ -437,7 +437,7 @@ fn forward_progress(rx: mpsc::Receiver<Progress>, events: &Sender<AppEvent>) {
         }
     }
     if let Some(view) = pending {
-        let _ = events.send(AppEvent::Worker(WorkerEvent::RestoreProgress(view)));
+        let _ = events.send(AppEvent::worker(WorkerEvent::RestoreProgress(view)));
     }
 }
 
