@@ -1,0 +1,1298 @@
+//! `reliquary restore` and `reliquary check` end to end: the real binary,
+//! real loop devices, disks made with the real tools (`sfdisk`, `sgdisk`,
+//! `mkntfs`, `ntfscp`).
+//!
+//! Needs root (loop devices), `losetup`, `sfdisk` and `partx` (util-linux /
+//! fdisk), `sgdisk` (gdisk), `mkntfs` and `ntfscp` (ntfs-3g), `mkfs.ext4`
+//! (e2fsprogs) and `mount`. Without them a test skips (fails with
+//! `RELIQUARY_REQUIRE_ALL=1`). The cgroup v1 blkio controller, where
+//! present, slows the interruption tests' target so they land mid-write.
+//!
+//! The refusal of the disk holding the running system is covered by the
+//! unit tests of `appliance/src/safety.rs` (it cannot be staged on a loop
+//! device without endangering the machine).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reliquary_image::ExtentKind;
+use reliquary_tests::{
+    kernel_scans_partitions, reliquary_bin, running_as_root, skip_or_fail, LoopDevice,
+};
+
+const MIB: u64 = 1 << 20;
+
+// ---------------------------------------------------------------- helpers
+
+/// A temporary directory with a signing key (`key`, `key.pub`).
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Returns `None` (after skipping) when not root or a tool is missing.
+    fn new(tools: &[&str]) -> Option<Fixture> {
+        if !running_as_root() {
+            skip_or_fail("restore tests need root for loop devices");
+            return None;
+        }
+        for tool in ["losetup", "blockdev"].iter().chain(tools) {
+            if !have(tool) {
+                skip_or_fail(&format!("{tool} is not installed"));
+                return None;
+            }
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fx = Fixture { dir };
+        let out = reliquary(
+            ["keygen", "--out"],
+            &[fx.key()],
+            &["--name", "restore tests"],
+        );
+        assert!(out.status.success(), "keygen: {}", text(&out));
+        Some(fx)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn key(&self) -> PathBuf {
+        self.path("key")
+    }
+
+    fn trust(&self) -> PathBuf {
+        self.path("key.pub")
+    }
+
+    /// Captures `raw` into `<name>.rimg` with the given chunk size.
+    fn capture(&self, raw: &Path, name: &str, chunk_size: &str, sector_size: u32) -> PathBuf {
+        let image = self.path(&format!("{name}.rimg"));
+        let out = Command::new(reliquary_bin())
+            .arg("capture")
+            .arg(raw)
+            .arg("-o")
+            .arg(&image)
+            .arg("--key")
+            .arg(self.key())
+            .args(["--name", name, "--chunk-size", chunk_size, "--sector-size"])
+            .arg(sector_size.to_string())
+            .output()
+            .expect("run reliquary capture");
+        assert!(out.status.success(), "capture: {}", text(&out));
+        image
+    }
+
+    /// `reliquary restore IMAGE TARGET --trust KEY.pub <extra>`.
+    fn restore(&self, image: &Path, target: &Path, extra: &[&str]) -> Output {
+        self.restore_cmd(image, target, extra)
+            .output()
+            .expect("run reliquary restore")
+    }
+
+    fn restore_cmd(&self, image: &Path, target: &Path, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(reliquary_bin());
+        cmd.arg("restore")
+            .arg(image)
+            .arg(target)
+            .arg("--trust")
+            .arg(self.trust())
+            .args(extra)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `reliquary check IMAGE TARGET --trust KEY.pub`.
+    fn check(&self, image: &Path, target: &Path) -> Output {
+        Command::new(reliquary_bin())
+            .arg("check")
+            .arg(image)
+            .arg(target)
+            .arg("--trust")
+            .arg(self.trust())
+            .output()
+            .expect("run reliquary check")
+    }
+}
+
+fn reliquary<P: AsRef<OsStr>>(before: [&str; 2], paths: &[P], after: &[&str]) -> Output {
+    Command::new(reliquary_bin())
+        .args(before)
+        .args(paths)
+        .args(after)
+        .output()
+        .expect("run reliquary")
+}
+
+fn have(tool: &str) -> bool {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|dir| Path::new(dir).join(tool).exists())
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a tool and panics with its output if it fails.
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", text(&out));
+    out
+}
+
+/// Runs a tool with `input` on its stdin.
+fn run_with_input(cmd: &mut Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{cmd:?} failed: {}", text(&out));
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible enough to be
+/// stored raw.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn sparse_file(path: &Path, size: u64) {
+    let f = File::create(path).expect("create raw disk");
+    f.set_len(size).expect("size raw disk");
+}
+
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    let f = File::options()
+        .write(true)
+        .open(path)
+        .expect("open for write");
+    f.write_all_at(bytes, offset).expect("write");
+    f.sync_all().expect("sync");
+}
+
+/// Reads `len` bytes at `offset` from a file or block device. Block
+/// devices get their page cache dropped first (`blockdev --flushbufs`), so
+/// what the restore wrote with O_DIRECT is what is read.
+fn read_range(path: &Path, offset: u64, len: u64) -> Vec<u8> {
+    if is_block_device(path) {
+        let _ = Command::new("blockdev")
+            .arg("--flushbufs")
+            .arg(path)
+            .status();
+    }
+    let f = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset)
+        .unwrap_or_else(|e| panic!("read {} at {offset}: {e}", path.display()));
+    buf
+}
+
+fn is_block_device(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device())
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).expect("stat").len()
+}
+
+/// Asserts that `target` holds `raw` over `raw`'s whole length, naming the
+/// first differing MiB.
+fn assert_same_bytes(raw: &Path, target: &Path) {
+    let len = file_len(raw);
+    let mut at = 0;
+    while at < len {
+        let n = (4 * MIB).min(len - at);
+        let want = read_range(raw, at, n);
+        let got = read_range(target, at, n);
+        if want != got {
+            let first = want.iter().zip(&got).position(|(a, b)| a != b).unwrap_or(0) as u64 + at;
+            panic!(
+                "{} differs from {} at byte {first} (sector {})",
+                target.display(),
+                raw.display(),
+                first / 512
+            );
+        }
+        at += n;
+    }
+}
+
+fn same_bytes(raw: &Path, target: &Path) -> bool {
+    let len = file_len(raw);
+    let mut at = 0;
+    while at < len {
+        let n = (8 * MIB).min(len - at);
+        if read_range(raw, at, n) != read_range(target, at, n) {
+            return false;
+        }
+        at += n;
+    }
+    true
+}
+
+/// Whether `target` equals `raw` everywhere except the first and last MiB.
+fn same_outside_table_areas(raw: &Path, target: &Path) -> bool {
+    let len = file_len(raw);
+    let mut at = MIB;
+    while at < len - MIB {
+        let n = (8 * MIB).min(len - MIB - at);
+        if read_range(raw, at, n) != read_range(target, at, n) {
+            return false;
+        }
+        at += n;
+    }
+    true
+}
+
+/// The `inspect --json` description of an image.
+fn inspect(image: &Path) -> serde_json::Value {
+    let out = reliquary(["inspect", "--json"], &[image], &[]);
+    assert!(out.status.success(), "inspect: {}", text(&out));
+    serde_json::from_slice(&out.stdout).expect("inspect JSON")
+}
+
+/// Parses an image in-process (no signature check: the tests only need the
+/// index to find chunks and extents).
+fn open_image(image: &Path) -> reliquary_image::Image<File> {
+    reliquary_image::open(File::open(image).expect("open image"))
+        .expect("image framing")
+        .open_unverified()
+        .expect("image index")
+}
+
+/// The 64-hex read-back digest printed by a successful restore.
+fn readback_digest(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let at = stdout
+        .find("(digest ")
+        .unwrap_or_else(|| panic!("no read-back digest printed: {}", text(out)));
+    stdout[at + 8..at + 8 + 64].to_string()
+}
+
+/// A disk laid out like a Windows 7 install: a 16 MiB active "System
+/// Reserved" NTFS partition and an NTFS partition over the rest, holding
+/// some real files and a file of noise, written with mkntfs and ntfscp.
+fn build_windows_disk(fx: &Fixture, name: &str, size: u64) -> PathBuf {
+    let raw = fx.path(&format!("{name}.raw"));
+    sparse_file(&raw, size);
+    let sectors = size / 512;
+    let (p1_start, p1_len) = (2048u64, 32768u64);
+    let p2_start = p1_start + p1_len;
+    let p2_len = sectors - p2_start;
+    run_with_input(
+        Command::new("sfdisk").arg("-q").arg(&raw),
+        &format!("label: dos\n{p1_start},{p1_len},7,*\n{p2_start},{p2_len},7\n"),
+    );
+    let payload = fx.path(&format!("{name}-noise.bin"));
+    std::fs::write(&payload, noise(size ^ 0x5eed, 3 * MIB as usize)).expect("write noise");
+    for (start, len, label, files) in [
+        (p1_start, p1_len, "System Reserved", vec![]),
+        (
+            p2_start,
+            p2_len,
+            "Windows",
+            vec![
+                ("/usr/bin/bash", "bash.exe"),
+                ("/etc/services", "services.txt"),
+                (payload.to_str().expect("utf-8 path"), "pagefile.bin"),
+            ],
+        ),
+    ] {
+        let part = fx.path(&format!("{name}-part.raw"));
+        sparse_file(&part, len * 512);
+        run(Command::new("mkntfs")
+            .args(["-Q", "-F", "-q", "-L", label, "-H", "255", "-S", "63", "-p"])
+            .arg(start.to_string())
+            .arg(&part));
+        for (src, dst) in files {
+            if Path::new(src).exists() {
+                run(Command::new("ntfscp").arg(&part).arg(src).arg(dst));
+            }
+        }
+        run(Command::new("dd")
+            .arg(format!("if={}", part.display()))
+            .arg(format!("of={}", raw.display()))
+            .args(["bs=1M", "conv=notrunc,sparse", "status=none"])
+            .arg(format!("seek={}", start * 512))
+            .arg("oflag=seek_bytes"));
+        std::fs::remove_file(&part).expect("remove partition file");
+    }
+    raw
+}
+
+/// A GPT disk made with sgdisk: an EFI system partition, a Windows
+/// partition and a data partition, with noise in the last two.
+fn build_gpt_disk(fx: &Fixture, name: &str, size: u64) -> PathBuf {
+    let raw = fx.path(&format!("{name}.raw"));
+    sparse_file(&raw, size);
+    run(Command::new("sgdisk")
+        .args([
+            "-o",
+            "-n",
+            "1:2048:+8M",
+            "-t",
+            "1:ef00",
+            "-c",
+            "1:EFI system partition",
+        ])
+        .args(["-n", "2:0:+24M", "-t", "2:0700", "-c", "2:Windows"])
+        .args(["-n", "3:0:0", "-t", "3:0700", "-c", "3:Data"])
+        .arg(&raw));
+    for (n, start) in partitions_of(&raw).iter().map(|p| p.1).enumerate() {
+        write_at(&raw, start * 512, &noise(n as u64 + 7, MIB as usize + 4096));
+    }
+    raw
+}
+
+/// `(number, start sector, sectors)` of each partition `partx` (userspace)
+/// finds on a disk or file.
+fn partitions_of(disk: &Path) -> Vec<(u32, u64, u64)> {
+    let out = Command::new("partx")
+        .args(["--show", "-g", "-b", "-o", "NR,START,SECTORS"])
+        .arg(disk)
+        .output()
+        .expect("run partx");
+    if !out.status.success() {
+        return Vec::new();
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            (f.len() == 3).then(|| (f[0] as u32, f[1], f[2]))
+        })
+        .collect()
+}
+
+/// A loop device over a sparse file filled with a 0xAA pattern in its
+/// first and last 4 MiB and around its middle, so writes are visible.
+fn patterned_loop(size: u64, sector_size: Option<u32>) -> Option<LoopDevice> {
+    let backing = tempfile::NamedTempFile::new().expect("backing file");
+    backing.as_file().set_len(size).expect("size backing file");
+    let pattern = vec![0xAAu8; (4 * MIB) as usize];
+    for at in [0, size / 2 - 2 * MIB, size - 4 * MIB] {
+        backing
+            .as_file()
+            .write_all_at(&pattern, at)
+            .expect("pattern");
+    }
+    LoopDevice::attach_file(backing, sector_size)
+}
+
+/// Asserts that a refused restore exited 4 and its message contains every
+/// one of `needles`.
+fn assert_refused(out: &Output, needles: &[&str]) {
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "expected a refusal (exit 4): {}",
+        text(out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "the refusal does not mention {needle:?}: {}",
+            text(out)
+        );
+    }
+}
+
+/// Asserts the first MiB of `target` is still the 0xAA pattern: a refusal
+/// wrote nothing.
+fn assert_untouched(target: &Path) {
+    assert!(
+        read_range(target, 0, MIB).iter().all(|&b| b == 0xAA),
+        "{} was written although the restore was refused",
+        target.display()
+    );
+}
+
+/// A mount of `device` on a temporary directory, unmounted when dropped.
+struct Mount {
+    dir: tempfile::TempDir,
+}
+
+impl Mount {
+    fn new(device: &Path) -> Mount {
+        let dir = tempfile::tempdir().expect("mount point");
+        run(Command::new("mount").arg(device).arg(dir.path()));
+        Mount { dir }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        for _ in 0..20 {
+            if Command::new("umount")
+                .arg(self.dir.path())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("warning: could not unmount {}", self.dir.path().display());
+    }
+}
+
+/// A cgroup v1 blkio group throttling writes to one device; processes are
+/// put in it by [`Throttle::command`], and it is removed when dropped.
+struct Throttle {
+    dir: PathBuf,
+}
+
+impl Throttle {
+    fn writes(device: &Path, bytes_per_second: u64) -> Option<Throttle> {
+        let root = Path::new("/sys/fs/cgroup/blkio");
+        if !root.join("blkio.throttle.write_bps_device").exists() {
+            return None;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(device).ok()?.rdev();
+        let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+        let dir = root.join(format!("reliquary-test-{}-{}", std::process::id(), minor));
+        std::fs::create_dir(&dir).ok()?;
+        let throttle = Throttle { dir };
+        std::fs::write(
+            throttle.dir.join("blkio.throttle.write_bps_device"),
+            format!("{major}:{minor} {bytes_per_second}"),
+        )
+        .ok()?;
+        Some(throttle)
+    }
+
+    /// A command that joins the group, then execs `cmd`.
+    fn command(&self, cmd: &Command) -> Command {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(r#"echo $$ > "$0" && exec "$@""#)
+            .arg(self.dir.join("cgroup.procs"))
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .stdin(Stdio::null());
+        sh
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("warning: could not remove cgroup {}", self.dir.display());
+    }
+}
+
+/// Whether the partition-table areas of `target` (a disk of
+/// `disk_bytes`, written from an image of `image_bytes`) hold anything a
+/// firmware or tool would take for a partition table: the MBR signature at
+/// sector 0, or a GPT header at LBA 1, at the image's last LBA or at the
+/// disk's last LBA.
+fn table_visible(target: &Path, sector: u64, image_bytes: u64, disk_bytes: u64) -> Option<String> {
+    let s0 = read_range(target, 0, sector);
+    if s0[510..512] == [0x55, 0xAA] {
+        return Some("an MBR signature at sector 0".into());
+    }
+    for (what, lba) in [
+        ("LBA 1", 1),
+        ("the image's last LBA", image_bytes / sector - 1),
+        ("the disk's last LBA", disk_bytes / sector - 1),
+    ] {
+        if read_range(target, lba * sector, 8) == b"EFI PART" {
+            return Some(format!("a GPT header at {what}"));
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------- restores
+
+#[test]
+fn windows_mbr_disk_restores_byte_for_byte_onto_same_size_and_larger_disks() {
+    let Some(fx) = Fixture::new(&["sfdisk", "mkntfs", "ntfscp", "partx"]) else {
+        return;
+    };
+    let size = 96 * MIB;
+    let raw = build_windows_disk(&fx, "win7", size);
+    let image = fx.capture(&raw, "win7", "256K", 512);
+    let digest = inspect(&image)["image_digest"]
+        .as_str()
+        .expect("image_digest")
+        .to_string();
+
+    for target_size in [size, size + 40 * MIB] {
+        let Some(lo) = patterned_loop(target_size, None) else {
+            return;
+        };
+        let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+        assert!(
+            out.status.success(),
+            "restore onto {target_size} bytes: {}",
+            text(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("did not reread"),
+            "BLKRRPART failed: {}",
+            text(&out)
+        );
+        assert_eq!(
+            readback_digest(&out),
+            digest,
+            "read-back digest vs inspect's image_digest"
+        );
+        assert_same_bytes(&raw, lo.path());
+
+        let parts = partitions_of(lo.path());
+        assert_eq!(
+            parts.iter().map(|p| (p.1, p.2)).collect::<Vec<_>>(),
+            vec![(2048, 32768), (34816, size / 512 - 34816)],
+            "partitions on the restored disk"
+        );
+        let check = fx.check(&image, lo.path());
+        assert!(
+            check.status.success(),
+            "check after restore: {}",
+            text(&check)
+        );
+        assert!(
+            String::from_utf8_lossy(&check.stdout).contains("MATCH"),
+            "{}",
+            text(&check)
+        );
+    }
+}
+
+#[test]
+fn gpt_disk_onto_a_larger_disk_moves_the_backup_to_the_end() {
+    let Some(fx) = Fixture::new(&["sgdisk", "partx"]) else {
+        return;
+    };
+    let size = 64 * MIB;
+    let raw = build_gpt_disk(&fx, "gpt", size);
+    let source_parts = partitions_of(&raw);
+    assert_eq!(source_parts.len(), 3, "sgdisk made three partitions");
+    let image = fx.capture(&raw, "gpt", "256K", 512);
+
+    let target_size = size + 48 * MIB;
+    let Some(lo) = patterned_loop(target_size, None) else {
+        return;
+    };
+    let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+    assert!(out.status.success(), "restore: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("backup GPT moved"),
+        "{}",
+        text(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("did not reread"),
+        "BLKRRPART failed: {}",
+        text(&out)
+    );
+
+    // sgdisk finds nothing wrong.
+    let verify = Command::new("sgdisk")
+        .arg("-v")
+        .arg(lo.path())
+        .output()
+        .expect("run sgdisk -v");
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && report.contains("No problems found"),
+        "sgdisk -v: {}",
+        text(&verify)
+    );
+
+    // The backup header is the disk's last sector and says so.
+    let last_lba = target_size / 512 - 1;
+    let backup = read_range(lo.path(), last_lba * 512, 512);
+    assert_eq!(
+        &backup[..8],
+        b"EFI PART",
+        "no GPT header in the last sector"
+    );
+    let current = u64::from_le_bytes(backup[24..32].try_into().expect("8 bytes"));
+    assert_eq!(current, last_lba, "the backup header's own LBA");
+    let primary = read_range(lo.path(), 512, 512);
+    let alternate = u64::from_le_bytes(primary[32..40].try_into().expect("8 bytes"));
+    assert_eq!(alternate, last_lba, "the primary header's backup LBA");
+
+    // Every partition's contents arrived.
+    for (n, start, sectors) in &source_parts {
+        let len = (*sectors * 512).min(2 * MIB);
+        assert!(
+            read_range(&raw, start * 512, len) == read_range(lo.path(), start * 512, len),
+            "partition {n} differs"
+        );
+    }
+
+    // The partitions are visible: to the kernel where it parses partition
+    // tables, otherwise to userspace (partx) after a successful BLKRRPART.
+    let restored = partitions_of(lo.path());
+    assert_eq!(restored, source_parts, "partx on the restored disk");
+    if kernel_scans_partitions() {
+        for (n, _, _) in &source_parts {
+            let node = PathBuf::from(format!("{}p{n}", lo.path().display()));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !node.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(
+                node.exists(),
+                "{} did not appear after the restore",
+                node.display()
+            );
+        }
+    } else {
+        eprintln!(
+            "NOTE: this kernel does not parse partition tables (no {}p1 for a valid MBR), so \
+             /dev/loopNpM cannot appear; checked partx --show and a successful BLKRRPART instead",
+            lo.path().display()
+        );
+    }
+}
+
+#[test]
+fn restores_onto_a_new_regular_file_and_onto_a_4096_byte_sector_disk() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    // A regular file that does not exist yet is created at the image's size.
+    let raw = fx.path("plain.raw");
+    sparse_file(&raw, 32 * MIB);
+    run_with_input(
+        Command::new("sfdisk").arg("-q").arg(&raw),
+        "label: dos\n2048,,7,*\n",
+    );
+    write_at(&raw, 3 * MIB, &noise(3, 2 * MIB as usize));
+    let image = fx.capture(&raw, "plain", "256K", 512);
+    let target = fx.path("new-disk.raw");
+    let out = fx.restore(&image, &target, &["--no-audit", "--yes"]);
+    assert!(
+        out.status.success(),
+        "restore onto a new file: {}",
+        text(&out)
+    );
+    assert_eq!(file_len(&target), 32 * MIB);
+    assert_same_bytes(&raw, &target);
+
+    // A 4096-byte-sector image onto a 4096-byte-sector loop device. The
+    // partition table is written through a 4Kn loop device so sfdisk uses
+    // 4096-byte sectors.
+    let size = 48 * MIB;
+    let raw4k = fx.path("4k.raw");
+    {
+        let Some(lo) = LoopDevice::attach(size, Some(4096)) else {
+            return;
+        };
+        run_with_input(
+            Command::new("sfdisk").arg("-q").arg(lo.path()),
+            "label: dos\n256,,7,*\n",
+        );
+        let f = File::options()
+            .write(true)
+            .open(lo.path())
+            .expect("open 4Kn loop");
+        f.write_all_at(&noise(4, 3 * MIB as usize), 2 * MIB)
+            .expect("noise");
+        f.sync_all().expect("sync");
+        drop(f);
+        // Keep the disk: copy it out before the loop device and its
+        // temporary backing file go away.
+        std::fs::copy(lo.backing_file(), &raw4k).expect("copy 4Kn raw");
+    }
+    let image4k = fx.capture(&raw4k, "fourk", "256K", 4096);
+    assert_eq!(inspect(&image4k)["source"]["logical_sector_size"], 4096);
+    let Some(lo) = patterned_loop(size, Some(4096)) else {
+        return;
+    };
+    let out = fx.restore(&image4k, lo.path(), &["--no-audit", "--yes"]);
+    assert!(out.status.success(), "4Kn restore: {}", text(&out));
+    assert_same_bytes(&raw4k, lo.path());
+    let check = fx.check(&image4k, lo.path());
+    assert!(check.status.success(), "4Kn check: {}", text(&check));
+}
+
+// ---------------------------------------------------------------- refusals
+
+/// A small MBR image every refusal test restores (or fails to).
+fn small_image(fx: &Fixture) -> (PathBuf, PathBuf) {
+    let raw = fx.path("small.raw");
+    sparse_file(&raw, 32 * MIB);
+    run_with_input(
+        Command::new("sfdisk").arg("-q").arg(&raw),
+        "label: dos\n2048,,7,*\n",
+    );
+    write_at(&raw, 2 * MIB, &noise(9, MIB as usize));
+    let image = fx.capture(&raw, "small", "256K", 512);
+    (raw, image)
+}
+
+#[test]
+fn refuses_a_target_that_is_too_small_naming_both_sizes() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let (_, image) = small_image(&fx);
+    let Some(lo) = patterned_loop(24 * MIB, None) else {
+        return;
+    };
+    let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+    assert_refused(
+        &out,
+        &[
+            &lo.path().to_string_lossy(),
+            &(24 * MIB).to_string(),
+            &(32 * MIB).to_string(),
+        ],
+    );
+    assert_untouched(lo.path());
+}
+
+#[test]
+fn refuses_a_sector_size_mismatch_naming_both_sizes() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let (_, image) = small_image(&fx);
+    let Some(lo) = patterned_loop(64 * MIB, Some(4096)) else {
+        return;
+    };
+    let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+    assert_refused(&out, &["4096", "512", "sectors"]);
+    assert_untouched(lo.path());
+}
+
+#[test]
+fn refuses_a_read_only_target() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let (_, image) = small_image(&fx);
+    let Some(lo) = LoopDevice::attach_read_only(64 * MIB, None) else {
+        return;
+    };
+    let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+    assert_refused(&out, &["read-only"]);
+}
+
+#[test]
+fn refuses_the_image_file_itself_as_target() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let (_, image) = small_image(&fx);
+    let before = std::fs::read(&image).expect("read image");
+    let out = fx.restore(&image, &image, &["--no-audit", "--yes"]);
+    assert_refused(&out, &["image file being restored"]);
+    assert!(
+        std::fs::read(&image).expect("read image") == before,
+        "the image was modified"
+    );
+    // The same file through another path (a hard link) is refused too.
+    let link = fx.path("link.rimg");
+    std::fs::hard_link(&image, &link).expect("hard link");
+    let out = fx.restore(&image, &link, &["--no-audit", "--yes"]);
+    assert_refused(&out, &["image file being restored"]);
+}
+
+#[test]
+fn refuses_a_target_with_a_mounted_filesystem() {
+    let Some(fx) = Fixture::new(&["sfdisk", "mkfs.ext4", "mount", "umount", "partx"]) else {
+        return;
+    };
+    let (_, image) = small_image(&fx);
+
+    // The whole target loop device mounted.
+    {
+        let Some(lo) = LoopDevice::attach(64 * MIB, None) else {
+            return;
+        };
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(lo.path()));
+        let mount = Mount::new(lo.path());
+        let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+        assert_refused(
+            &out,
+            &[
+                "mounted",
+                &lo.path().to_string_lossy(),
+                &mount.dir.path().to_string_lossy(),
+            ],
+        );
+        drop(mount);
+    }
+
+    // A partition of the target mounted (the kernel's partition added with
+    // BLKPG by `partx -a`, which works without partition-table parsers).
+    let Some(lo) = LoopDevice::attach(64 * MIB, None) else {
+        return;
+    };
+    run_with_input(
+        Command::new("sfdisk").arg("-q").arg(lo.path()),
+        "label: dos\n2048,,83\n",
+    );
+    if !kernel_scans_partitions() {
+        run(Command::new("partx").arg("-a").arg(lo.path()));
+    }
+    let p1 = PathBuf::from(format!("{}p1", lo.path().display()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !p1.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !p1.exists() {
+        skip_or_fail(&format!(
+            "{} did not appear: cannot mount a partition",
+            p1.display()
+        ));
+        return;
+    }
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&p1));
+    let mount = Mount::new(&p1);
+    let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+    assert_refused(
+        &out,
+        &[
+            "mounted",
+            &p1.to_string_lossy(),
+            &mount.dir.path().to_string_lossy(),
+        ],
+    );
+    drop(mount);
+}
+
+#[test]
+fn refuses_a_partition_instead_of_a_whole_disk() {
+    let Some(fx) = Fixture::new(&["sfdisk", "partx"]) else {
+        return;
+    };
+    let (_, image) = small_image(&fx);
+    let Some(lo) = LoopDevice::attach(96 * MIB, None) else {
+        return;
+    };
+    run_with_input(
+        Command::new("sfdisk").arg("-q").arg(lo.path()),
+        "label: dos\n2048,,7\n",
+    );
+    if !kernel_scans_partitions() {
+        run(Command::new("partx").arg("-a").arg(lo.path()));
+    }
+    let p1 = PathBuf::from(format!("{}p1", lo.path().display()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !p1.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !p1.exists() {
+        skip_or_fail(&format!(
+            "{} did not appear: cannot make a partition device",
+            p1.display()
+        ));
+        return;
+    }
+    let out = fx.restore(&image, &p1, &["--no-audit", "--yes"]);
+    assert_refused(&out, &["not a whole disk", &p1.to_string_lossy()]);
+}
+
+#[test]
+fn refuses_a_target_another_process_holds_exclusively() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let (_, image) = small_image(&fx);
+    let Some(lo) = patterned_loop(64 * MIB, None) else {
+        return;
+    };
+    let holder = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_EXCL)
+        .open(lo.path())
+        .expect("hold the loop device with O_EXCL");
+    let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+    assert_refused(&out, &["exclusively", &lo.path().to_string_lossy()]);
+    drop(holder);
+    assert_untouched(lo.path());
+    // Released, the same restore goes through.
+    let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+    assert!(
+        out.status.success(),
+        "restore after release: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn restore_without_an_audit_choice_is_a_usage_error() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let (_, image) = small_image(&fx);
+    let Some(lo) = patterned_loop(64 * MIB, None) else {
+        return;
+    };
+    let out = fx.restore(&image, lo.path(), &["--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--no-audit"),
+        "{}",
+        text(&out)
+    );
+    assert_untouched(lo.path());
+    // Without --yes and without a terminal, nothing is written either.
+    let out = fx.restore(&image, lo.path(), &["--no-audit"]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert_untouched(lo.path());
+}
+
+// ---------------------------------------------------------------- integrity
+
+#[test]
+fn a_corrupt_chunk_is_never_written_and_the_tables_are_wiped() {
+    let Some(fx) = Fixture::new(&["sfdisk", "mkntfs", "ntfscp"]) else {
+        return;
+    };
+    let size = 96 * MIB;
+    let raw = build_windows_disk(&fx, "corrupt", size);
+    // Noise where the pattern is, so the chunk there is data.
+    write_at(&raw, size / 2 - 2 * MIB, &noise(11, (4 * MIB) as usize));
+    let image = fx.capture(&raw, "corrupt", "256K", 512);
+
+    // The data chunk covering the middle of the disk.
+    let (chunk, entry, start, end) = {
+        let img = open_image(&image);
+        let mid = size / 2 / 512;
+        let extent = img.extent_at_sector(mid).expect("extent at the middle");
+        let ExtentKind::Data { chunk } = extent.kind else {
+            panic!("the middle of the disk is not data: {extent:?}");
+        };
+        (
+            chunk,
+            img.index().chunks[chunk as usize],
+            extent.start_sector,
+            extent.end_sector(),
+        )
+    };
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .expect("open image");
+    let at = entry.offset + u64::from(entry.stored_len) / 2;
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, at).expect("read");
+    f.write_all_at(&[byte[0] ^ 0x40], at).expect("flip");
+    drop(f);
+
+    let Some(lo) = patterned_loop(size, None) else {
+        return;
+    };
+    let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("chunk {chunk} ")),
+        "the chunk is not named: {}",
+        text(&out)
+    );
+    assert!(
+        stderr.contains(&format!("sectors {start}..{end}")),
+        "sectors not named: {}",
+        text(&out)
+    );
+    assert!(stderr.contains("wiped"), "{}", text(&out));
+
+    // The corrupt chunk's sectors still hold what was there before.
+    let there = read_range(lo.path(), start * 512, (end - start) * 512);
+    assert!(
+        there.iter().all(|&b| b == 0xAA),
+        "the corrupt chunk (sectors {start}..{end}) reached the disk"
+    );
+    // The partition-table areas are wiped.
+    assert!(
+        read_range(lo.path(), 0, MIB).iter().all(|&b| b == 0),
+        "first MiB not wiped"
+    );
+    assert!(
+        read_range(lo.path(), size - MIB, MIB)
+            .iter()
+            .all(|&b| b == 0),
+        "last MiB not wiped"
+    );
+    assert_eq!(table_visible(lo.path(), 512, size, size), None);
+}
+
+#[test]
+fn check_matches_a_clean_disk_and_names_the_extent_of_a_changed_byte() {
+    let Some(fx) = Fixture::new(&["sfdisk", "mkntfs", "ntfscp"]) else {
+        return;
+    };
+    let size = 64 * MIB;
+    let raw = build_windows_disk(&fx, "check", size);
+    let image = fx.capture(&raw, "check", "256K", 512);
+    let Some(lo) = patterned_loop(size, None) else {
+        return;
+    };
+    let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes", "--no-readback"]);
+    assert!(out.status.success(), "restore: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("NOT read back"),
+        "{}",
+        text(&out)
+    );
+
+    let clean = fx.check(&image, lo.path());
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "check of a clean disk: {}",
+        text(&clean)
+    );
+    assert!(
+        String::from_utf8_lossy(&clean.stdout).contains("MATCH:"),
+        "{}",
+        text(&clean)
+    );
+
+    // One byte changed inside a data extent in the second partition.
+    let byte_at = (34816 + 100) * 512 + 77;
+    let sector = byte_at / 512;
+    let img = open_image(&image);
+    let extent = img.extent_at_sector(sector).expect("extent");
+    let before = read_range(lo.path(), byte_at, 1)[0];
+    write_at(lo.path(), byte_at, &[before ^ 0xFF]);
+    let dirty = fx.check(&image, lo.path());
+    assert_eq!(
+        dirty.status.code(),
+        Some(3),
+        "check of a changed disk: {}",
+        text(&dirty)
+    );
+    let stdout = String::from_utf8_lossy(&dirty.stdout);
+    let expected = format!(
+        "MISMATCH extent {} (sectors {}..{})",
+        extent.ordinal,
+        extent.start_sector,
+        extent.end_sector()
+    );
+    assert!(
+        stdout.contains(&expected),
+        "expected {expected:?}: {}",
+        text(&dirty)
+    );
+    assert_eq!(stdout.matches("MISMATCH").count(), 1, "{}", text(&dirty));
+
+    // Restored again, it matches again.
+    let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let again = fx.check(&image, lo.path());
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+}
+
+// ---------------------------------------------------------------- interruption
+
+/// Writes the old disk onto the target, runs a restore (throttled when
+/// possible), SIGKILLs it after `kill_after` (never if `None`), and returns
+/// how long it ran.
+fn restore_and_kill(
+    fx: &Fixture,
+    lo: &LoopDevice,
+    old: &Path,
+    image: &Path,
+    throttle: Option<&Throttle>,
+    kill_after: Option<Duration>,
+) -> (Duration, std::process::ExitStatus) {
+    let f = File::options()
+        .write(true)
+        .open(lo.path())
+        .expect("open target");
+    let old_bytes = std::fs::read(old).expect("read old disk");
+    f.write_all_at(&old_bytes, 0).expect("write old disk");
+    f.sync_all().expect("sync");
+    drop(f);
+
+    let cmd = fx.restore_cmd(image, lo.path(), &["--no-audit", "--yes"]);
+    let mut cmd = match throttle {
+        Some(t) => t.command(&cmd),
+        None => cmd,
+    };
+    let started = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn restore");
+    if let Some(delay) = kill_after {
+        std::thread::sleep(delay);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let status = child.wait().expect("wait");
+    (started.elapsed(), status)
+}
+
+/// SIGKILLs restores at several points of a throttled run onto a target
+/// that held another valid disk, and checks each time that the target is
+/// untouched, complete, or shows no partition table that anything would
+/// use. Returns the outcomes.
+fn interrupt_at_several_points(fx: &Fixture, raw: &Path, old: &Path, image: &Path) -> Vec<String> {
+    let size = file_len(raw);
+    let Some(lo) = LoopDevice::attach(size, None) else {
+        return Vec::new();
+    };
+    // ~24 MB/s: a restore takes a couple of seconds.
+    let throttle = Throttle::writes(lo.path(), 24 << 20);
+    if throttle.is_none() {
+        eprintln!("NOTE: no cgroup v1 blkio throttling here; the restores run at full speed");
+    }
+    // A whole run first, to know how long one takes.
+    let (full, status) = restore_and_kill(fx, &lo, old, image, throttle.as_ref(), None);
+    assert!(
+        status.success(),
+        "the uninterrupted restore failed: {status:?}"
+    );
+    assert_same_bytes(raw, lo.path());
+
+    // The sectors of the extent holding sector 0, written very last.
+    let sector0_extent = open_image(image).extent_at_sector(0).expect("extent 0");
+    let mut outcomes = Vec::new();
+    for percent in [0u32, 3, 10, 20, 35, 50, 65, 80, 90, 95, 99] {
+        let delay = full * percent / 100;
+        let (_, status) = restore_and_kill(fx, &lo, old, image, throttle.as_ref(), Some(delay));
+        let outcome = if same_bytes(raw, lo.path()) {
+            "complete".to_string()
+        } else if same_bytes(old, lo.path()) {
+            "untouched".to_string()
+        } else if same_outside_table_areas(old, lo.path()) {
+            // Killed during the wipe: not a byte of the new image was
+            // written, so this is the old disk with (part of) its tables
+            // wiped, never a mix of the two.
+            "old disk, wipe interrupted".to_string()
+        } else {
+            match table_visible(lo.path(), 512, size, size) {
+                None => "no partition table".to_string(),
+                // Killed between the write of the tail (a GPT's backup
+                // header) and that of the extent holding sector 0: every
+                // byte but that extent is the image's, and without a
+                // protective MBR or primary header no firmware (EDK2) or
+                // kernel takes the disk for GPT; gdisk calls the main header
+                // invalid. This is the one state between "no table" and
+                // "complete" that two separate table areas make unavoidable.
+                Some(table)
+                    if table.contains("last LBA")
+                        && same_except(
+                            raw,
+                            lo.path(),
+                            sector0_extent.start_sector * 512,
+                            sector0_extent.end_sector() * 512,
+                        ) =>
+                {
+                    "only the backup GPT header (all data written, sector-0 extent pending)"
+                        .to_string()
+                }
+                Some(table) => panic!(
+                    "killed at {percent}% of a run ({delay:?}, {status:?}): the target is neither \
+                     complete nor untouched but shows {table}: a half-good disk"
+                ),
+            }
+        };
+        outcomes.push(format!("{percent}%: {outcome}"));
+    }
+    eprintln!(
+        "interruption outcomes (a run takes {full:?}): {}",
+        outcomes.join(", ")
+    );
+    assert!(
+        outcomes.iter().any(|o| o.ends_with("no partition table")),
+        "no kill landed mid-restore: {outcomes:?}"
+    );
+    outcomes
+}
+
+/// Whether `target` equals `raw` everywhere outside the byte range
+/// `skip_start..skip_end`.
+fn same_except(raw: &Path, target: &Path, skip_start: u64, skip_end: u64) -> bool {
+    let len = file_len(raw);
+    let (a, b) = (read_range(raw, 0, len), read_range(target, 0, len));
+    a[..skip_start as usize] == b[..skip_start as usize]
+        && a[skip_end as usize..] == b[skip_end as usize..]
+}
+
+#[test]
+fn sigkill_during_an_mbr_restore_never_leaves_a_half_good_disk() {
+    let Some(fx) = Fixture::new(&["sfdisk", "mkntfs", "ntfscp"]) else {
+        return;
+    };
+    let size = 64 * MIB;
+    let raw = build_windows_disk(&fx, "interrupt", size);
+    write_at(&raw, 20 * MIB, &noise(21, (24 * MIB) as usize));
+    let image = fx.capture(&raw, "interrupt", "256K", 512);
+    // The previous disk: another valid MBR layout with other contents.
+    let old = fx.path("old.raw");
+    sparse_file(&old, size);
+    run_with_input(
+        Command::new("sfdisk").arg("-q").arg(&old),
+        "label: dos\n4096,,83,*\n",
+    );
+    write_at(&old, 8 * MIB, &noise(99, (40 * MIB) as usize));
+    interrupt_at_several_points(&fx, &raw, &old, &image);
+}
+
+#[test]
+fn sigkill_during_a_gpt_restore_never_leaves_a_half_good_disk() {
+    let Some(fx) = Fixture::new(&["sgdisk", "sfdisk", "partx"]) else {
+        return;
+    };
+    let size = 64 * MIB;
+    let raw = build_gpt_disk(&fx, "gptint", size);
+    write_at(&raw, 20 * MIB, &noise(22, (24 * MIB) as usize));
+    let image = fx.capture(&raw, "gptint", "256K", 512);
+    let old = fx.path("oldgpt.raw");
+    sparse_file(&old, size);
+    run(Command::new("sgdisk")
+        .args(["-o", "-n", "1:4096:0", "-t", "1:8300"])
+        .arg(&old));
+    write_at(&old, 8 * MIB, &noise(98, (40 * MIB) as usize));
+    interrupt_at_several_points(&fx, &raw, &old, &image);
+}
