@@ -13,8 +13,8 @@ use reliquary_image::keys::PublicKey;
 
 use super::checkpoint::{merkle_root, Checkpoint};
 use super::layout::{
-    genesis_hash, read_frame, signature_message, FileHeader, FileSource, Frame, FrameDefect,
-    HeaderDefect, Source, FRAME_ALIGN, HEADER_LEN,
+    genesis_hash, read_frame, signature_message, BodyPreamble, FileHeader, FileSource, Frame,
+    FrameDefect, HeaderDefect, Source, FRAME_ALIGN, HEADER_LEN,
 };
 use super::record::{decode_body, Kind, Payload, Record};
 use super::{AuditError, Digest, LOG_FILE};
@@ -201,10 +201,9 @@ fn verify_source<S: Source + ?Sized>(
     key: &PublicKey,
     witnessed: Option<&Checkpoint>,
 ) -> Result<Report, AuditError> {
-    let mut decoded: Vec<(u64, Result<Record, String>)> = Vec::new();
+    let mut bodies: Vec<(Vec<u8>, BodyPreamble)> = Vec::new();
     let scan = match scan(src, false, &mut |f: &Frame| {
-        let rec = decode_body(&f.body, &f.preamble).map_err(|e| e.to_string());
-        decoded.push((f.offset, rec));
+        bodies.push((f.body.clone(), f.preamble));
     }) {
         Ok(scan) => scan,
         Err(ScanError::Header(defect)) => {
@@ -232,14 +231,21 @@ fn verify_source<S: Source + ?Sized>(
             ),
         });
     }
-    // Signatures dominate the cost; they are independent, so check in parallel.
-    let sig_ok: Vec<bool> = scan
+    // Signatures dominate the cost; records are independent, so check and
+    // decode them in parallel.
+    let checked: Vec<(bool, Result<Record, String>)> = scan
         .frames
         .par_iter()
-        .map(|f| key.verify(&signature_message(&f.record_hash), &f.signature))
+        .zip(bodies.par_iter())
+        .map(|(f, (body, preamble))| {
+            (
+                key.verify(&signature_message(&f.record_hash), &f.signature),
+                decode_body(body, preamble).map_err(|e| e.to_string()),
+            )
+        })
         .collect();
-
-    let finished: HashSet<u64> = decoded
+    drop(bodies);
+    let finished: HashSet<u64> = checked
         .iter()
         .filter_map(|(_, r)| match r {
             Ok(Record {
@@ -251,7 +257,7 @@ fn verify_source<S: Source + ?Sized>(
         .collect();
     let mut origin = None;
     let mut records = Vec::with_capacity(scan.frames.len());
-    for ((frame, ok), (_, rec)) in scan.frames.iter().zip(&sig_ok).zip(decoded) {
+    for (frame, (ok, rec)) in scan.frames.iter().zip(checked) {
         let scan_problem = scan.problems.iter().find(|p| p.offset == frame.offset);
         let mut reasons: Vec<String> = scan_problem.map(|p| p.reason.clone()).into_iter().collect();
         let mut fresh = Vec::new();
