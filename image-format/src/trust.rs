@@ -37,6 +37,8 @@ pub enum TrustError {
     Empty(PathBuf),
     #[error("trust store {path} holds more than {MAX_KEYS} keys")]
     TooManyKeys { path: PathBuf },
+    #[error("policy file {0} is larger than {MAX_POLICY_LEN} bytes")]
+    PolicyTooLarge(PathBuf),
     #[error("{path}:{line}: {reason}")]
     Policy {
         path: PathBuf,
@@ -187,8 +189,13 @@ fn read_text(path: &Path) -> Result<String, TrustError> {
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
     let mut text = String::new();
-    file.take(MAX_POLICY_LEN)
+    // Read one byte more than the limit: a longer policy is refused rather
+    // than silently cut, which could drop the revocations at its end.
+    file.take(MAX_POLICY_LEN + 1)
         .read_to_string(&mut text)
         .map_err(read_err)?;
+    if text.len() as u64 > MAX_POLICY_LEN {
+        return Err(TrustError::PolicyTooLarge(path.to_path_buf()));
+    }
     Ok(text)
 }

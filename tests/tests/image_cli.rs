@@ -1154,3 +1154,24 @@ fn not_an_image_and_missing_files() {
     ok(&verify(&img, &pub_of(&key)));
     assert!(!work.path("s.rimg.partial").exists());
 }
+
+#[test]
+fn an_oversized_policy_is_refused_not_cut() {
+    // A revocation after 64 KiB of comments must not be silently dropped.
+    let (work, key, _, image) = tamper_fixture();
+    let uuid = inspect_json(&image)["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_string();
+    let mut policy =
+        "# padding padding padding padding padding padding padding padding\n".repeat(1100);
+    policy += &format!("revoke-image {uuid}\n");
+    let trust = trust_dir(&work, "trust-big", &[&key], &policy);
+    let out = verify(&image, &trust);
+    assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is larger than 65536 bytes"),
+        "{}",
+        describe(&out)
+    );
+}
