@@ -623,7 +623,7 @@ fn flipped_bit_in_a_data_chunk_names_the_chunk_and_its_sectors() {
 
 #[test]
 fn flipped_bit_in_a_compressed_chunk_is_caught() {
-    let (work, key, _, image) = tamper_fixture();
+    let (_work, key, _, image) = tamper_fixture();
     let chunks = chunks_of(&image);
     let z = chunks
         .iter()
