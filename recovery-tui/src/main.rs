@@ -97,6 +97,11 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let (tx, rx) = mpsc::channel();
     let (mut session, mut app) = Session::start(config, tx.clone(), args.demo)?;
+    if let Some(problem) = session.audit_problem() {
+        app.notice = Some(format!(
+            "Restores are refused until the audit log opens: {problem}"
+        ));
+    }
     // Keys are read on their own thread so the loop waits on one channel.
     std::thread::spawn(move || {
         while let Ok(event) = crossterm::event::read() {
