@@ -20,8 +20,11 @@ use crate::keys::{KeyError, PublicKey};
 
 /// The policy file's name inside a trust-store directory.
 pub const POLICY_FILE: &str = "policy";
+/// The list of operators allowed to sign in on the stick. The appliance
+/// parses it; it is part of the digest because it decides who may act.
+pub const OPERATORS_FILE: &str = "operators";
 /// Upper bounds that keep a hostile trust store from exhausting memory.
-const MAX_POLICY_LEN: u64 = 64 << 10;
+const MAX_TEXT_FILE_LEN: u64 = 256 << 10;
 const MAX_KEYS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +40,8 @@ pub enum TrustError {
     Empty(PathBuf),
     #[error("trust store {path} holds more than {MAX_KEYS} keys")]
     TooManyKeys { path: PathBuf },
-    #[error("policy file {0} is larger than {MAX_POLICY_LEN} bytes")]
-    PolicyTooLarge(PathBuf),
+    #[error("trust-store file {0} is larger than {MAX_TEXT_FILE_LEN} bytes; it is refused rather than read in part")]
+    FileTooLarge(PathBuf),
     #[error("{path}:{line}: {reason}")]
     Policy {
         path: PathBuf,
@@ -87,7 +90,10 @@ impl TrustStore {
                 names.push(entry.map_err(read_err)?.path());
             }
             names.sort();
-            for file in names.iter().filter(|p| p.extension().is_some_and(|e| e == "pub")) {
+            for file in names
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "pub"))
+            {
                 if store.keys.len() == MAX_KEYS {
                     return Err(TrustError::TooManyKeys {
                         path: path.to_path_buf(),
@@ -101,6 +107,11 @@ impl TrustStore {
                 digest_input.extend_from_slice(POLICY_FILE.as_bytes());
                 digest_input.extend_from_slice(text.as_bytes());
                 store.apply_policy(&text, &policy)?;
+            }
+            let operators = path.join(OPERATORS_FILE);
+            if operators.exists() {
+                digest_input.extend_from_slice(OPERATORS_FILE.as_bytes());
+                digest_input.extend_from_slice(read_text(&operators)?.as_bytes());
             }
         } else {
             store.add_key_file(path, &mut digest_input)?;
@@ -146,7 +157,9 @@ impl TrustStore {
                         .parse()
                         .ok()
                         .filter(|t| (1..=MAX_KEYS).contains(t))
-                        .ok_or_else(|| bad(format!("threshold `{value}` must be 1 to {MAX_KEYS}")))?;
+                        .ok_or_else(|| {
+                            bad(format!("threshold `{value}` must be 1 to {MAX_KEYS}"))
+                        })?;
                     self.threshold = threshold;
                 }
                 "revoke-key" => {
@@ -189,13 +202,13 @@ fn read_text(path: &Path) -> Result<String, TrustError> {
     };
     let file = std::fs::File::open(path).map_err(read_err)?;
     let mut text = String::new();
-    // Read one byte more than the limit: a longer policy is refused rather
+    // Read one byte more than the limit: a longer file is refused rather
     // than silently cut, which could drop the revocations at its end.
-    file.take(MAX_POLICY_LEN + 1)
+    file.take(MAX_TEXT_FILE_LEN + 1)
         .read_to_string(&mut text)
         .map_err(read_err)?;
-    if text.len() as u64 > MAX_POLICY_LEN {
-        return Err(TrustError::PolicyTooLarge(path.to_path_buf()));
+    if text.len() as u64 > MAX_TEXT_FILE_LEN {
+        return Err(TrustError::FileTooLarge(path.to_path_buf()));
     }
     Ok(text)
 }

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The file's name inside the trust-store directory.
-pub const OPERATORS_FILE: &str = "operators";
+pub use reliquary_image::trust::OPERATORS_FILE;
 /// Bounds that keep a hostile file from exhausting memory.
 const MAX_FILE_LEN: u64 = 256 << 10;
 pub const MAX_ID_LEN: usize = 64;
