@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use reliquary_image::keys::SigningKey;
 use reliquary_image::write::create_image_file;
-use reliquary_image::{ExtentKind, ImageError, ImageWriter, Manifest, ManifestDraft, PreparedChunk, SignerStatement, SourceDisk};
+use reliquary_image::{
+    ExtentKind, ImageError, ImageWriter, Manifest, ManifestDraft, PreparedChunk, SignerStatement,
+    SourceDisk,
+};
 
 use crate::partition;
 
@@ -56,7 +59,10 @@ pub enum CaptureError {
     #[error("the zero grain {0} must be a power of two from 4 KiB to 64 KiB")]
     ZeroGrain(u32),
     #[error("cannot move the finished image into place at {path}: {source}")]
-    Rename { path: PathBuf, source: std::io::Error },
+    Rename {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Image(#[from] ImageError),
 }
@@ -78,12 +84,16 @@ pub fn capture(
 ) -> Result<CaptureReport, CaptureError> {
     let sector = opts.logical_sector_size;
     if size % u64::from(sector) != 0 {
-        return Err(CaptureError::PartialSector { size, sector_size: sector });
+        return Err(CaptureError::PartialSector {
+            size,
+            sector_size: sector,
+        });
     }
     if !opts.zero_grain.is_power_of_two() || !(4096..=65536).contains(&opts.zero_grain) {
         return Err(CaptureError::ZeroGrain(opts.zero_grain));
     }
-    let (partition_table, partition_note) = partition::summarize(source, sector, size / u64::from(sector));
+    let (partition_table, partition_note) =
+        partition::summarize(source, sector, size / u64::from(sector));
     if out.symlink_metadata().is_ok() {
         return Err(CaptureError::Rename {
             path: out.to_path_buf(),
@@ -92,7 +102,15 @@ pub fn capture(
     }
     let partial = partial_path(out);
     let file = create_image_file(&partial)?;
-    let result = write_image(source, size, BufWriter::with_capacity(1 << 20, file), key, opts, progress, partition_table);
+    let result = write_image(
+        source,
+        size,
+        BufWriter::with_capacity(1 << 20, file),
+        key,
+        opts,
+        progress,
+        partition_table,
+    );
     match result {
         Ok(manifest) => {
             move_into_place(&partial, out).map_err(|source| {
@@ -102,7 +120,10 @@ pub fn capture(
                     source,
                 }
             })?;
-            Ok(CaptureReport { manifest, partition_note })
+            Ok(CaptureReport {
+                manifest,
+                partition_note,
+            })
         }
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
@@ -173,7 +194,8 @@ fn write_image(
             }
         });
         for _ in 0..threads {
-            let compressor = zstd::bulk::Compressor::new(opts.level).map_err(ImageError::Compress)?;
+            let compressor =
+                zstd::bulk::Compressor::new(opts.level).map_err(ImageError::Compress)?;
             let rx = Arc::clone(&window_rx);
             let tx = piece_tx.clone();
             scope.spawn(move || compress_worker(compressor, &rx, &tx, opts));
@@ -183,7 +205,9 @@ fn write_image(
         let mut pending = BTreeMap::new();
         let mut next = 0u64;
         while next < windows {
-            let Ok((seq, pieces)) = piece_rx.recv() else { break };
+            let Ok((seq, pieces)) = piece_rx.recv() else {
+                break;
+            };
             pending.insert(seq, pieces);
             while let Some(pieces) = pending.remove(&next) {
                 for piece in pieces? {
@@ -222,7 +246,8 @@ fn write_image(
             offset: 0,
             source: e.into_error(),
         })?;
-        file.sync_all().map_err(|source| ImageError::Write { offset: 0, source })?;
+        file.sync_all()
+            .map_err(|source| ImageError::Write { offset: 0, source })?;
         Ok(manifest)
     })
 }
@@ -243,9 +268,14 @@ fn compress_worker(
             .into_iter()
             .map(|(zero, range)| {
                 if zero {
-                    Ok(Piece::Zero((range.len() / opts.logical_sector_size as usize) as u64))
+                    Ok(Piece::Zero(
+                        (range.len() / opts.logical_sector_size as usize) as u64,
+                    ))
                 } else {
-                    Ok(Piece::Data(PreparedChunk::compress(&buf[range], &mut compressor)?))
+                    Ok(Piece::Data(PreparedChunk::compress(
+                        &buf[range],
+                        &mut compressor,
+                    )?))
                 }
             })
             .collect::<Result<Vec<_>, CaptureError>>();
@@ -257,7 +287,11 @@ fn compress_worker(
 
 /// Splits a window into alternating zero and data runs, detected in blocks
 /// of `grain` bytes (the tail block may be shorter, in whole sectors).
-pub fn split_window(buf: &[u8], grain: usize, sector_size: u32) -> Vec<(bool, std::ops::Range<usize>)> {
+pub fn split_window(
+    buf: &[u8],
+    grain: usize,
+    sector_size: u32,
+) -> Vec<(bool, std::ops::Range<usize>)> {
     debug_assert!(buf.len() % sector_size as usize == 0);
     let mut runs: Vec<(bool, std::ops::Range<usize>)> = Vec::new();
     let mut at = 0;
@@ -292,7 +326,12 @@ mod tests {
         let runs = split_window(&buf, 4096, 512);
         assert_eq!(
             runs,
-            vec![(true, 0..4096), (false, 4096..8192), (true, 8192..12288), (false, 12288..16384)]
+            vec![
+                (true, 0..4096),
+                (false, 4096..8192),
+                (true, 8192..12288),
+                (false, 12288..16384)
+            ]
         );
     }
 

@@ -2,11 +2,11 @@
 //! audit log. The `reliquary` binary is a thin front end over this crate.
 
 pub mod audit;
-pub mod exit;
-pub mod sys;
 pub mod capture;
-pub mod partition;
-pub mod verify;
 pub mod discover;
-pub mod safety;
+pub mod exit;
+pub mod partition;
 pub mod restore;
+pub mod safety;
+pub mod sys;
+pub mod verify;

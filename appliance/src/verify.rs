@@ -11,7 +11,10 @@ use reliquary_image::{ChunkDecoder, ExtentKind, Image, ImageError, PlacedExtent}
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("cannot create {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path} at byte {offset}: {source}")]
     Write {
         path: PathBuf,
@@ -24,7 +27,10 @@ pub enum ExtractError {
 
 /// Decodes and checks every stored chunk. On failure, names the damaged
 /// chunk with the lowest sector. `progress` receives stored bytes checked.
-pub fn verify_chunks(image: &Image<File>, progress: &(dyn Fn(u64) + Sync)) -> Result<(), ImageError> {
+pub fn verify_chunks(
+    image: &Image<File>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), ImageError> {
     let chunk_count = image.index().chunks.len() as u32;
     let first_failure = (0..chunk_count)
         .into_par_iter()
@@ -48,7 +54,11 @@ pub fn verify_chunks(image: &Image<File>, progress: &(dyn Fn(u64) + Sync)) -> Re
 
 /// Writes the whole raw disk to a new file `out`, sparse where zero.
 /// Every chunk is verified before its bytes are written.
-pub fn extract(image: &Image<File>, out: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<(), ExtractError> {
+pub fn extract(
+    image: &Image<File>,
+    out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), ExtractError> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -65,7 +75,12 @@ pub fn extract(image: &Image<File>, out: &Path, progress: &(dyn Fn(u64) + Sync))
     result
 }
 
-fn write_extents(image: &Image<File>, file: &File, out: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<(), ExtractError> {
+fn write_extents(
+    image: &Image<File>,
+    file: &File,
+    out: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), ExtractError> {
     let sector = u64::from(image.sector_size());
     let write_err = |offset, source| ExtractError::Write {
         path: out.to_path_buf(),
@@ -81,12 +96,15 @@ fn write_extents(image: &Image<File>, file: &File, out: &Path, progress: &(dyn F
     data.par_iter().try_for_each_init(
         || (ChunkDecoder::new(), Vec::new(), Vec::new()),
         |(decoder, stored, raw), extent| -> Result<(), ExtractError> {
-            let ExtentKind::Data { chunk } = extent.kind else { return Ok(()) };
+            let ExtentKind::Data { chunk } = extent.kind else {
+                return Ok(());
+            };
             let entry = image.read_stored(chunk, stored)?;
             let sectors = (extent.start_sector, extent.end_sector());
             decoder.decode(chunk, &entry, stored, raw, sectors)?;
             let offset = extent.start_sector * sector;
-            file.write_all_at(raw, offset).map_err(|e| write_err(offset, e))?;
+            file.write_all_at(raw, offset)
+                .map_err(|e| write_err(offset, e))?;
             progress(raw.len() as u64);
             Ok(())
         },

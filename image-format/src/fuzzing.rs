@@ -27,7 +27,9 @@ pub fn index(data: &[u8]) {
 
 /// Decodes arbitrary bytes as a zstd chunk claiming a length from the input.
 pub fn chunk(data: &[u8]) {
-    let Some((&len_byte, stored)) = data.split_first() else { return };
+    let Some((&len_byte, stored)) = data.split_first() else {
+        return;
+    };
     let entry = ChunkEntry {
         offset: 0,
         stored_len: stored.len() as u32,

@@ -38,7 +38,10 @@ pub enum KeyError {
     #[error("{path} is not a Reliquary public key: {reason}")]
     BadPublicKey { path: PathBuf, reason: String },
     #[error("public key {key_id} is malformed: {reason}")]
-    RejectedPublicKey { key_id: String, reason: &'static str },
+    RejectedPublicKey {
+        key_id: String,
+        reason: &'static str,
+    },
     #[error("the system random number generator failed")]
     Random,
 }
@@ -96,12 +99,17 @@ impl PublicKey {
             path: path.to_path_buf(),
             reason: reason.to_string(),
         };
-        let line = text.lines().next().ok_or_else(|| bad("the file is empty"))?;
+        let line = text
+            .lines()
+            .next()
+            .ok_or_else(|| bad("the file is empty"))?;
         let mut words = line.splitn(3, ' ');
         if words.next() != Some(PUBLIC_KEY_TAG) {
             return Err(bad(&format!("the line must start with `{PUBLIC_KEY_TAG}`")));
         }
-        let hex_key = words.next().ok_or_else(|| bad("the key digits are missing"))?;
+        let hex_key = words
+            .next()
+            .ok_or_else(|| bad("the key digits are missing"))?;
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(hex_key, &mut bytes)
             .map_err(|_| bad("the key must be exactly 64 hex digits"))?;
@@ -272,7 +280,10 @@ mod tests {
         identity[0] = 1;
         assert!(matches!(
             PublicKey::from_bytes(identity),
-            Err(KeyError::RejectedPublicKey { reason: "small-order point", .. })
+            Err(KeyError::RejectedPublicKey {
+                reason: "small-order point",
+                ..
+            })
         ));
         // y = 2 is not on the curve.
         let mut off_curve = [0u8; 32];

@@ -84,7 +84,9 @@ impl Preamble {
 
     /// Decodes the fields without judging them; `read::check_preamble` does that.
     pub fn decode_fields(bytes: &[u8; PREAMBLE_LEN]) -> Self {
-        let u32_at = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[at..at + 8]);

@@ -123,7 +123,9 @@ pub enum Trust {
 /// Opens an image: reads and checks the preamble and section bounds, and
 /// reads the manifest and signature bytes. Decodes nothing signed.
 pub fn open<S: ReadAt>(source: S) -> Result<SealedImage<S>, ImageError> {
-    let file_len = source.size().map_err(|e| read_err(SectionName::Preamble, 0, e))?;
+    let file_len = source
+        .size()
+        .map_err(|e| read_err(SectionName::Preamble, 0, e))?;
     if file_len < PREAMBLE_LEN as u64 {
         return Err(ImageError::TooShort { len: file_len });
     }
@@ -187,12 +189,15 @@ pub fn check_preamble(raw: &[u8; PREAMBLE_LEN], file_len: u64) -> Result<Preambl
                 max,
             });
         }
-        let end = s.end().filter(|&e| e <= file_len).ok_or(ImageError::SectionOutOfBounds {
-            section,
-            offset: s.offset,
-            length: s.length,
-            file_len,
-        })?;
+        let end = s
+            .end()
+            .filter(|&e| e <= file_len)
+            .ok_or(ImageError::SectionOutOfBounds {
+                section,
+                offset: s.offset,
+                length: s.length,
+                file_len,
+            })?;
         if s.offset != previous_end {
             return Err(ImageError::SectionLayout {
                 section,
@@ -234,7 +239,9 @@ impl<S: ReadAt> SealedImage<S> {
         let (mut untrusted, mut revoked) = (Vec::new(), Vec::new());
         for (index, entry) in self.signatures.iter().enumerate() {
             let key_id = key_id_of(&entry.public_key);
-            let trusted = trust.key(&key_id).filter(|t| t.key.as_bytes() == &entry.public_key);
+            let trusted = trust
+                .key(&key_id)
+                .filter(|t| t.key.as_bytes() == &entry.public_key);
             let Some(trusted) = trusted else {
                 untrusted.push(key_id);
                 continue;
@@ -263,7 +270,10 @@ impl<S: ReadAt> SealedImage<S> {
                 detail += &format!("; revoked keys signed: {}", revoked.join(", "));
             }
             if !untrusted.is_empty() {
-                detail += &format!("; keys not in the trust store signed: {}", untrusted.join(", "));
+                detail += &format!(
+                    "; keys not in the trust store signed: {}",
+                    untrusted.join(", ")
+                );
             }
             if self.signatures.len() > trusted_ids.len() + revoked.len() + untrusted.len() {
                 detail += "; the same key signed more than once, which counts once";
@@ -306,7 +316,12 @@ impl<S: ReadAt> SealedImage<S> {
         self.finish(manifest, signers, Trust::Unverified)
     }
 
-    fn finish(self, manifest: Manifest, signers: Vec<Signer>, trust: Trust) -> Result<Image<S>, ImageError> {
+    fn finish(
+        self,
+        manifest: Manifest,
+        signers: Vec<Signer>,
+        trust: Trust,
+    ) -> Result<Image<S>, ImageError> {
         check_manifest(&manifest, &self.preamble)?;
         let index_bytes = read_section(&self.source, SectionName::Index, self.preamble.index)?;
         if sha256(&index_bytes) != manifest.index_sha256 {
@@ -402,11 +417,16 @@ impl<S: ReadAt> Image<S> {
     pub fn extent_at_sector(&self, sector: u64) -> Result<PlacedExtent, ImageError> {
         let size_sectors = self.manifest.source.size_sectors;
         if sector >= size_sectors {
-            return Err(ImageError::SectorOutOfRange { sector, size_sectors });
+            return Err(ImageError::SectorOutOfRange {
+                sector,
+                size_sectors,
+            });
         }
         let ordinal = self.extent_starts.partition_point(|&s| s <= sector) - 1;
-        self.extent(ordinal)
-            .ok_or(ImageError::SectorOutOfRange { sector, size_sectors })
+        self.extent(ordinal).ok_or(ImageError::SectorOutOfRange {
+            sector,
+            size_sectors,
+        })
     }
 
     /// The sector range of the first extent using `chunk`, for messages.
@@ -428,7 +448,12 @@ impl<S: ReadAt> Image<S> {
     }
 
     /// Reads, decompresses and verifies a chunk into `out`.
-    pub fn read_chunk(&self, chunk: u32, decoder: &mut ChunkDecoder, out: &mut Vec<u8>) -> Result<(), ImageError> {
+    pub fn read_chunk(
+        &self,
+        chunk: u32,
+        decoder: &mut ChunkDecoder,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ImageError> {
         let mut stored = Vec::new();
         let entry = self.read_stored(chunk, &mut stored)?;
         let (start, end) = self.chunk_sectors(chunk);
@@ -499,7 +524,10 @@ impl ChunkDecoder {
         };
         let raw_len = entry.raw_len as usize;
         if out.len() != raw_len {
-            return Err(decode_err(format!("the output buffer holds {} bytes, the chunk {raw_len}", out.len())));
+            return Err(decode_err(format!(
+                "the output buffer holds {} bytes, the chunk {raw_len}",
+                out.len()
+            )));
         }
         let written = match entry.compression {
             Compression::Raw if stored.len() == raw_len => {
@@ -518,7 +546,9 @@ impl ChunkDecoder {
             }
         };
         if written != raw_len {
-            return Err(decode_err(format!("decoded {written} bytes, the index says {raw_len}")));
+            return Err(decode_err(format!(
+                "decoded {written} bytes, the index says {raw_len}"
+            )));
         }
         if sha256(out) != entry.sha256 {
             return Err(ImageError::ChunkDigestMismatch {
@@ -542,10 +572,15 @@ fn check_manifest(m: &Manifest, p: &Preamble) -> Result<(), ImageError> {
     if !physical.is_power_of_two() || physical < sector || physical > 65536 {
         return bad("the physical sector size must be a power of two, at least the logical size");
     }
-    if !m.chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&m.chunk_size) {
+    if !m.chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&m.chunk_size)
+    {
         return bad("the chunk size must be a power of two from 64 KiB to 64 MiB");
     }
-    if m.source.size_sectors.checked_mul(u64::from(sector)).is_none() {
+    if m.source
+        .size_sectors
+        .checked_mul(u64::from(sector))
+        .is_none()
+    {
         return bad("the disk size overflows");
     }
     if m.index_length != p.index.length {
@@ -560,7 +595,11 @@ fn check_manifest(m: &Manifest, p: &Preamble) -> Result<(), ImageError> {
 /// Checks that the index covers every sector exactly once and that every
 /// chunk lies inside the data region, aligned, without overlap. Returns the
 /// start sector of each extent and the first extent using each chunk.
-fn check_index(index: &Index, m: &Manifest, p: &Preamble) -> Result<(Vec<u64>, Vec<u32>), ImageError> {
+fn check_index(
+    index: &Index,
+    m: &Manifest,
+    p: &Preamble,
+) -> Result<(Vec<u64>, Vec<u32>), ImageError> {
     let bad = |location: String, reason: &str| ImageError::InvalidIndex {
         location,
         reason: reason.to_string(),
@@ -575,7 +614,10 @@ fn check_index(index: &Index, m: &Manifest, p: &Preamble) -> Result<(Vec<u64>, V
     for (i, c) in index.chunks.iter().enumerate() {
         let at = || format!("chunk {i}");
         if c.raw_len == 0 || c.raw_len > m.chunk_size || u64::from(c.raw_len) % sector_size != 0 {
-            return Err(bad(at(), "its length must be a whole number of sectors, at most the chunk size"));
+            return Err(bad(
+                at(),
+                "its length must be a whole number of sectors, at most the chunk size",
+            ));
         }
         let stored_ok = match c.compression {
             Compression::Raw => c.stored_len == c.raw_len,
@@ -585,15 +627,24 @@ fn check_index(index: &Index, m: &Manifest, p: &Preamble) -> Result<(Vec<u64>, V
             return Err(bad(at(), "its stored length does not fit its compression"));
         }
         let end = c.offset.checked_add(u64::from(c.stored_len));
-        if c.offset % DATA_ALIGNMENT != 0 || c.offset < p.data.offset || end.is_none_or(|e| e > data_end) {
-            return Err(bad(at(), "it lies outside the data region or is not 4096-aligned"));
+        if c.offset % DATA_ALIGNMENT != 0
+            || c.offset < p.data.offset
+            || end.is_none_or(|e| e > data_end)
+        {
+            return Err(bad(
+                at(),
+                "it lies outside the data region or is not 4096-aligned",
+            ));
         }
         spans.push((c.offset, u64::from(c.stored_len), i));
     }
     spans.sort_unstable();
     for pair in spans.windows(2) {
         if pair[0].0 + pair[0].1 > pair[1].0 {
-            return Err(bad(format!("chunk {}", pair[1].2), "it overlaps another chunk"));
+            return Err(bad(
+                format!("chunk {}", pair[1].2),
+                "it overlaps another chunk",
+            ));
         }
     }
     drop(spans);
@@ -610,7 +661,10 @@ fn check_index(index: &Index, m: &Manifest, p: &Preamble) -> Result<(Vec<u64>, V
         }
         match e.kind {
             ExtentKind::Data { chunk } => {
-                let c = index.chunks.get(chunk as usize).ok_or_else(|| bad(at(), "it names a chunk that does not exist"))?;
+                let c = index
+                    .chunks
+                    .get(chunk as usize)
+                    .ok_or_else(|| bad(at(), "it names a chunk that does not exist"))?;
                 if e.sector_count.checked_mul(sector_size) != Some(u64::from(c.raw_len)) {
                     return Err(bad(at(), "its length differs from its chunk's length"));
                 }
@@ -621,7 +675,10 @@ fn check_index(index: &Index, m: &Manifest, p: &Preamble) -> Result<(Vec<u64>, V
             }
             ExtentKind::Zero | ExtentKind::Unmapped => {
                 if previous_kind == Some(e.kind) {
-                    return Err(bad(at(), "it should have been merged with the extent before it"));
+                    return Err(bad(
+                        at(),
+                        "it should have been merged with the extent before it",
+                    ));
                 }
                 digest.add(e.sector_count, e.kind, None);
             }
@@ -656,7 +713,11 @@ fn key_id_of(bytes: &[u8; 32]) -> String {
     hex::encode(&sha256(bytes)[..8])
 }
 
-fn read_section<S: ReadAt>(source: &S, section: SectionName, s: Section) -> Result<Vec<u8>, ImageError> {
+fn read_section<S: ReadAt>(
+    source: &S,
+    section: SectionName,
+    s: Section,
+) -> Result<Vec<u8>, ImageError> {
     // Lengths were bounded by `check_preamble`.
     let mut buf = vec![0u8; s.length as usize];
     source
@@ -666,9 +727,12 @@ fn read_section<S: ReadAt>(source: &S, section: SectionName, s: Section) -> Resu
 }
 
 /// Decodes postcard bytes, refusing trailing bytes.
-pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8], section: SectionName) -> Result<T, ImageError> {
-    let (value, rest) =
-        postcard::take_from_bytes(bytes).map_err(|source| ImageError::Decode { section, source })?;
+pub(crate) fn decode_exact<T: DeserializeOwned>(
+    bytes: &[u8],
+    section: SectionName,
+) -> Result<T, ImageError> {
+    let (value, rest) = postcard::take_from_bytes(bytes)
+        .map_err(|source| ImageError::Decode { section, source })?;
     if !rest.is_empty() {
         return Err(ImageError::SectionTrailingBytes {
             section,

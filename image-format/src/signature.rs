@@ -50,6 +50,9 @@ impl SignatureEntry {
     /// over this manifest and statement.
     pub fn is_valid_for(&self, key: &PublicKey, manifest_bytes: &[u8]) -> bool {
         self.signature.len() == 64
-            && key.verify(&signed_message(manifest_bytes, &self.statement), &self.signature)
+            && key.verify(
+                &signed_message(manifest_bytes, &self.statement),
+                &self.signature,
+            )
     }
 }

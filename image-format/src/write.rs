@@ -43,7 +43,10 @@ pub struct PreparedChunk {
 impl PreparedChunk {
     /// Hashes `raw` and compresses it with zstd at `level`, keeping the raw
     /// bytes when compression does not make them smaller.
-    pub fn compress(raw: &[u8], compressor: &mut zstd::bulk::Compressor<'_>) -> Result<Self, ImageError> {
+    pub fn compress(
+        raw: &[u8],
+        compressor: &mut zstd::bulk::Compressor<'_>,
+    ) -> Result<Self, ImageError> {
         let raw_len = u32::try_from(raw.len())
             .map_err(|_| ImageError::InvalidInput("a chunk is longer than 4 GiB".into()))?;
         let compressed = compressor.compress(raw).map_err(ImageError::Compress)?;
@@ -76,7 +79,8 @@ pub struct ImageWriter<W: Write + Seek> {
 impl<W: Write + Seek> ImageWriter<W> {
     /// Starts an image; the preamble is reserved and written by `finish`.
     pub fn new(mut out: W, chunk_size: u32, sector_size: u32) -> Result<Self, ImageError> {
-        if !chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+        if !chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size)
+        {
             return Err(ImageError::InvalidInput(format!(
                 "chunk size {chunk_size} must be a power of two from 64 KiB to 64 MiB"
             )));
@@ -102,7 +106,10 @@ impl<W: Write + Seek> ImageWriter<W> {
     /// Adds a data extent. A chunk identical to one already stored is
     /// referenced again instead of stored twice.
     pub fn add_data(&mut self, chunk: &PreparedChunk) -> Result<(), ImageError> {
-        if chunk.raw_len == 0 || chunk.raw_len > self.chunk_size || chunk.raw_len % self.sector_size != 0 {
+        if chunk.raw_len == 0
+            || chunk.raw_len > self.chunk_size
+            || chunk.raw_len % self.sector_size != 0
+        {
             return Err(ImageError::InvalidInput(format!(
                 "a data extent of {} bytes is not a whole number of sectors up to the chunk size",
                 chunk.raw_len
@@ -125,7 +132,9 @@ impl<W: Write + Seek> ImageWriter<W> {
     /// of the same kind.
     pub fn add_run(&mut self, sector_count: u64, kind: ExtentKind) -> Result<(), ImageError> {
         if matches!(kind, ExtentKind::Data { .. }) {
-            return Err(ImageError::InvalidInput("use add_data for data extents".into()));
+            return Err(ImageError::InvalidInput(
+                "use add_data for data extents".into(),
+            ));
         }
         if sector_count == 0 {
             return Ok(());
@@ -173,10 +182,11 @@ impl<W: Write + Seek> ImageWriter<W> {
             offset: DATA_OFFSET,
             length: self.position - DATA_OFFSET,
         };
-        let index_bytes = postcard::to_stdvec(&self.index).map_err(|source| ImageError::Encode {
-            section: SectionName::Index,
-            source,
-        })?;
+        let index_bytes =
+            postcard::to_stdvec(&self.index).map_err(|source| ImageError::Encode {
+                section: SectionName::Index,
+                source,
+            })?;
         let mut digest = ImageDigest::new();
         for e in &self.index.extents {
             let data_sha = match e.kind {
@@ -201,13 +211,16 @@ impl<W: Write + Seek> ImageWriter<W> {
             stored_bytes: data.length,
             compatible: draft.compatible,
         };
-        let manifest_bytes = postcard::to_stdvec(&manifest).map_err(|source| ImageError::Encode {
-            section: SectionName::Manifest,
-            source,
-        })?;
-        let signature = sign_manifest(key, &manifest_bytes, statement).map_err(|source| ImageError::Encode {
-            section: SectionName::Signatures,
-            source,
+        let manifest_bytes =
+            postcard::to_stdvec(&manifest).map_err(|source| ImageError::Encode {
+                section: SectionName::Manifest,
+                source,
+            })?;
+        let signature = sign_manifest(key, &manifest_bytes, statement).map_err(|source| {
+            ImageError::Encode {
+                section: SectionName::Signatures,
+                source,
+            }
         })?;
         let index = Section {
             offset: self.position,
@@ -236,15 +249,19 @@ impl<W: Write + Seek> ImageWriter<W> {
             signatures,
         };
         write_preamble(&mut self.out, &preamble)?;
-        self.out.flush().map_err(|source| ImageError::Write { offset: 0, source })?;
+        self.out
+            .flush()
+            .map_err(|source| ImageError::Write { offset: 0, source })?;
         Ok((self.out, manifest))
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), ImageError> {
-        self.out.write_all(bytes).map_err(|source| ImageError::Write {
-            offset: self.position,
-            source,
-        })?;
+        self.out
+            .write_all(bytes)
+            .map_err(|source| ImageError::Write {
+                offset: self.position,
+                source,
+            })?;
         self.position += bytes.len() as u64;
         Ok(())
     }
@@ -258,12 +275,20 @@ impl<W: Write + Seek> ImageWriter<W> {
 
 /// Adds a co-signature to an existing image file. Only the signature
 /// section and the preamble are rewritten; the data region is not touched.
-pub fn add_signature(path: &Path, key: &SigningKey, statement: &SignerStatement) -> Result<(), ImageError> {
+pub fn add_signature(
+    path: &Path,
+    key: &SigningKey,
+    statement: &SignerStatement,
+) -> Result<(), ImageError> {
     let open_err = |source| ImageError::Open {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(open_err)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(open_err)?;
     let sealed = read::open(&file)?;
     // The new signature must cover a manifest that decodes; refuse to sign junk.
     read::decode_exact::<Manifest>(sealed.manifest_bytes(), SectionName::Manifest)?;
@@ -271,9 +296,11 @@ pub fn add_signature(path: &Path, key: &SigningKey, statement: &SignerStatement)
     if entries.len() >= MAX_SIGNATURES {
         return Err(ImageError::TooManySignatures(entries.len() + 1));
     }
-    let entry = sign_manifest(key, sealed.manifest_bytes(), statement).map_err(|source| ImageError::Encode {
-        section: SectionName::Signatures,
-        source,
+    let entry = sign_manifest(key, sealed.manifest_bytes(), statement).map_err(|source| {
+        ImageError::Encode {
+            section: SectionName::Signatures,
+            source,
+        }
     })?;
     entries.push(entry);
     let bytes = encode_signatures(&entries)?;

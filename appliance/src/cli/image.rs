@@ -13,13 +13,15 @@ use reliquary_appliance::capture::{capture, CaptureOptions};
 use reliquary_appliance::sys;
 use reliquary_appliance::verify::{extract, verify_chunks};
 use reliquary_image::keys::SigningKey;
-use reliquary_image::{ExtentKind, Image, Meaning, PartitionScheme, SignerStatement, Trust, TrustStore};
+use reliquary_image::{
+    ExtentKind, Image, Meaning, PartitionScheme, SignerStatement, Trust, TrustStore,
+};
 
 use super::progress::{human_bytes, Meter};
 use super::restore::AuditArgs;
+use super::UsageError;
 use reliquary_appliance::audit::{CheckResult, Payload};
 use reliquary_appliance::restore::records::image_ref;
-use super::UsageError;
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
@@ -134,14 +136,25 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     let chunk_size = u32::try_from(args.chunk_size)
         .ok()
         .filter(|c| c.is_power_of_two() && (64 << 10..=64 << 20).contains(c))
-        .ok_or_else(|| UsageError(format!("--chunk-size {} must be a power of two from 64K to 64M", args.chunk_size)))?;
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--chunk-size {} must be a power of two from 64K to 64M",
+                args.chunk_size
+            ))
+        })?;
     let zero_grain = u32::try_from(args.zero_grain)
         .ok()
         .filter(|g| g.is_power_of_two() && (4096..=65536).contains(g))
-        .ok_or_else(|| UsageError(format!("--zero-grain {} must be a power of two from 4K to 64K", args.zero_grain)))?;
+        .ok_or_else(|| {
+            UsageError(format!(
+                "--zero-grain {} must be a power of two from 4K to 64K",
+                args.zero_grain
+            ))
+        })?;
     let key = SigningKey::load(&args.key)?;
     let signer = signer_name(args.signer, &args.key)?;
-    let source = File::open(&args.source).with_context(|| format!("cannot open {}", args.source.display()))?;
+    let source = File::open(&args.source)
+        .with_context(|| format!("cannot open {}", args.source.display()))?;
     let (size, logical, physical) = if sys::is_block_device(&source)? {
         (
             sys::device_size_bytes(&source)?,
@@ -174,7 +187,9 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     };
     let started = Instant::now();
     let meter = Meter::terminal_only("capture", size);
-    let report = capture(&source, size, &args.output, &key, &opts, &|done, _| meter.set(done))?;
+    let report = capture(&source, size, &args.output, &key, &opts, &|done, _| {
+        meter.set(done)
+    })?;
     meter.finish();
     let m = &report.manifest;
     let seconds = started.elapsed().as_secs_f64();
@@ -186,7 +201,11 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         human_bytes(m.stored_bytes),
         m.logical_bytes() as f64 / seconds.max(1e-3) / 1e6
     );
-    println!("image {} signed by key {}", m.image_uuid, key.public_key().key_id());
+    println!(
+        "image {} signed by key {}",
+        m.image_uuid,
+        key.public_key().key_id()
+    );
     if let Some(note) = report.partition_note {
         println!("note: no partition table recorded: {note}");
     }
@@ -219,7 +238,10 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         print_description(&image);
         println!();
         println!("UNVERIFIED: no trust store was consulted and no chunk was checked.");
-        println!("Run `reliquary verify {} --trust PATH` to prove it.", args.image.display());
+        println!(
+            "Run `reliquary verify {} --trust PATH` to prove it.",
+            args.image.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -238,7 +260,9 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 image: image_ref(&image),
                 result: match &result {
                     Ok(()) => CheckResult::Passed,
-                    Err(e) => CheckResult::Failed { reason: e.to_string() },
+                    Err(e) => CheckResult::Failed {
+                        reason: e.to_string(),
+                    },
                 },
             },
         )?;
@@ -289,7 +313,9 @@ fn signer_name(explicit: Option<String>, key_path: &Path) -> anyhow::Result<Stri
         return Ok(name);
     }
     let pub_path = reliquary_image::keys::public_key_path(key_path);
-    let name = reliquary_image::keys::PublicKey::load(&pub_path).ok().and_then(|(_, n)| n);
+    let name = reliquary_image::keys::PublicKey::load(&pub_path)
+        .ok()
+        .and_then(|(_, n)| n);
     name.ok_or_else(|| {
         UsageError(format!(
             "no signer name: pass --signer NAME or put a name in {}",
@@ -306,7 +332,10 @@ pub fn now_unix() -> i64 {
 pub fn format_time(unix: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| format!("@{unix}"))
 }
 
@@ -323,8 +352,12 @@ fn describe(image: &Image<File>) -> serde_json::Value {
     }
     let scheme = match m.partition_table.scheme {
         PartitionScheme::None => json!({"kind": "none"}),
-        PartitionScheme::Mbr { disk_signature } => json!({"kind": "mbr", "disk_signature": format!("{disk_signature:08x}")}),
-        PartitionScheme::Gpt { disk_guid } => json!({"kind": "gpt", "disk_guid": reliquary_appliance::partition::guid_to_string(&disk_guid)}),
+        PartitionScheme::Mbr { disk_signature } => {
+            json!({"kind": "mbr", "disk_signature": format!("{disk_signature:08x}")})
+        }
+        PartitionScheme::Gpt { disk_guid } => {
+            json!({"kind": "gpt", "disk_guid": reliquary_appliance::partition::guid_to_string(&disk_guid)})
+        }
     };
     json!({
         "trust": match image.trust() { Trust::Verified => "verified", Trust::Unverified => "unverified" },
@@ -367,7 +400,11 @@ fn print_description(image: &Image<File>) {
     let m = image.manifest();
     println!("Image        {}  version {}", m.name, m.version);
     println!("UUID         {}", m.image_uuid);
-    println!("Created      {} by {}", format_time(m.created_unix), m.creator);
+    println!(
+        "Created      {} by {}",
+        format_time(m.created_unix),
+        m.creator
+    );
     if !m.description.is_empty() {
         println!("Description  {}", m.description);
     }
@@ -380,10 +417,24 @@ fn print_description(image: &Image<File>) {
         m.source.size_sectors,
         m.source.logical_sector_size,
         m.source.physical_sector_size,
-        m.source.model.as_deref().map(|s| format!(", model {s}")).unwrap_or_default(),
-        m.source.serial.as_deref().map(|s| format!(", serial {s}")).unwrap_or_default(),
+        m.source
+            .model
+            .as_deref()
+            .map(|s| format!(", model {s}"))
+            .unwrap_or_default(),
+        m.source
+            .serial
+            .as_deref()
+            .map(|s| format!(", serial {s}"))
+            .unwrap_or_default(),
     );
-    println!("Partitions   {}", d["partition_table"]["kind"].as_str().unwrap_or("none").to_uppercase());
+    println!(
+        "Partitions   {}",
+        d["partition_table"]["kind"]
+            .as_str()
+            .unwrap_or("none")
+            .to_uppercase()
+    );
     for p in &m.partition_table.partitions {
         println!(
             "  {:>2}  start {:>12}  {:>10}  type {:<38} {}{}",
@@ -407,7 +458,10 @@ fn print_description(image: &Image<File>) {
         e["count"],
     );
     println!("Image digest {}", hex::encode(m.image_digest));
-    println!("Manifest     sha256 {}", hex::encode(image.manifest_sha256()));
+    println!(
+        "Manifest     sha256 {}",
+        hex::encode(image.manifest_sha256())
+    );
     println!("Signers");
     for s in image.signers() {
         println!(
@@ -417,7 +471,8 @@ fn print_description(image: &Image<File>) {
             s.statement.meaning.as_str(),
             format_time(s.statement.signed_unix),
             match s.status {
-                reliquary_image::SignerStatus::Unchecked => "signature valid, key not checked against a trust store",
+                reliquary_image::SignerStatus::Unchecked =>
+                    "signature valid, key not checked against a trust store",
                 other => other.as_str(),
             }
         );

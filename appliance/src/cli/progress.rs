@@ -59,10 +59,14 @@ impl Meter {
     }
 
     fn draw(&self, done: u64) {
-        let Ok(mut state) = self.state.lock() else { return };
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
         let rate = done as f64 / elapsed / 1e6;
-        let percent = (done.min(self.total) * 100).checked_div(self.total).unwrap_or(100);
+        let percent = (done.min(self.total) * 100)
+            .checked_div(self.total)
+            .unwrap_or(100);
         if self.terminal {
             if state.last_draw.elapsed() < Duration::from_millis(100) && done < self.total {
                 return;

@@ -13,11 +13,14 @@ use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 
 use reliquary_appliance::audit::{
-    AuditLog, CheckResult, Digest, Environment, Operator, Payload, RestoreStarted, RESTORE_RESERVE_BYTES,
+    AuditLog, CheckResult, Digest, Environment, Operator, Payload, RestoreStarted,
+    RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::exit::ExitClass;
 use reliquary_appliance::restore::records::{finished_record, image_ref, target_ref};
-use reliquary_appliance::restore::{self, compare_disk, CancelToken, Outcome, Progress, RestoreOptions, Stage, TargetInfo};
+use reliquary_appliance::restore::{
+    self, compare_disk, CancelToken, Outcome, Progress, RestoreOptions, Stage, TargetInfo,
+};
 use reliquary_image::{Image, TrustStore};
 
 use super::image::open_image;
@@ -41,8 +44,13 @@ pub struct AuditArgs {
 impl AuditArgs {
     /// Opens (and recovers) the audit log, if one was named.
     pub fn open_log(&self, trust: &TrustStore) -> anyhow::Result<Option<AuditLog>> {
-        let Some(dir) = &self.audit else { return Ok(None) };
-        Ok(Some(AuditLog::open(dir, Environment::system(Some(Digest(trust.digest()))))?))
+        let Some(dir) = &self.audit else {
+            return Ok(None);
+        };
+        Ok(Some(AuditLog::open(
+            dir,
+            Environment::system(Some(Digest(trust.digest()))),
+        )?))
     }
 
     pub fn operator(&self) -> Operator {
@@ -262,10 +270,20 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
             CheckResult::Passed
         } else {
             CheckResult::Failed {
-                reason: format!("{} of {} extents differ", report.mismatches.len(), report.extents_compared),
+                reason: format!(
+                    "{} of {} extents differ",
+                    report.mismatches.len(),
+                    report.extents_compared
+                ),
             }
         };
-        let record = log.append(&args.audit.operator(), Payload::DiskChecked { target: target_ref(&info), result })?;
+        let record = log.append(
+            &args.audit.operator(),
+            Payload::DiskChecked {
+                target: target_ref(&info),
+                result,
+            },
+        )?;
         println!("audit record {}", record.seq);
     }
     if args.json {
@@ -301,11 +319,20 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if report.matches() {
-        println!("MATCH: {} equals image {} over its {} bytes", args.target.display(), image.manifest().name, image.manifest().logical_bytes());
+        println!(
+            "MATCH: {} equals image {} over its {} bytes",
+            args.target.display(),
+            image.manifest().name,
+            image.manifest().logical_bytes()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         Err(Unsuccessful {
-            message: format!("{} does not match the image: {} extents differ", args.target.display(), report.mismatches.len()),
+            message: format!(
+                "{} does not match the image: {} extents differ",
+                args.target.display(),
+                report.mismatches.len()
+            ),
             class: ExitClass::Integrity,
         }
         .into())
@@ -315,7 +342,10 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
 /// Opens a disk read-only, with O_DIRECT where the file system allows it.
 fn open_for_check(path: &Path) -> anyhow::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let direct = File::options().read(true).custom_flags(nix::libc::O_DIRECT).open(path);
+    let direct = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(path);
     match direct {
         Ok(f) => Ok(f),
         Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(File::open(path)?),
@@ -353,7 +383,11 @@ fn confirm(info: &TargetInfo, image: &Image<File>) -> anyhow::Result<()> {
         human_bytes(info.size_bytes),
         info.logical_sector_size
     );
-    eprintln!("with image {} version {}.", image.manifest().name, image.manifest().version);
+    eprintln!(
+        "with image {} version {}.",
+        image.manifest().name,
+        image.manifest().version
+    );
     eprint!("Type `yes` to continue: ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
@@ -375,7 +409,10 @@ fn draw_progress(rx: std::sync::mpsc::Receiver<Progress>) {
             if !terminal {
                 eprintln!("stage: {}", p.stage);
             }
-            current = Some((p.stage, Meter::with_plain_lines(stage_label(p.stage), p.bytes_total)));
+            current = Some((
+                p.stage,
+                Meter::with_plain_lines(stage_label(p.stage), p.bytes_total),
+            ));
         }
         if let Some((_, meter)) = &current {
             meter.set(p.bytes_done);

@@ -75,13 +75,21 @@ fn parse_header(sector: &[u8], disk_sectors: u64) -> Result<(GptHeader, Vec<u8>)
     if h.entry_size < 128 || h.entry_size % 8 != 0 || h.entries_bytes() > MAX_ENTRIES_BYTES {
         return Err(GptError::InvalidHeader("entry size or count out of range"));
     }
-    if h.entries_lba >= disk_sectors || h.first_usable > h.last_usable || h.last_usable >= disk_sectors {
+    if h.entries_lba >= disk_sectors
+        || h.first_usable > h.last_usable
+        || h.last_usable >= disk_sectors
+    {
         return Err(GptError::InvalidHeader("LBA fields outside the disk"));
     }
     Ok((h, raw))
 }
 
-fn read_entries<S: ReadAt>(disk: &S, h: &GptHeader, sector_size: u32, entries_crc: u32) -> Result<Vec<u8>, GptError> {
+fn read_entries<S: ReadAt>(
+    disk: &S,
+    h: &GptHeader,
+    sector_size: u32,
+    entries_crc: u32,
+) -> Result<Vec<u8>, GptError> {
     let offset = h.entries_lba * u64::from(sector_size);
     let mut entries = vec![0u8; h.entries_bytes() as usize];
     disk.read_exact_at(&mut entries, offset)
@@ -139,13 +147,19 @@ pub(super) fn read_primary<S: ReadAt>(
 /// `target_sectors`, moves the backup entries and header to the last
 /// sectors, extends the last usable LBA, and grows the protective MBR.
 /// Returns false when nothing needed doing (same size, or not GPT).
-pub fn relocate_backup_gpt(disk: &File, sector_size: u32, image_sectors: u64, target_sectors: u64) -> Result<bool, GptError> {
+pub fn relocate_backup_gpt(
+    disk: &File,
+    sector_size: u32,
+    image_sectors: u64,
+    target_sectors: u64,
+) -> Result<bool, GptError> {
     if target_sectors <= image_sectors {
         return Ok(false);
     }
     let ss = u64::from(sector_size);
     let mut sector0 = vec![0u8; sector_size as usize];
-    FileExt::read_exact_at(disk, &mut sector0, 0).map_err(|source| GptError::Read { offset: 0, source })?;
+    FileExt::read_exact_at(disk, &mut sector0, 0)
+        .map_err(|source| GptError::Read { offset: 0, source })?;
     let Some(mbr) = mbr::parse(&sector0) else {
         return Ok(false);
     };
@@ -176,7 +190,10 @@ pub fn relocate_backup_gpt(disk: &File, sector_size: u32, image_sectors: u64, ta
     let old_backup_start = image_sectors
         .checked_sub(entries_sectors + 1)
         .ok_or(GptError::InvalidHeader("the image is smaller than its GPT"))?;
-    write(&vec![0u8; ((entries_sectors + 1) * ss) as usize], old_backup_start)?;
+    write(
+        &vec![0u8; ((entries_sectors + 1) * ss) as usize],
+        old_backup_start,
+    )?;
 
     write(&entries, backup_entries_lba)?;
     let mut backup = header.clone();
@@ -193,11 +210,18 @@ pub fn relocate_backup_gpt(disk: &File, sector_size: u32, image_sectors: u64, ta
         }
     }
     write(&sector0, 0)?;
-    disk.sync_all().map_err(|source| GptError::Write { offset: 0, source })?;
+    disk.sync_all()
+        .map_err(|source| GptError::Write { offset: 0, source })?;
     Ok(true)
 }
 
-fn set_header_fields(header: &mut [u8], current: u64, backup: u64, last_usable: u64, entries_lba: u64) {
+fn set_header_fields(
+    header: &mut [u8],
+    current: u64,
+    backup: u64,
+    last_usable: u64,
+    entries_lba: u64,
+) {
     header[24..32].copy_from_slice(&current.to_le_bytes());
     header[32..40].copy_from_slice(&backup.to_le_bytes());
     header[48..56].copy_from_slice(&last_usable.to_le_bytes());
@@ -248,7 +272,13 @@ mod tests {
         let last = sectors - 1;
         let mut backup = header.clone();
         set_header_fields(&mut header, 1, last, last - entries_sectors - 1, 2);
-        set_header_fields(&mut backup, last, 1, last - entries_sectors - 1, last - entries_sectors);
+        set_header_fields(
+            &mut backup,
+            last,
+            1,
+            last - entries_sectors - 1,
+            last - entries_sectors,
+        );
         disk[ss..ss + HEADER_LEN].copy_from_slice(&header);
         disk[2 * ss..2 * ss + entries.len()].copy_from_slice(&entries);
         let backup_entries = (last - entries_sectors) as usize * ss;
@@ -287,7 +317,9 @@ mod tests {
         let protective_len = u32::from_le_bytes(disk[446 + 12..446 + 16].try_into().unwrap());
         assert_eq!(protective_len, 16383);
         // The stale backup at the old end is gone.
-        assert!(disk[8191 * SECTOR as usize..8192 * SECTOR as usize].iter().all(|&b| b == 0));
+        assert!(disk[8191 * SECTOR as usize..8192 * SECTOR as usize]
+            .iter()
+            .all(|&b| b == 0));
     }
 
     #[test]
@@ -309,10 +341,16 @@ mod tests {
     fn corrupt_headers_are_rejected_without_panics() {
         let mut disk = gpt_disk(8192);
         disk[512 + 30] ^= 1; // inside the CRC-covered header
-        assert!(matches!(read_primary(&disk, SECTOR, 8192), Err(GptError::InvalidHeader(_))));
+        assert!(matches!(
+            read_primary(&disk, SECTOR, 8192),
+            Err(GptError::InvalidHeader(_))
+        ));
         let mut disk = gpt_disk(8192);
         disk[2 * 512 + 40] ^= 1; // inside the entries
-        assert!(matches!(read_primary(&disk, SECTOR, 8192), Err(GptError::EntriesCrc)));
+        assert!(matches!(
+            read_primary(&disk, SECTOR, 8192),
+            Err(GptError::EntriesCrc)
+        ));
         for len in [0usize, 10, 100, 600] {
             let _ = read_primary(&disk[..len.min(disk.len())].to_vec(), SECTOR, 8192);
         }

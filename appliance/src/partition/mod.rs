@@ -14,7 +14,11 @@ use reliquary_image::{Partition, PartitionScheme, PartitionTable, ReadAt};
 /// Reads the partition table of a disk of `disk_sectors` sectors. A disk
 /// whose table is missing or does not parse yields `PartitionScheme::None`
 /// with the reason, so capture can still proceed on an ISO or a bare disk.
-pub fn summarize<S: ReadAt>(disk: &S, sector_size: u32, disk_sectors: u64) -> (PartitionTable, Option<String>) {
+pub fn summarize<S: ReadAt>(
+    disk: &S,
+    sector_size: u32,
+    disk_sectors: u64,
+) -> (PartitionTable, Option<String>) {
     let mut sector0 = vec![0u8; sector_size as usize];
     if disk_sectors == 0 || disk.read_exact_at(&mut sector0, 0).is_err() {
         return (none(), Some("the first sector cannot be read".into()));
@@ -33,7 +37,10 @@ pub fn summarize<S: ReadAt>(disk: &S, sector_size: u32, disk_sectors: u64) -> (P
                 },
                 None,
             ),
-            Err(e) => (none(), Some(format!("protective MBR but the GPT is unreadable: {e}"))),
+            Err(e) => (
+                none(),
+                Some(format!("protective MBR but the GPT is unreadable: {e}")),
+            ),
         };
     }
     let partitions: Vec<Partition> = mbr

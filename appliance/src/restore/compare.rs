@@ -115,12 +115,13 @@ pub fn compare_disk(
                 }
                 let buf = buf.as_mut().map_err(|e| RestoreError::Buffer(e.clone()))?;
                 let bytes = &mut buf.as_mut_slice()[..piece.len];
-                disk.read_exact_at(bytes, piece.offset)
-                    .map_err(|source| RestoreError::TargetIo {
+                disk.read_exact_at(bytes, piece.offset).map_err(|source| {
+                    RestoreError::TargetIo {
                         operation: "read back",
                         offset: piece.offset,
                         source,
-                    })?;
+                    }
+                })?;
                 progress(piece.len as u64);
                 let verdict = if piece.zero {
                     Verdict::Zero(is_zero(bytes))

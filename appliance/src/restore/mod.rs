@@ -141,7 +141,9 @@ pub enum Outcome {
 pub enum RestoreError {
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("refusing to write {path}: it is not a whole disk; choose the disk itself, not a partition")]
+    #[error(
+        "refusing to write {path}: it is not a whole disk; choose the disk itself, not a partition"
+    )]
     NotAWholeDisk { path: std::path::PathBuf },
     #[error("refusing to write {path}: it is the image file being restored")]
     TargetIsImage { path: std::path::PathBuf },
@@ -175,9 +177,9 @@ pub enum RestoreError {
 impl RestoreError {
     pub fn exit_class(&self) -> ExitClass {
         match self {
-            RestoreError::Refused(_) | RestoreError::NotAWholeDisk { .. } | RestoreError::TargetIsImage { .. } => {
-                ExitClass::Refused
-            }
+            RestoreError::Refused(_)
+            | RestoreError::NotAWholeDisk { .. }
+            | RestoreError::TargetIsImage { .. } => ExitClass::Refused,
             RestoreError::Sys(e) => e.exit_class(),
             RestoreError::Image(e) if e.is_integrity_failure() => ExitClass::Integrity,
             RestoreError::Readback { .. } => ExitClass::Integrity,

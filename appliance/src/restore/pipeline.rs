@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use reliquary_image::{ChunkDecoder, ChunkEntry, ExtentKind, Image, PlacedExtent};
 
 use super::compare::compare_disk;
-use super::{CancelToken, Outcome, Progress, RestoreError, RestoreOptions, RestoreReport, Stage, Target, WIPE_BYTES};
+use super::{
+    CancelToken, Outcome, Progress, RestoreError, RestoreOptions, RestoreReport, Stage, Target,
+    WIPE_BYTES,
+};
 use crate::partition::relocate_backup_gpt;
 use crate::sys::{self, AlignedBuf};
 
@@ -47,12 +50,18 @@ pub fn run(
                  do not boot this disk, and wipe it before reuse"
             ));
         }
-        report.stage_durations.push((Stage::Wiping, wipe_started.elapsed()));
+        report
+            .stage_durations
+            .push((Stage::Wiping, wipe_started.elapsed()));
         report.outcome = match error {
             RestoreError::Cancelled => Outcome::Cancelled,
             error => {
                 let (chunk, sectors) = locate(&error);
-                Outcome::Failed { error, chunk, sectors }
+                Outcome::Failed {
+                    error,
+                    chunk,
+                    sectors,
+                }
             }
         };
     }
@@ -69,7 +78,9 @@ fn run_stages(
 ) -> Result<(), RestoreError> {
     let mut stage_started = Instant::now();
     let mut end_stage = |report: &mut RestoreReport, stage| {
-        report.stage_durations.push((stage, stage_started.elapsed()));
+        report
+            .stage_durations
+            .push((stage, stage_started.elapsed()));
         stage_started = Instant::now();
     };
 
@@ -84,12 +95,32 @@ fn run_stages(
         .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
         .map(|e| e.sector_count * u64::from(image.sector_size()))
         .sum();
-    let data_chunks = first.iter().chain(&last).filter(|e| matches!(e.kind, ExtentKind::Data { .. })).count();
+    let data_chunks = first
+        .iter()
+        .chain(&last)
+        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
+        .count();
     let meter = Meter::new(progress, Stage::Writing, data_bytes, data_chunks as u64);
     meter.send(true);
-    write_extents(image, target, &first, opts, &meter, cancel, &mut report.bytes_written)?;
+    write_extents(
+        image,
+        target,
+        &first,
+        opts,
+        &meter,
+        cancel,
+        &mut report.bytes_written,
+    )?;
     sync(target)?;
-    write_extents(image, target, &last, opts, &meter, cancel, &mut report.bytes_written)?;
+    write_extents(
+        image,
+        target,
+        &last,
+        opts,
+        &meter,
+        cancel,
+        &mut report.bytes_written,
+    )?;
     sync(target)?;
     meter.send(true);
     end_stage(report, Stage::Writing);
@@ -98,7 +129,13 @@ fn run_stages(
         let total = readback_bytes(image, opts.zero_unmapped);
         let meter = Meter::new(progress, Stage::ReadingBack, total, 0);
         meter.send(true);
-        let check = compare_disk(image, &target.file, opts.zero_unmapped, &|n| meter.add(n, 0), cancel)?;
+        let check = compare_disk(
+            image,
+            &target.file,
+            opts.zero_unmapped,
+            &|n| meter.add(n, 0),
+            cancel,
+        )?;
         meter.send(true);
         if let Some(m) = check.mismatches.first() {
             return Err(RestoreError::Readback {
@@ -225,7 +262,17 @@ fn write_extents(
     std::thread::scope(|scope| {
         let reader_jobs = job_tx.clone();
         let stop = &stop;
-        scope.spawn(move || read_stored_chunks(image, extents, opts, &pool_rx, &decode_tx, &reader_jobs, stop));
+        scope.spawn(move || {
+            read_stored_chunks(
+                image,
+                extents,
+                opts,
+                &pool_rx,
+                &decode_tx,
+                &reader_jobs,
+                stop,
+            )
+        });
         for _ in 0..threads {
             let jobs = job_tx.clone();
             let decode_rx = &decode_rx;
@@ -354,7 +401,11 @@ fn decode_chunks(jobs_in: &Mutex<Receiver<DecodeJob>>, jobs_out: &SyncSender<Job
     }
 }
 
-fn zero_extent(image: &Image<File>, target: &Target, extent: &PlacedExtent) -> Result<(), RestoreError> {
+fn zero_extent(
+    image: &Image<File>,
+    target: &Target,
+    extent: &PlacedExtent,
+) -> Result<(), RestoreError> {
     let sector = u64::from(image.sector_size());
     let (offset, len) = (extent.start_sector * sector, extent.sector_count * sector);
     let result = if target.info.is_block_device {
@@ -365,7 +416,8 @@ fn zero_extent(image: &Image<File>, target: &Target, extent: &PlacedExtent) -> R
     match result {
         Ok(()) => Ok(()),
         Err(e) if e.wants_zero_fallback() => {
-            let zeros = AlignedBuf::new((4 << 20).min(len as usize).max(IO_ALIGNMENT), IO_ALIGNMENT)?;
+            let zeros =
+                AlignedBuf::new((4 << 20).min(len as usize).max(IO_ALIGNMENT), IO_ALIGNMENT)?;
             let mut at = offset;
             while at < offset + len {
                 let n = (offset + len - at).min(zeros.len() as u64) as usize;
@@ -378,7 +430,12 @@ fn zero_extent(image: &Image<File>, target: &Target, extent: &PlacedExtent) -> R
     }
 }
 
-fn write_at(target: &Target, bytes: &[u8], offset: u64, operation: &'static str) -> Result<(), RestoreError> {
+fn write_at(
+    target: &Target,
+    bytes: &[u8],
+    offset: u64,
+    operation: &'static str,
+) -> Result<(), RestoreError> {
     target
         .file
         .write_all_at(bytes, offset)
@@ -390,11 +447,14 @@ fn write_at(target: &Target, bytes: &[u8], offset: u64, operation: &'static str)
 }
 
 fn sync(target: &Target) -> Result<(), RestoreError> {
-    target.file.sync_all().map_err(|source| RestoreError::TargetIo {
-        operation: "flush",
-        offset: 0,
-        source,
-    })
+    target
+        .file
+        .sync_all()
+        .map_err(|source| RestoreError::TargetIo {
+            operation: "flush",
+            offset: 0,
+            source,
+        })
 }
 
 fn readback_bytes(image: &Image<File>, zero_unmapped: bool) -> u64 {
@@ -473,12 +533,19 @@ impl<'a> Meter<'a> {
     /// Sends an event; unforced ones at most every 50 ms.
     fn send(&self, force: bool) {
         let Ok(mut s) = self.state.lock() else { return };
-        if !force && s.last_sent.is_some_and(|t| t.elapsed() < Duration::from_millis(50)) {
+        if !force
+            && s.last_sent
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(50))
+        {
             return;
         }
         s.last_sent = Some(Instant::now());
         let elapsed = self.started.elapsed().as_secs_f64();
-        let rate = if elapsed > 0.0 { s.done as f64 / elapsed } else { 0.0 };
+        let rate = if elapsed > 0.0 {
+            s.done as f64 / elapsed
+        } else {
+            0.0
+        };
         let eta = (rate > 0.0 && s.done <= self.total)
             .then(|| Duration::from_secs_f64((self.total - s.done) as f64 / rate));
         let _ = self.tx.send(Progress {

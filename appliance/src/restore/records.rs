@@ -41,7 +41,12 @@ pub fn target_ref(info: &TargetInfo) -> TargetRef {
 }
 
 /// The `RestoreFinished` record for a report.
-pub fn finished_record(started_seq: u64, image: ImageRef, target: TargetRef, report: &RestoreReport) -> RestoreFinished {
+pub fn finished_record(
+    started_seq: u64,
+    image: ImageRef,
+    target: TargetRef,
+    report: &RestoreReport,
+) -> RestoreFinished {
     let outcome = match &report.outcome {
         Outcome::Success => RestoreOutcome::Success,
         Outcome::Cancelled => RestoreOutcome::Cancelled,

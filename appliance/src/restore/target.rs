@@ -42,7 +42,12 @@ impl Target {
 /// Runs every safety refusal for restoring `image` (read from
 /// `image_path`, found in `vault`) onto `path`, then opens it. A regular
 /// file is created or extended to the image's size.
-pub fn open_target(path: &Path, image: &Image<File>, image_path: &Path, vault: Option<&Path>) -> Result<Target, RestoreError> {
+pub fn open_target(
+    path: &Path,
+    image: &Image<File>,
+    image_path: &Path,
+    vault: Option<&Path>,
+) -> Result<Target, RestoreError> {
     let manifest = image.manifest();
     let requirement = TargetRequirement {
         min_size_bytes: manifest.logical_bytes(),
@@ -71,7 +76,9 @@ fn open_block_device(
         other => other.into(),
     })?;
     if opened.kind != TargetKind::BlockDevice {
-        return Err(RestoreError::NotAWholeDisk { path: path.to_path_buf() });
+        return Err(RestoreError::NotAWholeDisk {
+            path: path.to_path_buf(),
+        });
     }
     // sysfs could be stale; the open device is what will be written.
     let size_bytes = sys::device_size_bytes(&opened.file)?;
@@ -124,13 +131,21 @@ fn find_disk(path: &Path, image_path: &Path, vault: Option<&Path>) -> Result<Dis
     discover_system(true, &paths)?
         .into_iter()
         .find(|d| d.devnum == devnum)
-        .ok_or_else(|| RestoreError::NotAWholeDisk { path: path.to_path_buf() })
+        .ok_or_else(|| RestoreError::NotAWholeDisk {
+            path: path.to_path_buf(),
+        })
 }
 
-fn open_regular_file(path: &Path, requirement: &TargetRequirement, image_path: &Path) -> Result<Target, RestoreError> {
+fn open_regular_file(
+    path: &Path,
+    requirement: &TargetRequirement,
+    image_path: &Path,
+) -> Result<Target, RestoreError> {
     if let (Ok(target), Ok(image)) = (std::fs::metadata(path), std::fs::metadata(image_path)) {
         if target.dev() == image.dev() && target.ino() == image.ino() {
-            return Err(RestoreError::TargetIsImage { path: path.to_path_buf() });
+            return Err(RestoreError::TargetIsImage {
+                path: path.to_path_buf(),
+            });
         }
     }
     let io_err = |operation, source| RestoreError::TargetIo {
@@ -157,7 +172,8 @@ fn open_regular_file(path: &Path, requirement: &TargetRequirement, image_path: &
     };
     let len = file.metadata().map_err(|e| io_err("stat", e))?.len();
     if len < requirement.min_size_bytes {
-        file.set_len(requirement.min_size_bytes).map_err(|e| io_err("extend", e))?;
+        file.set_len(requirement.min_size_bytes)
+            .map_err(|e| io_err("extend", e))?;
     }
     Ok(Target {
         info: TargetInfo {
