@@ -7,13 +7,25 @@ use crate::manifest::Manifest;
 use crate::read::{self, ChunkDecoder};
 use crate::SectionName;
 
-/// The preamble check, then the whole open-and-decode path without trust.
+/// The preamble check, then the whole open-and-decode path without trust,
+/// then sector lookups and every chunk's decoding and verification.
 pub fn preamble(data: &[u8]) {
     if let Ok(raw) = <&[u8; PREAMBLE_LEN]>::try_from(data.get(..PREAMBLE_LEN).unwrap_or(&[])) {
         let _ = read::check_preamble(raw, data.len() as u64);
     }
-    if let Ok(sealed) = read::open(data) {
-        let _ = sealed.open_unverified();
+    let Ok(image) = read::open(data).and_then(|sealed| sealed.open_unverified()) else {
+        return;
+    };
+    let size = image.manifest().source.size_sectors;
+    for sector in [0, size / 2, size.saturating_sub(1), size] {
+        let _ = image.extent_at_sector(sector);
+    }
+    let _ = image.extents().count();
+    let mut decoder = ChunkDecoder::new();
+    let mut out = Vec::new();
+    for chunk in 0..image.index().chunks.len().min(64) as u32 {
+        let _ = image.chunk_sectors(chunk);
+        let _ = image.read_chunk(chunk, &mut decoder, &mut out);
     }
 }
 

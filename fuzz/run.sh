@@ -1,0 +1,43 @@
+#!/bin/sh
+# Builds every fuzz target and runs each for N seconds (default 20):
+#   fuzz/run.sh [SECONDS]
+# Needs the nightly toolchain and cargo-fuzz (installed here if missing).
+# Corpora start from the golden image (tests/golden/golden.rimg) and its
+# sections, so the fuzzer starts deep in the format. A crash stops the run
+# with a non-zero exit; the input is in fuzz/artifacts/TARGET/ and
+# `cargo +nightly fuzz run TARGET fuzz/artifacts/TARGET/crash-…` replays it.
+set -eu
+cd "$(dirname "$0")"
+secs=${1:-20}
+golden=../image-format/tests/golden/golden.rimg
+
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+cargo +nightly fuzz build
+
+# u64 little-endian at byte $1 of the golden image's preamble.
+word() { od -An -t u8 -j "$1" -N 8 "$golden" | tr -d ' '; }
+section() { # name offset-field
+  mkdir -p "corpus/$1"
+  dd if="$golden" of="corpus/$1/golden" bs=1 skip="$(word "$2")" count="$(word $(($2 + 8)))" 2>/dev/null
+}
+mkdir -p corpus/preamble corpus/chunk
+cp "$golden" corpus/preamble/golden
+section index 48
+section manifest 64
+# chunk: one byte giving the raw length ((b + 1) * 4096), then a zstd frame.
+if command -v zstd >/dev/null 2>&1; then
+  { printf '\001'; yes "setpoint 42; valve open" | head -c 8192 | zstd -q -c -3; } > corpus/chunk/text
+fi
+
+mkdir -p logs
+for target in preamble manifest index chunk; do
+  echo "== fuzz $target for ${secs}s"
+  if ! cargo +nightly fuzz run "$target" "corpus/$target" -- \
+    -max_total_time="$secs" -malloc_limit_mb=512 -timeout=10 -print_final_stats=1 \
+    >"logs/$target.log" 2>&1; then
+    tail -n 60 "logs/$target.log"
+    echo "fuzz target $target FAILED; the input is in fuzz/artifacts/$target/" >&2
+    exit 1
+  fi
+  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "logs/$target.log" || true
+done
