@@ -233,16 +233,11 @@ fn verify_source<S: Source + ?Sized>(
     }
     // Signatures dominate the cost; records are independent, so check and
     // decode them in parallel.
-    let checked: Vec<(bool, Result<Record, String>)> = scan
-        .frames
-        .par_iter()
+    let signatures_ok = check_signatures(key, &scan.frames);
+    let checked: Vec<(bool, Result<Record, String>)> = signatures_ok
+        .into_par_iter()
         .zip(bodies.par_iter())
-        .map(|(f, (body, preamble))| {
-            (
-                key.verify(&signature_message(&f.record_hash), &f.signature),
-                decode_body(body, preamble).map_err(|e| e.to_string()),
-            )
-        })
+        .map(|(ok, (body, preamble))| (ok, decode_body(body, preamble).map_err(|e| e.to_string())))
         .collect();
     drop(bodies);
     let finished: HashSet<u64> = checked
@@ -561,4 +556,45 @@ fn next_valid_frame<S: Source + ?Sized>(src: &S, off: u64, scratch: &mut Vec<u8>
         p += FRAME_ALIGN;
     }
     None
+}
+
+/// How many signatures are checked together.
+const SIGNATURE_BATCH: usize = 64;
+
+/// Checks every frame's signature, in order. Batches are checked with the
+/// batch equation, several times faster than one by one; a batch that fails
+/// is checked again one signature at a time with `ring`'s strict check, so
+/// a bad signature is named exactly as a single check would name it.
+fn check_signatures(key: &PublicKey, frames: &[FrameSummary]) -> Vec<bool> {
+    frames
+        .par_chunks(SIGNATURE_BATCH)
+        .flat_map_iter(|batch| {
+            let messages: Vec<Vec<u8>> = batch
+                .iter()
+                .map(|f| signature_message(&f.record_hash))
+                .collect();
+            if batch_verifies(key, batch, &messages) {
+                vec![true; batch.len()]
+            } else {
+                batch
+                    .iter()
+                    .zip(&messages)
+                    .map(|(f, m)| key.verify(m, &f.signature))
+                    .collect()
+            }
+        })
+        .collect()
+}
+
+fn batch_verifies(key: &PublicKey, batch: &[FrameSummary], messages: &[Vec<u8>]) -> bool {
+    let Ok(verifying_key) = ed25519_dalek::VerifyingKey::from_bytes(key.as_bytes()) else {
+        return false;
+    };
+    let signatures: Vec<ed25519_dalek::Signature> = batch
+        .iter()
+        .map(|f| ed25519_dalek::Signature::from_bytes(&f.signature))
+        .collect();
+    let messages: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    let keys = vec![verifying_key; batch.len()];
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
 }
