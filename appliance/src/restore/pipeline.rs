@@ -254,6 +254,13 @@ fn write_extents(
     for _ in 0..buffers {
         let _ = pool_tx.send(AlignedBuf::new(chunk_size, IO_ALIGNMENT)?);
     }
+    // Stored bytes are read into reused buffers too: allocating and
+    // zero-filling a fresh one per chunk costs as much as a core's hashing.
+    let stored_buffers = threads + 2;
+    let (stored_tx, stored_rx) = sync_channel::<Vec<u8>>(stored_buffers);
+    for _ in 0..stored_buffers {
+        let _ = stored_tx.send(Vec::with_capacity(chunk_size));
+    }
     let (decode_tx, decode_rx) = sync_channel::<DecodeJob>(threads);
     let (job_tx, job_rx) = sync_channel::<Job>(buffers);
     let decode_rx = Mutex::new(decode_rx);
@@ -267,7 +274,10 @@ fn write_extents(
                 image,
                 extents,
                 opts,
-                &pool_rx,
+                Pools {
+                    buffers: &pool_rx,
+                    stored: &stored_rx,
+                },
                 &decode_tx,
                 &reader_jobs,
                 stop,
@@ -275,8 +285,9 @@ fn write_extents(
         });
         for _ in 0..threads {
             let jobs = job_tx.clone();
+            let stored_return = stored_tx.clone();
             let decode_rx = &decode_rx;
-            scope.spawn(move || decode_chunks(decode_rx, &jobs));
+            scope.spawn(move || decode_chunks(decode_rx, &stored_return, &jobs));
         }
         drop(job_tx);
 
@@ -326,11 +337,19 @@ fn write_extents(
     })
 }
 
+/// The reader's sources of reusable buffers.
+struct Pools<'a> {
+    /// Aligned buffers for decoded chunks, returned by the writer.
+    buffers: &'a Receiver<AlignedBuf>,
+    /// Buffers for stored bytes, returned by the decoders.
+    stored: &'a Receiver<Vec<u8>>,
+}
+
 fn read_stored_chunks(
     image: &Image<File>,
     extents: &[PlacedExtent],
     opts: &RestoreOptions,
-    pool: &Receiver<AlignedBuf>,
+    pools: Pools<'_>,
     decode: &SyncSender<DecodeJob>,
     jobs: &SyncSender<Job>,
     stop: &AtomicBool,
@@ -341,11 +360,15 @@ fn read_stored_chunks(
         }
         let sent = match extent.kind {
             ExtentKind::Data { chunk } => {
-                let Ok(buf) = pool.recv() else { return };
+                let Ok(buf) = pools.buffers.recv() else {
+                    return;
+                };
+                let Ok(mut stored) = pools.stored.recv() else {
+                    return;
+                };
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
-                let mut stored = Vec::new();
                 match image.read_stored(chunk, &mut stored) {
                     Ok(entry) => decode
                         .send(DecodeJob {
@@ -369,7 +392,11 @@ fn read_stored_chunks(
     }
 }
 
-fn decode_chunks(jobs_in: &Mutex<Receiver<DecodeJob>>, jobs_out: &SyncSender<Job>) {
+fn decode_chunks(
+    jobs_in: &Mutex<Receiver<DecodeJob>>,
+    stored_return: &SyncSender<Vec<u8>>,
+    jobs_out: &SyncSender<Job>,
+) {
     let mut decoder = ChunkDecoder::new();
     loop {
         let next = match jobs_in.lock() {
@@ -386,6 +413,8 @@ fn decode_chunks(jobs_in: &Mutex<Receiver<DecodeJob>>, jobs_out: &SyncSender<Job
                 reason: "it is larger than the chunk size".into(),
             }),
         };
+        // The pool has room for every stored buffer, so this never blocks.
+        let _ = stored_return.try_send(std::mem::take(&mut job.stored));
         let out = match result {
             // Verified: only now may the bytes reach the disk.
             Ok(()) => Job::Write {
