@@ -9,6 +9,8 @@ use clap::Args;
 
 use reliquary_appliance::discover::{self, Disk, SystemPaths};
 
+use super::progress::human_bytes;
+
 #[derive(Debug, Args)]
 pub struct TargetsArgs {
     /// Print JSON instead of a table.
@@ -53,7 +55,7 @@ fn write_table(out: &mut impl Write, disks: &[Disk]) -> std::io::Result<()> {
             out,
             "{:<16} {:>10} {:>9} {:<9} {:<24} {:<20} {}",
             disk.path.display(),
-            human_size(disk.size_bytes),
+            human_bytes(disk.size_bytes),
             format!("{}/{}", disk.logical_sector_size, disk.physical_sector_size),
             disk.transport.to_string(),
             disk.model.as_deref().unwrap_or("-"),
@@ -77,7 +79,7 @@ fn write_table(out: &mut impl Write, disks: &[Disk]) -> std::io::Result<()> {
                 out,
                 "  {:<14} {:>10}  start {:<10} {}",
                 part.path.display(),
-                human_size(part.size_bytes),
+                human_bytes(part.size_bytes),
                 part.start_sector_512,
                 what
             )?;
@@ -106,20 +108,4 @@ fn flags(disk: &Disk) -> String {
     .filter_map(|(on, word)| on.then_some(word))
     .collect::<Vec<_>>()
     .join(",")
-}
-
-/// Binary units with one decimal, as disk tools print them.
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
