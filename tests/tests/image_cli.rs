@@ -1156,21 +1156,28 @@ fn not_an_image_and_missing_files() {
 }
 
 #[test]
-fn an_oversized_policy_is_refused_not_cut() {
-    // A revocation after 64 KiB of comments must not be silently dropped.
+fn a_long_policy_is_read_whole_and_an_oversized_one_refused() {
+    // A revocation after 70 KiB of comments still applies...
     let (work, key, _, image) = tamper_fixture();
     let uuid = inspect_json(&image)["uuid"]
         .as_str()
         .expect("uuid")
         .to_string();
-    let mut policy =
-        "# padding padding padding padding padding padding padding padding\n".repeat(1100);
-    policy += &format!("revoke-image {uuid}\n");
-    let trust = trust_dir(&work, "trust-big", &[&key], &policy);
+    let line = "# padding padding padding padding padding padding padding padding\n";
+    let policy = format!("{}revoke-image {uuid}\n", line.repeat(1100));
+    let trust = trust_dir(&work, "trust-long", &[&key], &policy);
+    fails(
+        &verify(&image, &trust),
+        3,
+        &[&format!("image {uuid} is revoked")],
+    );
+    // ...and a policy over the 256 KiB cap is refused, never read in part.
+    let policy = format!("{}revoke-image {uuid}\n", line.repeat(4000));
+    let trust = trust_dir(&work, "trust-huge", &[&key], &policy);
     let out = verify(&image, &trust);
     assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("is larger than 65536 bytes"),
+        String::from_utf8_lossy(&out.stderr).contains("is larger than 262144 bytes"),
         "{}",
         describe(&out)
     );
