@@ -181,7 +181,8 @@ fn the_hand_made_image_is_valid() {
 fn manifest_rules() {
     let f = fixture();
     let (region, index) = good();
-    let cases: Vec<(Box<dyn FnOnce(&mut Manifest)>, &str)> = vec![
+    type Case = (Box<dyn FnOnce(&mut Manifest)>, &'static str);
+    let cases: Vec<Case> = vec![
         (
             Box::new(|m| m.source.logical_sector_size = 1024),
             "the logical sector size must be 512 or 4096",
