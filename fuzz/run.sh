@@ -29,8 +29,24 @@ if command -v zstd >/dev/null 2>&1; then
   { printf '\001'; yes "setpoint 42; valve open" | head -c 8192 | zstd -q -c -3; } > corpus/chunk/text
 fi
 
+# The appliance's parsers start from real inputs of this machine and the
+# committed audit-log fixtures.
+mkdir -p corpus/audit_log corpus/checkpoint corpus/mountinfo corpus/partition_table
+cp ../tests/fixtures/audit/golden/audit.log corpus/audit_log/golden
+cp ../tests/fixtures/audit/golden/checkpoint corpus/checkpoint/golden
+cp /proc/self/mountinfo corpus/mountinfo/self
+if command -v sfdisk >/dev/null 2>&1 && [ ! -f corpus/partition_table/mbr ]; then
+  truncate -s 2M corpus/partition_table/mbr
+  printf 'label: dos\nstart=2048, size=1024, type=7, bootable\nstart=3072, type=7\n' |
+    sfdisk -q corpus/partition_table/mbr >/dev/null
+fi
+if command -v sgdisk >/dev/null 2>&1 && [ ! -f corpus/partition_table/gpt ]; then
+  truncate -s 2M corpus/partition_table/gpt
+  sgdisk -q -n 1:2048:+256K -c 1:EFI -n 2:0:0 -c 2:Windows corpus/partition_table/gpt >/dev/null
+fi
+
 mkdir -p logs
-for target in preamble manifest index chunk; do
+for target in preamble manifest index chunk audit_log checkpoint mountinfo partition_table; do
   echo "== fuzz $target for ${secs}s"
   if ! cargo +nightly fuzz run "$target" "corpus/$target" -- \
     -max_total_time="$secs" -malloc_limit_mb=512 -timeout=10 -print_final_stats=1 \

@@ -1,0 +1,60 @@
+//! Entry points for the fuzz targets in `fuzz/` that cover the appliance's
+//! parsers of untrusted bytes: audit logs, checkpoints, mount tables and
+//! partition tables. Each must return without panicking or allocating
+//! without bound, whatever the input.
+
+use std::io::Cursor;
+
+use reliquary_image::keys::PublicKey;
+
+use crate::audit::{verify_bytes, Checkpoint};
+
+/// The Ed25519 base point: a valid key that signed nothing in the input.
+const SOME_KEY: [u8; 32] = [
+    0x58, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+    0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+];
+
+/// Scans and verifies arbitrary bytes as an audit log.
+pub fn audit_log(data: &[u8]) {
+    if let Ok(key) = PublicKey::from_bytes(SOME_KEY) {
+        let _ = verify_bytes(data, &key, None);
+    }
+}
+
+/// Parses arbitrary text as a signed checkpoint note.
+pub fn checkpoint(data: &[u8]) {
+    if let (Ok(text), Ok(key)) = (std::str::from_utf8(data), PublicKey::from_bytes(SOME_KEY)) {
+        let _ = Checkpoint::parse_verified(text, &key);
+    }
+}
+
+/// Parses arbitrary bytes as `/proc/self/mountinfo`.
+pub fn mountinfo(data: &[u8]) {
+    let _ = crate::discover::parse_mountinfo(Cursor::new(data));
+}
+
+/// Summarises arbitrary bytes as a disk's partition table, in 512- and
+/// 4096-byte sectors.
+pub fn partition_table(data: &[u8]) {
+    for sector in [512u32, 4096] {
+        let sectors = data.len() as u64 / u64::from(sector);
+        let _ = crate::partition::summarize(&data, sector, sectors);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_harnesses_survive_empty_and_short_inputs() {
+        for data in [&b""[..], b"x", &[0xff; 600], &[0; 5000]] {
+            audit_log(data);
+            checkpoint(data);
+            mountinfo(data);
+            partition_table(data);
+        }
+        assert!(PublicKey::from_bytes(SOME_KEY).is_ok());
+    }
+}
