@@ -460,7 +460,8 @@ impl<S: ReadAt> Image<S> {
         decoder.decode(chunk, &entry, &stored, out, (start, end))
     }
 
-    fn chunk_entry(&self, chunk: u32) -> Result<ChunkEntry, ImageError> {
+    /// The index entry of a chunk.
+    pub fn chunk_entry(&self, chunk: u32) -> Result<ChunkEntry, ImageError> {
         self.index
             .chunks
             .get(chunk as usize)

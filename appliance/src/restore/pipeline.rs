@@ -3,13 +3,16 @@
 //! thread writes them with O_DIRECT. A fixed pool of buffers bounds memory.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use reliquary_image::{ChunkDecoder, ChunkEntry, ExtentKind, Image, PlacedExtent};
+use reliquary_image::{
+    ChunkDecoder, ChunkEntry, ExtentKind, Image, ImageError, PlacedExtent, ReadAt, SectionName,
+};
 
 use super::compare::compare_disk;
 use super::{
@@ -233,7 +236,8 @@ struct DecodeJob {
     extent: PlacedExtent,
     chunk: u32,
     entry: ChunkEntry,
-    stored: Vec<u8>,
+    /// The stored bytes are `stored[..entry.stored_len]`.
+    stored: AlignedBuf,
     buf: AlignedBuf,
 }
 
@@ -257,9 +261,9 @@ fn write_extents(
     // Stored bytes are read into reused buffers too: allocating and
     // zero-filling a fresh one per chunk costs as much as a core's hashing.
     let stored_buffers = threads + 2;
-    let (stored_tx, stored_rx) = sync_channel::<Vec<u8>>(stored_buffers);
+    let (stored_tx, stored_rx) = sync_channel::<AlignedBuf>(stored_buffers);
     for _ in 0..stored_buffers {
-        let _ = stored_tx.send(Vec::with_capacity(chunk_size));
+        let _ = stored_tx.send(AlignedBuf::new(chunk_size, IO_ALIGNMENT)?);
     }
     let (decode_tx, decode_rx) = sync_channel::<DecodeJob>(threads);
     let (job_tx, job_rx) = sync_channel::<Job>(buffers);
@@ -342,7 +346,7 @@ struct Pools<'a> {
     /// Aligned buffers for decoded chunks, returned by the writer.
     buffers: &'a Receiver<AlignedBuf>,
     /// Buffers for stored bytes, returned by the decoders.
-    stored: &'a Receiver<Vec<u8>>,
+    stored: &'a Receiver<AlignedBuf>,
 }
 
 fn read_stored_chunks(
@@ -354,6 +358,7 @@ fn read_stored_chunks(
     jobs: &SyncSender<Job>,
     stop: &AtomicBool,
 ) {
+    let reader = StoredReader::new(image);
     for &extent in extents {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -369,7 +374,7 @@ fn read_stored_chunks(
                 if stop.load(Ordering::SeqCst) {
                     return;
                 }
-                match image.read_stored(chunk, &mut stored) {
+                match reader.read(chunk, &mut stored) {
                     Ok(entry) => decode
                         .send(DecodeJob {
                             extent,
@@ -379,7 +384,7 @@ fn read_stored_chunks(
                             buf,
                         })
                         .is_ok(),
-                    Err(e) => jobs.send(Job::Failed(e.into())).is_ok(),
+                    Err(e) => jobs.send(Job::Failed(e)).is_ok(),
                 }
             }
             ExtentKind::Zero => jobs.send(Job::Zero(extent)).is_ok(),
@@ -392,9 +397,77 @@ fn read_stored_chunks(
     }
 }
 
+/// Reads stored chunks, with O_DIRECT where the image's file system allows
+/// it: a cold image on a USB stick is then read in whole-chunk requests
+/// without filling, and copying through, the page cache.
+struct StoredReader<'a> {
+    image: &'a Image<File>,
+    direct: Option<File>,
+}
+
+impl<'a> StoredReader<'a> {
+    fn new(image: &'a Image<File>) -> Self {
+        // Reopening through /proc keeps the exact file that was verified.
+        let path = format!("/proc/self/fd/{}", image.source().as_raw_fd());
+        let direct = File::options()
+            .read(true)
+            .custom_flags(nix::libc::O_DIRECT)
+            .open(path)
+            .ok();
+        Self { image, direct }
+    }
+
+    /// Reads a chunk's stored bytes into the start of `buf`.
+    fn read(&self, chunk: u32, buf: &mut AlignedBuf) -> Result<ChunkEntry, RestoreError> {
+        let entry = self.image.chunk_entry(chunk)?;
+        let len = entry.stored_len as usize;
+        // Chunks start 4096-aligned (the reader checked), so a read rounded
+        // up to the alignment stays aligned at both ends.
+        let aligned_len = len.div_ceil(IO_ALIGNMENT) * IO_ALIGNMENT;
+        let read_err = |source| {
+            RestoreError::Image(ImageError::Read {
+                section: SectionName::Data,
+                offset: entry.offset,
+                source,
+            })
+        };
+        let Some(window) = buf.as_mut_slice().get_mut(..aligned_len) else {
+            return Err(ImageError::InvalidIndex {
+                location: format!("chunk {chunk}"),
+                reason: "it is larger than the chunk size".into(),
+            }
+            .into());
+        };
+        if let Some(direct) = &self.direct {
+            if read_at_least(direct, window, entry.offset, len).is_ok() {
+                return Ok(entry);
+            }
+        }
+        // Buffered, for file systems that refuse O_DIRECT.
+        ReadAt::read_exact_at(self.image.source(), &mut window[..len], entry.offset)
+            .map_err(read_err)?;
+        Ok(entry)
+    }
+}
+
+/// Fills `buf` from `offset` until at least `min` bytes are in, stopping
+/// early only at the end of the file.
+fn read_at_least(file: &File, buf: &mut [u8], offset: u64, min: usize) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < min {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn decode_chunks(
     jobs_in: &Mutex<Receiver<DecodeJob>>,
-    stored_return: &SyncSender<Vec<u8>>,
+    stored_return: &SyncSender<AlignedBuf>,
     jobs_out: &SyncSender<Job>,
 ) {
     let mut decoder = ChunkDecoder::new();
@@ -406,15 +479,16 @@ fn decode_chunks(
         let Ok(mut job) = next else { return };
         let len = job.entry.raw_len as usize;
         let sectors = (job.extent.start_sector, job.extent.end_sector());
+        let stored = &job.stored.as_slice()[..job.entry.stored_len as usize];
         let result = match job.buf.as_mut_slice().get_mut(..len) {
-            Some(out) => decoder.decode_into(job.chunk, &job.entry, &job.stored, out, sectors),
+            Some(out) => decoder.decode_into(job.chunk, &job.entry, stored, out, sectors),
             None => Err(reliquary_image::ImageError::InvalidIndex {
                 location: format!("chunk {}", job.chunk),
                 reason: "it is larger than the chunk size".into(),
             }),
         };
         // The pool has room for every stored buffer, so this never blocks.
-        let _ = stored_return.try_send(std::mem::take(&mut job.stored));
+        let _ = stored_return.try_send(job.stored);
         let out = match result {
             // Verified: only now may the bytes reach the disk.
             Ok(()) => Job::Write {
