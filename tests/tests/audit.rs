@@ -20,13 +20,15 @@ use reliquary_appliance::audit::layout::{
 use reliquary_appliance::audit::{
     verify_bytes, verify_dir, AuditError, AuditLog, Digest, Environment, FixedClock, ImageRef,
     Kind, LogEnd, Operator, Payload, RestoreFinished, RestoreOutcome, RestoreStarted, SignerRef,
-    TargetRef, BUILD_UNIX_SECONDS, RESTORE_RESERVE_BYTES,
+    TargetRef, RESTORE_RESERVE_BYTES,
 };
 use reliquary_image::keys::{PublicKey, SigningKey};
 use reliquary_tests::{reliquary_bin, running_as_root, skip_or_fail};
 
 /// 2030-01-01T00:00:00Z: later than any build time, so fixtures do not move.
 const FIXED_TIME_MS: i64 = 1_893_456_000_000;
+/// The build time the tests' environment claims: 2026-01-01T00:00:00Z.
+const FIXED_BUILD_MS: i64 = 1_767_225_600_000;
 const CHILD_DIR_ENV: &str = "RELIQUARY_AUDIT_CHILD_DIR";
 const CHILD_MODE_ENV: &str = "RELIQUARY_AUDIT_CHILD_MODE";
 
@@ -52,6 +54,8 @@ fn fixed_env(millis: i64) -> Environment {
         boot_id: "00000000-0000-4000-8000-000000000000".into(),
         software_version: "test-1".into(),
         trust_store_digest: Some(Digest([7; 32])),
+        // Fixed, so the golden log does not change with each commit's time.
+        build_unix_millis: FIXED_BUILD_MS,
     }
 }
 
@@ -921,7 +925,7 @@ fn an_rtc_at_1970_is_floored_and_flagged() {
     // The floor is the previous record's time, itself above the build time.
     assert_eq!(rec.time.floor_unix_millis, FIXED_TIME_MS);
     assert_eq!(rec.time.unix_millis, FIXED_TIME_MS);
-    const { assert!(BUILD_UNIX_SECONDS * 1000 <= FIXED_TIME_MS) };
+    const { assert!(FIXED_BUILD_MS <= FIXED_TIME_MS) };
     drop(log);
 
     // A fresh log at 1970 is floored to the build time.
@@ -929,7 +933,7 @@ fn an_rtc_at_1970_is_floored_and_flagged() {
     let mut log =
         AuditLog::init_with_key(fresh.path(), None, &test_pkcs8(13), fixed_env(0)).expect("init");
     let rec = log.append(&op("op1"), note("first")).expect("append");
-    assert_eq!(rec.time.unix_millis, BUILD_UNIX_SECONDS * 1000);
+    assert_eq!(rec.time.unix_millis, FIXED_BUILD_MS);
     assert!(rec.time.clock_anomaly);
     drop(log);
 

@@ -73,16 +73,20 @@ pub struct Environment {
     pub software_version: String,
     /// Digest of the trust store in use, computed by the restore code.
     pub trust_store_digest: Option<Digest>,
+    /// The clock floor's lower bound: the software's build time, Unix ms.
+    pub build_unix_millis: i64,
 }
 
 impl Environment {
-    /// The running system: its clock, its boot id and this software version.
+    /// The running system: its clock, its boot id, this software version
+    /// and its build time.
     pub fn system(trust_store_digest: Option<Digest>) -> Self {
         Self {
             clock: Box::new(SystemClock),
             boot_id: read_boot_id(),
             software_version: env!("CARGO_PKG_VERSION").to_string(),
             trust_store_digest,
+            build_unix_millis: BUILD_UNIX_SECONDS.saturating_mul(1000),
         }
     }
 }
@@ -177,7 +181,7 @@ impl AuditLog {
         .encode();
         let mut bytes = header.to_vec();
         bytes.resize(FRAME_ALIGN as usize, 0);
-        let time = stamp(&*env.clock, 0);
+        let time = stamp(&*env.clock, env.build_unix_millis, 0);
         let meta = RecordMeta {
             time,
             boot_id: env.boot_id.clone(),
@@ -423,7 +427,11 @@ impl AuditLog {
         payload: Payload,
     ) -> Result<AppendedRecord, AuditError> {
         let seq = self.next_seq;
-        let time = stamp(&*self.env.clock, self.last_time_millis);
+        let time = stamp(
+            &*self.env.clock,
+            self.env.build_unix_millis,
+            self.last_time_millis,
+        );
         let meta = RecordMeta {
             time,
             boot_id: self.env.boot_id.clone(),
@@ -520,9 +528,9 @@ impl AuditLog {
 
 /// The time to record: max(RTC, floor), where the floor is the later of the
 /// previous record's time and the build time.
-fn stamp(clock: &dyn Clock, last_millis: i64) -> RecordTime {
+fn stamp(clock: &dyn Clock, build_millis: i64, last_millis: i64) -> RecordTime {
     let rtc = clock.now_unix_millis();
-    let floor = last_millis.max(BUILD_UNIX_SECONDS.saturating_mul(1000));
+    let floor = last_millis.max(build_millis);
     RecordTime {
         unix_millis: rtc.max(floor),
         rtc_unix_millis: rtc,
@@ -679,6 +687,7 @@ mod tests {
             boot_id: "boot".into(),
             software_version: "test".into(),
             trust_store_digest: None,
+            build_unix_millis: BUILD_UNIX_SECONDS * 1000,
         }
     }
 
@@ -692,14 +701,15 @@ mod tests {
     #[test]
     fn the_clock_floor_is_the_later_of_the_last_record_and_the_build_time() {
         let build = BUILD_UNIX_SECONDS * 1000;
-        let t = stamp(&FixedClock(0), 5);
+        assert_eq!(Environment::system(None).build_unix_millis, build);
+        let t = stamp(&FixedClock(0), build, 5);
         assert_eq!((t.unix_millis, t.clock_anomaly), (build, true));
-        let t = stamp(&FixedClock(build + 10), build + 20);
+        let t = stamp(&FixedClock(build + 10), build, build + 20);
         assert_eq!(
             (t.unix_millis, t.floor_unix_millis, t.clock_anomaly),
             (build + 20, build + 20, true)
         );
-        let t = stamp(&FixedClock(build + 30), build + 20);
+        let t = stamp(&FixedClock(build + 30), build, build + 20);
         assert_eq!((t.unix_millis, t.clock_anomaly), (build + 30, false));
     }
 
