@@ -659,6 +659,30 @@ fn gpt_disk_onto_a_larger_disk_moves_the_backup_to_the_end() {
     let alternate = u64::from_le_bytes(primary[32..40].try_into().expect("8 bytes"));
     assert_eq!(alternate, last_lba, "the primary header's backup LBA");
 
+    // `check` accepts exactly the moved GPT, and nothing more.
+    let check = fx.check(&image, lo.path());
+    assert!(
+        check.status.success(),
+        "check after the move: {}",
+        text(&check)
+    );
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("backup GPT was moved"),
+        "{}",
+        text(&check)
+    );
+    let (_, first_start, _) = source_parts[0];
+    let in_first = read_range(lo.path(), first_start * 512, 1);
+    write_at(lo.path(), first_start * 512, &[in_first[0] ^ 0xff]);
+    let check = fx.check(&image, lo.path());
+    assert_eq!(
+        check.status.code(),
+        Some(3),
+        "check after a change: {}",
+        text(&check)
+    );
+    write_at(lo.path(), first_start * 512, &in_first);
+
     // Every partition's contents arrived.
     for (n, start, sectors) in &source_parts {
         let len = (*sectors * 512).min(2 * MIB);

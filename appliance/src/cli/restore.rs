@@ -19,7 +19,8 @@ use reliquary_appliance::audit::{
 use reliquary_appliance::exit::ExitClass;
 use reliquary_appliance::restore::records::{finished_record, image_ref, target_ref};
 use reliquary_appliance::restore::{
-    self, compare_disk, CancelToken, Outcome, Progress, RestoreOptions, Stage, TargetInfo,
+    self, compare_disk, forgive_moved_gpt, CancelToken, Outcome, Progress, RestoreOptions, Stage,
+    TargetInfo,
 };
 use reliquary_image::{Image, TrustStore};
 
@@ -253,8 +254,9 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let meter = Meter::terminal_only("check", image.manifest().logical_bytes());
-    let report = compare_disk(&image, &disk, false, &|n| meter.add(n), &CancelToken::new())?;
+    let mut report = compare_disk(&image, &disk, false, &|n| meter.add(n), &CancelToken::new())?;
     meter.finish();
+    forgive_moved_gpt(&image, &disk, disk_bytes, &mut report)?;
     if let Some(mut log) = args.audit.open_log(&trust)? {
         let info = TargetInfo {
             path: args.target.clone(),
@@ -299,6 +301,7 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 "extents_compared": report.extents_compared,
                 "extents_matching": report.extents_matching,
                 "mismatches": mismatches,
+                "backup_gpt_moved": report.gpt_moved,
                 "disk_digest": hex::encode(report.digest),
                 "image_digest": hex::encode(image.manifest().image_digest),
             }))?
@@ -317,6 +320,12 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
             "{} of {} extents match",
             report.extents_matching, report.extents_compared
         );
+        if report.gpt_moved {
+            println!(
+                "the backup GPT was moved to the end of this larger disk by the restore; \
+                 the moved tables are valid and nothing else differs there"
+            );
+        }
     }
     if report.matches() {
         println!(

@@ -41,6 +41,11 @@ pub struct GptHeader {
 }
 
 impl GptHeader {
+    /// Sectors the partition entry array occupies.
+    pub fn entries_sectors(&self, sector_size: u32) -> u64 {
+        self.entries_bytes().div_ceil(u64::from(sector_size))
+    }
+
     fn entries_bytes(&self) -> u64 {
         u64::from(self.entry_count) * u64::from(self.entry_size)
     }
@@ -141,6 +146,36 @@ pub(super) fn read_primary<S: ReadAt>(
         });
     }
     Ok((h, partitions))
+}
+
+/// Checks a disk whose backup GPT [`relocate_backup_gpt`] moved: both
+/// headers and both entry arrays are valid, the backup sits at the last
+/// sector, and the two point at each other. Returns the primary header.
+pub fn check_relocated<S: ReadAt>(
+    disk: &S,
+    sector_size: u32,
+    disk_sectors: u64,
+) -> Result<GptHeader, GptError> {
+    let primary_sector = read_header_sector(disk, sector_size)?;
+    let (primary, _) = parse_header(&primary_sector, disk_sectors)?;
+    read_entries(disk, &primary, sector_size, le_u32(&primary_sector, 88))?;
+    let last = disk_sectors - 1;
+    let offset = last * u64::from(sector_size);
+    let mut backup_sector = vec![0u8; sector_size as usize];
+    disk.read_exact_at(&mut backup_sector, offset)
+        .map_err(|source| GptError::Read { offset, source })?;
+    let (backup, _) = parse_header(&backup_sector, disk_sectors)?;
+    read_entries(disk, &backup, sector_size, le_u32(&backup_sector, 88))?;
+    if primary.current_lba != 1
+        || primary.backup_lba != last
+        || backup.current_lba != last
+        || backup.backup_lba != 1
+    {
+        return Err(GptError::InvalidHeader(
+            "the primary and backup headers do not point at each other and the disk's end",
+        ));
+    }
+    Ok(primary)
 }
 
 /// After a GPT image of `image_sectors` was written to a disk of

@@ -7,7 +7,7 @@
 mod gpt;
 mod mbr;
 
-pub use gpt::{relocate_backup_gpt, GptError, GptHeader};
+pub use gpt::{check_relocated, relocate_backup_gpt, GptError, GptHeader};
 
 use reliquary_image::{Partition, PartitionScheme, PartitionTable, ReadAt};
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use reliquary_image::ImageError;
 
-pub use compare::{compare_disk, CheckReport, ExtentMismatch, MismatchKind};
+pub use compare::{compare_disk, forgive_moved_gpt, CheckReport, ExtentMismatch, MismatchKind};
 pub use pipeline::run;
 pub use target::{open_target, Target, TargetInfo};
 
