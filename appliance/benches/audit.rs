@@ -73,20 +73,35 @@ fn main() {
         t.elapsed()
     );
 
-    let t = Instant::now();
-    let report = verify_dir(dir, &key, None).expect("verify");
-    let verify = t.elapsed();
-    assert!(report.is_ok() && report.size == records);
+    // Three runs each: this VM is shared, so the best and the worst are
+    // both reported.
+    let mut verify = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let report = verify_dir(dir, &key, None).expect("verify");
+        verify.push(t.elapsed());
+        assert!(report.is_ok() && report.size == records);
+    }
+    verify.sort();
     println!(
-        "verify {records} records: {verify:?} ({} threads)",
+        "verify {records} records: best {:?}, worst {:?} ({} threads)",
+        verify[0],
+        verify[2],
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
 
-    let t = Instant::now();
-    let log = AuditLog::open(dir, Environment::system(None)).expect("open");
-    let open = t.elapsed();
-    assert_eq!(log.size(), records);
-    println!("open (recovery scan) {records} records: {open:?}");
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let log = AuditLog::open(dir, Environment::system(None)).expect("open");
+        open.push(t.elapsed());
+        assert_eq!(log.size(), records);
+    }
+    open.sort();
+    println!(
+        "open (recovery scan) {records} records: best {:?}, worst {:?}",
+        open[0], open[2]
+    );
 }
 
 /// Alternating RestoreStarted / RestoreFinished records, as a busy appliance

@@ -559,7 +559,7 @@ fn next_valid_frame<S: Source + ?Sized>(src: &S, off: u64, scratch: &mut Vec<u8>
 }
 
 /// How many signatures are checked together.
-const SIGNATURE_BATCH: usize = 64;
+const SIGNATURE_BATCH: usize = 1024;
 
 /// Checks every frame's signature, in order. Batches are checked with the
 /// batch equation, several times faster than one by one; a batch that fails
