@@ -12,8 +12,6 @@ pub const DATA_ALIGNMENT: u64 = 4096;
 /// Where the data region starts: the preamble padded to the alignment.
 pub const DATA_OFFSET: u64 = DATA_ALIGNMENT;
 
-/// Compatible flags this version knows; unknown ones are ignored.
-pub const KNOWN_COMPATIBLE_FLAGS: u64 = 0;
 /// Incompatible flags this version knows; any other set bit is refused.
 pub const KNOWN_INCOMPATIBLE_FLAGS: u64 = 0;
 

@@ -13,6 +13,7 @@ use reliquary_appliance::capture::{capture, CaptureOptions};
 use reliquary_appliance::sys;
 use reliquary_appliance::verify::{extract, verify_chunks};
 use reliquary_image::keys::SigningKey;
+use reliquary_image::layout::DEFAULT_CHUNK_SIZE;
 use reliquary_image::{
     ExtentKind, Image, Meaning, PartitionScheme, SignerStatement, Trust, TrustStore,
 };
@@ -60,7 +61,7 @@ pub struct CaptureArgs {
     #[arg(long)]
     signer: Option<String>,
     /// Chunk size: a power of two from 64K to 64M.
-    #[arg(long = "chunk-size", default_value = "4M", value_parser = parse_size)]
+    #[arg(long = "chunk-size", default_value_t = u64::from(DEFAULT_CHUNK_SIZE), value_parser = parse_size)]
     chunk_size: u64,
     /// zstd compression level (1 to 19).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]

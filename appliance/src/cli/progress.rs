@@ -59,6 +59,10 @@ impl Meter {
     }
 
     fn draw(&self, done: u64) {
+        // A stage without a byte count (wiping, finalising) has no meter.
+        if self.total == 0 {
+            return;
+        }
         let Ok(mut state) = self.state.lock() else {
             return;
         };

@@ -148,7 +148,17 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     }
 
     let trust = TrustStore::load(&args.trust)?;
-    eprintln!("checking signatures of {} ...", args.image.display());
+    let (tx, rx) = channel::<Progress>();
+    let drawer = std::thread::spawn(move || draw_progress(rx));
+    let _ = tx.send(Progress {
+        stage: Stage::CheckingSignatures,
+        bytes_done: 0,
+        bytes_total: 0,
+        chunks_done: 0,
+        chunks_total: 0,
+        bytes_per_second: 0.0,
+        eta: None,
+    });
     let image = open_image(&args.image)?.verify(&trust)?;
     print_signers(&image);
     let mut log = args.audit.open_log(&trust)?;
@@ -175,8 +185,6 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    let (tx, rx) = channel::<Progress>();
-    let drawer = std::thread::spawn(move || draw_progress(rx));
     let opts = RestoreOptions {
         readback: !args.no_readback,
         zero_unmapped: args.zero_unmapped,
