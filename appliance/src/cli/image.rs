@@ -208,7 +208,7 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         key.public_key().key_id()
     );
     if let Some(note) = report.partition_note {
-        println!("note: no partition table recorded: {note}");
+        println!("note: {note}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -41,6 +41,11 @@ pub(super) fn parse(sector0: &[u8]) -> Option<Mbr> {
     })
 }
 
+/// DOS, Windows (LBA) and Linux extended-partition type bytes.
+pub(super) fn is_extended(type_byte: u8) -> bool {
+    matches!(type_byte, 0x05 | 0x0f | 0x85)
+}
+
 impl Mbr {
     pub(super) fn is_protective(&self) -> bool {
         self.entries.iter().any(|e| e.type_byte == PROTECTIVE_TYPE)
