@@ -23,6 +23,8 @@ pub enum OperatorsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the operators list {path} is larger than {MAX_FILE_LEN} bytes; it is refused rather than read in part")]
+    TooLarge { path: PathBuf },
     #[error("{path}:{line}: {reason}")]
     Line {
         path: PathBuf,
@@ -58,9 +60,14 @@ impl OperatorList {
             Err(e) => return Err(read_err(e)),
         };
         let mut text = String::new();
-        file.take(MAX_FILE_LEN)
+        // One byte over the limit tells a long file from one that fits: a
+        // cut list would silently drop the operators at its end.
+        file.take(MAX_FILE_LEN + 1)
             .read_to_string(&mut text)
             .map_err(read_err)?;
+        if text.len() as u64 > MAX_FILE_LEN {
+            return Err(OperatorsError::TooLarge { path });
+        }
         Self::parse(&text, &path).map(Some)
     }
 
@@ -114,6 +121,20 @@ pub fn is_valid_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_over_the_limit_is_refused_not_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let line = "op7 Alice Jones\n";
+        let body = line.repeat(MAX_FILE_LEN as usize / line.len() + 1);
+        std::fs::write(dir.path().join(OPERATORS_FILE), body).expect("write");
+        assert!(matches!(
+            OperatorList::load(dir.path()),
+            Err(OperatorsError::TooLarge { .. })
+        ));
+        std::fs::remove_file(dir.path().join(OPERATORS_FILE)).expect("remove");
+        assert!(matches!(OperatorList::load(dir.path()), Ok(None)));
+    }
 
     #[test]
     fn parses_ids_and_names_skipping_comments() {
