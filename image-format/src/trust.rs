@@ -65,6 +65,7 @@ pub struct TrustStore {
     pub revoked_keys: BTreeSet<String>,
     pub revoked_images: BTreeSet<Uuid>,
     digest: [u8; 32],
+    operators: Option<String>,
 }
 
 impl TrustStore {
@@ -81,6 +82,7 @@ impl TrustStore {
             revoked_keys: BTreeSet::new(),
             revoked_images: BTreeSet::new(),
             digest: [0; 32],
+            operators: None,
         };
         // The digest covers every file that decides trust, in name order.
         let mut digest_input = Vec::new();
@@ -110,8 +112,10 @@ impl TrustStore {
             }
             let operators = path.join(OPERATORS_FILE);
             if operators.exists() {
+                let text = read_text(&operators)?;
                 digest_input.extend_from_slice(OPERATORS_FILE.as_bytes());
-                digest_input.extend_from_slice(read_text(&operators)?.as_bytes());
+                digest_input.extend_from_slice(text.as_bytes());
+                store.operators = Some(text);
             }
         } else {
             store.add_key_file(path, &mut digest_input)?;
@@ -188,6 +192,12 @@ impl TrustStore {
         self.keys.values()
     }
 
+    /// The text of the `operators` file, exactly as the digest covers it;
+    /// `None` when the store has none.
+    pub fn operators_text(&self) -> Option<&str> {
+        self.operators.as_deref()
+    }
+
     /// SHA-256 over the keys and policy, recorded in audit records.
     pub fn digest(&self) -> [u8; 32] {
         self.digest
@@ -211,4 +221,39 @@ fn read_text(path: &Path) -> Result<String, TrustError> {
         return Err(TrustError::FileTooLarge(path.to_path_buf()));
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SigningKey;
+
+    fn store_with(files: &[(&str, String)]) -> (tempfile::TempDir, Result<TrustStore, TrustError>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        SigningKey::generate_to_files(&dir.path().join("eng"), Some("Eng")).expect("key");
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).expect("write");
+        }
+        let store = TrustStore::load(dir.path());
+        (dir, store)
+    }
+
+    #[test]
+    fn the_operators_text_is_kept_and_covered_by_the_digest() {
+        let (_dir, plain) = store_with(&[]);
+        let plain = plain.expect("loads");
+        assert_eq!(plain.operators_text(), None);
+        let (_dir, listed) = store_with(&[(OPERATORS_FILE, "op7 Alice Jones\n".into())]);
+        let listed = listed.expect("loads");
+        assert_eq!(listed.operators_text(), Some("op7 Alice Jones\n"));
+        assert_ne!(listed.digest(), plain.digest());
+    }
+
+    #[test]
+    fn an_operators_list_over_the_limit_is_refused_not_cut() {
+        let line = "op7 Alice Jones\n";
+        let body = line.repeat(MAX_TEXT_FILE_LEN as usize / line.len() + 1);
+        let (_dir, store) = store_with(&[(OPERATORS_FILE, body)]);
+        assert!(matches!(store, Err(TrustError::FileTooLarge(_))));
+    }
 }

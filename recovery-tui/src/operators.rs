@@ -7,24 +7,17 @@
 //! ```
 //! When the file exists, ids not in it are refused at sign-in.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use reliquary_image::TrustStore;
 
 /// The file's name inside the trust-store directory.
 pub use reliquary_image::trust::OPERATORS_FILE;
-/// Bounds that keep a hostile file from exhausting memory.
-const MAX_FILE_LEN: u64 = 256 << 10;
+/// The longest operator id.
 pub const MAX_ID_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorsError {
-    #[error("cannot read the operators list {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the operators list {path} is larger than {MAX_FILE_LEN} bytes; it is refused rather than read in part")]
-    TooLarge { path: PathBuf },
     #[error("{path}:{line}: {reason}")]
     Line {
         path: PathBuf,
@@ -47,28 +40,16 @@ pub struct OperatorList {
 }
 
 impl OperatorList {
-    /// Loads `TRUST_DIR/operators`; `Ok(None)` when the file does not exist.
-    pub fn load(trust_dir: &Path) -> Result<Option<Self>, OperatorsError> {
-        let path = trust_dir.join(OPERATORS_FILE);
-        let read_err = |source| OperatorsError::Read {
-            path: path.clone(),
-            source,
-        };
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(read_err(e)),
-        };
-        let mut text = String::new();
-        // One byte over the limit tells a long file from one that fits: a
-        // cut list would silently drop the operators at its end.
-        file.take(MAX_FILE_LEN + 1)
-            .read_to_string(&mut text)
-            .map_err(read_err)?;
-        if text.len() as u64 > MAX_FILE_LEN {
-            return Err(OperatorsError::TooLarge { path });
-        }
-        Self::parse(&text, &path).map(Some)
+    /// The list in `trust`'s `operators` file (read, bounded and digested
+    /// by the trust store); `Ok(None)` when it has none.
+    pub fn from_trust(
+        trust: &TrustStore,
+        trust_dir: &Path,
+    ) -> Result<Option<Self>, OperatorsError> {
+        trust
+            .operators_text()
+            .map(|text| Self::parse(text, &trust_dir.join(OPERATORS_FILE)))
+            .transpose()
     }
 
     /// Parses lines of `ID Full Name`.
@@ -123,20 +104,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_list_over_the_limit_is_refused_not_cut() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let line = "op7 Alice Jones\n";
-        let body = line.repeat(MAX_FILE_LEN as usize / line.len() + 1);
-        std::fs::write(dir.path().join(OPERATORS_FILE), body).expect("write");
-        assert!(matches!(
-            OperatorList::load(dir.path()),
-            Err(OperatorsError::TooLarge { .. })
-        ));
-        std::fs::remove_file(dir.path().join(OPERATORS_FILE)).expect("remove");
-        assert!(matches!(OperatorList::load(dir.path()), Ok(None)));
-    }
-
-    #[test]
     fn parses_ids_and_names_skipping_comments() {
         let list = OperatorList::parse(
             "# staff\nop7  Alice Jones\n\nsvc-12 Bob Smith # night shift\n",
@@ -169,12 +136,19 @@ mod tests {
 
     #[test]
     fn a_missing_file_means_no_list() {
-        let dir = std::env::temp_dir().join(format!("reliquary-ops-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        assert_eq!(OperatorList::load(&dir).expect("loads"), None);
-        std::fs::write(dir.join(OPERATORS_FILE), "op7 Alice Jones\n").expect("write");
-        let list = OperatorList::load(&dir).expect("loads").expect("present");
+        let dir = tempfile::tempdir().expect("tempdir");
+        reliquary_image::keys::SigningKey::generate_to_files(&dir.path().join("eng"), Some("Eng"))
+            .expect("key");
+        let trust = TrustStore::load(dir.path()).expect("trust store");
+        assert_eq!(
+            OperatorList::from_trust(&trust, dir.path()).expect("parses"),
+            None
+        );
+        std::fs::write(dir.path().join(OPERATORS_FILE), "op7 Alice Jones\n").expect("write");
+        let trust = TrustStore::load(dir.path()).expect("trust store");
+        let list = OperatorList::from_trust(&trust, dir.path())
+            .expect("parses")
+            .expect("present");
         assert_eq!(list.entries.len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

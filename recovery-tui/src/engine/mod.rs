@@ -82,7 +82,7 @@ impl Session {
             path: config.trust.clone(),
             source,
         })?;
-        let operators = OperatorList::load(&config.trust)?;
+        let operators = OperatorList::from_trust(&trust, &config.trust)?;
         let (entries, images, vault_error) = match vault::scan_vault(&config.vault, &trust) {
             Ok(scanned) => {
                 let (entries, images): (Vec<VaultEntry>, Vec<_>) =
