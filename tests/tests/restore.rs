@@ -192,6 +192,25 @@ fn sparse_file(path: &Path, size: u64) {
     f.set_len(size).expect("size raw disk");
 }
 
+/// Waits up to 5 s for the device node of partition `n` of a loop device.
+fn partition_node(lo: &Path, n: u32) -> Option<PathBuf> {
+    let node = PathBuf::from(format!("{}p{n}", lo.display()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !node.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.exists().then_some(node)
+}
+
+/// Gives a loop device with a one-partition table its `p1` node: the kernel
+/// makes it where it parses tables, `partx -a` (BLKPG) everywhere else.
+fn first_partition(lo: &Path) -> Option<PathBuf> {
+    if !kernel_scans_partitions() {
+        run(Command::new("partx").arg("-a").arg(lo));
+    }
+    partition_node(lo, 1)
+}
+
 fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
     let f = File::options()
         .write(true)
@@ -698,15 +717,10 @@ fn gpt_disk_onto_a_larger_disk_moves_the_backup_to_the_end() {
     assert_eq!(restored, source_parts, "partx on the restored disk");
     if kernel_scans_partitions() {
         for (n, _, _) in &source_parts {
-            let node = PathBuf::from(format!("{}p{n}", lo.path().display()));
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !node.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
             assert!(
-                node.exists(),
-                "{} did not appear after the restore",
-                node.display()
+                partition_node(lo.path(), *n).is_some(),
+                "{}p{n} did not appear after the restore",
+                lo.path().display()
             );
         }
     } else {
@@ -897,21 +911,13 @@ fn refuses_a_target_with_a_mounted_filesystem() {
         Command::new("sfdisk").arg("-q").arg(lo.path()),
         "label: dos\n2048,,83\n",
     );
-    if !kernel_scans_partitions() {
-        run(Command::new("partx").arg("-a").arg(lo.path()));
-    }
-    let p1 = PathBuf::from(format!("{}p1", lo.path().display()));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !p1.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if !p1.exists() {
+    let Some(p1) = first_partition(lo.path()) else {
         skip_or_fail(&format!(
-            "{} did not appear: cannot mount a partition",
-            p1.display()
+            "{}p1 did not appear: cannot mount a partition",
+            lo.path().display()
         ));
         return;
-    }
+    };
     run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&p1));
     let mount = Mount::new(&p1);
     let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
@@ -939,21 +945,13 @@ fn refuses_a_partition_instead_of_a_whole_disk() {
         Command::new("sfdisk").arg("-q").arg(lo.path()),
         "label: dos\n2048,,7\n",
     );
-    if !kernel_scans_partitions() {
-        run(Command::new("partx").arg("-a").arg(lo.path()));
-    }
-    let p1 = PathBuf::from(format!("{}p1", lo.path().display()));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !p1.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if !p1.exists() {
+    let Some(p1) = first_partition(lo.path()) else {
         skip_or_fail(&format!(
-            "{} did not appear: cannot make a partition device",
-            p1.display()
+            "{}p1 did not appear: cannot make a partition device",
+            lo.path().display()
         ));
         return;
-    }
+    };
     let out = fx.restore(&image, &p1, &["--no-audit", "--yes"]);
     assert_refused(&out, &["not a whole disk", &p1.to_string_lossy()]);
 }
