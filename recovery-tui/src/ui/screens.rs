@@ -186,18 +186,7 @@ fn vault_entry_details(entry: &VaultEntry, area: Rect, buf: &mut Buffer) {
         ])),
     }
     if let Some(s) = &entry.summary {
-        if !s.description.is_empty() {
-            lines.push(Line::from(vec![
-                label("Description"),
-                Span::raw(s.description.clone()),
-            ]));
-        }
-        let compatible = if s.compatible.is_empty() {
-            "(any)".to_string()
-        } else {
-            s.compatible.join(", ")
-        };
-        lines.push(Line::from(vec![label("Compatible"), Span::raw(compatible)]));
+        lines.extend(description_lines(s));
         lines.push(Line::from(vec![
             label("Disk"),
             Span::raw(format!(
@@ -214,6 +203,24 @@ fn vault_entry_details(entry: &VaultEntry, area: Rect, buf: &mut Buffer) {
     Paragraph::new(lines)
         .wrap(Wrap { trim: false })
         .render(inner, buf);
+}
+
+/// The description (when there is one) and the compatible models.
+fn description_lines(s: &ImageSummary) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    if !s.description.is_empty() {
+        lines.push(Line::from(vec![
+            label("Description"),
+            Span::raw(s.description.clone()),
+        ]));
+    }
+    let compatible = if s.compatible.is_empty() {
+        "(any)".to_string()
+    } else {
+        s.compatible.join(", ")
+    };
+    lines.push(Line::from(vec![label("Compatible"), Span::raw(compatible)]));
+    lines
 }
 
 fn signer_lines(s: &ImageSummary) -> Vec<Line<'static>> {
@@ -265,18 +272,7 @@ pub fn image_details(app: &App, area: Rect, buf: &mut Buffer) {
             Span::raw(format!("{} by {}", date_time(s.created_unix), s.creator)),
         ]),
     ];
-    if !s.description.is_empty() {
-        lines.push(Line::from(vec![
-            label("Description"),
-            Span::raw(s.description.clone()),
-        ]));
-    }
-    let compatible = if s.compatible.is_empty() {
-        "(any)".to_string()
-    } else {
-        s.compatible.join(", ")
-    };
-    lines.push(Line::from(vec![label("Compatible"), Span::raw(compatible)]));
+    lines.extend(description_lines(s));
     lines.push(Line::from(vec![
         label("Disk"),
         Span::raw(format!(
