@@ -13,11 +13,10 @@ use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 
 use reliquary_appliance::audit::{
-    AuditLog, CheckResult, Digest, Environment, Operator, Payload, RestoreStarted,
-    RESTORE_RESERVE_BYTES,
+    AuditLog, CheckResult, Digest, Environment, Operator, Payload, RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::exit::ExitClass;
-use reliquary_appliance::restore::records::{finished_record, image_ref, target_ref};
+use reliquary_appliance::restore::records::{log_started, target_ref};
 use reliquary_appliance::restore::{
     self, compare_disk, forgive_moved_gpt, CancelToken, Outcome, Progress, RestoreOptions, Stage,
     TargetInfo,
@@ -171,17 +170,9 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     if !args.yes {
         confirm(target.info(), &image)?;
     }
-    let image_record = image_ref(&image);
-    let target_record = target_ref(target.info());
     writing.store(true, Ordering::SeqCst);
     let started = match log.as_mut() {
-        Some(log) => Some(log.append(
-            &operator,
-            Payload::RestoreStarted(RestoreStarted {
-                image: image_record.clone(),
-                target: target_record.clone(),
-            }),
-        )?),
+        Some(log) => Some(log_started(log, &operator, &image, target.info())?),
         None => None,
     };
 
@@ -196,15 +187,13 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
-    if let (Some(log), Some(started)) = (log.as_mut(), &started) {
-        let finished = finished_record(started.seq, image_record, target_record, &report);
-        let record = log.append(&operator, Payload::RestoreFinished(finished))?;
-        let checkpoint = log.checkpoint();
+    if let (Some(log), Some(started)) = (log.as_mut(), started) {
+        let started_seq = started.seq;
+        let record = started.log_finished(log, &operator, &report)?;
         println!(
-            "audit record {} (restore started at record {}); checkpoint {}",
+            "audit record {} (restore started at record {started_seq}); checkpoint {}",
             record.seq,
-            started.seq,
-            checkpoint.short_form()
+            log.checkpoint().short_form()
         );
     }
     for (stage, duration) in &report.stage_durations {

@@ -5,7 +5,58 @@ use std::fs::File;
 use reliquary_image::Image;
 
 use super::{Outcome, RestoreReport, TargetInfo};
-use crate::audit::{Digest, ImageRef, RestoreFinished, RestoreOutcome, SignerRef, TargetRef};
+use crate::audit::{
+    AppendedRecord, AuditError, AuditLog, Digest, ImageRef, Operator, Payload, RestoreFinished,
+    RestoreOutcome, RestoreStarted, SignerRef, TargetRef, RESTORE_RESERVE_BYTES,
+};
+
+/// A restore whose `RestoreStarted` record is on disk.
+#[derive(Debug)]
+pub struct StartedRestore {
+    /// The sequence number of the `RestoreStarted` record.
+    pub seq: u64,
+    image: ImageRef,
+    target: TargetRef,
+}
+
+/// Checks that the log has room for the whole restore's records, then
+/// appends and syncs `RestoreStarted`. Nothing may reach the target before
+/// this returns `Ok`.
+pub fn log_started(
+    log: &mut AuditLog,
+    operator: &Operator,
+    image: &Image<File>,
+    target: &TargetInfo,
+) -> Result<StartedRestore, AuditError> {
+    log.ensure_space(RESTORE_RESERVE_BYTES)?;
+    let (image, target) = (image_ref(image), target_ref(target));
+    let appended = log.append(
+        operator,
+        Payload::RestoreStarted(RestoreStarted {
+            image: image.clone(),
+            target: target.clone(),
+        }),
+    )?;
+    Ok(StartedRestore {
+        seq: appended.seq,
+        image,
+        target,
+    })
+}
+
+impl StartedRestore {
+    /// Appends the matching `RestoreFinished` (which also writes the
+    /// checkpoint).
+    pub fn log_finished(
+        self,
+        log: &mut AuditLog,
+        operator: &Operator,
+        report: &RestoreReport,
+    ) -> Result<AppendedRecord, AuditError> {
+        let finished = finished_record(self.seq, self.image, self.target, report);
+        log.append(operator, Payload::RestoreFinished(finished))
+    }
+}
 
 /// The image as audit records name it.
 pub fn image_ref(image: &Image<File>) -> ImageRef {
@@ -41,7 +92,7 @@ pub fn target_ref(info: &TargetInfo) -> TargetRef {
 }
 
 /// The `RestoreFinished` record for a report.
-pub fn finished_record(
+fn finished_record(
     started_seq: u64,
     image: ImageRef,
     target: TargetRef,

@@ -15,10 +15,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reliquary_appliance::audit::{
-    AuditLog, CheckResult, Digest, Environment, Operator, Payload, RestoreStarted, CHECKPOINT_FILE,
-    RESTORE_RESERVE_BYTES,
+    AuditLog, CheckResult, Digest, Environment, Operator, Payload, CHECKPOINT_FILE,
 };
-use reliquary_appliance::restore::records::{finished_record, image_ref, target_ref};
+use reliquary_appliance::restore::records::{image_ref, log_started};
 use reliquary_appliance::restore::{
     self, CancelToken, Outcome, Progress, RestoreOptions, RestoreReport,
 };
@@ -319,17 +318,8 @@ impl RestoreJob {
             Ok(target) => target,
             Err(e) => return refused(error_chain(&e)),
         };
-        let image = image_ref(&self.image);
-        let target_record = target_ref(target.info());
         let started = with_log(&self.audit, |log| {
-            log.ensure_space(RESTORE_RESERVE_BYTES)?;
-            log.append(
-                &self.operator,
-                Payload::RestoreStarted(RestoreStarted {
-                    image: image.clone(),
-                    target: target_record.clone(),
-                }),
-            )
+            log_started(log, &self.operator, &self.image, target.info())
         });
         let started = match started {
             Ok(started) => started,
@@ -353,9 +343,8 @@ impl RestoreJob {
         drop(progress_tx);
         let _ = forwarder.join();
 
-        let finished = finished_record(started.seq, image, target_record, &report);
         let logged = with_log(&self.audit, |log| {
-            let appended = log.append(&self.operator, Payload::RestoreFinished(finished))?;
+            let appended = started.log_finished(log, &self.operator, &report)?;
             Ok((appended.seq, log.checkpoint().short_form()))
         });
         let mut view = self.result(outcome_of(&report), Some(&report));
