@@ -14,6 +14,8 @@ pub enum ExitClass {
     Integrity,
     /// 4: refused for safety.
     Refused,
+    /// 130: stopped by the operator (Ctrl-C, SIGTERM), as shells report it.
+    Interrupted,
 }
 
 impl ExitClass {
@@ -23,6 +25,7 @@ impl ExitClass {
             ExitClass::Usage => 2,
             ExitClass::Integrity => 3,
             ExitClass::Refused => 4,
+            ExitClass::Interrupted => 130,
         }
     }
 }

@@ -20,7 +20,9 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            if err.downcast_ref::<cli::AlreadyReported>().is_none() {
+                eprintln!("error: {err:#}");
+            }
             ExitCode::from(cli::exit_class(&err).code())
         }
     }

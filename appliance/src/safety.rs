@@ -85,6 +85,25 @@ pub enum Refusal {
          holds it; unmount its partitions and stop whatever uses it"
     )]
     Busy { device: PathBuf },
+    #[error("refusing to write {device}: its sysfs could not be read ({reason})")]
+    Unreadable { device: PathBuf, reason: String },
+    #[error(
+        "refusing to write {device}: it is not the disk that was confirmed ({field} was \
+         {confirmed}, now {found}); list the disks again and confirm anew"
+    )]
+    NotTheConfirmedDisk {
+        device: PathBuf,
+        field: &'static str,
+        confirmed: String,
+        found: String,
+    },
+    #[error(
+        "refusing to write {path}: it does not exist; a restore creates a file only when \
+         asked with --create-file, and never under /dev"
+    )]
+    NoSuchTarget { path: PathBuf },
+    #[error("refusing to create {path}: it is under /dev, where only devices belong")]
+    FileUnderDev { path: PathBuf },
 }
 
 impl Refusal {
@@ -122,6 +141,13 @@ pub fn check_target(disk: &Disk, requirement: &TargetRequirement) -> Result<(), 
 pub fn refusals(disk: &Disk, requirement: &TargetRequirement) -> Vec<Refusal> {
     let device = || disk.path.clone();
     let mut out = Vec::new();
+    if let Some(reason) = &disk.unreadable {
+        out.push(Refusal::Unreadable {
+            device: device(),
+            reason: reason.clone(),
+        });
+        return out;
+    }
     if disk.roles.system {
         out.push(Refusal::HoldsRunningSystem { device: device() });
     }
@@ -188,6 +214,7 @@ mod tests {
                 major: 8,
                 minor: 16,
             },
+            diskseq: None,
             vendor: None,
             model: Some("Test".into()),
             serial: Some("123".into()),
@@ -221,6 +248,7 @@ mod tests {
             holders: Vec::new(),
             roles: DiskRoles::default(),
             backing_file: None,
+            unreadable: None,
         }
     }
 

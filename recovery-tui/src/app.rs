@@ -6,6 +6,7 @@
 //! here touches a disk or the terminal, so every transition is unit-tested.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use reliquary_appliance::restore::Stage;
 
 use crate::model::{
     AuditRow, ChainBanner, FullCheck, ProgressView, RestoreView, ResultView, TargetCandidate,
@@ -82,7 +83,7 @@ pub enum WorkerEvent {
         seq: u64,
     },
     RestoreProgress(ProgressView),
-    RestoreFinished(ResultView),
+    RestoreFinished(Box<ResultView>),
     AuditLoaded {
         rows: Vec<AuditRow>,
         banner: ChainBanner,
@@ -253,12 +254,15 @@ impl App {
             }
             WorkerEvent::RestoreProgress(progress) => {
                 if let Some(view) = &mut self.restore {
-                    if progress.stage != "writing"
-                        && view.progress.as_ref().is_some_and(|p| p.stage == "writing")
+                    if progress.stage != Stage::Writing
+                        && view
+                            .progress
+                            .as_ref()
+                            .is_some_and(|p| p.stage == Stage::Writing)
                     {
                         view.written = true;
                     }
-                    if progress.stage == "writing" || progress.stage == "reading back" {
+                    if matches!(progress.stage, Stage::Writing | Stage::ReadingBack) {
                         view.throughput
                             .push((progress.bytes_per_second / 1e6).round() as u64);
                         if view.throughput.len() > THROUGHPUT_SAMPLES {
@@ -271,7 +275,7 @@ impl App {
             WorkerEvent::RestoreFinished(result) => {
                 self.restore = None;
                 self.overlay = None;
-                self.result = Some(result);
+                self.result = Some(*result);
                 self.screen = Screen::Result;
                 if self.quit_after_restore {
                     self.should_quit = true;

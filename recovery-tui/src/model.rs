@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use reliquary_appliance::restore::{Stage, TargetInfo};
+
 /// How far an image in the vault may be trusted, in the words the
 /// technician sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +151,9 @@ pub struct TargetCandidate {
     pub confirm_code: String,
     /// Whether `confirm_code` comes from the serial.
     pub code_is_serial: bool,
+    /// The target as the operator confirms it, identity included; the
+    /// restore refuses any other device. `None` when it could not be read.
+    pub confirmed: Option<TargetInfo>,
 }
 
 impl TargetCandidate {
@@ -185,8 +190,7 @@ pub struct TargetList {
 /// A snapshot of the restore's progress, as last reported by the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProgressView {
-    /// The stage in words: `wiping`, `writing`, `reading back`, ...
-    pub stage: String,
+    pub stage: Stage,
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub chunks_done: u64,

@@ -155,7 +155,7 @@ fn restoring() {
     if let Some(view) = &mut readback.restore {
         view.written = true;
         if let Some(p) = &mut view.progress {
-            p.stage = "reading back".into();
+            p.stage = reliquary_appliance::restore::Stage::ReadingBack;
             p.bytes_done = p.bytes_total / 4;
         }
         view.cancel_requested = true;

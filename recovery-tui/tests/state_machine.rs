@@ -13,6 +13,7 @@ use fixtures::*;
 use recovery_tui::app::{handle_key, Action, App, AuditPane, Overlay, Screen, WorkerEvent};
 use recovery_tui::model::{ChainBanner, FullCheck, ProgressView, ResultOutcome, TargetList};
 use recovery_tui::runner::{run, AppEvent, Effects};
+use reliquary_appliance::restore::Stage;
 
 fn press(app: &mut App, code: KeyCode) -> Action {
     handle_key(app, key(code))
@@ -297,9 +298,9 @@ fn esc_during_a_restore_asks_and_only_a_second_confirmation_cancels() {
     );
     press(&mut app, KeyCode::Esc);
     assert_eq!(app.overlay, None, "no second dialog once cancelling");
-    app.apply(WorkerEvent::RestoreFinished(
+    app.apply(WorkerEvent::RestoreFinished(Box::new(
         result(ResultOutcome::Cancelled).result.expect("result"),
-    ));
+    )));
     assert_eq!(app.screen, Screen::Result);
     assert!(!app.should_quit);
 }
@@ -318,9 +319,9 @@ fn quitting_during_a_restore_asks_then_waits_for_the_end_to_be_logged() {
     press(&mut app, KeyCode::Tab);
     assert_eq!(press(&mut app, KeyCode::Enter), Action::CancelRestore);
     assert!(app.quit_after_restore && !app.should_quit);
-    let finished = app.apply(WorkerEvent::RestoreFinished(
+    let finished = app.apply(WorkerEvent::RestoreFinished(Box::new(
         result(ResultOutcome::Cancelled).result.expect("result"),
-    ));
+    )));
     assert_eq!(finished, Action::Quit);
     assert!(app.should_quit);
 }
@@ -329,8 +330,8 @@ fn quitting_during_a_restore_asks_then_waits_for_the_end_to_be_logged() {
 fn progress_feeds_the_gauges_and_the_sparkline() {
     let mut app = restoring();
     app.apply(WorkerEvent::RestoreStarted { seq: 9 });
-    let progress = |stage: &str| ProgressView {
-        stage: stage.into(),
+    let progress = |stage: Stage| ProgressView {
+        stage,
         bytes_done: 1,
         bytes_total: 2,
         chunks_done: 1,
@@ -339,13 +340,13 @@ fn progress_feeds_the_gauges_and_the_sparkline() {
         eta_seconds: Some(3),
     };
     let before = app.restore.as_ref().map_or(0, |r| r.throughput.len());
-    app.apply(WorkerEvent::RestoreProgress(progress("writing")));
+    app.apply(WorkerEvent::RestoreProgress(progress(Stage::Writing)));
     let view = app.restore.as_ref().expect("view");
     assert_eq!(view.started_seq, Some(9));
     assert_eq!(view.throughput.len(), before + 1);
     assert_eq!(view.throughput.last(), Some(&250));
     assert!(!view.written);
-    app.apply(WorkerEvent::RestoreProgress(progress("reading back")));
+    app.apply(WorkerEvent::RestoreProgress(progress(Stage::ReadingBack)));
     assert!(app.restore.as_ref().is_some_and(|r| r.written));
 }
 

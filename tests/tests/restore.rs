@@ -747,7 +747,10 @@ fn restores_onto_a_new_regular_file_and_onto_a_4096_byte_sector_disk() {
     write_at(&raw, 3 * MIB, &noise(3, 2 * MIB as usize));
     let image = fx.capture(&raw, "plain", "256K", 512);
     let target = fx.path("new-disk.raw");
-    let out = fx.restore(&image, &target, &["--no-audit", "--yes"]);
+    let refused = fx.restore(&image, &target, &["--no-audit", "--yes"]);
+    assert_refused(&refused, &["does not exist", "--create-file"]);
+    assert!(!target.exists(), "a refused restore created its target");
+    let out = fx.restore(&image, &target, &["--no-audit", "--yes", "--create-file"]);
     assert!(
         out.status.success(),
         "restore onto a new file: {}",
@@ -1216,8 +1219,6 @@ fn interrupt_at_several_points(fx: &Fixture, raw: &Path, old: &Path, image: &Pat
     );
     assert_same_bytes(raw, lo.path());
 
-    // The sectors of the extent holding sector 0, written very last.
-    let sector0_extent = open_image(image).extent_at_sector(0).expect("extent 0");
     let mut outcomes = Vec::new();
     for percent in [0u32, 3, 10, 20, 35, 50, 65, 80, 90, 95, 99] {
         let delay = full * percent / 100;
@@ -1231,33 +1232,15 @@ fn interrupt_at_several_points(fx: &Fixture, raw: &Path, old: &Path, image: &Pat
             // written, so this is the old disk with (part of) its tables
             // wiped, never a mix of the two.
             "old disk, wipe interrupted".to_string()
+        } else if has_valid_mbr(lo.path()) {
+            panic!(
+                "killed at {percent}% of a run ({delay:?}, {status:?}): the target is neither \
+                 complete nor untouched but holds a valid MBR at LBA 0: a half-good disk"
+            );
         } else {
-            match table_visible(lo.path(), 512, size, size) {
-                None => "no partition table".to_string(),
-                // Killed between the write of the tail (a GPT's backup
-                // header) and that of the extent holding sector 0: every
-                // byte but that extent is the image's, and without a
-                // protective MBR or primary header no firmware (EDK2) or
-                // kernel takes the disk for GPT; gdisk calls the main header
-                // invalid. This is the one state between "no table" and
-                // "complete" that two separate table areas make unavoidable.
-                Some(table)
-                    if table.contains("last LBA")
-                        && same_except(
-                            raw,
-                            lo.path(),
-                            sector0_extent.start_sector * 512,
-                            sector0_extent.end_sector() * 512,
-                        ) =>
-                {
-                    "only the backup GPT header (all data written, sector-0 extent pending)"
-                        .to_string()
-                }
-                Some(table) => panic!(
-                    "killed at {percent}% of a run ({delay:?}, {status:?}): the target is neither \
-                     complete nor untouched but shows {table}: a half-good disk"
-                ),
-            }
+            // Firmware takes a disk for partitioned only once LBA 0 holds
+            // a valid MBR or protective MBR, written last of all.
+            "no valid MBR at LBA 0".to_string()
         };
         outcomes.push(format!("{percent}%: {outcome}"));
     }
@@ -1266,19 +1249,12 @@ fn interrupt_at_several_points(fx: &Fixture, raw: &Path, old: &Path, image: &Pat
         outcomes.join(", ")
     );
     assert!(
-        outcomes.iter().any(|o| o.ends_with("no partition table")),
+        outcomes
+            .iter()
+            .any(|o| o.ends_with("no valid MBR at LBA 0")),
         "no kill landed mid-restore: {outcomes:?}"
     );
     outcomes
-}
-
-/// Whether `target` equals `raw` everywhere outside the byte range
-/// `skip_start..skip_end`.
-fn same_except(raw: &Path, target: &Path, skip_start: u64, skip_end: u64) -> bool {
-    let len = file_len(raw);
-    let (a, b) = (read_range(raw, 0, len), read_range(target, 0, len));
-    a[..skip_start as usize] == b[..skip_start as usize]
-        && a[skip_end as usize..] == b[skip_end as usize..]
 }
 
 #[test]
@@ -1317,4 +1293,571 @@ fn sigkill_during_a_gpt_restore_never_leaves_a_half_good_disk() {
         .arg(&old));
     write_at(&old, 8 * MIB, &noise(98, (40 * MIB) as usize));
     interrupt_at_several_points(&fx, &raw, &old, &image);
+}
+
+// ---------------------------------------------------------------- write order
+
+/// Whether `sector0` is a valid MBR or protective MBR: the boot signature
+/// and at least one partition entry with a type and a size.
+fn mbr_is_valid(sector0: &[u8]) -> bool {
+    sector0.len() >= 512
+        && sector0[510..512] == [0x55, 0xAA]
+        && (0..4).any(|i| {
+            let e = &sector0[446 + 16 * i..462 + 16 * i];
+            e[4] != 0 && e[12..16] != [0, 0, 0, 0]
+        })
+}
+
+/// Reads LBA 0 of `target` with O_DIRECT, past any cache, as firmware would.
+fn read_lba0_direct(target: &File) -> Vec<u8> {
+    let mut buf = reliquary_appliance::sys::AlignedBuf::new(4096, 4096).expect("aligned buffer");
+    match target.read_at(buf.as_mut_slice(), 0) {
+        Ok(n) if n >= 512 => buf.as_slice()[..512].to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+fn has_valid_mbr(target: &Path) -> bool {
+    let f = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(target)
+        .expect("open target");
+    mbr_is_valid(&read_lba0_direct(&f))
+}
+
+/// A random MBR or GPT disk of `size` bytes: the tables of `sfdisk` or
+/// `sgdisk`, and random bytes through the partitions.
+fn random_disk(fx: &Fixture, name: &str, size: u64, gpt: bool, seed: u64) -> PathBuf {
+    let raw = if gpt {
+        build_gpt_disk(fx, name, size)
+    } else {
+        let raw = fx.path(&format!("{name}.raw"));
+        sparse_file(&raw, size);
+        run_with_input(
+            Command::new("sfdisk").arg("-q").arg(&raw),
+            "label: dos\n2048,16M,7,*\n,,7\n",
+        );
+        raw
+    };
+    // Random data across the partitions, leaving some holes.
+    let mut at = 2 * MIB;
+    let mut n = 0;
+    while at + 2 * MIB < size - MIB {
+        write_at(&raw, at, &noise(seed * 1000 + n, (3 * MIB / 2) as usize));
+        at += 2 * MIB + (seed % 3) * MIB;
+        n += 1;
+    }
+    raw
+}
+
+/// One write or flush of the restore's target, as strace saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetOp {
+    Write { offset: u64, len: u64 },
+    Flush,
+}
+
+/// The writes and flushes on `target` in an `strace -f -y` log, in the
+/// order they were issued (an `<unfinished ...>` call counts at its start).
+fn target_ops(log: &str, target: &Path) -> Vec<TargetOp> {
+    let tag = format!("<{}>", target.display());
+    let mut pending: std::collections::HashMap<String, String> = Default::default();
+    let mut ordered: Vec<Option<String>> = Vec::new();
+    let mut slot_of: std::collections::HashMap<String, usize> = Default::default();
+    for line in log.lines() {
+        let (pid, rest) = line.split_once(' ').unwrap_or(("", line));
+        let rest = rest.trim_start();
+        if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            pending.insert(pid.to_string(), head.to_string());
+            slot_of.insert(pid.to_string(), ordered.len());
+            ordered.push(None);
+        } else if rest.starts_with("<... ") {
+            let tail = rest.split_once("resumed>").map_or("", |(_, t)| t);
+            if let (Some(head), Some(slot)) = (pending.remove(pid), slot_of.remove(pid)) {
+                ordered[slot] = Some(format!("{head}{tail}"));
+            }
+        } else {
+            ordered.push(Some(rest.to_string()));
+        }
+    }
+    let number = |s: &str| s.trim().trim_end_matches(')').parse::<u64>().ok();
+    let mut ops = Vec::new();
+    for call in ordered.into_iter().flatten() {
+        let Some((name, args)) = call.split_once('(') else {
+            continue;
+        };
+        if !args.starts_with(|c: char| c.is_ascii_digit()) || !args.contains(&tag) {
+            continue;
+        }
+        let (args, result) = match args.rsplit_once(" = ") {
+            Some((args, result)) => (args, Some(result.trim())),
+            None => (args, None),
+        };
+        let fields: Vec<&str> = args.split(", ").collect();
+        match name {
+            "fsync" | "fdatasync" => ops.push(TargetOp::Flush),
+            "pwrite64" | "pwritev" | "pwritev2" => {
+                let len = result.and_then(number).expect("write length");
+                let offset = fields
+                    .iter()
+                    .rev()
+                    .find_map(|f| number(f))
+                    .expect("write offset");
+                ops.push(TargetOp::Write { offset, len });
+            }
+            "fallocate" => {
+                let (offset, len) = (number(fields[2]), number(fields[3]));
+                ops.push(TargetOp::Write {
+                    offset: offset.expect("offset"),
+                    len: len.expect("len"),
+                });
+            }
+            "ioctl" if args.contains("BLKZEROOUT") => {
+                let range = args.split_once('[').map_or("", |(_, r)| r);
+                let mut nums = range
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse().ok());
+                let (offset, len) = (nums.next(), nums.next());
+                ops.push(TargetOp::Write {
+                    offset: offset.expect("offset"),
+                    len: len.expect("len"),
+                });
+            }
+            _ => {}
+        }
+    }
+    ops
+}
+
+#[test]
+fn the_first_sector_is_written_last_after_a_flush_as_strace_sees_it() {
+    let Some(fx) = Fixture::new(&["sfdisk", "sgdisk", "strace"]) else {
+        return;
+    };
+    let size = 48 * MIB;
+    let mut runs = 0;
+    for seed in 1..=5u64 {
+        for gpt in [false, true] {
+            let name = format!("order-{seed}-{gpt}");
+            let raw = random_disk(&fx, &name, size, gpt, seed);
+            let chunk = if seed % 2 == 0 { "4M" } else { "256K" };
+            let image = fx.capture(&raw, &name, chunk, 512);
+            for target_size in [size, size + 16 * MIB] {
+                let Some(lo) = patterned_loop(target_size, None) else {
+                    return;
+                };
+                let log = fx.path(&format!("{name}-{target_size}.strace"));
+                let restore = fx.restore_cmd(&image, lo.path(), &["--no-audit", "--yes"]);
+                let out = Command::new("strace")
+                    .args(["-f", "-y", "-qq", "-o"])
+                    .arg(&log)
+                    .args([
+                        "-e",
+                        "trace=pwrite64,pwritev,pwritev2,fallocate,ioctl,fsync,fdatasync",
+                    ])
+                    .arg(restore.get_program())
+                    .args(restore.get_args())
+                    .stdin(Stdio::null())
+                    .output()
+                    .expect("run strace");
+                assert!(out.status.success(), "restore under strace: {}", text(&out));
+                let ops = target_ops(&std::fs::read_to_string(&log).expect("log"), lo.path());
+                let writes: Vec<(usize, u64, u64)> = ops
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, op)| match op {
+                        TargetOp::Write { offset, len } => Some((i, *offset, *len)),
+                        TargetOp::Flush => None,
+                    })
+                    .collect();
+                let &(last, offset, len) = writes.last().expect("the restore wrote");
+                let context = format!("{name} onto {target_size} bytes: {ops:?}");
+                assert_eq!(offset, 0, "the last write is not at LBA 0: {context}");
+                assert!(
+                    len <= 4096 && len >= 512,
+                    "the last write spans {len} bytes: {context}"
+                );
+                let (before, _, _) = writes[writes.len() - 2];
+                assert!(
+                    ops[before + 1..last].contains(&TargetOp::Flush),
+                    "no flush between the last two writes: {context}"
+                );
+                assert!(
+                    ops[last + 1..].contains(&TargetOp::Flush),
+                    "the last write is not flushed: {context}"
+                );
+                // The tail area, and a moved backup GPT, were written (after
+                // the three wipes) before LBA 0.
+                let covers = |sector: u64| {
+                    writes[3..writes.len() - 1]
+                        .iter()
+                        .any(|&(_, o, l)| o <= sector * 512 && sector * 512 < o + l)
+                };
+                assert!(
+                    covers(size / 512 - 1),
+                    "the image's last sector came late: {context}"
+                );
+                if gpt {
+                    assert!(
+                        covers(target_size / 512 - 1),
+                        "the disk's last sector (backup GPT) came late: {context}"
+                    );
+                }
+                assert_same_bytes_prefix(&raw, lo.path(), target_size == size);
+                runs += 1;
+            }
+        }
+    }
+    assert_eq!(runs, 20);
+}
+
+/// Compares `target` with `raw`: byte for byte when `exact`, else outside
+/// the GPT fields a larger disk changes (the check command's job).
+fn assert_same_bytes_prefix(raw: &Path, target: &Path, exact: bool) {
+    if exact {
+        assert_same_bytes(raw, target);
+    } else {
+        let len = file_len(raw);
+        // Past the partition tables, the data is the image's.
+        assert!(
+            read_range(raw, MIB, len - 2 * MIB) == read_range(target, MIB, len - 2 * MIB),
+            "{} differs from the image between its table areas",
+            target.display()
+        );
+    }
+}
+
+/// Restores `image` onto `lo` (first filled with noise whose LBA 0 is no
+/// MBR) while polling LBA 0 with O_DIRECT, and SIGKILLs the restore the
+/// moment a valid MBR appears there. Returns whether the kill landed
+/// before the restore ended by itself.
+fn kill_when_lba0_turns_valid(fx: &Fixture, image: &Path, lo: &LoopDevice, size: u64) -> bool {
+    let mut junk = noise(size ^ 0x5eed, size as usize);
+    junk[510] = 0;
+    let f = File::options()
+        .write(true)
+        .open(lo.path())
+        .expect("open target");
+    f.write_all_at(&junk, 0).expect("fill target");
+    f.sync_all().expect("sync");
+    drop(f);
+    let poll = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(lo.path())
+        .expect("open for polling");
+    let mut child = fx
+        .restore_cmd(image, lo.path(), &["--no-audit", "--yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn restore");
+    loop {
+        if mbr_is_valid(&read_lba0_direct(&poll)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let status = child.wait().expect("wait");
+            return status.code().is_none();
+        }
+        if child.try_wait().expect("try_wait").is_some() {
+            return false;
+        }
+    }
+}
+
+#[test]
+fn killed_the_moment_lba0_turns_valid_every_byte_is_already_final() {
+    let Some(fx) = Fixture::new(&["sfdisk", "sgdisk"]) else {
+        return;
+    };
+    let size = 96 * MIB;
+    let mut killed = 0;
+    let mut runs = 0;
+    for gpt in [false, true] {
+        let name = if gpt { "worst-gpt" } else { "worst-mbr" };
+        let raw = random_disk(&fx, name, size, gpt, 7);
+        for chunk in ["4M", "64M"] {
+            let image = fx.capture(&raw, &format!("{name}-{chunk}"), chunk, 512);
+            let Some(lo) = LoopDevice::attach(size, None) else {
+                return;
+            };
+            for _ in 0..5 {
+                killed += u32::from(kill_when_lba0_turns_valid(&fx, &image, &lo, size));
+                runs += 1;
+                // Whether killed or finished, a valid LBA 0 means a whole disk.
+                assert!(
+                    has_valid_mbr(lo.path()),
+                    "{name} {chunk}: LBA 0 never turned valid"
+                );
+                assert!(
+                    same_bytes(&raw, lo.path()),
+                    "{name} with {chunk} chunks: LBA 0 was valid while other bytes were not final"
+                );
+            }
+        }
+    }
+    eprintln!("{killed} of {runs} restores killed the moment LBA 0 turned valid");
+    assert_eq!(runs, 20);
+    assert!(
+        killed >= 15,
+        "only {killed} of {runs} kills landed before the restore ended"
+    );
+}
+
+#[test]
+fn killed_at_random_moments_a_disk_is_complete_or_has_no_valid_mbr() {
+    let Some(fx) = Fixture::new(&["sfdisk", "sgdisk"]) else {
+        return;
+    };
+    let size = 64 * MIB;
+    let mut state = u64::from(std::process::id()) | 1;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut outcomes = Vec::new();
+    for gpt in [false, true] {
+        let name = if gpt { "random-gpt" } else { "random-mbr" };
+        let raw = random_disk(&fx, name, size, gpt, 11);
+        let image = fx.capture(&raw, name, "1M", 512);
+        let old = fx.path(&format!("{name}-old.raw"));
+        sparse_file(&old, size);
+        let Some(lo) = LoopDevice::attach(size, None) else {
+            return;
+        };
+        let (full, status) = restore_and_kill(&fx, &lo, &old, &image, None, None);
+        assert!(status.success(), "the uninterrupted restore failed");
+        for _ in 0..10 {
+            let delay = full.mul_f64((random() % 1000) as f64 / 1000.0);
+            restore_and_kill(&fx, &lo, &old, &image, None, Some(delay));
+            let outcome = if same_bytes(&raw, lo.path()) {
+                "complete"
+            } else if has_valid_mbr(lo.path()) {
+                panic!(
+                    "{name} killed after {delay:?}: a valid MBR at LBA 0 over an incomplete disk"
+                )
+            } else {
+                "no valid MBR at LBA 0"
+            };
+            outcomes.push(format!("{name} {delay:?}: {outcome}"));
+        }
+    }
+    eprintln!("random kills: {}", outcomes.join(", "));
+    assert_eq!(outcomes.len(), 20);
+}
+
+// ---------------------------------------------------------------- identity
+
+#[test]
+fn a_disk_swapped_at_the_confirmed_node_is_refused_and_left_untouched() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let (_, image) = small_image(&fx);
+    // A node far above the ones `losetup -f` hands out, so that no other
+    // test can take it between the detach and the re-attach below.
+    let node = PathBuf::from(format!("/dev/loop{}", 200 + std::process::id() % 50));
+    let first = fx.path("first.raw");
+    std::fs::write(&first, vec![0xAAu8; (64 * MIB) as usize]).expect("first disk");
+    run(Command::new("losetup").arg(&node).arg(&first));
+    let other = fx.path("other.raw");
+    let pattern = noise(77, (64 * MIB) as usize);
+    std::fs::write(&other, &pattern).expect("other disk");
+
+    // A pseudo-terminal as standard input, so the restore asks to confirm.
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut child = fx
+        .restore_cmd(&image, &node, &["--no-audit"])
+        .stdin(Stdio::from(pty.slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn restore");
+    let mut answer = File::from(pty.master);
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let said = std::sync::Arc::clone(&said);
+        let mut stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut stderr, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = said.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        })
+    };
+    let asked = Instant::now();
+    while !said.lock().is_ok_and(|s| s.contains("Type `yes`")) {
+        if asked.elapsed() > Duration::from_secs(30) {
+            let _ = Command::new("losetup").arg("-d").arg(&node).status();
+            panic!(
+                "no confirmation prompt: {}",
+                said.lock().map(|s| s.clone()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Between the confirmation and the restore, the node gets other media.
+    run(Command::new("losetup").arg("-d").arg(&node));
+    run(Command::new("losetup").arg(&node).arg(&other));
+    answer.write_all(b"yes\n").expect("answer");
+    let status = child.wait().expect("wait");
+    let _ = reader.join();
+    let said = said.lock().map(|s| s.clone()).unwrap_or_default();
+    let _ = Command::new("losetup").arg("-d").arg(&node).status();
+    assert_eq!(status.code(), Some(4), "expected a refusal: {said}");
+    assert!(said.contains("not the disk that was confirmed"), "{said}");
+    assert!(
+        std::fs::read(&other).expect("read other") == pattern,
+        "the new backing file was written"
+    );
+}
+
+#[test]
+fn a_target_path_that_does_not_exist_is_refused_and_nothing_is_created() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let (_, image) = small_image(&fx);
+    for target in ["/dev/nonexistent", "relative-missing.raw"] {
+        let out = fx
+            .restore_cmd(&image, Path::new(target), &["--no-audit", "--yes"])
+            .current_dir(fx.path(""))
+            .output()
+            .expect("run restore");
+        assert_refused(&out, &["does not exist"]);
+        assert!(!fx.path(target).exists() && !Path::new(target).exists());
+    }
+    let out = fx.restore(
+        &image,
+        Path::new("/dev/nonexistent"),
+        &["--no-audit", "--yes", "--create-file"],
+    );
+    assert_refused(&out, &["under /dev"]);
+    assert!(!Path::new("/dev/nonexistent").exists());
+}
+
+// ---------------------------------------------------------------- sizes
+
+#[test]
+fn a_gpt_disk_with_4096_byte_sectors_onto_a_larger_disk_validates_everywhere() {
+    let Some(fx) = Fixture::new(&["sgdisk"]) else {
+        return;
+    };
+    let size = 48 * MIB;
+    let raw = fx.path("gpt4k.raw");
+    {
+        let Some(lo) = LoopDevice::attach(size, Some(4096)) else {
+            return;
+        };
+        run(Command::new("sgdisk")
+            .args([
+                "-o",
+                "-n",
+                "1:256:+8M",
+                "-t",
+                "1:ef00",
+                "-n",
+                "2:0:0",
+                "-t",
+                "2:0700",
+            ])
+            .arg(lo.path()));
+        let f = File::options().write(true).open(lo.path()).expect("open");
+        f.write_all_at(&noise(41, (4 * MIB) as usize), 2 * MIB)
+            .expect("noise");
+        f.sync_all().expect("sync");
+        drop(f);
+        std::fs::copy(lo.backing_file(), &raw).expect("copy 4Kn GPT disk");
+    }
+    let image = fx.capture(&raw, "gpt4k", "1M", 4096);
+    let Some(lo) = patterned_loop(size + 32 * MIB, Some(4096)) else {
+        return;
+    };
+    let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+    assert!(out.status.success(), "4Kn GPT restore: {}", text(&out));
+    assert!(text(&out).contains("backup GPT moved"), "{}", text(&out));
+    let verify = run(Command::new("sgdisk").arg("-v").arg(lo.path()));
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(said.contains("No problems found"), "sgdisk -v: {said}");
+    let check = fx.check(&image, lo.path());
+    assert!(check.status.success(), "check: {}", text(&check));
+}
+
+#[test]
+fn tiny_images_restore_onto_files_and_loop_devices() {
+    let Some(fx) = Fixture::new(&[]) else {
+        return;
+    };
+    for (name, len) in [
+        ("one-sector", 512u64),
+        ("203k", 203 * 1024),
+        ("1m512", MIB + 512),
+    ] {
+        let raw = fx.path(&format!("{name}.raw"));
+        std::fs::write(&raw, noise(len, len as usize)).expect("write raw");
+        let image = fx.capture(&raw, name, "64K", 512);
+        let file = fx.path(&format!("{name}.restored"));
+        let out = fx.restore(&image, &file, &["--no-audit", "--yes", "--create-file"]);
+        assert!(out.status.success(), "{name} onto a file: {}", text(&out));
+        assert_same_bytes(&raw, &file);
+        let backing = tempfile::NamedTempFile::new().expect("backing");
+        backing.as_file().set_len(len).expect("size");
+        let Some(lo) = LoopDevice::attach_file(backing, None) else {
+            return;
+        };
+        let out = fx.restore(&image, lo.path(), &["--no-audit", "--yes"]);
+        assert!(
+            out.status.success(),
+            "{name} onto a loop device: {}",
+            text(&out)
+        );
+        assert_same_bytes(&raw, lo.path());
+    }
+}
+
+#[test]
+fn ctrl_c_mid_restore_exits_130_and_says_the_disk_was_wiped() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let size = 64 * MIB;
+    let raw = random_disk(&fx, "sigint", size, false, 3);
+    let image = fx.capture(&raw, "sigint", "256K", 512);
+    let Some(lo) = LoopDevice::attach(size, None) else {
+        return;
+    };
+    let Some(throttle) = Throttle::writes(lo.path(), 8 << 20) else {
+        skip_or_fail("the cgroup v1 blkio controller is needed to slow the restore down");
+        return;
+    };
+    let cmd = fx.restore_cmd(&image, lo.path(), &["--no-audit", "--yes"]);
+    let child = throttle
+        .command(&cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn restore");
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(text(&out).contains("left wiped"), "{}", text(&out));
+    assert!(
+        !has_valid_mbr(lo.path()),
+        "a cancelled restore left a valid MBR"
+    );
 }

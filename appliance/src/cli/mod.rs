@@ -12,6 +12,8 @@ mod progress;
 mod restore;
 mod targets;
 
+pub use restore::AlreadyReported;
+
 /// A usage error found after parsing (a bad combination of arguments).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -81,6 +83,9 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
         }
         if let Some(e) = cause.downcast_ref::<restore::Unsuccessful>() {
             return e.class;
+        }
+        if let Some(e) = cause.downcast_ref::<restore::AlreadyReported>() {
+            return e.0;
         }
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::restore::RestoreError>() {
             return e.exit_class();

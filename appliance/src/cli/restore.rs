@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use clap::Args;
 use nix::sys::signal::{SigSet, Signal};
@@ -16,10 +16,10 @@ use reliquary_appliance::audit::{
     AuditLog, CheckResult, Digest, Environment, Operator, Payload, RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::exit::ExitClass;
-use reliquary_appliance::restore::records::{log_started, target_ref};
+use reliquary_appliance::restore::records::target_ref;
 use reliquary_appliance::restore::{
-    self, compare_disk, forgive_moved_gpt, CancelToken, Outcome, Progress, RestoreOptions, Stage,
-    TargetInfo,
+    self, check_disk, AuditRecording, CancelToken, Outcome, Progress, RestoreOptions,
+    RestoreRequest, RestoreRun, Stage, TargetIdentity, TargetInfo, TargetRules,
 };
 use reliquary_image::{Image, TrustStore};
 
@@ -78,6 +78,9 @@ pub struct RestoreArgs {
     /// Write zeros over extents the image did not capture.
     #[arg(long = "zero-unmapped")]
     zero_unmapped: bool,
+    /// Create TARGET as a regular file if it does not exist (never under /dev).
+    #[arg(long = "create-file")]
+    create_file: bool,
     /// Record nothing (workstation use only): the restore leaves no audit record.
     #[arg(long = "no-audit", conflicts_with = "audit")]
     no_audit: bool,
@@ -138,7 +141,7 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             while signals.wait().is_ok() {
                 if !writing.load(Ordering::SeqCst) {
                     eprintln!("\ninterrupted; nothing was written");
-                    std::process::exit(130);
+                    std::process::exit(i32::from(ExitClass::Interrupted.code()));
                 }
                 eprintln!("\ncancelling at the next chunk boundary; the disk will be left wiped");
                 cancel.cancel();
@@ -160,46 +163,58 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     });
     let image = open_image(&args.image)?.verify(&trust)?;
     print_signers(&image);
-    let mut log = args.audit.open_log(&trust)?;
+    let log = args.audit.open_log(&trust)?.map(Mutex::new);
     match &log {
-        Some(log) => log.ensure_space(RESTORE_RESERVE_BYTES)?,
+        Some(log) => lock(log).ensure_space(RESTORE_RESERVE_BYTES)?,
         None => eprintln!("warning: --no-audit: this restore is recorded nowhere"),
     }
     let operator = args.audit.operator();
-    let target = restore::open_target(&args.target, &image, &args.image, args.vault.as_deref())?;
+    let rules = TargetRules {
+        image_path: &args.image,
+        vault: args.vault.as_deref(),
+        create_file: args.create_file,
+    };
+    let confirmed = restore::inspect_target(&args.target, &image, &rules)?;
     if !args.yes {
-        confirm(target.info(), &image)?;
+        confirm(&confirmed, &image)?;
     }
     writing.store(true, Ordering::SeqCst);
-    let started = match log.as_mut() {
-        Some(log) => Some(log_started(log, &operator, &image, target.info())?),
-        None => None,
+    let request = RestoreRequest {
+        image: &image,
+        image_path: &args.image,
+        confirmed: &confirmed,
+        vault: args.vault.as_deref(),
+        create_file: args.create_file,
+        options: RestoreOptions {
+            readback: !args.no_readback,
+            zero_unmapped: args.zero_unmapped,
+        },
     };
-
-    let opts = RestoreOptions {
-        readback: !args.no_readback,
-        zero_unmapped: args.zero_unmapped,
-    };
-    let report = restore::run(&image, target, &opts, &tx, &cancel);
+    let recording = log.as_ref().map(|log| AuditRecording {
+        log,
+        operator: &operator,
+    });
+    let run = restore::restore(&request, recording, &tx, &cancel);
     drop(tx);
     let _ = drawer.join();
 
+    let (report, started_seq, finished) = match run {
+        RestoreRun::NotStarted(e) => return Err(e.into()),
+        RestoreRun::Ran {
+            report,
+            started_seq,
+            finished,
+            ..
+        } => (report, started_seq, finished),
+    };
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
-    }
-    if let (Some(log), Some(started)) = (log.as_mut(), started) {
-        let started_seq = started.seq;
-        let record = started.log_finished(log, &operator, &report)?;
-        println!(
-            "audit record {} (restore started at record {started_seq}); checkpoint {}",
-            record.seq,
-            log.checkpoint().short_form()
-        );
     }
     for (stage, duration) in &report.stage_durations {
         println!("  {stage:<14} {:>8.1} s", duration.as_secs_f64());
     }
-    match report.outcome {
+    // The outcome is printed first, whatever happens to its record.
+    let outcome = match &report.outcome {
         Outcome::Success => {
             println!(
                 "RESTORED {} onto {}: {} written{}{}",
@@ -210,23 +225,93 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
                     Some(d) => format!(", read back and matching (digest {})", hex::encode(d)),
                     None => ", NOT read back (--no-readback)".into(),
                 },
-                if report.backup_gpt_moved { "; backup GPT moved to the end of the disk" } else { "" },
+                if report.backup_gpt_moved {
+                    "; backup GPT moved to the end of the disk"
+                } else {
+                    ""
+                },
             );
-            Ok(ExitCode::SUCCESS)
+            Ok(())
         }
         Outcome::Cancelled => Err(Unsuccessful {
-            message: "the restore was cancelled; the disk's partition tables were wiped, so it will not boot".into(),
-            class: ExitClass::Runtime,
-        }
-        .into()),
+            message: format!(
+                "the restore was cancelled; {}",
+                wiped_sentence(&report.wiped)
+            ),
+            class: ExitClass::Interrupted,
+        }),
         Outcome::Failed { error, .. } => Err(Unsuccessful {
             message: format!(
-                "the restore failed: {error}; the disk's partition tables were wiped, so it will not boot"
+                "the restore failed: {error}; {}",
+                wiped_sentence(&report.wiped)
             ),
             class: error.exit_class(),
-        }
-        .into()),
+        }),
+    };
+    if let Err(failure) = &outcome {
+        eprintln!("error: {}", failure.message);
     }
+    let recorded = match finished {
+        Some(Ok(end)) => {
+            println!(
+                "audit record {} (restore started at record {}); checkpoint {}",
+                end.seq,
+                started_seq.unwrap_or_default(),
+                end.checkpoint
+            );
+            Ok(())
+        }
+        Some(Err(e)) => Err(e),
+        None => Ok(()),
+    };
+    match (outcome, recorded) {
+        (Ok(()), Ok(())) => Ok(ExitCode::SUCCESS),
+        (Ok(()), Err(e)) => Err(anyhow::Error::new(e)
+            .context("the disk is restored, but its end could not be recorded in the audit log")),
+        (Err(failure), Ok(())) => Err(AlreadyReported(failure.class).into()),
+        (Err(failure), Err(e)) => {
+            eprintln!("error: and its end could not be recorded in the audit log: {e}");
+            Err(AlreadyReported(worse(failure.class, ExitClass::Runtime)).into())
+        }
+    }
+}
+
+/// What a failed or cancelled restore left on the disk, as a sentence.
+fn wiped_sentence(wiped: &[restore::WipeArea]) -> String {
+    if wiped.is_empty() {
+        return "nothing was written to the disk".into();
+    }
+    let areas: Vec<String> = wiped.iter().map(ToString::to_string).collect();
+    format!(
+        "the disk was left wiped ({}), so it will not boot",
+        areas.join(", ")
+    )
+}
+
+/// The more serious of two exit classes: integrity and safety outrank a
+/// runtime error, and an interruption outranks nothing the disk shows.
+fn worse(a: ExitClass, b: ExitClass) -> ExitClass {
+    let rank = |c: ExitClass| match c {
+        ExitClass::Integrity => 4,
+        ExitClass::Refused => 3,
+        ExitClass::Runtime => 2,
+        ExitClass::Interrupted => 1,
+        ExitClass::Usage => 0,
+    };
+    if rank(a) >= rank(b) {
+        a
+    } else {
+        b
+    }
+}
+
+/// A failure whose message was already printed; only its exit class is left.
+#[derive(Debug, thiserror::Error)]
+#[error("")]
+pub struct AlreadyReported(pub ExitClass);
+
+fn lock(log: &Mutex<AuditLog>) -> std::sync::MutexGuard<'_, AuditLog> {
+    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -251,9 +336,14 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let meter = Meter::terminal_only("check", image.manifest().logical_bytes());
-    let mut report = compare_disk(&image, &disk, false, &|n| meter.add(n), &CancelToken::new())?;
+    let report = check_disk(
+        &image,
+        &disk,
+        disk_bytes,
+        &|n| meter.add(n),
+        &CancelToken::new(),
+    )?;
     meter.finish();
-    forgive_moved_gpt(&image, &disk, disk_bytes, &mut report)?;
     if let Some(mut log) = args.audit.open_log(&trust)? {
         let info = TargetInfo {
             path: args.target.clone(),
@@ -264,6 +354,7 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
             size_bytes: disk_bytes,
             logical_sector_size: image.sector_size(),
             physical_sector_size: image.manifest().source.physical_sector_size,
+            identity: TargetIdentity::NewFile,
         };
         let result = if report.matches() {
             CheckResult::Passed

@@ -192,6 +192,10 @@ pub struct Disk {
     /// The device node (`/dev/sda`).
     pub path: PathBuf,
     pub devnum: DevNum,
+    /// The kernel's disk sequence number: it changes whenever other media
+    /// appear behind the same node (a loop device re-attached, a card
+    /// swapped), so it tells a re-enumerated disk from the confirmed one.
+    pub diskseq: Option<u64>,
     pub vendor: Option<String>,
     pub model: Option<String>,
     pub serial: Option<String>,
@@ -214,6 +218,9 @@ pub struct Disk {
     pub roles: DiskRoles,
     /// For a loop device, the file behind it.
     pub backing_file: Option<PathBuf>,
+    /// Why part of this disk's sysfs could not be read; such a disk is
+    /// listed, and refused, so one bad attribute hides no other disk.
+    pub unreadable: Option<String>,
 }
 
 impl Disk {
@@ -288,7 +295,9 @@ pub fn discover(
         if !is_candidate(&name, options.include_loop) {
             continue;
         }
-        if let Some(mut disk) = sysfs::read_disk(sysfs_root, &name, mounts, options)? {
+        let read = sysfs::read_disk(sysfs_root, &name, mounts, options)
+            .unwrap_or_else(|e| Some(unreadable_disk(sysfs_root, &name, options, &e)));
+        if let Some(mut disk) = read {
             disk.roles = DiskRoles {
                 system: role_disks.system.contains(&name),
                 vault: role_disks.vault.contains(&name),
@@ -298,6 +307,44 @@ pub fn discover(
         }
     }
     Ok(disks)
+}
+
+/// A disk whose sysfs directory could not be read whole: named, with the
+/// attribute that failed, so the operator sees it and why it is refused.
+fn unreadable_disk(
+    sysfs_root: &Path,
+    name: &str,
+    options: &DiscoverOptions,
+    error: &DiscoverError,
+) -> Disk {
+    let dev = std::fs::read_to_string(sysfs_root.join("block").join(name).join("dev"));
+    Disk {
+        name: name.to_owned(),
+        path: options.dev_root.join(name),
+        devnum: dev
+            .ok()
+            .and_then(|d| DevNum::parse(&d))
+            .unwrap_or(DevNum { major: 0, minor: 0 }),
+        diskseq: None,
+        vendor: None,
+        model: None,
+        serial: None,
+        wwn: None,
+        size_bytes: 0,
+        logical_sector_size: 0,
+        physical_sector_size: 0,
+        transport: Transport::Unknown,
+        removable: false,
+        rotational: false,
+        read_only: true,
+        partition_table: None,
+        partitions: Vec::new(),
+        mounts: Vec::new(),
+        holders: Vec::new(),
+        roles: DiskRoles::default(),
+        backing_file: None,
+        unreadable: Some(crate::error_chain(error)),
+    }
 }
 
 /// Discovers the disks of the running system: `/sys`, `/proc/self/mountinfo`

@@ -53,6 +53,7 @@ pub(super) fn read_disk(
     Ok(Some(Disk {
         name: name.to_owned(),
         devnum,
+        diskseq: text(&dir.join("diskseq")).and_then(|s| s.parse().ok()),
         // virtio reports its PCI vendor id (0x1af4) here, which names no one.
         vendor: text(&dir.join("device/vendor")).filter(|v| !v.starts_with("0x")),
         model: text(&dir.join("device/model")),
@@ -72,6 +73,7 @@ pub(super) fn read_disk(
         roles: DiskRoles::default(),
         backing_file,
         path,
+        unreadable: None,
     }))
 }
 

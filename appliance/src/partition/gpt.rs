@@ -1,9 +1,6 @@
 //! The GUID partition table: reading the primary header and entries, and
 //! moving the backup to the last sectors of a larger disk.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
 use reliquary_image::{Partition, ReadAt};
 
 use super::{guid_to_string, le_u32, le_u64, mbr};
@@ -25,6 +22,8 @@ pub enum GptError {
     EntriesCrc,
     #[error("the target has {target} sectors, fewer than the GPT's {needed}")]
     TargetTooSmall { target: u64, needed: u64 },
+    #[error("the gpt crate rejects the table: {0}")]
+    Crate(String),
 }
 
 /// The fields of a GPT header this code uses.
@@ -148,10 +147,15 @@ pub(super) fn read_primary<S: ReadAt>(
     Ok((h, partitions))
 }
 
-/// Checks a disk whose backup GPT [`relocate_backup_gpt`] moved: both
-/// headers and both entry arrays are valid, the backup sits at the last
-/// sector, and the two point at each other. Returns the primary header.
-pub fn check_relocated<S: ReadAt>(
+/// Validates the GPT of a disk of `disk_sectors` sectors: both headers and
+/// both entry arrays are valid, the backup sits at the last sector, the two
+/// point at each other, and the `gpt` crate reads the same table. Returns
+/// the primary header.
+///
+/// The headers are bounded and the entry arrays' CRCs checked here first:
+/// the crate allocates the entry array from the header's sizes unchecked,
+/// and does not check the entries' CRC.
+pub fn validate_gpt<S: ReadAt>(
     disk: &S,
     sector_size: u32,
     disk_sectors: u64,
@@ -159,7 +163,9 @@ pub fn check_relocated<S: ReadAt>(
     let primary_sector = read_header_sector(disk, sector_size)?;
     let (primary, _) = parse_header(&primary_sector, disk_sectors)?;
     read_entries(disk, &primary, sector_size, le_u32(&primary_sector, 88))?;
-    let last = disk_sectors - 1;
+    let last = disk_sectors
+        .checked_sub(1)
+        .ok_or(GptError::InvalidHeader("the disk is empty"))?;
     let offset = last * u64::from(sector_size);
     let mut backup_sector = vec![0u8; sector_size as usize];
     disk.read_exact_at(&mut backup_sector, offset)
@@ -175,36 +181,164 @@ pub fn check_relocated<S: ReadAt>(
             "the primary and backup headers do not point at each other and the disk's end",
         ));
     }
+    check_with_gpt_crate(disk, sector_size, disk_sectors, &primary)?;
     Ok(primary)
 }
 
-/// After a GPT image of `image_sectors` was written to a disk of
-/// `target_sectors`, moves the backup entries and header to the last
-/// sectors, extends the last usable LBA, and grows the protective MBR.
-/// Returns false when nothing needed doing (same size, or not GPT).
-pub fn relocate_backup_gpt(
-    disk: &File,
+/// Reads the table again with the `gpt` crate, which must find both
+/// headers valid and agree with this module on what they say.
+fn check_with_gpt_crate<S: ReadAt>(
+    disk: &S,
+    sector_size: u32,
+    disk_sectors: u64,
+    primary: &GptHeader,
+) -> Result<(), GptError> {
+    let block_size = match sector_size {
+        512 => ::gpt::disk::LogicalBlockSize::Lb512,
+        4096 => ::gpt::disk::LogicalBlockSize::Lb4096,
+        _ => {
+            return Err(GptError::InvalidHeader(
+                "sector size is neither 512 nor 4096",
+            ))
+        }
+    };
+    let device = ReadAtCursor {
+        disk,
+        len: disk_sectors * u64::from(sector_size),
+        pos: 0,
+    };
+    let table = ::gpt::GptConfig::new()
+        .writable(false)
+        .only_valid_headers(true)
+        .logical_block_size(block_size)
+        .open_from_device(device)
+        .map_err(|e| GptError::Crate(e.to_string()))?;
+    let (h1, h2) = (
+        table
+            .primary_header()
+            .map_err(|e| GptError::Crate(e.to_string()))?,
+        table
+            .backup_header()
+            .map_err(|e| GptError::Crate(e.to_string()))?,
+    );
+    let agrees = h1.backup_lba == primary.backup_lba
+        && h2.current_lba == primary.backup_lba
+        && h1.last_usable == primary.last_usable
+        && h1.part_start == primary.entries_lba
+        && h1.num_parts == primary.entry_count
+        && h2.num_parts == primary.entry_count
+        && h1.disk_guid == h2.disk_guid;
+    if !agrees {
+        return Err(GptError::Crate(
+            "the gpt crate reads different headers".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `Read + Seek` over a [`ReadAt`] of known length, for the `gpt` crate.
+struct ReadAtCursor<'a, S> {
+    disk: &'a S,
+    len: u64,
+    pos: u64,
+}
+
+impl<S> std::fmt::Debug for ReadAtCursor<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAtCursor")
+            .field("len", &self.len)
+            .field("pos", &self.pos)
+            .finish()
+    }
+}
+
+impl<S: ReadAt> std::io::Read for ReadAtCursor<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
+        self.disk.read_exact_at(&mut buf[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<S> std::io::Seek for ReadAtCursor<'_, S> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            std::io::SeekFrom::Start(at) => Some(at),
+            std::io::SeekFrom::End(delta) => self.len.checked_add_signed(delta),
+            std::io::SeekFrom::Current(delta) => self.pos.checked_add_signed(delta),
+        };
+        self.pos = target.ok_or(std::io::ErrorKind::InvalidInput)?;
+        Ok(self.pos)
+    }
+}
+
+impl<S> std::io::Write for ReadAtCursor<'_, S> {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::PermissionDenied.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a GPT image restored onto a larger disk needs so that its table
+/// describes the whole disk. Computed in memory, from the image's own
+/// bytes; nothing here touches a disk.
+///
+/// Hand-written because the `gpt` crate's writer rebuilds the headers and
+/// compacts the entry array, and the table must stay byte for byte the
+/// signed one except for the fields a move changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relocation {
+    /// Sector 0 with the protective partition grown to the disk's end.
+    pub sector0: Vec<u8>,
+    /// LBA 1 with the backup LBA, last usable LBA and CRC rewritten.
+    pub primary_header: Vec<u8>,
+    /// The entry array, unchanged, for the end of the disk.
+    pub entries: Vec<u8>,
+    pub backup_entries_lba: u64,
+    /// The backup header for the disk's last sector.
+    pub backup_header: Vec<u8>,
+    pub backup_header_lba: u64,
+    /// The image's old backup (entries and header), zeroed on the target
+    /// so that no tool finds a stale table mid-disk.
+    pub old_backup: std::ops::Range<u64>,
+}
+
+/// Parses the primary header in `header_sector` (LBA 1 of a disk of
+/// `disk_sectors`): what [`plan_relocation`] needs to find the entries.
+pub fn parse_primary_header(
+    header_sector: &[u8],
+    disk_sectors: u64,
+) -> Result<GptHeader, GptError> {
+    parse_header(header_sector, disk_sectors).map(|(h, _)| h)
+}
+
+/// Plans the move of the backup GPT of an image of `image_sectors` to the
+/// end of a disk of `target_sectors`. `None` when there is nothing to do:
+/// the disk is not larger, or sector 0 is not a protective MBR.
+pub fn plan_relocation(
+    sector0: &[u8],
+    header_sector: &[u8],
+    entries: &[u8],
     sector_size: u32,
     image_sectors: u64,
     target_sectors: u64,
-) -> Result<bool, GptError> {
+) -> Result<Option<Relocation>, GptError> {
     if target_sectors <= image_sectors {
-        return Ok(false);
+        return Ok(None);
     }
-    let ss = u64::from(sector_size);
-    let mut sector0 = vec![0u8; sector_size as usize];
-    FileExt::read_exact_at(disk, &mut sector0, 0)
-        .map_err(|source| GptError::Read { offset: 0, source })?;
-    let Some(mbr) = mbr::parse(&sector0) else {
-        return Ok(false);
-    };
-    if !mbr.is_protective() {
-        return Ok(false);
+    if !mbr::parse(sector0).is_some_and(|m| m.is_protective()) {
+        return Ok(None);
     }
-    let primary = read_header_sector(disk, sector_size)?;
-    let (h, mut header) = parse_header(&primary, image_sectors)?;
-    let entries = read_entries(disk, &h, sector_size, le_u32(&primary, 88))?;
-    let entries_sectors = h.entries_bytes().div_ceil(ss);
+    let (h, mut header) = parse_header(header_sector, image_sectors)?;
+    if entries.len() as u64 != h.entries_bytes()
+        || crc32fast::hash(entries) != le_u32(header_sector, 88)
+    {
+        return Err(GptError::EntriesCrc);
+    }
+    let entries_sectors = h.entries_sectors(sector_size);
     let last_lba = target_sectors - 1;
     let needed = entries_sectors + 2 + h.first_usable;
     if target_sectors < needed {
@@ -215,39 +349,33 @@ pub fn relocate_backup_gpt(
     }
     let backup_entries_lba = last_lba - entries_sectors;
     let last_usable = backup_entries_lba - 1;
-
-    let write = |bytes: &[u8], lba: u64| {
-        let offset = lba * ss;
-        disk.write_all_at(bytes, offset)
-            .map_err(|source| GptError::Write { offset, source })
-    };
-    // The stale backup at the image's end would otherwise be found by tools.
     let old_backup_start = image_sectors
         .checked_sub(entries_sectors + 1)
         .ok_or(GptError::InvalidHeader("the image is smaller than its GPT"))?;
-    write(
-        &vec![0u8; ((entries_sectors + 1) * ss) as usize],
-        old_backup_start,
-    )?;
 
-    write(&entries, backup_entries_lba)?;
     let mut backup = header.clone();
     set_header_fields(&mut backup, last_lba, 1, last_usable, backup_entries_lba);
-    write(&padded(&backup, sector_size), last_lba)?;
     set_header_fields(&mut header, 1, last_lba, last_usable, h.entries_lba);
-    write(&padded(&header, sector_size), 1)?;
-
+    let mut sector0 = sector0.to_vec();
     let protective_len = u32::try_from(last_lba).unwrap_or(u32::MAX);
     for i in 0..4 {
-        let at = mbr::ENTRIES_OFFSET + i * 16;
-        if sector0[at + 4] == mbr::PROTECTIVE_TYPE {
-            sector0[at + 12..at + 16].copy_from_slice(&protective_len.to_le_bytes());
+        let at = mbr::ENTRIES_OFFSET + i * mbr::ENTRY_LEN;
+        if sector0[at + mbr::TYPE_OFFSET] == mbr::PROTECTIVE_TYPE {
+            sector0[at + mbr::SECTOR_COUNT_OFFSET..at + mbr::SECTOR_COUNT_OFFSET + 4]
+                .copy_from_slice(&protective_len.to_le_bytes());
         }
     }
-    write(&sector0, 0)?;
-    disk.sync_all()
-        .map_err(|source| GptError::Write { offset: 0, source })?;
-    Ok(true)
+    let mut entries_padded = entries.to_vec();
+    entries_padded.resize((entries_sectors * u64::from(sector_size)) as usize, 0);
+    Ok(Some(Relocation {
+        sector0,
+        primary_header: padded(&header, sector_size),
+        entries: entries_padded,
+        backup_entries_lba,
+        backup_header: padded(&backup, sector_size),
+        backup_header_lba: last_lba,
+        old_backup: old_backup_start..image_sectors,
+    }))
 }
 
 fn set_header_fields(
@@ -333,16 +461,39 @@ mod tests {
         assert_eq!(partitions[0].name.as_deref(), Some("DATA"));
     }
 
+    /// Applies a relocation to a copy of `disk` grown to `target` sectors.
+    fn relocated(disk: &[u8], target: u64) -> Option<Vec<u8>> {
+        let ss = SECTOR as usize;
+        let (h, _) = parse_header(&disk[ss..2 * ss], 8192).unwrap();
+        let entries_at = h.entries_lba as usize * ss;
+        let entries = &disk[entries_at..entries_at + h.entries_bytes() as usize];
+        let plan = plan_relocation(
+            &disk[..ss],
+            &disk[ss..2 * ss],
+            entries,
+            SECTOR,
+            8192,
+            target,
+        )
+        .unwrap()?;
+        let mut out = disk.to_vec();
+        out.resize(target as usize * ss, 0);
+        let mut put = |lba: u64, bytes: &[u8]| {
+            out[lba as usize * ss..lba as usize * ss + bytes.len()].copy_from_slice(bytes)
+        };
+        put(0, &plan.sector0);
+        put(1, &plan.primary_header);
+        let zeros = vec![0u8; (plan.old_backup.end - plan.old_backup.start) as usize * ss];
+        put(plan.old_backup.start, &zeros);
+        put(plan.backup_entries_lba, &plan.entries);
+        put(plan.backup_header_lba, &plan.backup_header);
+        Some(out)
+    }
+
     #[test]
     fn relocates_the_backup_to_the_end_of_a_larger_disk() {
-        let file = tempfile::tempfile().unwrap();
-        file.write_all_at(&gpt_disk(8192), 0).unwrap();
-        file.set_len(16384 * u64::from(SECTOR)).unwrap();
-        assert!(relocate_backup_gpt(&file, SECTOR, 8192, 16384).unwrap());
-
-        let mut disk = vec![0u8; 16384 * SECTOR as usize];
-        FileExt::read_exact_at(&file, &mut disk, 0).unwrap();
-        let (primary, _) = read_primary(&disk, SECTOR, 16384).unwrap();
+        let disk = relocated(&gpt_disk(8192), 16384).unwrap();
+        let primary = validate_gpt(&disk, SECTOR, 16384).unwrap();
         assert_eq!(primary.backup_lba, 16383);
         assert_eq!(primary.last_usable, 16383 - 32 - 1);
         let last = &disk[16383 * SECTOR as usize..];
@@ -358,18 +509,19 @@ mod tests {
     }
 
     #[test]
-    fn same_size_and_mbr_disks_are_left_alone() {
-        let file = tempfile::tempfile().unwrap();
-        file.write_all_at(&gpt_disk(8192), 0).unwrap();
-        assert!(!relocate_backup_gpt(&file, SECTOR, 8192, 8192).unwrap());
-        let mbr_only = tempfile::tempfile().unwrap();
-        let mut sector0 = vec![0u8; 512];
-        sector0[510] = 0x55;
-        sector0[511] = 0xaa;
-        sector0[446 + 4] = 0x07;
-        mbr_only.write_all_at(&sector0, 0).unwrap();
-        mbr_only.set_len(16384 * 512).unwrap();
-        assert!(!relocate_backup_gpt(&mbr_only, SECTOR, 8192, 16384).unwrap());
+    fn same_size_and_mbr_disks_need_no_relocation() {
+        assert!(relocated(&gpt_disk(8192), 8192).is_none());
+        let mut mbr_only = gpt_disk(8192);
+        mbr_only[446 + 4] = 0x07;
+        assert!(relocated(&mbr_only, 16384).is_none());
+    }
+
+    #[test]
+    fn validation_refuses_a_backup_left_mid_disk() {
+        let mut disk = gpt_disk(8192);
+        disk.resize(16384 * SECTOR as usize, 0);
+        assert!(validate_gpt(&disk, SECTOR, 16384).is_err());
+        assert!(validate_gpt(&gpt_disk(8192), SECTOR, 8192).is_ok());
     }
 
     #[test]

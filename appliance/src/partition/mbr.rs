@@ -17,7 +17,10 @@ pub(super) struct MbrEntry {
 
 /// Offset of the first of the four partition entries.
 pub(super) const ENTRIES_OFFSET: usize = 446;
-const ENTRY_LEN: usize = 16;
+pub(super) const ENTRY_LEN: usize = 16;
+/// Within an entry: the type byte and the 32-bit sector count.
+pub(super) const TYPE_OFFSET: usize = 4;
+pub(super) const SECTOR_COUNT_OFFSET: usize = 12;
 /// The type byte of a GPT protective partition.
 pub(super) const PROTECTIVE_TYPE: u8 = 0xee;
 
@@ -30,9 +33,9 @@ pub(super) fn parse(sector0: &[u8]) -> Option<Mbr> {
         let e = &sector0[ENTRIES_OFFSET + i * ENTRY_LEN..ENTRIES_OFFSET + (i + 1) * ENTRY_LEN];
         MbrEntry {
             bootable: e[0] == 0x80,
-            type_byte: e[4],
+            type_byte: e[TYPE_OFFSET],
             start_sector: le_u32(e, 8),
-            sector_count: le_u32(e, 12),
+            sector_count: le_u32(e, SECTOR_COUNT_OFFSET),
         }
     };
     Some(Mbr {

@@ -7,7 +7,9 @@
 mod gpt;
 mod mbr;
 
-pub use gpt::{check_relocated, relocate_backup_gpt, GptError, GptHeader};
+pub use gpt::{
+    parse_primary_header, plan_relocation, validate_gpt, GptError, GptHeader, Relocation,
+};
 
 use reliquary_image::{Partition, PartitionScheme, PartitionTable, ReadAt};
 

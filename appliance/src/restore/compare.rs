@@ -5,15 +5,17 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use reliquary_image::digest::{sha256, ImageDigest};
-use reliquary_image::{ChunkDecoder, ExtentKind, Image, PartitionScheme};
+use reliquary_image::{ExtentKind, Image, PlacedExtent, ReadAt};
 
+use super::tables::{Edit, TablePlan};
 use super::{CancelToken, RestoreError};
 use crate::capture::is_zero;
-use crate::partition::check_relocated;
+use crate::partition::validate_gpt;
 use crate::sys::AlignedBuf;
 
 /// Buffer alignment for O_DIRECT reads (a multiple of every sector size).
@@ -65,116 +67,140 @@ impl MismatchKind {
     }
 }
 
-/// One read of at most a chunk: part or all of an extent.
+/// Pieces read and judged in parallel at a time: the memory a comparison
+/// holds does not grow with the number of extents or the disk's size.
+const BATCH_PIECES: usize = 64;
+
+/// Zero extents are read in pieces of at least this size.
+const MIN_ZERO_PIECE: u64 = 4 << 20;
+
+/// One read of part or all of an extent; `len` 0 for an extent not read.
 struct Piece {
-    extent: usize,
+    extent: PlacedExtent,
     offset: u64,
     len: usize,
     zero: bool,
+    last: bool,
 }
 
 enum Verdict {
-    Data([u8; 32]),
-    Zero(bool),
+    Skipped,
+    Data { sha: [u8; 32], edits_hold: bool },
+    Zero { zero: bool, edits_hold: bool },
 }
 
 /// Reads every data and zero extent of `image` from `disk` (and unmapped
-/// ones when `unmapped_as_zero`) and compares. `progress` gets bytes read.
+/// ones when `unmapped_as_zero`) and compares, in batches. `edits` are
+/// bytes the restore wrote over the image's (see [`TablePlan`]): the disk
+/// must hold them, and the image's digest is recomputed with the image's
+/// own bytes put back in their place. `progress` gets bytes read.
 pub fn compare_disk(
     image: &Image<File>,
     disk: &File,
     unmapped_as_zero: bool,
+    edits: &[Edit],
     progress: &(dyn Fn(u64) + Sync),
     cancel: &CancelToken,
 ) -> Result<CheckReport, RestoreError> {
     let sector = u64::from(image.sector_size());
     let chunk = u64::from(image.manifest().chunk_size);
-    let mut pieces = Vec::new();
-    for e in image.extents() {
-        let zero = match e.kind {
-            ExtentKind::Data { .. } => false,
-            ExtentKind::Zero => true,
-            ExtentKind::Unmapped if unmapped_as_zero => true,
-            ExtentKind::Unmapped => continue,
+    let zero_piece = chunk.max(MIN_ZERO_PIECE);
+    let mut pieces = image.extents().flat_map(|e| {
+        let read = match e.kind {
+            ExtentKind::Data { .. } => Some((false, chunk)),
+            ExtentKind::Zero => Some((true, zero_piece)),
+            ExtentKind::Unmapped if unmapped_as_zero => Some((true, zero_piece)),
+            ExtentKind::Unmapped => None,
         };
         let (start, end) = (e.start_sector * sector, e.end_sector() * sector);
-        let mut at = start;
-        while at < end {
-            let len = (end - at).min(chunk);
-            pieces.push(Piece {
-                extent: e.ordinal,
-                offset: at,
-                len: len as usize,
-                zero,
-            });
-            at += len;
-        }
-    }
-    let results: Vec<(usize, Verdict)> = pieces
-        .par_iter()
-        .map_init(
-            || AlignedBuf::new(chunk as usize, IO_ALIGNMENT),
-            |buf, piece| -> Result<(usize, Verdict), RestoreError> {
-                if cancel.is_cancelled() {
-                    return Err(RestoreError::Cancelled);
-                }
-                let buf = buf.as_mut().map_err(|e| RestoreError::Buffer(e.clone()))?;
-                let bytes = &mut buf.as_mut_slice()[..piece.len];
-                disk.read_exact_at(bytes, piece.offset).map_err(|source| {
-                    RestoreError::TargetIo {
-                        operation: "read back",
-                        offset: piece.offset,
-                        source,
-                    }
-                })?;
-                progress(piece.len as u64);
-                let verdict = if piece.zero {
-                    Verdict::Zero(is_zero(bytes))
+        let (zero, step) = read.unwrap_or((false, 0));
+        let count = if step == 0 {
+            1
+        } else {
+            (end - start).div_ceil(step).max(1)
+        };
+        (0..count).map(move |i| {
+            let offset = start + i * step;
+            Piece {
+                extent: e,
+                offset,
+                len: if step == 0 {
+                    0
                 } else {
-                    Verdict::Data(sha256(bytes))
-                };
-                Ok((piece.extent, verdict))
-            },
-        )
-        .collect::<Result<_, _>>()?;
+                    (end - offset).min(step) as usize
+                },
+                zero,
+                last: i + 1 == count,
+            }
+        })
+    });
+    let buffers = Mutex::new(Vec::<AlignedBuf>::new());
+    let buffer_len = chunk.max(zero_piece) as usize;
 
     let mut digest = ImageDigest::new();
     let mut mismatches = Vec::new();
     let mut compared = 0;
-    let mut results = results.into_iter().peekable();
-    for e in image.extents() {
-        let mut zero_ok = true;
-        let mut data_sha = None;
-        let mut seen = false;
-        while let Some((_, verdict)) = results.next_if(|(ordinal, _)| *ordinal == e.ordinal) {
-            seen = true;
-            match verdict {
-                Verdict::Data(sha) => data_sha = Some(sha),
-                Verdict::Zero(ok) => zero_ok &= ok,
-            }
+    let mut current = ExtentVerdict::default();
+    loop {
+        let batch: Vec<Piece> = pieces.by_ref().take(BATCH_PIECES).collect();
+        if batch.is_empty() {
+            break;
         }
-        if !seen {
-            digest.add(e.sector_count, e.kind, None);
-            continue;
-        }
-        compared += 1;
-        let mismatch = match e.kind {
-            ExtentKind::Data { chunk } => {
-                let expected = image.index().chunks.get(chunk as usize).map(|c| c.sha256);
-                (data_sha != expected).then_some(MismatchKind::DataDiffers)
+        let verdicts = batch
+            .par_iter()
+            .map(|piece| {
+                if cancel.is_cancelled() {
+                    return Err(RestoreError::Cancelled);
+                }
+                if piece.len == 0 {
+                    return Ok(Verdict::Skipped);
+                }
+                let taken = buffers.lock().ok().and_then(|mut b| b.pop());
+                let mut buf = match taken {
+                    Some(buf) => buf,
+                    None => AlignedBuf::new(buffer_len, IO_ALIGNMENT)?,
+                };
+                let verdict = judge(disk, piece, &mut buf, edits);
+                if let Ok(mut pool) = buffers.lock() {
+                    pool.push(buf);
+                }
+                if verdict.is_ok() {
+                    progress(piece.len as u64);
+                }
+                verdict
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (piece, verdict) in batch.iter().zip(verdicts) {
+            current.add(verdict);
+            if !piece.last {
+                continue;
             }
-            _ => (!zero_ok).then_some(MismatchKind::NotZero),
-        };
-        // A zero extent that is not zero is reported as a mismatch; the
-        // digest is meaningful only when there are none.
-        digest.add(e.sector_count, e.kind, data_sha.as_ref());
-        if let Some(kind) = mismatch {
-            mismatches.push(ExtentMismatch {
-                extent: e.ordinal,
-                start_sector: e.start_sector,
-                end_sector: e.end_sector(),
-                kind,
-            });
+            let e = piece.extent;
+            let verdict = std::mem::take(&mut current);
+            if !verdict.read {
+                digest.add(e.sector_count, e.kind, None);
+                continue;
+            }
+            compared += 1;
+            let mismatch = match e.kind {
+                ExtentKind::Data { chunk } => {
+                    let expected = image.index().chunks.get(chunk as usize).map(|c| c.sha256);
+                    (verdict.data_sha != expected || !verdict.edits_hold)
+                        .then_some(MismatchKind::DataDiffers)
+                }
+                _ => (!verdict.zero || !verdict.edits_hold).then_some(MismatchKind::NotZero),
+            };
+            // A zero extent that is not zero is reported as a mismatch; the
+            // digest is meaningful only when there are none.
+            digest.add(e.sector_count, e.kind, verdict.data_sha.as_ref());
+            if let Some(kind) = mismatch {
+                mismatches.push(ExtentMismatch {
+                    extent: e.ordinal,
+                    start_sector: e.start_sector,
+                    end_sector: e.end_sector(),
+                    kind,
+                });
+            }
         }
     }
     Ok(CheckReport {
@@ -186,100 +212,119 @@ pub fn compare_disk(
     })
 }
 
-/// After a GPT image was restored onto a larger disk, the restore edited
-/// the protective MBR, the primary header and the old backup area. This
-/// forgives mismatches that consist of exactly those edits, on a disk
-/// whose moved GPT is itself valid; any other differing byte still counts.
-pub fn forgive_moved_gpt(
+/// What the pieces of one extent said so far.
+#[derive(Debug)]
+struct ExtentVerdict {
+    read: bool,
+    data_sha: Option<[u8; 32]>,
+    zero: bool,
+    edits_hold: bool,
+}
+
+impl Default for ExtentVerdict {
+    fn default() -> Self {
+        Self {
+            read: false,
+            data_sha: None,
+            zero: true,
+            edits_hold: true,
+        }
+    }
+}
+
+impl ExtentVerdict {
+    fn add(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Skipped => {}
+            Verdict::Data { sha, edits_hold } => {
+                self.read = true;
+                self.data_sha = Some(sha);
+                self.edits_hold &= edits_hold;
+            }
+            Verdict::Zero { zero, edits_hold } => {
+                self.read = true;
+                self.zero &= zero;
+                self.edits_hold &= edits_hold;
+            }
+        }
+    }
+}
+
+/// Reads one piece and judges it against the image.
+fn judge(
+    disk: &File,
+    piece: &Piece,
+    buf: &mut AlignedBuf,
+    edits: &[Edit],
+) -> Result<Verdict, RestoreError> {
+    let bytes = &mut buf.as_mut_slice()[..piece.len];
+    FileExt::read_exact_at(disk, bytes, piece.offset).map_err(|source| RestoreError::TargetIo {
+        operation: "read back",
+        offset: piece.offset,
+        source,
+    })?;
+    let mut edits_hold = true;
+    for edit in edits {
+        edits_hold &= edit.holds(bytes, piece.offset);
+        edit.patch(bytes, piece.offset, true);
+    }
+    Ok(if piece.zero {
+        Verdict::Zero {
+            zero: is_zero(bytes),
+            edits_hold,
+        }
+    } else {
+        Verdict::Data {
+            sha: sha256(bytes),
+            edits_hold,
+        }
+    })
+}
+
+/// Compares a disk of `disk_bytes` with the image, as `reliquary check`
+/// does: the disk matches when it holds the image exactly, or exactly
+/// what a restore onto a disk of its size writes (a GPT's backup moved to
+/// the end of a larger disk, validated with the `gpt` crate).
+pub fn check_disk(
     image: &Image<File>,
     disk: &File,
     disk_bytes: u64,
-    report: &mut CheckReport,
-) -> Result<(), RestoreError> {
-    let sector = u64::from(image.sector_size());
-    let image_sectors = image.manifest().source.size_sectors;
-    let disk_sectors = disk_bytes / sector;
-    let is_gpt = matches!(
-        image.manifest().partition_table.scheme,
-        PartitionScheme::Gpt { .. }
-    );
-    if report.mismatches.is_empty() || !is_gpt || disk_sectors <= image_sectors {
-        return Ok(());
+    progress: &(dyn Fn(u64) + Sync),
+    cancel: &CancelToken,
+) -> Result<CheckReport, RestoreError> {
+    let exact = compare_disk(image, disk, false, &[], progress, cancel)?;
+    if exact.matches() {
+        return Ok(exact);
     }
-    // `disk` may be open with O_DIRECT; these few small reads go through
-    // a buffered handle on the same open file.
-    let disk = File::open(format!("/proc/self/fd/{}", disk.as_raw_fd())).map_err(|source| {
+    let sector = u64::from(image.sector_size());
+    let tables = TablePlan::new(image, disk_bytes / sector)?;
+    let explained_by_edits = exact.mismatches.iter().all(|m| {
+        tables
+            .in_image
+            .iter()
+            .any(|e| e.offset < m.end_sector * sector && e.end() > m.start_sector * sector)
+    });
+    if tables.beyond.is_empty() || !explained_by_edits {
+        return Ok(exact);
+    }
+    let buffered = File::open(format!("/proc/self/fd/{}", disk.as_raw_fd())).map_err(|source| {
         RestoreError::TargetIo {
             operation: "reopen",
             offset: 0,
             source,
         }
     })?;
-    let Ok(header) = check_relocated(&disk, image.sector_size(), disk_sectors) else {
-        return Ok(());
-    };
-    // What `relocate_backup_gpt` zeroed: the old backup entries and header.
-    let old_backup = image_sectors.saturating_sub(header.entries_sectors(image.sector_size()) + 1)
-        ..image_sectors;
-    let mut decoder = ChunkDecoder::new();
-    let mut explained = Vec::new();
-    for m in &report.mismatches {
-        let Some(ExtentKind::Data { chunk }) = image.extent(m.extent).map(|e| e.kind) else {
-            continue;
-        };
-        let mut expected = Vec::new();
-        image.read_chunk(chunk, &mut decoder, &mut expected)?;
-        let mut actual = AlignedBuf::new(
-            expected.len().div_ceil(IO_ALIGNMENT) * IO_ALIGNMENT,
-            IO_ALIGNMENT,
-        )?;
-        let actual = &mut actual.as_mut_slice()[..expected.len()];
-        disk.read_exact_at(actual, m.start_sector * sector)
-            .map_err(|source| RestoreError::TargetIo {
-                operation: "read",
-                offset: m.start_sector * sector,
-                source,
-            })?;
-        let sectors = expected
-            .chunks(sector as usize)
-            .zip(actual.chunks(sector as usize));
-        let only_gpt_edits = sectors.enumerate().all(|(i, (want, got))| {
-            let lba = m.start_sector + i as u64;
-            want == got
-                || (lba == 0 && differs_only_in(want, got, &protective_size_fields(want)))
-                || (lba == 1 && differs_only_in(want, got, &MOVED_HEADER_FIELDS))
-                || (old_backup.contains(&lba) && is_zero(got))
+    let moved_tables_hold = validate_gpt(&buffered, image.sector_size(), disk_bytes / sector)
+        .is_ok()
+        && tables.beyond.iter().all(|edit| {
+            let mut bytes = vec![0u8; edit.bytes.len()];
+            ReadAt::read_exact_at(&buffered, &mut bytes, edit.offset).is_ok()
+                && edit.holds(&bytes, edit.offset)
         });
-        if only_gpt_edits {
-            explained.push(m.extent);
-        }
+    if !moved_tables_hold {
+        return Ok(exact);
     }
-    if !explained.is_empty() {
-        report.mismatches.retain(|m| !explained.contains(&m.extent));
-        report.extents_matching += explained.len();
-        report.gpt_moved = true;
-    }
-    Ok(())
-}
-
-/// The primary GPT header fields the move rewrites: its CRC, the backup
-/// header's LBA and the last usable LBA.
-const MOVED_HEADER_FIELDS: [std::ops::Range<usize>; 3] = [16..20, 32..40, 48..56];
-
-/// The size fields of the protective (0xEE) entries of an MBR sector.
-fn protective_size_fields(sector0: &[u8]) -> Vec<std::ops::Range<usize>> {
-    (0..4)
-        .map(|i| 446 + 16 * i)
-        .filter(|&entry| sector0.get(entry + 4) == Some(&0xee))
-        .map(|entry| entry + 12..entry + 16)
-        .collect()
-}
-
-/// True when `a` and `b` differ only inside `fields`.
-fn differs_only_in(a: &[u8], b: &[u8], fields: &[std::ops::Range<usize>]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .enumerate()
-            .all(|(i, (x, y))| x == y || fields.iter().any(|f| f.contains(&i)))
+    let mut moved = compare_disk(image, disk, false, &tables.in_image, &|_| {}, cancel)?;
+    moved.gpt_moved = moved.matches();
+    Ok(if moved.matches() { moved } else { exact })
 }

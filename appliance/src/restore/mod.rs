@@ -3,20 +3,26 @@
 //!
 //! The order of work is what makes that true:
 //! 1. the caller has checked the signature policy (`SealedImage::verify`);
-//! 2. [`open_target`] runs every safety refusal and opens the disk with
-//!    `O_EXCL`;
-//! 3. [`run`] wipes the partition-table areas (first and last MiB), writes
-//!    every extent but the ones in those areas, then those, then the one
-//!    holding sector 0, each chunk verified before its write is issued;
-//! 4. the written disk is read back with `O_DIRECT` and compared;
-//! 5. a larger GPT disk gets its backup moved to its end, and the kernel
-//!    rereads the partition table.
+//! 2. [`inspect_target`] runs every safety refusal and says what the
+//!    operator confirms, identity included;
+//! 3. [`restore`], the one entry point of the CLI and the TUI, opens the
+//!    confirmed target with `O_EXCL` (refusing any other device), records
+//!    the start in the audit log, and runs the write phases: wipe the
+//!    partition-table areas, write the rest of the disk, then the tables,
+//!    the moved backup GPT, and the first sector last, each phase flushed
+//!    and each chunk verified before its write is issued;
+//! 4. the written disk is read back with `O_DIRECT` and compared, edits
+//!    included, and a GPT validated with the `gpt` crate;
+//! 5. the kernel rereads the partition table, and the end is recorded.
 //!
-//! On any failure or cancel the partition-table areas are wiped again.
+//! On any failure or cancel after the first write the partition-table
+//! areas are wiped again.
 
 mod compare;
+mod engine;
 mod pipeline;
 pub mod records;
+mod tables;
 mod target;
 
 use std::fmt;
@@ -26,9 +32,11 @@ use std::time::Duration;
 
 use reliquary_image::ImageError;
 
-pub use compare::{compare_disk, forgive_moved_gpt, CheckReport, ExtentMismatch, MismatchKind};
-pub use pipeline::run;
-pub use target::{open_target, Target, TargetInfo};
+pub use compare::{check_disk, compare_disk, CheckReport, ExtentMismatch, MismatchKind};
+pub use engine::{restore, AuditRecording, RecordedEnd, RestoreRequest, RestoreRun};
+pub use pipeline::WipeArea;
+pub use tables::{Edit, TablePlan};
+pub use target::{inspect_target, open_confirmed, Target, TargetIdentity, TargetInfo, TargetRules};
 
 use crate::discover::DiscoverError;
 use crate::exit::ExitClass;
@@ -118,6 +126,9 @@ pub struct RestoreReport {
     pub readback_digest: Option<[u8; 32]>,
     /// Whether the backup GPT was moved to the end of a larger disk.
     pub backup_gpt_moved: bool,
+    /// The partition-table areas left zeroed: by the first phase, or after
+    /// a failure or cancel (empty when nothing was written).
+    pub wiped: Vec<WipeArea>,
     /// A problem after success that needs no action but should be shown,
     /// e.g. the kernel not rereading the partition table.
     pub warnings: Vec<String>,
@@ -168,10 +179,16 @@ pub enum RestoreError {
         end_sector: u64,
         what: &'static str,
     },
-    #[error("cannot fix up the GPT: {0}")]
+    #[error("the GPT cannot be moved to the end of this disk: {0}")]
     Gpt(#[from] GptError),
+    #[error("cannot wipe the partition-table areas: {0}")]
+    Wipe(String),
+    #[error("the moved backup GPT at byte {offset} read back differently: the disk did not store what was written")]
+    BackupGptReadback { offset: u64 },
     #[error("the restore was cancelled")]
     Cancelled,
+    #[error("the start of the restore could not be recorded, so nothing was written: {0}")]
+    AuditStart(#[source] crate::audit::AuditError),
 }
 
 impl RestoreError {
@@ -182,9 +199,18 @@ impl RestoreError {
             | RestoreError::TargetIsImage { .. } => ExitClass::Refused,
             RestoreError::Sys(e) => e.exit_class(),
             RestoreError::Image(e) if e.is_integrity_failure() => ExitClass::Integrity,
-            RestoreError::Readback { .. } => ExitClass::Integrity,
+            RestoreError::Readback { .. } | RestoreError::BackupGptReadback { .. } => {
+                ExitClass::Integrity
+            }
             _ => ExitClass::Runtime,
         }
+    }
+}
+
+impl RestoreError {
+    /// A failed flush, restated for each area it leaves in doubt.
+    fn from_flush(e: &RestoreError) -> RestoreError {
+        RestoreError::Wipe(format!("the flush after the wipe failed: {e}"))
     }
 }
 

@@ -1,6 +1,8 @@
-//! The restore pipeline: one thread reads stored chunks, workers on every
-//! core decompress and verify them into aligned buffers, and the calling
-//! thread writes them with O_DIRECT. A fixed pool of buffers bounds memory.
+//! The restore pipeline: the write phases (see [`run_stages`]), and for the
+//! bulk of the disk one thread reading stored chunks, workers on every core
+//! decompressing and verifying them into aligned buffers, and the calling
+//! thread writing them with O_DIRECT. A pool of buffers within a fixed byte
+//! budget bounds memory.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -11,22 +13,28 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reliquary_image::{
-    ChunkDecoder, ChunkEntry, ExtentKind, Image, ImageError, PlacedExtent, ReadAt, SectionName,
+    ChunkDecoder, ChunkEntry, ExtentKind, Image, ImageError, PartitionScheme, PlacedExtent, ReadAt,
+    SectionName,
 };
 
 use super::compare::compare_disk;
+use super::tables::{Edit, TablePlan};
 use super::{
     CancelToken, Outcome, Progress, RestoreError, RestoreOptions, RestoreReport, Stage, Target,
     WIPE_BYTES,
 };
-use crate::partition::relocate_backup_gpt;
+use crate::partition::validate_gpt;
 use crate::sys::{self, AlignedBuf};
 
 const IO_ALIGNMENT: usize = 4096;
 
+/// The most bytes the write pipeline's buffers may hold, whatever the
+/// chunk size and the number of cores.
+const POOL_BUDGET_BYTES: usize = 192 << 20;
+
 /// Restores `image` onto `target`. Never panics on bad data; every failure
-/// is in the report's outcome, and a failed or cancelled restore leaves
-/// the partition-table areas wiped.
+/// is in the report's outcome, and a failed or cancelled restore that
+/// wrote anything leaves the partition-table areas wiped.
 pub fn run(
     image: &Image<File>,
     target: Target,
@@ -40,22 +48,25 @@ pub fn run(
         stage_durations: Vec::new(),
         readback_digest: None,
         backup_gpt_moved: false,
+        wiped: Vec::new(),
         warnings: Vec::new(),
     };
     let result = run_stages(image, &target, opts, progress, cancel, &mut report);
     if let Err(error) = result {
-        let wipe_started = Instant::now();
-        let meter = Meter::new(progress, Stage::Wiping, 0, 0);
-        meter.send(true);
-        if let Err(wipe_error) = wipe(image, &target) {
-            report.warnings.push(format!(
-                "the partition-table areas could not be wiped after the failure ({wipe_error}); \
-                 do not boot this disk, and wipe it before reuse"
-            ));
+        if !report.wiped.is_empty() {
+            let wipe_started = Instant::now();
+            Meter::new(progress, Stage::Wiping, 0, 0).send(true);
+            let wipe = wipe(image, &target);
+            if let Some(failure) = wipe.failure() {
+                report.warnings.push(format!(
+                    "after the failure, {failure}; do not boot this disk, and wipe it before reuse"
+                ));
+            }
+            report.wiped = wipe.wiped;
+            report
+                .stage_durations
+                .push((Stage::Wiping, wipe_started.elapsed()));
         }
-        report
-            .stage_durations
-            .push((Stage::Wiping, wipe_started.elapsed()));
         report.outcome = match error {
             RestoreError::Cancelled => Outcome::Cancelled,
             error => {
@@ -71,6 +82,16 @@ pub fn run(
     report
 }
 
+/// The write phases, each ending with a flush:
+/// 1. wipe the partition-table areas;
+/// 2. every extent outside them, in parallel;
+/// 3. the extents in them, in order, but for the disk's first physical
+///    sector, with the GPT edits for a larger disk;
+/// 4. on a larger GPT disk, the relocated backup GPT;
+/// 5. the first physical sector alone: until it lands, the disk holds no
+///    valid MBR or protective MBR and boots nowhere.
+///
+/// Nothing is written after phase 5; the read-back then checks it all.
 fn run_stages(
     image: &Image<File>,
     target: &Target,
@@ -86,44 +107,57 @@ fn run_stages(
             .push((stage, stage_started.elapsed()));
         stage_started = Instant::now();
     };
+    if cancel.is_cancelled() {
+        return Err(RestoreError::Cancelled);
+    }
+    let sector = u64::from(image.sector_size());
+    // Planned before the first write: an image whose table cannot be
+    // moved fails here, with the disk untouched.
+    let tables = TablePlan::new(image, target.info.size_bytes / sector)?;
 
     Meter::new(progress, Stage::Wiping, 0, 0).send(true);
-    wipe(image, target)?;
+    let wipe = wipe(image, target);
+    report.wiped.clone_from(&wipe.wiped);
+    if let Some(failure) = wipe.failure() {
+        return Err(RestoreError::Wipe(failure));
+    }
     end_stage(report, Stage::Wiping);
 
-    let (first, last) = write_order(image);
-    let data_bytes: u64 = first
-        .iter()
-        .chain(&last)
+    let data_bytes: u64 = image
+        .extents()
         .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
-        .map(|e| e.sector_count * u64::from(image.sector_size()))
+        .map(|e| e.sector_count * sector)
         .sum();
-    let data_chunks = first
-        .iter()
-        .chain(&last)
+    let data_chunks = image
+        .extents()
         .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
         .count();
     let meter = Meter::new(progress, Stage::Writing, data_bytes, data_chunks as u64);
     meter.send(true);
+    let bulk = image.extents().filter(|e| !tables.in_areas(e));
     write_extents(
         image,
         target,
-        &first,
+        bulk,
         opts,
         &meter,
         cancel,
         &mut report.bytes_written,
     )?;
     sync(target)?;
-    write_extents(
-        image,
-        target,
-        &last,
-        opts,
-        &meter,
-        cancel,
-        &mut report.bytes_written,
-    )?;
+
+    let first_sector = write_table_areas(image, target, &tables, opts, &meter, cancel, report)?;
+    sync(target)?;
+
+    for edit in &tables.beyond {
+        write_bytes(target, &edit.bytes, edit.offset, "write the backup GPT")?;
+        report.bytes_written += edit.bytes.len() as u64;
+    }
+    report.backup_gpt_moved = !tables.beyond.is_empty();
+    sync(target)?;
+
+    write_bytes(target, &first_sector, 0, "write the first sector")?;
+    report.bytes_written += first_sector.len() as u64;
     sync(target)?;
     meter.send(true);
     end_stage(report, Stage::Writing);
@@ -136,6 +170,7 @@ fn run_stages(
             image,
             &target.file,
             opts.zero_unmapped,
+            &tables.in_image,
             &|n| meter.add(n, 0),
             cancel,
         )?;
@@ -148,30 +183,22 @@ fn run_stages(
                 what: m.kind.describe(),
             });
         }
+        check_beyond_image(target, &tables.beyond)?;
+        if matches!(
+            image.manifest().partition_table.scheme,
+            PartitionScheme::Gpt { .. }
+        ) {
+            validate_gpt(
+                &buffered_view(&target.file)?,
+                image.sector_size(),
+                target.info.size_bytes / sector,
+            )?;
+        }
         report.readback_digest = Some(check.digest);
         end_stage(report, Stage::ReadingBack);
     }
 
     Meter::new(progress, Stage::Finalising, 0, 0).send(true);
-    let target_sectors = target.info.size_bytes / u64::from(image.sector_size());
-    if target_sectors > image.manifest().source.size_sectors {
-        // The O_DIRECT handle cannot do these small unaligned writes.
-        let buffered = File::options()
-            .read(true)
-            .write(true)
-            .open(&target.info.path)
-            .map_err(|source| RestoreError::TargetIo {
-                operation: "reopen",
-                offset: 0,
-                source,
-            })?;
-        report.backup_gpt_moved = relocate_backup_gpt(
-            &buffered,
-            image.sector_size(),
-            image.manifest().source.size_sectors,
-            target_sectors,
-        )?;
-    }
     if target.info.is_block_device {
         if let Err(e) = sys::reread_partitions(&target.file) {
             report.warnings.push(format!(
@@ -184,42 +211,200 @@ fn run_stages(
     Ok(())
 }
 
-/// Splits the extents into those written first and those written last:
-/// every extent touching the first or last MiB of the image (where the
-/// partition tables live) goes last, and the one holding sector 0 is the
-/// very last, so an interrupted restore leaves no valid table.
-fn write_order(image: &Image<File>) -> (Vec<PlacedExtent>, Vec<PlacedExtent>) {
+/// Phase 3: writes the extents in the partition-table areas in order,
+/// holding back the disk's first physical sector, and returns that
+/// sector's final bytes (edits included) for phase 5.
+fn write_table_areas(
+    image: &Image<File>,
+    target: &Target,
+    tables: &TablePlan,
+    opts: &RestoreOptions,
+    meter: &Meter,
+    cancel: &CancelToken,
+    report: &mut RestoreReport,
+) -> Result<Vec<u8>, RestoreError> {
     let sector = u64::from(image.sector_size());
-    let size = image.manifest().source.size_sectors;
-    let head_end = WIPE_BYTES / sector;
-    let tail_start = size.saturating_sub(WIPE_BYTES / sector);
-    let (mut first, mut last) = (Vec::new(), Vec::new());
-    for e in image.extents() {
-        if e.start_sector < head_end || e.end_sector() > tail_start {
-            last.push(e);
-        } else {
-            first.push(e);
+    let physical = u64::from(target.info.physical_sector_size.max(image.sector_size()));
+    let held_len = physical.min(image.manifest().logical_bytes()) as usize;
+    let mut first_sector = vec![0u8; held_len];
+    let mut decoder = ChunkDecoder::new();
+    let mut decoded = Vec::new();
+    for extent in image.extents().filter(|e| tables.in_areas(e)) {
+        if cancel.is_cancelled() {
+            return Err(RestoreError::Cancelled);
+        }
+        let (start, end) = (extent.start_sector * sector, extent.end_sector() * sector);
+        // The part of this extent written now: all but the held-back sector.
+        let from = start.max(held_len as u64);
+        match extent.kind {
+            ExtentKind::Data { chunk } => {
+                image.read_chunk(chunk, &mut decoder, &mut decoded)?;
+                // Verified: only now may the bytes reach the disk.
+                let Some(bytes) = decoded.get_mut(..(end - start) as usize) else {
+                    return Err(ImageError::InvalidIndex {
+                        location: format!("chunk {chunk}"),
+                        reason: "it is shorter than its extent".into(),
+                    }
+                    .into());
+                };
+                for edit in &tables.in_image {
+                    edit.patch(bytes, start, false);
+                }
+                if start < held_len as u64 {
+                    let n = (end.min(held_len as u64) - start) as usize;
+                    first_sector[start as usize..start as usize + n].copy_from_slice(&bytes[..n]);
+                }
+                if from < end {
+                    write_bytes(
+                        target,
+                        &bytes[(from - start) as usize..],
+                        from,
+                        "write the partition-table area",
+                    )?;
+                    report.bytes_written += end - from;
+                }
+                meter.add(end - start, 1);
+            }
+            ExtentKind::Unmapped if !opts.zero_unmapped => {}
+            ExtentKind::Zero | ExtentKind::Unmapped => {
+                if from < end {
+                    zero_range(target, from, end - from)?;
+                }
+                for edit in &tables.in_image {
+                    edit.patch(&mut first_sector, 0, false);
+                    let (e_from, e_end) = (edit.offset.max(from), edit.end().min(end));
+                    if e_from < e_end {
+                        let bytes = &edit.bytes[(e_from - edit.offset) as usize..];
+                        write_bytes(target, &bytes[..(e_end - e_from) as usize], e_from, "write")?;
+                    }
+                }
+            }
         }
     }
-    // The extent holding sector 0 is `last[0]`; move it to the end.
-    if !last.is_empty() && last[0].start_sector == 0 {
-        let sector0 = last.remove(0);
-        last.push(sector0);
+    Ok(first_sector)
+}
+
+/// Reads back what was written beyond the image's end (the moved backup
+/// GPT) and compares it byte for byte.
+fn check_beyond_image(target: &Target, beyond: &[Edit]) -> Result<(), RestoreError> {
+    for edit in beyond {
+        let mut buf = AlignedBuf::with_min_len(edit.bytes.len(), IO_ALIGNMENT)?;
+        let read = &mut buf.as_mut_slice()[..edit.bytes.len()];
+        FileExt::read_exact_at(&target.file, read, edit.offset).map_err(|source| {
+            RestoreError::TargetIo {
+                operation: "read back",
+                offset: edit.offset,
+                source,
+            }
+        })?;
+        if !edit.holds(read, edit.offset) {
+            return Err(RestoreError::BackupGptReadback {
+                offset: edit.offset,
+            });
+        }
     }
-    (first, last)
+    Ok(())
+}
+
+/// A buffered handle on the same open target, for small unaligned reads
+/// that an O_DIRECT handle cannot do. Reopened through /proc, never by
+/// path, so it is the very file that was written.
+fn buffered_view(file: &File) -> Result<File, RestoreError> {
+    File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|source| {
+        RestoreError::TargetIo {
+            operation: "reopen",
+            offset: 0,
+            source,
+        }
+    })
+}
+
+/// The areas a wipe zeroes, each on its own so that one failing does not
+/// keep the others from being tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WipeArea {
+    /// The first MiB: MBR, primary GPT, boot loader.
+    DiskHead,
+    /// The last MiB of the image's range, where its backup GPT lies.
+    ImageTail,
+    /// The last MiB of the disk, where a backup GPT is looked for.
+    DiskTail,
+}
+
+impl std::fmt::Display for WipeArea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WipeArea::DiskHead => "the first MiB of the disk",
+            WipeArea::ImageTail => "the last MiB of the image's range",
+            WipeArea::DiskTail => "the last MiB of the disk",
+        })
+    }
+}
+
+/// What a wipe did.
+#[derive(Debug)]
+struct WipeOutcome {
+    wiped: Vec<WipeArea>,
+    failed: Vec<(WipeArea, RestoreError)>,
+}
+
+impl WipeOutcome {
+    /// A sentence naming what was and was not wiped, if anything failed.
+    fn failure(&self) -> Option<String> {
+        if self.failed.is_empty() {
+            return None;
+        }
+        let failed: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(area, e)| format!("{area} could not be wiped ({e})"))
+            .collect();
+        let wiped: Vec<String> = self.wiped.iter().map(ToString::to_string).collect();
+        Some(if wiped.is_empty() {
+            format!("{}; nothing was wiped", failed.join("; "))
+        } else {
+            format!("{}; wiped: {}", failed.join("; "), wiped.join(", "))
+        })
+    }
 }
 
 /// Zeroes the first and last MiB of the target and the last MiB of the
-/// image's range, then flushes.
-fn wipe(image: &Image<File>, target: &Target) -> Result<(), RestoreError> {
+/// image's range (fewer bytes on a smaller target), each area tried even
+/// when another failed, then flushes.
+fn wipe(image: &Image<File>, target: &Target) -> WipeOutcome {
     let size = target.info.size_bytes;
     let image_end = image.manifest().logical_bytes().min(size);
-    let len = WIPE_BYTES.min(size);
-    let zeros = AlignedBuf::new(len as usize, IO_ALIGNMENT)?;
-    for start in [0, size - len, image_end.saturating_sub(len)] {
-        write_at(target, &zeros.as_slice()[..len as usize], start, "wipe")?;
+    let areas = [
+        (WipeArea::DiskHead, 0..WIPE_BYTES.min(size)),
+        (
+            WipeArea::ImageTail,
+            image_end.saturating_sub(WIPE_BYTES)..image_end,
+        ),
+        (WipeArea::DiskTail, size.saturating_sub(WIPE_BYTES)..size),
+    ];
+    let mut outcome = WipeOutcome {
+        wiped: Vec::new(),
+        failed: Vec::new(),
+    };
+    for (area, range) in areas {
+        let result = AlignedBuf::with_min_len((range.end - range.start) as usize, IO_ALIGNMENT)
+            .map_err(RestoreError::from)
+            .and_then(|zeros| {
+                let len = (range.end - range.start) as usize;
+                write_bytes_aligned(target, &zeros.as_slice()[..len], range.start, "wipe")
+            });
+        match result {
+            Ok(()) => outcome.wiped.push(area),
+            Err(e) => outcome.failed.push((area, e)),
+        }
     }
-    sync(target)
+    if let Err(e) = sync(target) {
+        let areas = std::mem::take(&mut outcome.wiped);
+        outcome
+            .failed
+            .extend(areas.into_iter().map(|a| (a, RestoreError::from_flush(&e))));
+    }
+    outcome
 }
 
 enum Job {
@@ -241,26 +426,32 @@ struct DecodeJob {
     buf: AlignedBuf,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Phase 2: reads, verifies and writes `extents` with a reader thread,
+/// decoders on every core and this thread as the writer. Order does not
+/// matter here: none of these extents is in a partition-table area.
 fn write_extents(
     image: &Image<File>,
     target: &Target,
-    extents: &[PlacedExtent],
+    extents: impl Iterator<Item = PlacedExtent> + Send,
     opts: &RestoreOptions,
     meter: &Meter,
     cancel: &CancelToken,
     bytes_written: &mut u64,
 ) -> Result<(), RestoreError> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let buffers = threads * 2 + 2;
     let chunk_size = image.manifest().chunk_size as usize;
+    // Buffers are counted against a byte budget, two thirds for decoded
+    // chunks and one third for stored ones, so 64 MiB chunks on many cores
+    // cannot multiply into gigabytes.
+    let fit = |share: usize, wanted: usize| (share / chunk_size.max(1)).clamp(1, wanted);
+    let buffers = fit(POOL_BUDGET_BYTES * 2 / 3, threads * 2 + 2).max(2);
     let (pool_tx, pool_rx) = sync_channel::<AlignedBuf>(buffers);
     for _ in 0..buffers {
         let _ = pool_tx.send(AlignedBuf::new(chunk_size, IO_ALIGNMENT)?);
     }
     // Stored bytes are read into reused buffers too: allocating and
     // zero-filling a fresh one per chunk costs as much as a core's hashing.
-    let stored_buffers = threads + 2;
+    let stored_buffers = fit(POOL_BUDGET_BYTES / 3, threads + 2);
     let (stored_tx, stored_rx) = sync_channel::<AlignedBuf>(stored_buffers);
     for _ in 0..stored_buffers {
         let _ = stored_tx.send(AlignedBuf::new(chunk_size, IO_ALIGNMENT)?);
@@ -309,7 +500,7 @@ fn write_extents(
                 Job::Write { extent, buf, len } => {
                     if first_error.is_none() {
                         let offset = extent.start_sector * u64::from(image.sector_size());
-                        match write_at(target, &buf.as_slice()[..len], offset, "write") {
+                        match write_bytes_aligned(target, &buf.as_slice()[..len], offset, "write") {
                             Ok(()) => {
                                 *bytes_written += len as u64;
                                 meter.add(len as u64, 1);
@@ -325,7 +516,10 @@ fn write_extents(
                 }
                 Job::Zero(extent) => {
                     if first_error.is_none() {
-                        if let Err(e) = zero_extent(image, target, &extent) {
+                        let sector = u64::from(image.sector_size());
+                        let (offset, len) =
+                            (extent.start_sector * sector, extent.sector_count * sector);
+                        if let Err(e) = zero_range(target, offset, len) {
                             stop.store(true, Ordering::SeqCst);
                             first_error = Some(e);
                         }
@@ -351,7 +545,7 @@ struct Pools<'a> {
 
 fn read_stored_chunks(
     image: &Image<File>,
-    extents: &[PlacedExtent],
+    extents: impl Iterator<Item = PlacedExtent>,
     opts: &RestoreOptions,
     pools: Pools<'_>,
     decode: &SyncSender<DecodeJob>,
@@ -359,7 +553,7 @@ fn read_stored_chunks(
     stop: &AtomicBool,
 ) {
     let reader = StoredReader::new(image);
-    for &extent in extents {
+    for extent in extents {
         if stop.load(Ordering::SeqCst) {
             return;
         }
@@ -504,13 +698,7 @@ fn decode_chunks(
     }
 }
 
-fn zero_extent(
-    image: &Image<File>,
-    target: &Target,
-    extent: &PlacedExtent,
-) -> Result<(), RestoreError> {
-    let sector = u64::from(image.sector_size());
-    let (offset, len) = (extent.start_sector * sector, extent.sector_count * sector);
+fn zero_range(target: &Target, offset: u64, len: u64) -> Result<(), RestoreError> {
     let result = if target.info.is_block_device {
         sys::zero_out(&target.file, offset, len).map(|_| ())
     } else {
@@ -519,12 +707,11 @@ fn zero_extent(
     match result {
         Ok(()) => Ok(()),
         Err(e) if e.wants_zero_fallback() => {
-            let zeros =
-                AlignedBuf::new((4 << 20).min(len as usize).max(IO_ALIGNMENT), IO_ALIGNMENT)?;
+            let zeros = AlignedBuf::with_min_len((4 << 20).min(len as usize), IO_ALIGNMENT)?;
             let mut at = offset;
             while at < offset + len {
                 let n = (offset + len - at).min(zeros.len() as u64) as usize;
-                write_at(target, &zeros.as_slice()[..n], at, "write zeros")?;
+                write_bytes_aligned(target, &zeros.as_slice()[..n], at, "write zeros")?;
                 at += n as u64;
             }
             Ok(())
@@ -533,7 +720,8 @@ fn zero_extent(
     }
 }
 
-fn write_at(
+/// Writes `bytes`, which must sit in an [`AlignedBuf`], at `offset`.
+fn write_bytes_aligned(
     target: &Target,
     bytes: &[u8],
     offset: u64,
@@ -547,6 +735,18 @@ fn write_at(
             offset,
             source,
         })
+}
+
+/// Writes `bytes` from any buffer, through an aligned copy.
+fn write_bytes(
+    target: &Target,
+    bytes: &[u8],
+    offset: u64,
+    operation: &'static str,
+) -> Result<(), RestoreError> {
+    let mut buf = AlignedBuf::with_min_len(bytes.len(), IO_ALIGNMENT)?;
+    buf.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+    write_bytes_aligned(target, &buf.as_slice()[..bytes.len()], offset, operation)
 }
 
 fn sync(target: &Target) -> Result<(), RestoreError> {

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use reliquary_appliance::audit::{
     AuditLog, CheckResult, Digest, Environment, Operator, Payload, CHECKPOINT_FILE,
 };
-use reliquary_appliance::restore::records::{image_ref, log_started};
+use reliquary_appliance::restore::records::image_ref;
 use reliquary_appliance::restore::{
-    self, CancelToken, Outcome, Progress, RestoreOptions, RestoreReport,
+    self, AuditRecording, CancelToken, Outcome, Progress, RestoreOptions, RestoreReport,
+    RestoreRequest, RestoreRun, Stage, TargetInfo,
 };
 use reliquary_appliance::safety::TargetRequirement;
 use reliquary_appliance::verify::verify_chunks;
@@ -225,7 +226,7 @@ impl Session {
             image,
             image_path: entry.path.clone(),
             image_name: entry.display_name(),
-            target_path: target.path.clone(),
+            target: target.confirmed.clone(),
             target_label: target.label(),
             vault: self.config.vault.clone(),
             audit_dir: self.config.audit.clone(),
@@ -238,7 +239,9 @@ impl Session {
             let result = job.run();
             let _ = job
                 .events
-                .send(AppEvent::worker(WorkerEvent::RestoreFinished(result)));
+                .send(AppEvent::worker(WorkerEvent::RestoreFinished(Box::new(
+                    result,
+                ))));
         }));
     }
 }
@@ -294,7 +297,7 @@ struct RestoreJob {
     image: Arc<Image<File>>,
     image_path: PathBuf,
     image_name: String,
-    target_path: PathBuf,
+    target: Option<TargetInfo>,
     target_label: String,
     vault: PathBuf,
     audit_dir: PathBuf,
@@ -305,59 +308,55 @@ struct RestoreJob {
 }
 
 impl RestoreJob {
-    /// The audit wiring: open the target (safety refusals), log and sync
-    /// `RestoreStarted`, restore, log `RestoreFinished` and the checkpoint.
+    /// Runs the engine's one restore entry point and turns what it did,
+    /// and what it recorded, into the result screen.
     fn run(&self) -> ResultView {
         let refused = |reason: String| self.result(ResultOutcome::Refused { reason }, None);
-        let target = match restore::open_target(
-            &self.target_path,
-            &self.image,
-            &self.image_path,
-            Some(&self.vault),
-        ) {
-            Ok(target) => target,
-            Err(e) => return refused(error_chain(&e)),
+        let Some(confirmed) = &self.target else {
+            return refused("the disk could not be identified; list the disks again".into());
         };
-        let started = with_log(&self.audit, |log| {
-            log_started(log, &self.operator, &self.image, target.info())
-        });
-        let started = match started {
-            Ok(started) => started,
-            Err(reason) => {
-                return refused(format!(
-                    "the start of the restore could not be logged: {reason}"
-                ))
-            }
+        let log = match &self.audit {
+            Ok(log) => log,
+            Err(e) => return refused(format!("the audit log is unavailable: {e}")),
         };
-        let _ = self
-            .events
-            .send(AppEvent::worker(WorkerEvent::RestoreStarted {
-                seq: started.seq,
-            }));
-
+        let request = RestoreRequest {
+            image: &self.image,
+            image_path: &self.image_path,
+            confirmed,
+            vault: Some(&self.vault),
+            // Files are targets only when named with --target-file.
+            create_file: true,
+            options: RestoreOptions::default(),
+        };
         let (progress_tx, progress_rx) = mpsc::channel::<Progress>();
         let events = self.events.clone();
         let forwarder = std::thread::spawn(move || forward_progress(progress_rx, &events));
-        let opts = RestoreOptions::default();
-        let report = restore::run(&self.image, target, &opts, &progress_tx, &self.cancel);
+        let recording = AuditRecording {
+            log,
+            operator: &self.operator,
+        };
+        let run = restore::restore(&request, Some(recording), &progress_tx, &self.cancel);
         drop(progress_tx);
         let _ = forwarder.join();
-
-        let logged = with_log(&self.audit, |log| {
-            let appended = started.log_finished(log, &self.operator, &report)?;
-            Ok((appended.seq, log.checkpoint().short_form()))
-        });
-        let mut view = self.result(outcome_of(&report), Some(&report));
-        match logged {
-            Ok((seq, short)) => {
-                view.audit_seq = Some(seq);
-                view.checkpoint_short = Some(short);
-                view.checkpoint_note =
-                    std::fs::read_to_string(self.audit_dir.join(CHECKPOINT_FILE)).ok();
+        match run {
+            RestoreRun::NotStarted(e) => refused(error_chain(&e)),
+            RestoreRun::Ran {
+                report, finished, ..
+            } => {
+                let mut view = self.result(outcome_of(&report), Some(&report));
+                match finished {
+                    Some(Ok(end)) => {
+                        view.audit_seq = Some(end.seq);
+                        view.checkpoint_short = Some(end.checkpoint);
+                        view.checkpoint_note =
+                            std::fs::read_to_string(self.audit_dir.join(CHECKPOINT_FILE)).ok();
+                    }
+                    Some(Err(e)) => view.audit_problem = Some(error_chain(&e)),
+                    None => {}
+                }
+                view
             }
-            Err(problem) => view.audit_problem = Some(problem),
         }
-        view
     }
 
     fn result(&self, outcome: ResultOutcome, report: Option<&RestoreReport>) -> ResultView {
@@ -401,7 +400,7 @@ fn outcome_of(report: &RestoreReport) -> ResultOutcome {
 /// Forwards the engine's progress to the UI, at most one report per
 /// [`PROGRESS_INTERVAL`] except on a change of stage.
 fn forward_progress(rx: mpsc::Receiver<Progress>, events: &Sender<AppEvent>) {
-    let mut last_sent: Option<(Instant, String)> = None;
+    let mut last_sent: Option<(Instant, Stage)> = None;
     let mut pending: Option<ProgressView> = None;
     loop {
         let received = rx.recv_timeout(PROGRESS_INTERVAL);
@@ -415,7 +414,7 @@ fn forward_progress(rx: mpsc::Receiver<Progress>, events: &Sender<AppEvent>) {
             .as_ref()
             .is_none_or(|(at, stage)| at.elapsed() >= PROGRESS_INTERVAL || *stage != view.stage);
         if due {
-            last_sent = Some((Instant::now(), view.stage.clone()));
+            last_sent = Some((Instant::now(), view.stage));
             if events
                 .send(AppEvent::worker(WorkerEvent::RestoreProgress(view.clone())))
                 .is_err()
@@ -432,7 +431,7 @@ fn forward_progress(rx: mpsc::Receiver<Progress>, events: &Sender<AppEvent>) {
 
 fn progress_view(p: &Progress) -> ProgressView {
     ProgressView {
-        stage: p.stage.to_string(),
+        stage: p.stage,
         bytes_done: p.bytes_done,
         bytes_total: p.bytes_total,
         chunks_done: p.chunks_done,

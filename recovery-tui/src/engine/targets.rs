@@ -3,9 +3,11 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use reliquary_appliance::discover::{discover_system, Disk, SystemPaths};
+use reliquary_appliance::restore::{TargetIdentity, TargetInfo};
 use reliquary_appliance::safety::{refusals, TargetRequirement};
 
 use crate::model::{TargetCandidate, TargetKind, TargetList};
@@ -81,6 +83,17 @@ pub fn disk_candidate(disk: &Disk, requirement: &TargetRequirement) -> TargetCan
             .collect(),
         confirm_code,
         code_is_serial,
+        confirmed: Some(TargetInfo {
+            path: disk.path.clone(),
+            is_block_device: true,
+            model: disk.model.clone(),
+            serial: disk.serial.clone(),
+            wwn: disk.wwn.clone(),
+            size_bytes: disk.size_bytes,
+            logical_sector_size: disk.logical_sector_size,
+            physical_sector_size: disk.physical_sector_size,
+            identity: TargetIdentity::of_disk(disk),
+        }),
     }
 }
 
@@ -98,12 +111,20 @@ fn file_candidate(path: &Path, query: &TargetQuery<'_>) -> TargetCandidate {
         refused.push(format!("{} is the image file itself", path.display()));
     }
     let current = meta.as_ref().filter(|m| m.is_file()).map_or(0, |m| m.len());
+    let identity = match &meta {
+        Some(m) => TargetIdentity::File {
+            dev: m.dev(),
+            ino: m.ino(),
+        },
+        None => TargetIdentity::NewFile,
+    };
+    let size_bytes = current.max(query.requirement.min_size_bytes);
     TargetCandidate {
         kind: TargetKind::File,
         path: path.to_path_buf(),
         model: None,
         serial: None,
-        size_bytes: current.max(query.requirement.min_size_bytes),
+        size_bytes,
         logical_sector_size: query.requirement.logical_sector_size,
         physical_sector_size: query.requirement.logical_sector_size.max(4096),
         transport: "file".into(),
@@ -111,6 +132,17 @@ fn file_candidate(path: &Path, query: &TargetQuery<'_>) -> TargetCandidate {
         refusals: refused,
         confirm_code: random_code(),
         code_is_serial: false,
+        confirmed: Some(TargetInfo {
+            path: path.to_path_buf(),
+            is_block_device: false,
+            model: None,
+            serial: None,
+            wwn: None,
+            size_bytes,
+            logical_sector_size: query.requirement.logical_sector_size,
+            physical_sector_size: query.requirement.logical_sector_size,
+            identity,
+        }),
     }
 }
 
@@ -141,16 +173,4 @@ fn random_code() -> String {
         .collect()
 }
 
-/// An error with its causes, as one sentence.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text += &format!(": {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use reliquary_appliance::error_chain;

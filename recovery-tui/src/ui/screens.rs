@@ -14,6 +14,7 @@ use super::format::{bytes, clip, date, date_time, disk_size, duration};
 use super::{centered, half_block_lines, ACCENT, BAD, GOOD, MUTED, WARN};
 use crate::app::{App, AuditPane};
 use crate::model::{FullCheck, ImageSummary, ResultOutcome, TargetKind, TrustStatus, VaultEntry};
+use reliquary_appliance::restore::Stage;
 
 fn trust_style(status: TrustStatus) -> Style {
     match status {
@@ -608,23 +609,20 @@ pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
     let stage = view
         .progress
         .as_ref()
-        .map_or("starting", |p| p.stage.as_str());
+        .map_or_else(|| "starting".to_string(), |p| p.stage.to_string());
     Paragraph::new(vec![
         Line::from(vec![label("Onto"), Span::raw(view.target_label.clone())]),
         Line::from(vec![
             label("Stage"),
-            Span::styled(
-                stage.to_string(),
-                Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
-            ),
+            Span::styled(stage, Style::new().fg(ACCENT).add_modifier(Modifier::BOLD)),
         ]),
     ])
     .render(info, buf);
 
     let (write_ratio, read_ratio) = match &view.progress {
-        Some(p) if p.stage == "writing" => (ratio(p.bytes_done, p.bytes_total), 0.0),
-        Some(p) if p.stage == "reading back" => (1.0, ratio(p.bytes_done, p.bytes_total)),
-        Some(p) if p.stage == "finalising" => (1.0, if view.written { 1.0 } else { 0.0 }),
+        Some(p) if p.stage == Stage::Writing => (ratio(p.bytes_done, p.bytes_total), 0.0),
+        Some(p) if p.stage == Stage::ReadingBack => (1.0, ratio(p.bytes_done, p.bytes_total)),
+        Some(p) if p.stage == Stage::Finalising => (1.0, if view.written { 1.0 } else { 0.0 }),
         _ => (0.0, 0.0),
     };
     Paragraph::new("Writing (every chunk checked before it is written)").render(write_label, buf);
