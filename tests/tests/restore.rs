@@ -1475,7 +1475,7 @@ fn the_first_sector_is_written_last_after_a_flush_as_strace_sees_it() {
                 let context = format!("{name} onto {target_size} bytes: {ops:?}");
                 assert_eq!(offset, 0, "the last write is not at LBA 0: {context}");
                 assert!(
-                    len <= 4096 && len >= 512,
+                    (512..=4096).contains(&len),
                     "the last write spans {len} bytes: {context}"
                 );
                 let (before, _, _) = writes[writes.len() - 2];
