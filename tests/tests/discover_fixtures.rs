@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use reliquary_appliance::discover::{
     discover, parse_mountinfo, DevNum, DiscoverError, DiscoverOptions, Disk, SystemRoles, Transport,
 };
+use reliquary_appliance::safety::{refusals, TargetRequirement};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -140,23 +141,36 @@ fn loop_devices_only_when_asked_and_only_attached() {
 }
 
 #[test]
-fn garbage_size_is_an_error_naming_the_file() {
-    let err = discover(
-        &fixture("garbage-size"),
-        &[],
-        &SystemRoles::default(),
-        &options(false),
-    )
-    .expect_err("garbage size");
-    match &err {
-        DiscoverError::BadAttribute { path, value, .. } => {
-            assert!(path.ends_with("block/sda/size"), "{path:?}");
-            assert_eq!(value, "12x4");
-        }
-        other => panic!("unexpected error {other:?}"),
-    }
-    assert!(err.to_string().contains("12x4"), "{err}");
+fn garbage_size_lists_the_disk_refused_naming_the_file() {
+    let disks = run("garbage-size", "", &SystemRoles::default(), false);
+    assert_eq!(disks.len(), 1);
+    let reason = disks[0].unreadable.as_deref().expect("sda is unreadable");
+    assert!(
+        reason.contains("block/sda/size") && reason.contains("12x4"),
+        "{reason}"
+    );
+    let refusals = refusals(&disks[0], &REQUIREMENT);
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(refusals[0].to_string().contains("12x4"), "{}", refusals[0]);
 }
+
+#[test]
+fn one_unreadable_attribute_hides_no_other_disk() {
+    let disks = run("one-bad-of-two", "", &SystemRoles::default(), false);
+    let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["sda", "sdb"]);
+    assert_eq!(disks[0].unreadable, None);
+    assert!(refusals(&disks[0], &REQUIREMENT).is_empty());
+    let reason = disks[1].unreadable.as_deref().expect("sdb is unreadable");
+    assert!(reason.contains("logical_block_size"), "{reason}");
+    assert_eq!(disks[1].devnum, dev(8, 16));
+    assert!(!refusals(&disks[1], &REQUIREMENT).is_empty());
+}
+
+const REQUIREMENT: TargetRequirement = TargetRequirement {
+    min_size_bytes: 512,
+    logical_sector_size: 512,
+};
 
 #[test]
 fn garbage_text_is_cleaned_and_bounded() {
