@@ -31,7 +31,7 @@ const MAX_KEYS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
-    #[error("cannot read trust store {path}: {source}")]
+    #[error("cannot read trust-store file {path}: {source}; the trust store is refused")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -106,15 +106,11 @@ impl TrustStore {
                 store.add_key_file(file, &mut digest_input)?;
             }
             let policy = path.join(POLICY_FILE);
-            if policy.exists() {
-                let text = read_text(&policy)?;
+            if let Some(text) = read_optional_text(&policy)? {
                 store.apply_policy(&text, &policy)?;
                 digest_input.policy = Some(text);
             }
-            let operators = path.join(OPERATORS_FILE);
-            if operators.exists() {
-                store.operators = Some(read_text(&operators)?);
-            }
+            store.operators = read_optional_text(&path.join(OPERATORS_FILE))?;
         } else {
             store.add_key_file(path, &mut digest_input)?;
         }
@@ -247,13 +243,24 @@ impl DigestInput<'_> {
     }
 }
 
+/// Reads `policy` or `operators`. Absent is `None`; an entry that exists in
+/// any other form than a readable regular file (a symbolic link, dangling or
+/// not, a FIFO, an unreadable file) refuses the store: reading it as "no
+/// policy" would silently drop revocations and the threshold.
+fn read_optional_text(path: &Path) -> Result<Option<String>, TrustError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => read_text(path).map(Some),
+    }
+}
+
 fn read_text(path: &Path) -> Result<String, TrustError> {
     use std::io::Read;
     let read_err = |source| TrustError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    let file = crate::regular_file::open_no_symlink(path).map_err(read_err)?;
     let mut text = String::new();
     // Read one byte more than the limit: a longer file is refused rather
     // than silently cut, which could drop the revocations at its end.
@@ -339,6 +346,34 @@ mod tests {
             "the two stores are built to collide under the version 1 digest"
         );
         assert_ne!(a.digest(), b.digest());
+    }
+
+    fn refused_naming(dir: &Path, file: &str) -> String {
+        let err = TrustStore::load(dir).expect_err("the store is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains(&dir.join(file).display().to_string()),
+            "{text}"
+        );
+        text
+    }
+
+    #[test]
+    fn a_policy_or_operators_entry_that_is_not_a_regular_file_refuses_the_store() {
+        let (dir, store) = store_with(&[]);
+        store.expect("loads without a policy");
+        std::os::unix::fs::symlink("/nonexistent/policy", dir.path().join(POLICY_FILE))
+            .expect("symlink");
+        assert!(refused_naming(dir.path(), POLICY_FILE).contains("symbolic link"));
+
+        let (dir, _) = store_with(&[("real-policy", "threshold 1\n".into())]);
+        std::os::unix::fs::symlink(dir.path().join("real-policy"), dir.path().join(POLICY_FILE))
+            .expect("symlink");
+        assert!(refused_naming(dir.path(), POLICY_FILE).contains("symbolic link"));
+
+        let (dir, _) = store_with(&[]);
+        std::fs::create_dir(dir.path().join(OPERATORS_FILE)).expect("mkdir");
+        assert!(refused_naming(dir.path(), OPERATORS_FILE).contains("directory"));
     }
 
     #[test]

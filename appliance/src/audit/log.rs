@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 
 use reliquary_image::keys::{PublicKey, SigningKey};
+use reliquary_image::regular_file;
 
 use super::checkpoint::{Checkpoint, MerkleAccumulator};
 use super::layout::{
@@ -218,10 +219,7 @@ impl AuditLog {
     /// `Recovered` record. Damage followed by valid records is refused.
     pub fn open(dir: &Path, env: Environment) -> Result<Self, AuditError> {
         let path = dir.join(LOG_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = regular_file::open_with(OpenOptions::new().read(true).write(true), &path)
             .map_err(|source| AuditError::Open {
                 path: path.clone(),
                 source,
