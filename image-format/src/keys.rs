@@ -229,7 +229,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, KeyError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    let file = crate::regular_file::open(path).map_err(read_err)?;
     let mut bytes = Vec::new();
     file.take(MAX_KEY_FILE_LEN + 1)
         .read_to_end(&mut bytes)

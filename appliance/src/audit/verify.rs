@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -170,7 +169,7 @@ pub fn verify_dir(
         None => None,
     };
     let path = dir.join(LOG_FILE);
-    let file = File::open(&path).map_err(|source| AuditError::Open {
+    let file = reliquary_image::regular_file::open(&path).map_err(|source| AuditError::Open {
         path: path.clone(),
         source,
     })?;
