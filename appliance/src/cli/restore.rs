@@ -24,6 +24,7 @@ use reliquary_appliance::restore::{
 use reliquary_image::{Image, TrustStore};
 
 use super::image::open_image;
+use super::output::{self, FileError};
 use super::progress::{human_bytes, Meter};
 use super::UsageError;
 
@@ -62,7 +63,12 @@ impl AuditArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  reliquary restore win7-line3.rimg /dev/sdb --trust /etc/reliquary/trust \\\n    --audit /media/audit --operator jdoe --operator-name \"Jane Doe\""
+)]
 pub struct RestoreArgs {
+    /// The signed image to restore.
+    #[arg(value_name = "IMAGE.rimg")]
     image: PathBuf,
     /// The whole disk to overwrite, or a regular file (created or extended).
     target: PathBuf,
@@ -89,14 +95,18 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  reliquary check win7-line3.rimg /dev/sdb --trust /etc/reliquary/trust --json"
+)]
 pub struct CheckArgs {
+    /// The signed image to compare with.
+    #[arg(value_name = "IMAGE.rimg")]
     image: PathBuf,
     /// The disk or raw file to compare with the image (read only).
     target: PathBuf,
+    /// A .pub file or a trust-store directory.
     #[arg(long, value_name = "PATH")]
     trust: PathBuf,
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     audit: AuditArgs,
 }
@@ -251,6 +261,7 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     let meter = Meter::terminal_only("check", image.manifest().logical_bytes());
+    let mut audit_seq = None;
     let mut report = compare_disk(&image, &disk, false, &|n| meter.add(n), &CancelToken::new())?;
     meter.finish();
     forgive_moved_gpt(&image, &disk, disk_bytes, &mut report)?;
@@ -283,27 +294,29 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 result,
             },
         )?;
-        println!("audit record {}", record.seq);
+        audit_seq = Some(record.seq);
+        output::info(format!("audit record {}", record.seq));
     }
-    if args.json {
-        let mismatches: Vec<_> = report
-            .mismatches
-            .iter()
-            .map(|m| json!({"extent": m.extent, "start_sector": m.start_sector, "end_sector": m.end_sector, "problem": m.kind.describe()}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "matches": report.matches(),
-                "extents_compared": report.extents_compared,
-                "extents_matching": report.extents_matching,
-                "mismatches": mismatches,
-                "backup_gpt_moved": report.gpt_moved,
-                "disk_digest": hex::encode(report.digest),
-                "image_digest": hex::encode(image.manifest().image_digest),
-            }))?
-        );
-    } else {
+    let mismatches: Vec<_> = report
+        .mismatches
+        .iter()
+        .map(|m| json!({"extent": m.extent, "start_sector": m.start_sector, "end_sector": m.end_sector, "problem": m.kind.describe()}))
+        .collect();
+    let summary = json!({
+        "target": args.target,
+        "matches": report.matches(),
+        "extents_compared": report.extents_compared,
+        "extents_matching": report.extents_matching,
+        "mismatches": mismatches,
+        "backup_gpt_moved": report.gpt_moved,
+        "disk_digest": hex::encode(report.digest),
+        "image_digest": hex::encode(image.manifest().image_digest),
+        "audit_record": audit_seq,
+    });
+    // Under --json a mismatch is reported by the report itself and the
+    // exit code; the error envelope would be a second JSON document.
+    let json_mode = output::get().json;
+    output::print_result(&summary, || {
         for m in &report.mismatches {
             println!(
                 "MISMATCH extent {} (sectors {}..{}) {}",
@@ -323,15 +336,19 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
                  the moved tables are valid and nothing else differs there"
             );
         }
-    }
+        if report.matches() {
+            println!(
+                "MATCH: {} equals image {} over its {} bytes",
+                args.target.display(),
+                image.manifest().name,
+                image.manifest().logical_bytes()
+            );
+        }
+    })?;
     if report.matches() {
-        println!(
-            "MATCH: {} equals image {} over its {} bytes",
-            args.target.display(),
-            image.manifest().name,
-            image.manifest().logical_bytes()
-        );
         Ok(ExitCode::SUCCESS)
+    } else if json_mode {
+        Ok(ExitCode::from(ExitClass::Integrity.code()))
     } else {
         Err(Unsuccessful {
             message: format!(
@@ -354,8 +371,10 @@ fn open_for_check(path: &Path) -> anyhow::Result<File> {
         .open(path);
     match direct {
         Ok(f) => Ok(f),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(File::open(path)?),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open {}", path.display()))),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+            File::open(path).map_err(|e| FileError::new("cannot open", path, e).into())
+        }
+        Err(e) => Err(FileError::new("cannot open", path, e).into()),
     }
 }
 
