@@ -105,12 +105,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Targets(args) => targets::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Completions(args) => {
-            clap_complete::generate(
-                args.shell,
-                &mut Cli::command(),
-                "reliquary",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "reliquary", &mut script);
+            let script = String::from_utf8_lossy(&script);
+            output::print_result(
+                &serde_json::json!({"shell": args.shell.to_string(), "script": script}),
+                || print!("{script}"),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Man(args) => man(&args.out),
@@ -179,6 +180,9 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
             return e.exit_class();
         }
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::discover::DiscoverError>() {
+            return e.exit_class();
+        }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::report::ReportError>() {
             return e.exit_class();
         }
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::audit::AuditError>() {

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use reliquary_appliance::audit::AuditError;
 use reliquary_appliance::exit::ExitClass;
+use reliquary_appliance::report::ReportError;
 use reliquary_appliance::sys::SysError;
 use reliquary_appliance::verify::ExtractError;
 use reliquary_image::keys::KeyError;
@@ -143,6 +144,15 @@ pub fn path(err: &anyhow::Error) -> Option<String> {
                 .map(|e| e.path.clone())
         })
         .or_else(|| err.downcast_ref::<AuditError>().and_then(audit_path))
+        .or_else(|| match err.downcast_ref::<ReportError>() {
+            Some(
+                ReportError::NoRecord { path, .. }
+                | ReportError::NotARestore { path, .. }
+                | ReportError::Unverified { path, .. }
+                | ReportError::Frame { path, .. },
+            ) => Some(path.clone()),
+            _ => None,
+        })
         .or_else(|| err.downcast_ref::<KeyError>().and_then(key_path))
         .or_else(|| err.downcast_ref::<TrustError>().and_then(trust_path))
         .or_else(|| err.downcast_ref::<SysError>().and_then(sys_path))

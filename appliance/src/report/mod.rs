@@ -11,6 +11,7 @@ use crate::audit::{
     Checkpoint, Payload, Record, RecordStatus, Report, RestoreFinished, RestoreOutcome,
     RestoreStarted, VerifiedRecord,
 };
+use crate::exit::ExitClass;
 
 pub mod pdf;
 
@@ -41,6 +42,16 @@ pub enum ReportError {
     },
     #[error(transparent)]
     Pdf(#[from] PdfError),
+}
+
+impl ReportError {
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            ReportError::NoRecord { .. } | ReportError::NotARestore { .. } => ExitClass::Usage,
+            ReportError::Unverified { .. } => ExitClass::Integrity,
+            ReportError::Frame { .. } | ReportError::Pdf(_) => ExitClass::Runtime,
+        }
+    }
 }
 
 /// The signed checkpoint to print, or the unsigned one computed from the
