@@ -213,3 +213,38 @@ fn image_error_class(e: &reliquary_image::ImageError) -> ExitClass {
         ExitClass::Runtime
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument says what it is for, and every command shows an example.
+    #[test]
+    fn every_help_entry_is_filled_and_every_command_has_an_example() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() && path != " reliquary" {
+                missing.push(format!("{path}: no description"));
+            }
+            let leaf = command.get_subcommands().next().is_none();
+            let example = command
+                .get_after_help()
+                .is_some_and(|h| h.to_string().contains("Example"));
+            if leaf && !example {
+                missing.push(format!("{path}: no example"));
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}: no help", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+}
