@@ -2,7 +2,8 @@
 //! period review, rendered with poppler's `pdftoppm` and read back with
 //! `pdftotext`, compared with the records they print.
 //!
-//! Needs the binary (`cargo build -p reliquary-appliance`) and poppler-utils.
+//! Needs the binary (`cargo build -p reliquary-appliance`), poppler-utils
+//! and zbar-tools (to scan the QR code back).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -156,12 +157,14 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn poppler_available() -> bool {
-    ["pdftotext", "pdftoppm", "pdfinfo"].iter().all(|tool| {
-        Command::new(tool)
-            .arg("-v")
-            .output()
-            .is_ok_and(|o| o.status.success() || !o.stderr.is_empty())
-    })
+    ["pdftotext", "pdftoppm", "pdfinfo", "zbarimg"]
+        .iter()
+        .all(|tool| {
+            Command::new(tool)
+                .arg("-v")
+                .output()
+                .is_ok_and(|o| o.status.success() || !o.stderr.is_empty())
+        })
 }
 
 /// Renders every page to PNG and checks each is a real image.
@@ -233,7 +236,9 @@ fn squeeze(text: &str) -> String {
 #[test]
 fn the_certificate_renders_and_holds_every_field_of_the_record() {
     if !poppler_available() {
-        skip_or_fail("poppler-utils (pdftotext, pdftoppm, pdfinfo) is not installed");
+        skip_or_fail(
+            "poppler-utils (pdftotext, pdftoppm, pdfinfo) or zbar-tools (zbarimg) is not installed",
+        );
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -320,12 +325,39 @@ fn the_certificate_renders_and_holds_every_field_of_the_record() {
             "the certificate lacks {line:?}:\n{text}"
         );
     }
+    // The QR code scans back to the very same signed note.
+    let scanned = scan_qr(&pdf).expect("a QR code on the certificate");
+    assert_eq!(scanned.trim_end(), note.trim_end());
+}
+
+/// The text of the QR code on page 1, read by zbar from a 150 dpi render.
+fn scan_qr(pdf: &Path) -> Option<String> {
+    let prefix = pdf.with_extension("qr");
+    // -singlefile writes PREFIX.png.
+    let png = pdf.with_extension("qr.png");
+    let rendered = Command::new("pdftoppm")
+        .args(["-r", "150", "-png", "-f", "1", "-l", "1", "-singlefile"])
+        .arg(pdf)
+        .arg(&prefix)
+        .status()
+        .expect("pdftoppm");
+    assert!(rendered.success());
+    let out = Command::new("zbarimg")
+        .args(["-q", "--raw"])
+        .arg(&png)
+        .output()
+        .expect("zbarimg");
+    out.status
+        .success()
+        .then(|| String::from_utf8(out.stdout).expect("utf8 QR text"))
 }
 
 #[test]
 fn a_certificate_of_an_interrupted_restore_says_so_and_other_records_are_refused() {
     if !poppler_available() {
-        skip_or_fail("poppler-utils (pdftotext, pdftoppm, pdfinfo) is not installed");
+        skip_or_fail(
+            "poppler-utils (pdftotext, pdftoppm, pdfinfo) or zbar-tools (zbarimg) is not installed",
+        );
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -401,7 +433,9 @@ fn a_certificate_of_an_interrupted_restore_says_so_and_other_records_are_refused
 #[test]
 fn the_review_lists_exceptions_first_and_flows_onto_pages() {
     if !poppler_available() {
-        skip_or_fail("poppler-utils (pdftotext, pdftoppm, pdfinfo) is not installed");
+        skip_or_fail(
+            "poppler-utils (pdftotext, pdftoppm, pdfinfo) or zbar-tools (zbarimg) is not installed",
+        );
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
