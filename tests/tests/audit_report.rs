@@ -12,7 +12,8 @@ use reliquary_appliance::audit::layout::read_frame;
 use reliquary_appliance::audit::query::format_time;
 use reliquary_appliance::audit::{
     verify_dir, AuditLog, Digest, Environment, FixedClock, ImageRef, Operator, Payload,
-    RestoreFinished, RestoreOutcome, RestoreStarted, SignerRef, TargetRef,
+    RestoreFinished, RestoreMode, RestoreOutcome, RestoreStarted, SignInFailed, SignerRef,
+    TargetRef, Unmapped,
 };
 use reliquary_image::keys::PublicKey;
 use reliquary_tests::{reliquary_bin, skip_or_fail};
@@ -83,6 +84,10 @@ fn started(serial: &str) -> Payload {
     Payload::RestoreStarted(RestoreStarted {
         image: image(),
         target: target(serial),
+        meaning: Some("replacement after disk failure".into()),
+        reason: Some(format!("WO-4711 {serial}")),
+        mode: RestoreMode::Full,
+        unmapped: Unmapped::Zeroed,
     })
 }
 
@@ -93,6 +98,7 @@ fn finished(started_seq: u64, serial: &str, outcome: RestoreOutcome) -> Payload 
         target: target(serial),
         outcome,
         bytes_written: 123_456_789,
+        bytes_skipped: 4_096,
         stage_millis: vec![
             ("wiping".into(), 1_200),
             ("writing".into(), 45_000),
@@ -138,6 +144,20 @@ fn build_log(dir: &Path, notes: usize) {
         6
     );
     let mut log = AuditLog::open(dir, env(T0 + 300_000)).expect("open");
+    for attempt in 1..=5 {
+        log.append(
+            &Operator {
+                id: "mallory".into(),
+                name: None,
+            },
+            Payload::SignInFailed(SignInFailed {
+                operator_id: "mallory".into(),
+                attempt,
+                locked: attempt == 5,
+            }),
+        )
+        .expect("sign-in failure");
+    }
     for i in 0..notes {
         log.append(
             &operator(),
@@ -295,6 +315,10 @@ fn the_certificate_renders_and_holds_every_field_of_the_record() {
         "logical 512 B, physical 4096 B".into(),
         "Jane Doe".into(),
         "jdoe".into(),
+        "replacement after disk failure".into(),
+        "WO-4711 SER-OK-01".into(),
+        "full, unmapped extents zeroed".into(),
+        "4096".into(),
         "real-time clock".into(),
         "success".into(),
         "123456789".into(),
@@ -410,7 +434,7 @@ fn a_certificate_of_an_interrupted_restore_says_so_and_other_records_are_refused
         text.contains("unsigned: computed from the verified log"),
         "{text}"
     );
-    assert!(text.contains("reliquary-audit/line-7\n7\n"), "{text}");
+    assert!(text.contains("reliquary-audit/line-7\n12\n"), "{text}");
 
     let note = tmp.path().join("note.pdf");
     let out = run(&[
@@ -461,20 +485,25 @@ fn the_review_lists_exceptions_first_and_flows_onto_pages() {
         String::from_utf8_lossy(&out.stderr)
     );
     let pages = page_count(&pdf);
-    assert!(pages >= 2, "127 records fit on {pages} page");
+    assert!(pages >= 2, "132 records fit on {pages} page");
     assert_eq!(renders(&pdf), pages);
     let text = pdf_text(&pdf);
     let at = |needle: &str| {
         text.find(needle)
             .unwrap_or_else(|| panic!("the review lacks {needle:?}:\n{text}"))
     };
-    let exceptions = at("Exceptions (2)");
+    let exceptions = at("Exceptions (3)");
     let interrupted = at("INTERRUPTED restore of press-line-hmi 2024.3-sp1 onto /dev/sda");
     let failed = at("FAILED restore of press-line-hmi");
+    let locked = at("LOCKED: operator mallory was locked out after 5 failed sign-ins");
     let all = at("All records");
-    assert!(exceptions < interrupted && interrupted < failed && failed < all);
+    assert!(exceptions < interrupted && interrupted < failed && failed < locked && locked < all);
+    assert!(
+        text.contains("failed sign-in of mallory (attempt 1)"),
+        "{text}"
+    );
     assert!(text.contains("Record 4") && text.contains("SER-INT-02"));
-    assert!(text.contains("127 in the period, 127 in the log"), "{text}");
+    assert!(text.contains("132 in the period, 132 in the log"), "{text}");
     assert!(text.contains("routine check 119 of the line 7 controllers"));
     assert!(text.contains(&format!("page {pages} of {pages}")));
 

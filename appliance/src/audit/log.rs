@@ -570,9 +570,30 @@ fn validate(operator: &Operator, payload: &Payload) -> Result<(), AuditError> {
             "use at most 128 characters without control characters",
         );
     }
+    let too_long = |text: &Option<String>| {
+        text.as_ref()
+            .is_some_and(|t| t.len() > MAX_NOTE_TEXT || t.chars().any(char::is_control))
+    };
     match payload {
         Payload::OperatorNote { text } if text.is_empty() || text.len() > MAX_NOTE_TEXT => {
             bad("the note text", "use 1 to 4096 bytes")
+        }
+        Payload::RestoreStarted(s) if too_long(&s.meaning) => bad(
+            "the meaning of the signature",
+            "use at most 4096 bytes without control characters",
+        ),
+        Payload::RestoreStarted(s) if too_long(&s.reason) => bad(
+            "the reason or work order",
+            "use at most 4096 bytes without control characters",
+        ),
+        Payload::SignInFailed(f)
+            if f.operator_id.len() > MAX_OPERATOR_ID
+                || f.operator_id.chars().any(char::is_control) =>
+        {
+            bad(
+                "the operator id of the failed sign-in",
+                "use at most 64 characters without control characters",
+            )
         }
         Payload::LogCreated { .. } | Payload::Recovered { .. } => bad(
             "the record kind",

@@ -286,12 +286,29 @@ fn details(r: &Record) -> String {
             r.meta.appliance_id,
             &public_key.to_hex()[..16]
         ),
-        Payload::RestoreStarted(s) => format!(
-            "{} {} -> {}",
-            s.image.name,
-            s.image.version,
-            target_label(&s.target)
-        ),
+        Payload::RestoreStarted(s) => {
+            let mut d = format!(
+                "{} {} -> {}",
+                s.image.name,
+                s.image.version,
+                target_label(&s.target)
+            );
+            // Version 1 records did not say; their defaults would be a guess.
+            if r.body_version >= 2 {
+                d.push_str(&format!(
+                    ", {} restore, unmapped {}",
+                    s.mode.describe(),
+                    s.unmapped.word()
+                ));
+                if let Some(meaning) = &s.meaning {
+                    d.push_str(&format!(", meaning: {meaning}"));
+                }
+                if let Some(reason) = &s.reason {
+                    d.push_str(&format!(", reason: {reason}"));
+                }
+            }
+            d
+        }
         Payload::RestoreFinished(f) => {
             let mut d = format!(
                 "{} {} -> {}, {} bytes (started at {})",
@@ -301,6 +318,9 @@ fn details(r: &Record) -> String {
                 f.bytes_written,
                 f.started_seq
             );
+            if r.body_version >= 2 {
+                d.push_str(&format!(", {} bytes already correct", f.bytes_skipped));
+            }
             if let RestoreOutcome::Failed { chunk, reason } = &f.outcome {
                 match chunk {
                     Some(c) => d.push_str(&format!(": chunk {c}: {reason}")),
@@ -322,6 +342,12 @@ fn details(r: &Record) -> String {
             ..
         } => format!("torn tail of {length} bytes at offset {offset} moved to {quarantine_file}"),
         Payload::OperatorNote { text } => text.replace(['\n', '\r'], " "),
+        Payload::SignInFailed(f) => format!(
+            "sign-in of {} failed (attempt {}){}",
+            f.operator_id,
+            f.attempt,
+            if f.locked { ", operator locked" } else { "" }
+        ),
     }
 }
 

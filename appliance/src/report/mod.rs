@@ -246,6 +246,25 @@ pub fn certificate(
         operator.name.as_deref().unwrap_or("not recorded"),
     );
     doc.field("Operator id", &operator.id);
+    match restore.started {
+        Some((_, rec, s)) if rec.body_version >= 2 => {
+            doc.field("Meaning", s.meaning.as_deref().unwrap_or("not given"));
+            doc.field("Reason", s.reason.as_deref().unwrap_or("not given"));
+            doc.field(
+                "Restore",
+                &format!(
+                    "{}, unmapped extents {}",
+                    s.mode.describe(),
+                    s.unmapped.word()
+                ),
+            );
+        }
+        _ => {
+            let why = "not recorded (audit record version 1)";
+            doc.field("Meaning", why);
+            doc.field("Reason", why);
+        }
+    }
     if let Some(rec) = started_rec {
         doc.field("Started", &format_time(rec.meta.time.unix_millis));
     }
@@ -265,6 +284,12 @@ pub fn certificate(
             doc.field("Failure", &format!("{at}{reason}"));
         }
         doc.field("Bytes written", &f.bytes_written.to_string());
+        if restore
+            .finished
+            .is_some_and(|(_, rec, _)| rec.body_version >= 2)
+        {
+            doc.field("Bytes already correct", &f.bytes_skipped.to_string());
+        }
         let stages: Vec<String> = f
             .stage_millis
             .iter()
@@ -376,7 +401,9 @@ pub fn review(
     let exceptions: Vec<(u64, String)> = records.iter().filter_map(|vr| exception(vr)).collect();
     doc.heading(&format!("Exceptions ({})", exceptions.len()));
     if exceptions.is_empty() {
-        doc.paragraph("None: no failed, cancelled or interrupted restore, no invalid record and no recovered tail.");
+        doc.paragraph(
+            "None: no failed, cancelled or interrupted restore, no locked sign-in, no invalid record and no recovered tail.",
+        );
     }
     for (seq, text) in &exceptions {
         doc.field(&format!("Record {seq}"), text);
@@ -438,6 +465,10 @@ fn exception(vr: &VerifiedRecord) -> Option<(u64, String)> {
         Payload::Recovered { offset, length, .. } => {
             format!("RECOVERED torn tail of {length} bytes at offset {offset}")
         }
+        Payload::SignInFailed(f) if f.locked => format!(
+            "LOCKED: operator {} was locked out after {} failed sign-ins",
+            f.operator_id, f.attempt
+        ),
         _ if rec.meta.time.clock_anomaly => format!(
             "CLOCK: the real-time clock read {}, below the floor; the floor was recorded",
             format_time(rec.meta.time.rtc_unix_millis)
@@ -455,10 +486,14 @@ fn summary(vr: &VerifiedRecord) -> String {
     let when = format_time(rec.meta.time.unix_millis);
     let what = match &rec.payload {
         Payload::RestoreStarted(s) => format!(
-            "{} {} onto {}{}",
+            "{} {} onto {}{}{}",
             s.image.name,
             s.image.version,
             target_label(&s.target),
+            s.reason
+                .as_deref()
+                .map(|r| format!(", reason: {r}"))
+                .unwrap_or_default(),
             if vr.interrupted { ", INTERRUPTED" } else { "" }
         ),
         Payload::RestoreFinished(f) => format!(
@@ -480,6 +515,12 @@ fn summary(vr: &VerifiedRecord) -> String {
         }
         Payload::OperatorNote { text } => text.replace(['\n', '\r'], " "),
         Payload::LogCreated { .. } => format!("log created by {}", rec.meta.appliance_id),
+        Payload::SignInFailed(f) => format!(
+            "failed sign-in of {} (attempt {}){}",
+            f.operator_id,
+            f.attempt,
+            if f.locked { ", locked" } else { "" }
+        ),
     };
     format!("{when} by {}: {what}", rec.meta.operator.id)
 }
