@@ -7,6 +7,7 @@ pub mod discover;
 pub mod exit;
 pub mod fuzzing;
 pub mod partition;
+pub mod report;
 pub mod restore;
 pub mod safety;
 pub mod sys;

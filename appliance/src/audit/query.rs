@@ -9,7 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
-use super::record::{Payload, Record, RestoreOutcome};
+use super::record::{Payload, Record, RestoreOutcome, TargetRef};
 use super::verify::{RecordStatus, Report, VerifiedRecord};
 
 /// What `show` keeps. Empty fields match everything.
@@ -68,15 +68,15 @@ fn outcomes(report: &Report) -> HashMap<u64, &RestoreOutcome> {
         .collect()
 }
 
-/// "success", "failed", "cancelled" or "INTERRUPTED" for restore records.
+/// The result a record shows: "success", "failed" or "cancelled" on a
+/// `RestoreFinished`, and "INTERRUPTED" on a `RestoreStarted` that has none.
+/// A started restore that finished shows no result: its finish does.
 fn restore_result(
     vr: &VerifiedRecord,
     outcomes: &HashMap<u64, &RestoreOutcome>,
 ) -> Option<&'static str> {
     match &vr.record.as_ref()?.payload {
-        Payload::RestoreStarted(_) => {
-            Some(outcomes.get(&vr.seq).map_or("INTERRUPTED", |o| o.word()))
-        }
+        Payload::RestoreStarted(_) if !outcomes.contains_key(&vr.seq) => Some("INTERRUPTED"),
         Payload::RestoreFinished(f) => Some(f.outcome.word()),
         _ => None,
     }
@@ -162,20 +162,34 @@ pub fn write_table(report: &Report, filter: &Filter, out: &mut dyn Write) -> io:
 pub fn write_jsonl(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let outcomes = outcomes(report);
     for vr in &report.records {
-        let (status, problem) = status_fields(vr);
-        let line = serde_json::json!({
-            "seq": vr.seq,
-            "offset": vr.offset,
-            "status": status,
-            "problem": problem,
-            "result": restore_result(vr, &outcomes),
-            "interrupted": vr.interrupted,
-            "time": vr.record.as_ref().map(|r| format_time(r.meta.time.unix_millis)),
-            "record": vr.record,
-        });
-        writeln!(out, "{line}")?;
+        writeln!(out, "{}", row_json(vr, &outcomes))?;
     }
     Ok(())
+}
+
+/// The records `filter` keeps, each as its `write_jsonl` object.
+pub fn filtered_rows(report: &Report, filter: &Filter) -> Vec<serde_json::Value> {
+    let outcomes = outcomes(report);
+    report
+        .records
+        .iter()
+        .filter(|vr| filter.keeps(vr, restore_result(vr, &outcomes)))
+        .map(|vr| row_json(vr, &outcomes))
+        .collect()
+}
+
+fn row_json(vr: &VerifiedRecord, outcomes: &HashMap<u64, &RestoreOutcome>) -> serde_json::Value {
+    let (status, problem) = status_fields(vr);
+    serde_json::json!({
+        "seq": vr.seq,
+        "offset": vr.offset,
+        "status": status,
+        "problem": problem,
+        "result": restore_result(vr, outcomes),
+        "interrupted": vr.interrupted,
+        "time": vr.record.as_ref().map(|r| format_time(r.meta.time.unix_millis)),
+        "record": vr.record,
+    })
 }
 
 /// The CSV columns of `export --format csv`.
@@ -274,8 +288,10 @@ fn details(r: &Record) -> String {
         ),
         Payload::RestoreStarted(s) => {
             let mut d = format!(
-                "{} {} -> {} serial {}",
-                s.image.name, s.image.version, s.target.model, s.target.serial
+                "{} {} -> {}",
+                s.image.name,
+                s.image.version,
+                target_label(&s.target)
             );
             // Version 1 records did not say; their defaults would be a guess.
             if r.body_version >= 2 {
@@ -295,8 +311,12 @@ fn details(r: &Record) -> String {
         }
         Payload::RestoreFinished(f) => {
             let mut d = format!(
-                "{} {} -> serial {}, {} bytes (started at {})",
-                f.image.name, f.image.version, f.target.serial, f.bytes_written, f.started_seq
+                "{} {} -> {}, {} bytes (started at {})",
+                f.image.name,
+                f.image.version,
+                target_label(&f.target),
+                f.bytes_written,
+                f.started_seq
             );
             if r.body_version >= 2 {
                 d.push_str(&format!(", {} bytes already correct", f.bytes_skipped));
@@ -313,7 +333,7 @@ fn details(r: &Record) -> String {
             format!("{} {}: {:?}", image.name, image.version, result)
         }
         Payload::DiskChecked { target, result } => {
-            format!("serial {}: {:?}", target.serial, result)
+            format!("{}: {:?}", target_label(target), result)
         }
         Payload::Recovered {
             offset,
@@ -329,4 +349,18 @@ fn details(r: &Record) -> String {
             if f.locked { ", operator locked" } else { "" }
         ),
     }
+}
+
+/// The target's path, with its model and serial when it reported them
+/// (files and loop devices report none).
+pub fn target_label(t: &TargetRef) -> String {
+    let mut label = t.path.clone();
+    let known = |s: &str| !s.is_empty() && s != "-";
+    if known(&t.model) {
+        label.push_str(&format!(" {}", t.model));
+    }
+    if known(&t.serial) {
+        label.push_str(&format!(" serial {}", t.serial));
+    }
+    label
 }

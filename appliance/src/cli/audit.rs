@@ -4,17 +4,20 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
 
 use reliquary_appliance::audit::checkpoint::verifier_key;
 use reliquary_appliance::audit::query::{self, Filter};
 use reliquary_appliance::audit::{
     verify_dir, AuditError, AuditLog, CheckpointStatus, Environment, LogEnd, Operator, Payload,
-    Report, PUBLIC_KEY_FILE, RESTORE_RESERVE_BYTES,
+    Report, CHECKPOINT_FILE, PUBLIC_KEY_FILE, RESTORE_RESERVE_BYTES,
 };
+use reliquary_appliance::exit::ExitClass;
+use reliquary_appliance::report::{self, CheckpointText};
 use reliquary_image::keys::PublicKey;
 
+use super::output::{self, print_result, FileError};
 use super::UsageError;
 
 #[derive(Debug, Args)]
@@ -27,18 +30,44 @@ pub struct AuditArgs {
 enum AuditCommand {
     /// Create the appliance key pair and a new log in DIR; prints the key
     /// fingerprint for enrolment. Never overwrites.
+    #[command(
+        after_help = "Example:\n  reliquary audit init --dir /media/audit --appliance-id line-3"
+    )]
     Init(InitArgs),
     /// Check framing, sequence, hash chain and every signature (exit 3 on
     /// the first bad record).
+    #[command(
+        after_help = "Example:\n  reliquary audit verify --dir /media/audit --key enrolled/line-3.pub --checkpoint line-3.checkpoint"
+    )]
     Verify(VerifyArgs),
-    /// Sign and print a checkpoint (size and Merkle root) of the log.
+    /// Sign a checkpoint (size and Merkle root) of the log and print the
+    /// signed note, alone, on stdout.
+    #[command(
+        after_help = "Example:\n  reliquary audit checkpoint --dir /media/audit > line-3.checkpoint"
+    )]
     Checkpoint(CheckpointArgs),
     /// Show the records as a table.
+    #[command(
+        after_help = "Example:\n  reliquary audit show --dir /media/audit --result failed --since 2026-03-01"
+    )]
     Show(ShowArgs),
     /// Export every record with its verification status.
+    #[command(
+        after_help = "Example:\n  reliquary audit export --dir /media/audit --format csv > audit.csv"
+    )]
     Export(ExportArgs),
     /// Append an operator note.
+    #[command(
+        after_help = "Example:\n  reliquary audit note --dir /media/audit --operator jdoe --text \"disk replaced under WO-4711\""
+    )]
     Note(NoteArgs),
+    /// Write a PDF: the restore certificate of one restore (--seq), or a
+    /// review of a period with its exceptions first (--since/--until).
+    #[command(
+        after_help = "Examples:\n  reliquary audit report --dir /media/audit --seq 12 -o WO-4711.pdf\n  \
+                      reliquary audit report --dir /media/audit --since 2026-03-01 --until 2026-03-31 -o march.pdf"
+    )]
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,9 +97,6 @@ struct VerifyArgs {
     /// A checkpoint kept elsewhere; the log must extend it.
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
-    /// Print the full report as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -89,13 +115,23 @@ struct KeyArg {
     key: Option<PathBuf>,
 }
 
+/// The result a row shows (`show --result`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ResultFilter {
+    Success,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
 #[derive(Debug, Args)]
 struct ShowArgs {
     #[command(flatten)]
     dir: DirArg,
     #[command(flatten)]
     key: KeyArg,
-    #[arg(long, value_name = "S")]
+    /// Target disk serial number.
+    #[arg(long, value_name = "SERIAL")]
     target_serial: Option<String>,
     /// Image name.
     #[arg(long, value_name = "NAME")]
@@ -103,9 +139,9 @@ struct ShowArgs {
     /// Operator id.
     #[arg(long, value_name = "ID")]
     operator: Option<String>,
-    /// success, failed, cancelled or interrupted.
-    #[arg(long, value_name = "R")]
-    result: Option<String>,
+    /// Restore result: finished restores by outcome, or started ones that never finished.
+    #[arg(long, value_enum, value_name = "RESULT")]
+    result: Option<ResultFilter>,
     /// YYYY-MM-DD or RFC 3339, inclusive.
     #[arg(long, value_name = "DATE")]
     since: Option<String>,
@@ -126,7 +162,9 @@ struct ExportArgs {
     dir: DirArg,
     #[command(flatten)]
     key: KeyArg,
-    #[arg(long)]
+    /// jsonl: one JSON object per record; csv: RFC 4180 with a header row.
+    /// With --json, one JSON array of the jsonl objects.
+    #[arg(long, value_enum, default_value = "jsonl")]
     format: Format,
 }
 
@@ -134,12 +172,35 @@ struct ExportArgs {
 struct NoteArgs {
     #[command(flatten)]
     dir: DirArg,
+    /// The operator's id.
     #[arg(long, value_name = "ID")]
     operator: String,
+    /// The operator's full name.
     #[arg(long, value_name = "NAME")]
     operator_name: Option<String>,
+    /// The note.
     #[arg(long)]
     text: String,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    #[command(flatten)]
+    key: KeyArg,
+    /// A RestoreStarted or RestoreFinished record: print its restore's certificate.
+    #[arg(long, value_name = "N", required_unless_present_any = ["since", "until"], conflicts_with_all = ["since", "until"])]
+    seq: Option<u64>,
+    /// Start of the review period: YYYY-MM-DD or RFC 3339, inclusive.
+    #[arg(long, value_name = "DATE")]
+    since: Option<String>,
+    /// End of the review period: YYYY-MM-DD (the whole day) or RFC 3339, exclusive.
+    #[arg(long, value_name = "DATE")]
+    until: Option<String>,
+    /// The PDF file to write.
+    #[arg(short, long, value_name = "FILE.pdf")]
+    output: PathBuf,
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
@@ -150,6 +211,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         AuditCommand::Show(a) => show(a),
         AuditCommand::Export(a) => export(a),
         AuditCommand::Note(a) => note(a),
+        AuditCommand::Report(a) => report_cmd(a),
     }
 }
 
@@ -161,26 +223,34 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     )?;
     let key = log.public_key();
     let origin = reliquary_appliance::audit::Checkpoint::origin_for(log.appliance_id());
-    println!("created audit log in {}", a.dir.dir.display());
-    println!("appliance id:  {}", log.appliance_id());
-    println!("key id:        {}", key.key_id());
-    println!("public key:    {}", hex::encode(key.as_bytes()));
-    println!("note verifier: {}", verifier_key(&origin, key.as_bytes()));
-    println!(
-        "Enrol {} on the reviewing workstation; verify with `reliquary audit verify --key`.",
-        a.dir.dir.join(PUBLIC_KEY_FILE).display()
-    );
+    let verifier = verifier_key(&origin, key.as_bytes());
+    let public_file = a.dir.dir.join(PUBLIC_KEY_FILE);
+    let summary = json!({
+        "dir": a.dir.dir,
+        "appliance_id": log.appliance_id(),
+        "key_id": key.key_id(),
+        "public_key": hex::encode(key.as_bytes()),
+        "note_verifier": verifier,
+        "public_key_file": public_file,
+    });
+    print_result(&summary, || {
+        println!("created audit log in {}", a.dir.dir.display());
+        println!("appliance id:  {}", log.appliance_id());
+        println!("key id:        {}", key.key_id());
+        println!("public key:    {}", hex::encode(key.as_bytes()));
+        println!("note verifier: {verifier}");
+        println!(
+            "Enrol {} on the reviewing workstation; verify with `reliquary audit verify --key`.",
+            public_file.display()
+        );
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let (key, _) = PublicKey::load(&a.key)?;
     let report = verify_dir(&a.dir.dir, &key, a.checkpoint.as_deref())?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_summary(&report);
-    }
+    print_result(&serde_json::to_value(&report)?, || print_summary(&report))?;
     fail_on_problem(&report)
 }
 
@@ -188,10 +258,18 @@ fn checkpoint(a: CheckpointArgs) -> anyhow::Result<ExitCode> {
     let log = open(&a.dir.dir)?;
     let (cp, note) = log.write_checkpoint()?;
     if let Some(path) = &a.output {
-        std::fs::write(path, &note).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, &note).map_err(|e| FileError::new("cannot write", path, e))?;
     }
-    print!("{note}");
-    println!("short form: {}", cp.short_form());
+    let summary = json!({
+        "origin": cp.origin,
+        "size": cp.size,
+        "root": cp.root.to_hex(),
+        "short_form": cp.short_form(),
+        "note": note,
+    });
+    // Only the note goes to stdout, so `> FILE` saves a valid checkpoint.
+    print_result(&summary, || print!("{note}"))?;
+    output::info(format!("short form: {}", cp.short_form()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -206,16 +284,31 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         target_serial: a.target_serial,
         image: a.image,
         operator: a.operator,
-        result: a.result,
+        result: a.result.map(|r| {
+            r.to_possible_value()
+                .map(|v| v.get_name().to_string())
+                .unwrap_or_default()
+        }),
         since: date(&a.since, false)?,
         until: date(&a.until, true)?,
     };
     let report = load_report(&a.dir.dir, &a.key)?;
-    let mut out = std::io::stdout().lock();
-    let shown = query::write_table(&report, &filter, &mut out)?;
-    writeln!(out, "{shown} of {} records shown", report.records.len())?;
-    for w in report.warnings() {
-        eprintln!("warning: {w}");
+    if output::get().json {
+        let rows = query::filtered_rows(&report, &filter);
+        let value = json!({
+            "shown": rows.len(),
+            "total": report.records.len(),
+            "records": rows,
+            "warnings": report.warnings(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        let mut out = std::io::stdout().lock();
+        let shown = query::write_table(&report, &filter, &mut out)?;
+        writeln!(out, "{shown} of {} records shown", report.records.len())?;
+        for w in report.warnings() {
+            output::warn(w);
+        }
     }
     fail_on_problem(&report)
 }
@@ -223,9 +316,14 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
 fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let report = load_report(&a.dir.dir, &a.key)?;
     let mut out = std::io::stdout().lock();
-    match a.format {
-        Format::Jsonl => query::write_jsonl(&report, &mut out)?,
-        Format::Csv => query::write_csv(&report, &mut out)?,
+    if output::get().json {
+        let rows = query::filtered_rows(&report, &Filter::default());
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+    } else {
+        match a.format {
+            Format::Jsonl => query::write_jsonl(&report, &mut out)?,
+            Format::Csv => query::write_csv(&report, &mut out)?,
+        }
     }
     // The export is complete either way; the exit code still tells.
     fail_on_problem(&report)
@@ -239,7 +337,42 @@ fn note(a: NoteArgs) -> anyhow::Result<ExitCode> {
         name: a.operator_name,
     };
     let rec = log.append(&operator, Payload::OperatorNote { text: a.text })?;
-    println!("logged record {}", rec.seq);
+    print_result(&json!({ "seq": rec.seq }), || {
+        println!("logged record {}", rec.seq)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_cmd(a: ReportArgs) -> anyhow::Result<ExitCode> {
+    let date = |d: &Option<String>, end| {
+        d.as_deref()
+            .map(|d| query::parse_date(d, end))
+            .transpose()
+            .map_err(|e| UsageError(e.to_string()))
+    };
+    let (since, until) = (date(&a.since, false)?, date(&a.until, true)?);
+    let key_path = a.key.path(&a.dir.dir);
+    let (key, _) = PublicKey::load(&key_path)?;
+    let report = verify_dir(&a.dir.dir, &key, None)?;
+    let pdf = match a.seq {
+        Some(seq) => {
+            // A certificate is a statement about a sound log.
+            if let Some(problem) = report.first_problem() {
+                return Err(AuditError::Verification {
+                    path: report.path.clone(),
+                    problem: problem.clone(),
+                }
+                .into());
+            }
+            let checkpoint =
+                CheckpointText::for_record(&report, seq, &a.dir.dir.join(CHECKPOINT_FILE), &key);
+            report::certificate(&report, seq, &checkpoint)?
+        }
+        None => report::review(&report, since, until)?,
+    };
+    std::fs::write(&a.output, &pdf).map_err(|e| FileError::new("cannot write", &a.output, e))?;
+    let summary = json!({"output": a.output, "bytes": pdf.len(), "seq": a.seq});
+    print_result(&summary, || println!("wrote {}", a.output.display()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -247,20 +380,27 @@ fn note(a: NoteArgs) -> anyhow::Result<ExitCode> {
 fn open(dir: &Path) -> Result<AuditLog, AuditError> {
     let log = AuditLog::open(dir, Environment::system(None))?;
     if let Some(r) = log.recovery() {
-        eprintln!(
-            "warning: recovered a torn append: {} bytes at offset {} copied to {} and cut off; record {} documents it",
+        output::warn(format_args!(
+            "recovered a torn append: {} bytes at offset {} copied to {} and cut off; record {} documents it",
             r.length,
             r.offset,
             r.quarantine.display(),
             r.record_seq
-        );
+        ));
     }
     Ok(log)
 }
 
+impl KeyArg {
+    fn path(&self, dir: &Path) -> PathBuf {
+        self.key
+            .clone()
+            .unwrap_or_else(|| dir.join(PUBLIC_KEY_FILE))
+    }
+}
+
 fn load_report(dir: &Path, key: &KeyArg) -> anyhow::Result<Report> {
-    let key_path = key.key.clone().unwrap_or_else(|| dir.join(PUBLIC_KEY_FILE));
-    let (key, _) = PublicKey::load(&key_path)?;
+    let (key, _) = PublicKey::load(&key.path(dir))?;
     Ok(verify_dir(dir, &key, None)?)
 }
 
@@ -288,8 +428,11 @@ fn print_summary(report: &Report) {
     }
 }
 
+/// Exit 3 when the log failed verification. Under `--json` the result
+/// already printed says why, so no second (error) document follows.
 fn fail_on_problem(report: &Report) -> anyhow::Result<ExitCode> {
     match report.first_problem() {
+        Some(_) if output::get().json => Ok(ExitCode::from(ExitClass::Integrity.code())),
         Some(problem) => Err(AuditError::Verification {
             path: report.path.clone(),
             problem: problem.clone(),

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
@@ -18,6 +17,7 @@ use reliquary_image::{
     ExtentKind, Image, Meaning, PartitionScheme, SignerStatement, Trust, TrustStore,
 };
 
+use super::output::{self, print_result, FileError};
 use super::progress::{human_bytes, Meter};
 use super::restore::AuditArgs;
 use super::UsageError;
@@ -25,6 +25,9 @@ use reliquary_appliance::audit::{CheckResult, Payload};
 use reliquary_appliance::restore::records::image_ref;
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  reliquary keygen --out keys/alice.key --name \"Alice Engineer\""
+)]
 pub struct KeygenArgs {
     /// Where to write the private key (PKCS#8, mode 0600); the public key goes to FILE.pub.
     #[arg(long, value_name = "FILE")]
@@ -35,6 +38,9 @@ pub struct KeygenArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  reliquary capture /dev/sdb -o win7-line3.rimg --key keys/alice.key \\\n    --name win7-line3 --image-version 2026.03 --compatible \"Siemens IPC547\""
+)]
 pub struct CaptureArgs {
     /// A raw disk image file, an ISO, or a block device (opened read-only).
     source: PathBuf,
@@ -47,9 +53,11 @@ pub struct CaptureArgs {
     /// The image's name.
     #[arg(long)]
     name: String,
+    /// Free text describing the image.
     #[arg(long, default_value = "")]
     description: String,
-    #[arg(long = "image-version", default_value = "1")]
+    /// The image's version, shown in the vault and recorded with each restore.
+    #[arg(long = "image-version", value_name = "VERSION", default_value = "1")]
     image_version: String,
     /// A machine model the image is meant for (repeatable).
     #[arg(long = "compatible", value_name = "MODEL")]
@@ -81,8 +89,14 @@ pub struct CaptureArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  reliquary sign win7-line3.rimg --key keys/qa.key --meaning approved"
+)]
 pub struct SignArgs {
+    /// The image to add the signature to (changed in place).
+    #[arg(value_name = "IMAGE.rimg")]
     image: PathBuf,
+    /// The co-signer's private key (PKCS#8), as written by `reliquary keygen`.
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
     /// What this signature declares: authored, reviewed or approved.
@@ -94,42 +108,56 @@ pub struct SignArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  reliquary inspect win7-line3.rimg --json")]
 pub struct InspectArgs {
+    /// The image to describe.
+    #[arg(value_name = "IMAGE.rimg")]
     image: PathBuf,
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  reliquary verify win7-line3.rimg --trust /etc/reliquary/trust")]
 pub struct VerifyArgs {
+    /// The image to verify.
+    #[arg(value_name = "IMAGE.rimg")]
     image: PathBuf,
     /// A .pub file or a trust-store directory.
     #[arg(long, value_name = "PATH")]
     trust: PathBuf,
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     audit: AuditArgs,
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  reliquary extract win7-line3.rimg -o disk.raw --trust /etc/reliquary/trust"
+)]
 pub struct ExtractArgs {
+    /// The image to extract.
+    #[arg(value_name = "IMAGE.rimg")]
     image: PathBuf,
     /// The raw disk file to write (must not exist).
     #[arg(short, long, value_name = "RAW")]
     output: PathBuf,
+    /// A .pub file or a trust-store directory.
     #[arg(long, value_name = "PATH")]
     trust: PathBuf,
 }
 
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     let key = SigningKey::generate_to_files(&args.out, args.name.as_deref())?;
-    println!(
-        "wrote {} and {}.pub\nkey id {}",
-        args.out.display(),
-        args.out.display(),
-        key.public_key().key_id()
-    );
+    let key_id = key.public_key().key_id();
+    let public = reliquary_image::keys::public_key_path(&args.out);
+    print_result(
+        &json!({"private_key": args.out, "public_key": public, "key_id": key_id}),
+        || {
+            println!(
+                "wrote {} and {}\nkey id {key_id}",
+                args.out.display(),
+                public.display()
+            )
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -154,8 +182,8 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         })?;
     let key = SigningKey::load(&args.key)?;
     let signer = signer_name(args.signer, &args.key)?;
-    let source = File::open(&args.source)
-        .with_context(|| format!("cannot open {}", args.source.display()))?;
+    let source =
+        File::open(&args.source).map_err(|e| FileError::new("cannot open", &args.source, e))?;
     let (size, logical, physical) = if sys::is_block_device(&source)? {
         (
             sys::device_size_bytes(&source)?,
@@ -194,22 +222,36 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     meter.finish();
     let m = &report.manifest;
     let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "captured {} ({}) into {}: {} stored, {:.0} MB/s",
-        human_bytes(m.logical_bytes()),
-        args.source.display(),
-        args.output.display(),
-        human_bytes(m.stored_bytes),
-        m.logical_bytes() as f64 / seconds.max(1e-3) / 1e6
-    );
-    println!(
-        "image {} signed by key {}",
-        m.image_uuid,
-        key.public_key().key_id()
-    );
-    if let Some(note) = report.partition_note {
-        println!("note: {note}");
-    }
+    let summary = json!({
+        "image": args.output,
+        "source": args.source,
+        "uuid": m.image_uuid.to_string(),
+        "name": m.name,
+        "version": m.version,
+        "logical_bytes": m.logical_bytes(),
+        "stored_bytes": m.stored_bytes,
+        "seconds": seconds,
+        "key_id": key.public_key().key_id(),
+        "partition_note": report.partition_note,
+    });
+    print_result(&summary, || {
+        println!(
+            "captured {} ({}) into {}: {} stored, {:.0} MB/s",
+            human_bytes(m.logical_bytes()),
+            args.source.display(),
+            args.output.display(),
+            human_bytes(m.stored_bytes),
+            m.logical_bytes() as f64 / seconds.max(1e-3) / 1e6
+        );
+        println!(
+            "image {} signed by key {}",
+            m.image_uuid,
+            key.public_key().key_id()
+        );
+        if let Some(note) = &report.partition_note {
+            println!("note: {note}");
+        }
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -221,21 +263,28 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
         signed_unix: now_unix(),
     };
     reliquary_image::write::add_signature(&args.image, &key, &statement)?;
-    println!(
-        "added a signature by {} ({}), meaning {}, to {}",
-        statement.signer_name,
-        key.public_key().key_id(),
-        statement.meaning.as_str(),
-        args.image.display()
-    );
+    let summary = json!({
+        "image": args.image,
+        "signer": statement.signer_name,
+        "key_id": key.public_key().key_id(),
+        "meaning": statement.meaning.as_str(),
+        "signed": format_time(statement.signed_unix),
+    });
+    print_result(&summary, || {
+        println!(
+            "added a signature by {} ({}), meaning {}, to {}",
+            statement.signer_name,
+            key.public_key().key_id(),
+            statement.meaning.as_str(),
+            args.image.display()
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let image = open_image(&args.image)?.open_unverified()?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&describe(&image))?);
-    } else {
+    print_result(&describe(&image), || {
         print_description(&image);
         println!();
         println!("UNVERIFIED: no trust store was consulted and no chunk was checked.");
@@ -243,7 +292,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             "Run `reliquary verify {} --trust PATH` to prove it.",
             args.image.display()
         );
-    }
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -267,16 +316,14 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 },
             },
         )?;
-        eprintln!("audit record {}", record.seq);
+        output::info(format!("audit record {}", record.seq));
     }
     result?;
     let seconds = started.elapsed().as_secs_f64();
-    if args.json {
-        let mut report = describe(&image);
-        report["verified"] = json!(true);
-        report["seconds"] = json!(seconds);
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    let mut report = describe(&image);
+    report["verified"] = json!(true);
+    report["seconds"] = json!(seconds);
+    print_result(&report, || {
         print_description(&image);
         println!();
         println!(
@@ -284,7 +331,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             image.index().chunks.len(),
             human_bytes(image.manifest().stored_bytes)
         );
-    }
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -295,19 +342,37 @@ pub fn extract_cmd(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     let result = extract(&image, &args.output, &|n| meter.add(n));
     meter.finish();
     result?;
-    println!(
-        "extracted {} to {} (verified)",
-        human_bytes(image.manifest().logical_bytes()),
-        args.output.display()
-    );
+    let bytes = image.manifest().logical_bytes();
+    print_result(
+        &json!({"output": args.output, "bytes": bytes, "verified": true}),
+        || {
+            println!(
+                "extracted {} to {} (verified)",
+                human_bytes(bytes),
+                args.output.display()
+            )
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Opens an image file and checks its framing.
 pub fn open_image(path: &Path) -> anyhow::Result<reliquary_image::SealedImage<File>> {
     let file = reliquary_image::regular_file::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?;
-    reliquary_image::open(file).with_context(|| format!("{} is not a valid image", path.display()))
+        .map_err(|e| FileError::new("cannot open image", path, e))?;
+    Ok(reliquary_image::open(file).map_err(|source| NotAnImage {
+        path: path.to_path_buf(),
+        source,
+    })?)
+}
+
+/// An image file whose framing is broken.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is not a valid image", path.display())]
+pub struct NotAnImage {
+    pub path: PathBuf,
+    #[source]
+    pub source: reliquary_image::ImageError,
 }
 
 fn signer_name(explicit: Option<String>, key_path: &Path) -> anyhow::Result<String> {

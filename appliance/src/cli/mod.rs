@@ -1,13 +1,15 @@
 //! Argument parsing and dispatch. Each area of the CLI lives in its own file.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use reliquary_appliance::exit::ExitClass;
 
 mod audit;
 mod image;
+pub mod output;
 mod progress;
 mod restore;
 mod targets;
@@ -25,9 +27,19 @@ pub struct UsageError(pub String);
     version,
     about = "Capture, sign, verify and restore sealed disk images",
     after_help = "Exit codes: 0 success, 1 runtime or I/O error, 2 usage error, \
-                  3 integrity or authenticity failure, 4 refused for safety."
+                  3 integrity or authenticity failure, 4 refused for safety.\n\
+                  With --json, results and errors go to stdout as JSON; an error is \
+                  {\"error\": {\"class\": \"runtime|usage|integrity|refused\", \
+                  \"message\": ..., \"path\": ...}} with the same exit code.\n\n\
+                  Example:\n  reliquary verify win7-line3.rimg --trust /etc/reliquary/trust --json"
 )]
 pub struct Cli {
+    /// Print the result, or the error, as JSON on stdout (nothing else goes to stdout).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print no progress and no informational messages (errors and warnings still print).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,9 +66,35 @@ enum Command {
     Targets(targets::TargetsArgs),
     /// Create, verify and review the signed restore audit log.
     Audit(audit::AuditArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  reliquary completions bash > /etc/bash_completion.d/reliquary"
+    )]
+    Completions(CompletionsArgs),
+    /// Write the man pages (reliquary.1 and one per subcommand) into a directory.
+    #[command(after_help = "Example:\n  reliquary man --out /usr/share/man/man1")]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+struct ManArgs {
+    /// The directory to write the pages to (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    output::set(output::Output {
+        json: cli.json,
+        quiet: cli.quiet,
+    });
     match cli.command {
         Command::Keygen(args) => image::keygen(args),
         Command::Capture(args) => image::capture_cmd(args),
@@ -68,7 +106,57 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => restore::check_cmd(args),
         Command::Targets(args) => targets::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Completions(args) => {
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "reliquary", &mut script);
+            let script = String::from_utf8_lossy(&script);
+            output::print_result(
+                &serde_json::json!({"shell": args.shell.to_string(), "script": script}),
+                || print!("{script}"),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(args) => man(&args.out),
     }
+}
+
+/// Writes `reliquary.1` and a `reliquary-<sub>.1` page per subcommand
+/// (nested ones too: `reliquary-audit-verify.1`).
+fn man(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).map_err(|e| output::FileError::new("cannot create", dir, e))?;
+    let mut written = Vec::new();
+    write_man_pages(Cli::command(), dir, &mut written)?;
+    output::print_result(&serde_json::json!({ "written": written }), || {
+        for page in &written {
+            println!("{page}");
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_man_pages(
+    command: clap::Command,
+    dir: &std::path::Path,
+    written: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let command = command.disable_help_subcommand(true);
+    let name = command
+        .get_display_name()
+        .unwrap_or(command.get_name())
+        .to_string();
+    let path = dir.join(format!("{name}.1"));
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone()).render(&mut page)?;
+    std::fs::write(&path, page).map_err(|e| output::FileError::new("cannot write", &path, e))?;
+    written.push(path.display().to_string());
+    for sub in command.get_subcommands() {
+        let sub = sub
+            .clone()
+            .display_name(format!("{name}-{}", sub.get_name()))
+            .bin_name(format!("{name} {}", sub.get_name()));
+        write_man_pages(sub, dir, written)?;
+    }
+    Ok(())
 }
 
 /// Maps an error to its exit class by finding the first typed library error
@@ -99,6 +187,9 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::discover::DiscoverError>() {
             return e.exit_class();
         }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::report::ReportError>() {
+            return e.exit_class();
+        }
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::audit::AuditError>() {
             return e.exit_class();
         }
@@ -125,5 +216,40 @@ fn image_error_class(e: &reliquary_image::ImageError) -> ExitClass {
         ExitClass::Integrity
     } else {
         ExitClass::Runtime
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument says what it is for, and every command shows an example.
+    #[test]
+    fn every_help_entry_is_filled_and_every_command_has_an_example() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            if command.get_about().is_none() && path != " reliquary" {
+                missing.push(format!("{path}: no description"));
+            }
+            let leaf = command.get_subcommands().next().is_none();
+            let example = command
+                .get_after_help()
+                .is_some_and(|h| h.to_string().contains("Example"));
+            if leaf && !example {
+                missing.push(format!("{path}: no example"));
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}: no help", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
     }
 }

@@ -1,9 +1,17 @@
-//! Progress on stderr: a redrawn line on a terminal, plain lines otherwise.
+//! Progress on stderr: a redrawn line on a terminal, plain lines otherwise,
+//! nothing under `--quiet`.
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Silences every meter (the global `--quiet`).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
 
 /// Thread-safe progress meter for byte counts.
 pub struct Meter {
@@ -19,6 +27,8 @@ pub struct Meter {
 struct DrawState {
     last_draw: Instant,
     last_decile: u64,
+    /// Width of the line last drawn, to blank it out when finishing.
+    drawn_width: usize,
 }
 
 impl Meter {
@@ -42,9 +52,10 @@ impl Meter {
             state: Mutex::new(DrawState {
                 last_draw: now - Duration::from_secs(1),
                 last_decile: 0,
+                drawn_width: 0,
             }),
             terminal: std::io::stderr().is_terminal(),
-            plain_lines,
+            plain_lines: plain_lines && !QUIET.load(Ordering::Relaxed),
         }
     }
 
@@ -60,7 +71,7 @@ impl Meter {
 
     fn draw(&self, done: u64) {
         // A stage without a byte count (wiping, finalising) has no meter.
-        if self.total == 0 {
+        if self.total == 0 || QUIET.load(Ordering::Relaxed) {
             return;
         }
         let Ok(mut state) = self.state.lock() else {
@@ -76,24 +87,60 @@ impl Meter {
                 return;
             }
             state.last_draw = Instant::now();
-            eprint!(
-                "\r{}: {percent:3}%  {} / {}  {rate:.0} MB/s   ",
+            let line = format!(
+                "{}: {percent:3}%  {} / {}  {rate:.0} MB/s  {}",
                 self.label,
                 human_bytes(done),
-                human_bytes(self.total)
+                human_bytes(self.total),
+                eta_text(done, self.total, elapsed)
             );
+            // Pad over the rest of a longer previous line.
+            let width = line.chars().count();
+            let pad = state.drawn_width.saturating_sub(width);
+            state.drawn_width = width;
+            eprint!("\r{line}{}", " ".repeat(pad));
             let _ = std::io::stderr().flush();
         } else if self.plain_lines && percent / 10 > state.last_decile {
             state.last_decile = percent / 10;
-            eprintln!("{}: {percent}% {rate:.0} MB/s", self.label);
+            eprintln!(
+                "{}: {percent}% {rate:.0} MB/s {}",
+                self.label,
+                eta_text(done, self.total, elapsed)
+            );
         }
     }
 
-    /// Ends the redrawn line.
+    /// Clears the redrawn line, so no stale progress is left above the result.
     pub fn finish(&self) {
-        if self.terminal {
-            eprintln!();
+        let Ok(state) = self.state.lock() else {
+            return;
+        };
+        if self.terminal && state.drawn_width > 0 {
+            eprint!("\r{}\r", " ".repeat(state.drawn_width));
+            let _ = std::io::stderr().flush();
         }
+    }
+}
+
+/// "ETA 1m05s" from the average rate so far; "ETA --" until there is one.
+fn eta_text(done: u64, total: u64, elapsed_seconds: f64) -> String {
+    if done == 0 || done >= total {
+        return if done >= total {
+            "done".into()
+        } else {
+            "ETA --".into()
+        };
+    }
+    let remaining = (total - done) as f64 * elapsed_seconds / done as f64;
+    format!("ETA {}", format_duration(remaining.round() as u64))
+}
+
+/// 59s, 1m05s, 2h03m.
+fn format_duration(seconds: u64) -> String {
+    match seconds {
+        0..=59 => format!("{seconds}s"),
+        60..=3599 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
     }
 }
 
@@ -110,5 +157,20 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eta_comes_from_the_average_rate() {
+        // A quarter done in 10 s: 30 s to go.
+        assert_eq!(eta_text(25, 100, 10.0), "ETA 30s");
+        assert_eq!(eta_text(1, 100, 65.0), "ETA 1h47m");
+        assert_eq!(eta_text(0, 100, 1.0), "ETA --");
+        assert_eq!(eta_text(100, 100, 1.0), "done");
+        assert_eq!(format_duration(65), "1m05s");
     }
 }

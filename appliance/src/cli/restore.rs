@@ -18,12 +18,13 @@ use reliquary_appliance::audit::{
 use reliquary_appliance::exit::ExitClass;
 use reliquary_appliance::restore::records::target_ref;
 use reliquary_appliance::restore::{
-    self, check_disk, AuditRecording, CancelToken, Outcome, Progress, RestoreOptions,
-    RestoreRequest, RestoreRun, Stage, TargetIdentity, TargetInfo, TargetRules,
+    self, check_disk, AuditRecording, CancelToken, Outcome, Progress, RestoreMode, RestoreOptions,
+    RestoreRequest, RestoreRun, Stage, TargetIdentity, TargetInfo, TargetRules, Unmapped,
 };
 use reliquary_image::{Image, TrustStore};
 
 use super::image::open_image;
+use super::output::{self, FileError};
 use super::progress::{human_bytes, Meter};
 use super::UsageError;
 
@@ -62,7 +63,12 @@ impl AuditArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  reliquary restore win7-line3.rimg /dev/sdb --trust /etc/reliquary/trust \\\n    --audit /media/audit --operator jdoe --operator-name \"Jane Doe\""
+)]
 pub struct RestoreArgs {
+    /// The signed image to restore.
+    #[arg(value_name = "IMAGE.rimg")]
     image: PathBuf,
     /// The whole disk to overwrite, or a regular file (created or extended).
     target: PathBuf,
@@ -75,9 +81,19 @@ pub struct RestoreArgs {
     /// Skip reading the written disk back (not recommended).
     #[arg(long = "no-readback")]
     no_readback: bool,
-    /// Write zeros over extents the image did not capture.
-    #[arg(long = "zero-unmapped")]
+    /// Write zeros over extents the image did not capture (free space).
+    #[arg(long = "zero-unmapped", conflicts_with = "discard_unmapped")]
     zero_unmapped: bool,
+    /// Discard extents the image did not capture where the disk then reads
+    /// zeros (TRIM); elsewhere they are zeroed.
+    #[arg(long = "discard-unmapped")]
+    discard_unmapped: bool,
+    /// What this restore means, recorded with it (e.g. "replacement after disk failure").
+    #[arg(long, value_name = "TEXT")]
+    meaning: Option<String>,
+    /// Why: the work order or a free text, recorded with the restore (e.g. "WO-4711").
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
     /// Create TARGET as a regular file if it does not exist (never under /dev).
     #[arg(long = "create-file")]
     create_file: bool,
@@ -92,14 +108,18 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  reliquary check win7-line3.rimg /dev/sdb --trust /etc/reliquary/trust --json"
+)]
 pub struct CheckArgs {
+    /// The signed image to compare with.
+    #[arg(value_name = "IMAGE.rimg")]
     image: PathBuf,
     /// The disk or raw file to compare with the image (read only).
     target: PathBuf,
+    /// A .pub file or a trust-store directory.
     #[arg(long, value_name = "PATH")]
     trust: PathBuf,
-    #[arg(long)]
-    json: bool,
     #[command(flatten)]
     audit: AuditArgs,
 }
@@ -187,8 +207,17 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         create_file: args.create_file,
         options: RestoreOptions {
             readback: !args.no_readback,
-            zero_unmapped: args.zero_unmapped,
+            unmapped: if args.discard_unmapped {
+                Unmapped::Discarded
+            } else if args.zero_unmapped {
+                Unmapped::Zeroed
+            } else {
+                Unmapped::Left
+            },
         },
+        meaning: args.meaning.as_deref(),
+        reason: args.reason.as_deref(),
+        mode: RestoreMode::Full,
     };
     let recording = log.as_ref().map(|log| AuditRecording {
         log,
@@ -208,19 +237,93 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         } => (report, started_seq, finished),
     };
     for warning in &report.warnings {
-        eprintln!("warning: {warning}");
-    }
-    for (stage, duration) in &report.stage_durations {
-        println!("  {stage:<14} {:>8.1} s", duration.as_secs_f64());
+        output::warn(warning);
     }
     // The outcome is printed first, whatever happens to its record.
     let outcome = match &report.outcome {
-        Outcome::Success => {
+        Outcome::Success => Ok(()),
+        Outcome::Cancelled => Err(Unsuccessful {
+            message: format!(
+                "the restore was cancelled; {}",
+                wiped_sentence(&report.wiped)
+            ),
+            class: ExitClass::Interrupted,
+        }),
+        Outcome::Failed { error, .. } => Err(Unsuccessful {
+            message: format!(
+                "the restore failed: {}; {}",
+                reliquary_appliance::error_chain(error),
+                wiped_sentence(&report.wiped)
+            ),
+            class: error.exit_class(),
+        }),
+    };
+    let recorded = match finished {
+        Some(Ok(end)) => Ok(Some(end)),
+        Some(Err(e)) => Err(e),
+        None => Ok(None),
+    };
+    let class = match (&outcome, &recorded) {
+        (Ok(()), Ok(_)) => None,
+        (Ok(()), Err(_)) => Some(ExitClass::Runtime),
+        (Err(failure), Ok(_)) => Some(failure.class),
+        (Err(failure), Err(_)) => Some(worse(failure.class, ExitClass::Runtime)),
+    };
+    let mut problems: Vec<String> = Vec::new();
+    if let Err(failure) = &outcome {
+        problems.push(failure.message.clone());
+    }
+    if let Err(e) = &recorded {
+        problems.push(format!(
+            "the end of the restore could not be recorded in the audit log: {}",
+            reliquary_appliance::error_chain(e)
+        ));
+    }
+    let end = recorded.as_ref().ok().and_then(Option::as_ref);
+    let mut json = json!({
+        "outcome": match &report.outcome {
+            Outcome::Success => "success",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Failed { .. } => "failed",
+        },
+        "image": image.manifest().name,
+        "image_id": image.manifest().image_uuid.to_string(),
+        "target": args.target.display().to_string(),
+        "bytes_written": report.bytes_written,
+        "bytes_skipped": report.bytes_skipped,
+        "readback_digest": report.readback_digest.map(hex::encode),
+        "backup_gpt_moved": report.backup_gpt_moved,
+        "wiped": report.wiped.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "stage_seconds": report.stage_durations.iter()
+            .map(|(stage, d)| json!([stage.to_string(), d.as_secs_f64()]))
+            .collect::<Vec<_>>(),
+        "warnings": report.warnings,
+        "audit_started_seq": started_seq,
+        "audit_finished_seq": end.map(|e| e.seq),
+        "checkpoint": end.map(|e| e.checkpoint.clone()),
+    });
+    if let Some(class) = class {
+        json["error"] = json!({
+            "class": output::class_name(class),
+            "message": problems.join("; "),
+            "path": args.target.display().to_string(),
+        });
+    }
+    output::print_result(&json, || {
+        for (stage, duration) in &report.stage_durations {
+            println!("  {stage:<14} {:>8.1} s", duration.as_secs_f64());
+        }
+        if report.is_success() {
             println!(
-                "RESTORED {} onto {}: {} written{}{}",
+                "RESTORED {} onto {}: {} written{}{}{}",
                 image.manifest().name,
                 args.target.display(),
                 human_bytes(report.bytes_written),
+                if report.bytes_skipped > 0 {
+                    format!(", {} already correct", human_bytes(report.bytes_skipped))
+                } else {
+                    String::new()
+                },
                 match report.readback_digest {
                     Some(d) => format!(", read back and matching (digest {})", hex::encode(d)),
                     None => ", NOT read back (--no-readback)".into(),
@@ -231,48 +334,22 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
                     ""
                 },
             );
-            Ok(())
         }
-        Outcome::Cancelled => Err(Unsuccessful {
-            message: format!(
-                "the restore was cancelled; {}",
-                wiped_sentence(&report.wiped)
-            ),
-            class: ExitClass::Interrupted,
-        }),
-        Outcome::Failed { error, .. } => Err(Unsuccessful {
-            message: format!(
-                "the restore failed: {error}; {}",
-                wiped_sentence(&report.wiped)
-            ),
-            class: error.exit_class(),
-        }),
-    };
-    if let Err(failure) = &outcome {
-        eprintln!("error: {}", failure.message);
-    }
-    let recorded = match finished {
-        Some(Ok(end)) => {
+        if let Some(end) = end {
             println!(
                 "audit record {} (restore started at record {}); checkpoint {}",
                 end.seq,
                 started_seq.unwrap_or_default(),
                 end.checkpoint
             );
-            Ok(())
         }
-        Some(Err(e)) => Err(e),
-        None => Ok(()),
-    };
-    match (outcome, recorded) {
-        (Ok(()), Ok(())) => Ok(ExitCode::SUCCESS),
-        (Ok(()), Err(e)) => Err(anyhow::Error::new(e)
-            .context("the disk is restored, but its end could not be recorded in the audit log")),
-        (Err(failure), Ok(())) => Err(AlreadyReported(failure.class).into()),
-        (Err(failure), Err(e)) => {
-            eprintln!("error: and its end could not be recorded in the audit log: {e}");
-            Err(AlreadyReported(worse(failure.class, ExitClass::Runtime)).into())
+        for problem in &problems {
+            eprintln!("error: {problem}");
         }
+    })?;
+    match class {
+        None => Ok(ExitCode::SUCCESS),
+        Some(class) => Err(AlreadyReported(class).into()),
     }
 }
 
@@ -335,7 +412,12 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         .into());
     }
+    let unmapped_extents = image
+        .extents()
+        .filter(|e| e.kind == reliquary_image::ExtentKind::Unmapped)
+        .count();
     let meter = Meter::terminal_only("check", image.manifest().logical_bytes());
+    let mut audit_seq = None;
     let report = check_disk(
         &image,
         &disk,
@@ -374,27 +456,30 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 result,
             },
         )?;
-        println!("audit record {}", record.seq);
+        audit_seq = Some(record.seq);
+        output::info(format!("audit record {}", record.seq));
     }
-    if args.json {
-        let mismatches: Vec<_> = report
-            .mismatches
-            .iter()
-            .map(|m| json!({"extent": m.extent, "start_sector": m.start_sector, "end_sector": m.end_sector, "problem": m.kind.describe()}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "matches": report.matches(),
-                "extents_compared": report.extents_compared,
-                "extents_matching": report.extents_matching,
-                "mismatches": mismatches,
-                "backup_gpt_moved": report.gpt_moved,
-                "disk_digest": hex::encode(report.digest),
-                "image_digest": hex::encode(image.manifest().image_digest),
-            }))?
-        );
-    } else {
+    let mismatches: Vec<_> = report
+        .mismatches
+        .iter()
+        .map(|m| json!({"extent": m.extent, "start_sector": m.start_sector, "end_sector": m.end_sector, "problem": m.kind.describe()}))
+        .collect();
+    let summary = json!({
+        "target": args.target,
+        "matches": report.matches(),
+        "extents_compared": report.extents_compared,
+        "unmapped_extents_not_compared": unmapped_extents,
+        "extents_matching": report.extents_matching,
+        "mismatches": mismatches,
+        "backup_gpt_moved": report.gpt_moved,
+        "disk_digest": hex::encode(report.digest),
+        "image_digest": hex::encode(image.manifest().image_digest),
+        "audit_record": audit_seq,
+    });
+    // Under --json a mismatch is reported by the report itself and the
+    // exit code; the error envelope would be a second JSON document.
+    let json_mode = output::get().json;
+    output::print_result(&summary, || {
         for m in &report.mismatches {
             println!(
                 "MISMATCH extent {} (sectors {}..{}) {}",
@@ -405,8 +490,17 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
             );
         }
         println!(
-            "{} of {} extents match",
-            report.extents_matching, report.extents_compared
+            "{} of {} extents match (data and zero extents only{})",
+            report.extents_matching,
+            report.extents_compared,
+            if unmapped_extents > 0 {
+                format!(
+                    "; {unmapped_extents} unmapped extents, free space the image did not keep, \
+                     are not compared"
+                )
+            } else {
+                String::new()
+            }
         );
         if report.gpt_moved {
             println!(
@@ -414,15 +508,19 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
                  the moved tables are valid and nothing else differs there"
             );
         }
-    }
+        if report.matches() {
+            println!(
+                "MATCH: {} equals image {} over its {} bytes",
+                args.target.display(),
+                image.manifest().name,
+                image.manifest().logical_bytes()
+            );
+        }
+    })?;
     if report.matches() {
-        println!(
-            "MATCH: {} equals image {} over its {} bytes",
-            args.target.display(),
-            image.manifest().name,
-            image.manifest().logical_bytes()
-        );
         Ok(ExitCode::SUCCESS)
+    } else if json_mode {
+        Ok(ExitCode::from(ExitClass::Integrity.code()))
     } else {
         Err(Unsuccessful {
             message: format!(
@@ -445,8 +543,10 @@ fn open_for_check(path: &Path) -> anyhow::Result<File> {
         .open(path);
     match direct {
         Ok(f) => Ok(f),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(File::open(path)?),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot open {}", path.display()))),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
+            File::open(path).map_err(|e| FileError::new("cannot open", path, e).into())
+        }
+        Err(e) => Err(FileError::new("cannot open", path, e).into()),
     }
 }
 

@@ -12,10 +12,8 @@ use reliquary_appliance::discover::{self, Disk, SystemPaths};
 use super::progress::human_bytes;
 
 #[derive(Debug, Args)]
+#[command(after_help = "Example:\n  reliquary targets --vault /media/vault --json")]
 pub struct TargetsArgs {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
     /// Also list loop devices that have a file attached.
     #[arg(long)]
     include_loop: bool,
@@ -32,7 +30,7 @@ pub fn run(args: TargetsArgs) -> anyhow::Result<ExitCode> {
     let disks =
         discover::discover_system(args.include_loop, &paths).context("could not list the disks")?;
     let mut out = std::io::stdout().lock();
-    if args.json {
+    if super::output::get().json {
         serde_json::to_writer_pretty(&mut out, &disks).context("could not write JSON")?;
         writeln!(out)?;
     } else {

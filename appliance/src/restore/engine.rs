@@ -8,11 +8,11 @@ use std::sync::Mutex;
 
 use reliquary_image::Image;
 
-use super::records::log_started;
+use super::records::{log_started, StartDetails};
 use super::target::{open_confirmed, TargetRules};
 use super::TargetInfo;
 use super::{pipeline, CancelToken, Progress, RestoreError, RestoreOptions, RestoreReport};
-use crate::audit::{AuditError, AuditLog, Operator};
+use crate::audit::{AuditError, AuditLog, Operator, RestoreMode};
 
 /// What to restore where.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +29,10 @@ pub struct RestoreRequest<'a> {
     /// regular file.
     pub create_file: bool,
     pub options: RestoreOptions,
+    /// The meaning and reason the operator gave, and the kind of restore.
+    pub meaning: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub mode: RestoreMode,
 }
 
 /// Where and as whom a restore is recorded.
@@ -87,7 +91,13 @@ pub fn restore(
     let started = match audit {
         Some(audit) => {
             let mut log = lock(audit.log);
-            match log_started(&mut log, audit.operator, request.image, &info) {
+            let how = StartDetails {
+                meaning: request.meaning.map(str::to_owned),
+                reason: request.reason.map(str::to_owned),
+                mode: request.mode,
+                unmapped: request.options.unmapped,
+            };
+            match log_started(&mut log, audit.operator, request.image, &info, &how) {
                 Ok(started) => Some(started),
                 Err(e) => return RestoreRun::NotStarted(RestoreError::AuditStart(e)),
             }

@@ -38,6 +38,7 @@ pub use pipeline::WipeArea;
 pub use tables::{Edit, TablePlan};
 pub use target::{inspect_target, open_confirmed, Target, TargetIdentity, TargetInfo, TargetRules};
 
+pub use crate::audit::{RestoreMode, Unmapped};
 use crate::discover::DiscoverError;
 use crate::exit::ExitClass;
 use crate::partition::GptError;
@@ -52,15 +53,16 @@ pub const WIPE_BYTES: u64 = 1 << 20;
 pub struct RestoreOptions {
     /// Read every written extent back with O_DIRECT and compare.
     pub readback: bool,
-    /// Write zeros over unmapped extents instead of leaving them untouched.
-    pub zero_unmapped: bool,
+    /// What to do with extents the image did not capture: leave them,
+    /// zero them, or discard them where the disk then reads zeros.
+    pub unmapped: Unmapped,
 }
 
 impl Default for RestoreOptions {
     fn default() -> Self {
         Self {
             readback: true,
-            zero_unmapped: false,
+            unmapped: Unmapped::Left,
         }
     }
 }
@@ -121,6 +123,9 @@ pub struct RestoreReport {
     pub outcome: Outcome,
     /// Bytes of data and zeros written to the target.
     pub bytes_written: u64,
+    /// Bytes already correct on the target and not rewritten (a resume,
+    /// or `--only-differences`).
+    pub bytes_skipped: u64,
     pub stage_durations: Vec<(Stage, Duration)>,
     /// The whole-image digest recomputed from the read-back of the disk.
     pub readback_digest: Option<[u8; 32]>,

@@ -23,6 +23,7 @@ use super::{
     CancelToken, Outcome, Progress, RestoreError, RestoreOptions, RestoreReport, Stage, Target,
     WIPE_BYTES,
 };
+use crate::audit::Unmapped;
 use crate::partition::validate_gpt;
 use crate::sys::{self, AlignedBuf};
 
@@ -45,6 +46,7 @@ pub fn run(
     let mut report = RestoreReport {
         outcome: Outcome::Success,
         bytes_written: 0,
+        bytes_skipped: 0,
         stage_durations: Vec::new(),
         readback_digest: None,
         backup_gpt_moved: false,
@@ -163,13 +165,13 @@ fn run_stages(
     end_stage(report, Stage::Writing);
 
     if opts.readback {
-        let total = readback_bytes(image, opts.zero_unmapped);
+        let total = readback_bytes(image, opts.unmapped != Unmapped::Left);
         let meter = Meter::new(progress, Stage::ReadingBack, total, 0);
         meter.send(true);
         let check = compare_disk(
             image,
             &target.file,
-            opts.zero_unmapped,
+            opts.unmapped != Unmapped::Left,
             &tables.in_image,
             &|n| meter.add(n, 0),
             cancel,
@@ -265,10 +267,12 @@ fn write_table_areas(
                 }
                 meter.add(end - start, 1);
             }
-            ExtentKind::Unmapped if !opts.zero_unmapped => {}
+            ExtentKind::Unmapped if opts.unmapped == Unmapped::Left => {}
             ExtentKind::Zero | ExtentKind::Unmapped => {
                 if from < end {
-                    zero_range(target, from, end - from)?;
+                    let discard =
+                        extent.kind == ExtentKind::Unmapped && opts.unmapped == Unmapped::Discarded;
+                    zero_range(target, from, end - from, discard)?;
                 }
                 for edit in &tables.in_image {
                     edit.patch(&mut first_sector, 0, false);
@@ -519,7 +523,9 @@ fn write_extents(
                         let sector = u64::from(image.sector_size());
                         let (offset, len) =
                             (extent.start_sector * sector, extent.sector_count * sector);
-                        if let Err(e) = zero_range(target, offset, len) {
+                        let discard = extent.kind == ExtentKind::Unmapped
+                            && opts.unmapped == Unmapped::Discarded;
+                        if let Err(e) = zero_range(target, offset, len, discard) {
                             stop.store(true, Ordering::SeqCst);
                             first_error = Some(e);
                         }
@@ -582,8 +588,8 @@ fn read_stored_chunks(
                 }
             }
             ExtentKind::Zero => jobs.send(Job::Zero(extent)).is_ok(),
-            ExtentKind::Unmapped if opts.zero_unmapped => jobs.send(Job::Zero(extent)).is_ok(),
-            ExtentKind::Unmapped => true,
+            ExtentKind::Unmapped if opts.unmapped == Unmapped::Left => true,
+            ExtentKind::Unmapped => jobs.send(Job::Zero(extent)).is_ok(),
         };
         if !sent {
             return;
@@ -698,8 +704,16 @@ fn decode_chunks(
     }
 }
 
-fn zero_range(target: &Target, offset: u64, len: u64) -> Result<(), RestoreError> {
-    let result = if target.info.is_block_device {
+/// Makes a range read as zero: discarded where asked and the disk then
+/// guarantees zeros, otherwise zeroed by the device or the file system,
+/// and written with zeros as the last resort.
+fn zero_range(target: &Target, offset: u64, len: u64, discard: bool) -> Result<(), RestoreError> {
+    let discarded = discard
+        && target.info.is_block_device
+        && sys::discard_zeroing(&target.file, offset, len).is_ok();
+    let result = if discarded {
+        Ok(())
+    } else if target.info.is_block_device {
         sys::zero_out(&target.file, offset, len).map(|_| ())
     } else {
         sys::punch_or_zero_range(&target.file, offset, len).map(|_| ())

@@ -11,6 +11,17 @@ use crate::audit::{
     RESTORE_RESERVE_BYTES,
 };
 
+/// What the start record says besides the image and the target: the
+/// meaning of the operator's signature and the reason (21 CFR Part 11),
+/// the kind of restore, and what happens to uncaptured extents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartDetails {
+    pub meaning: Option<String>,
+    pub reason: Option<String>,
+    pub mode: RestoreMode,
+    pub unmapped: Unmapped,
+}
+
 /// A restore whose `RestoreStarted` record is on disk.
 #[derive(Debug)]
 pub struct StartedRestore {
@@ -28,6 +39,7 @@ pub fn log_started(
     operator: &Operator,
     image: &Image<File>,
     target: &TargetInfo,
+    how: &StartDetails,
 ) -> Result<StartedRestore, AuditError> {
     log.ensure_space(RESTORE_RESERVE_BYTES)?;
     let (image, target) = (image_ref(image), target_ref(target));
@@ -36,10 +48,10 @@ pub fn log_started(
         Payload::RestoreStarted(RestoreStarted {
             image: image.clone(),
             target: target.clone(),
-            meaning: None,
-            reason: None,
-            mode: RestoreMode::Full,
-            unmapped: Unmapped::Left,
+            meaning: how.meaning.clone(),
+            reason: how.reason.clone(),
+            mode: how.mode,
+            unmapped: how.unmapped,
         }),
     )?;
     Ok(StartedRestore {
@@ -117,7 +129,7 @@ fn finished_record(
         target,
         outcome,
         bytes_written: report.bytes_written,
-        bytes_skipped: 0,
+        bytes_skipped: report.bytes_skipped,
         stage_millis: report
             .stage_durations
             .iter()

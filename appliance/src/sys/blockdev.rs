@@ -174,6 +174,30 @@ pub fn zero_out(file: &File, offset: u64, len: u64) -> Result<(), SysError> {
     }
 }
 
+/// Discards `len` bytes at `offset` of a block device so that they read
+/// back as zero: `fallocate(PUNCH_HOLE)` on a block device discards only
+/// where the device guarantees zeroes afterwards, and fails with
+/// `EOPNOTSUPP` ([`SysError::wants_zero_fallback`]) where it does not.
+pub fn discard_zeroing(file: &File, offset: u64, len: u64) -> Result<(), SysError> {
+    let (off, length) = kernel_range(offset, len)?;
+    if len == 0 {
+        return Ok(());
+    }
+    let flags = nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+        | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    match nix::fcntl::fallocate(file.as_raw_fd(), flags, off, length) {
+        Ok(()) => Ok(()),
+        Err(Errno::EOPNOTSUPP | Errno::ENOSYS | Errno::EINVAL) => {
+            Err(SysError::ZeroOutUnsupported { offset, len })
+        }
+        Err(source) => Err(SysError::Fallocate {
+            offset,
+            len,
+            source,
+        }),
+    }
+}
+
 /// Asks the kernel to reread the partition table (`BLKRRPART`) so the new
 /// partitions appear, retrying with short sleeps while the device is busy.
 pub fn reread_partitions(file: &File) -> Result<(), SysError> {

@@ -19,8 +19,8 @@ use reliquary_appliance::audit::{
 };
 use reliquary_appliance::restore::records::image_ref;
 use reliquary_appliance::restore::{
-    self, AuditRecording, CancelToken, Outcome, Progress, RestoreOptions, RestoreReport,
-    RestoreRequest, RestoreRun, Stage, TargetInfo,
+    self, AuditRecording, CancelToken, Outcome, Progress, RestoreMode, RestoreOptions,
+    RestoreReport, RestoreRequest, RestoreRun, Stage, TargetInfo,
 };
 use reliquary_appliance::safety::TargetRequirement;
 use reliquary_appliance::verify::verify_chunks;
@@ -327,6 +327,9 @@ impl RestoreJob {
             // Files are targets only when named with --target-file.
             create_file: true,
             options: RestoreOptions::default(),
+            meaning: None,
+            reason: None,
+            mode: RestoreMode::Full,
         };
         let (progress_tx, progress_rx) = mpsc::channel::<Progress>();
         let events = self.events.clone();

@@ -1,0 +1,583 @@
+//! Printable true copies of the audit log (21 CFR 11.10(b), EU GMP Annex 11
+//! §8): the one-page restore certificate of one restore, and the review of
+//! a period with its exceptions first. Both read a verified [`Report`].
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::audit::layout::{read_frame, FileSource};
+use crate::audit::query::{format_time, target_label};
+use crate::audit::{
+    Checkpoint, Payload, Record, RecordStatus, Report, RestoreFinished, RestoreOutcome,
+    RestoreStarted, VerifiedRecord,
+};
+use crate::exit::ExitClass;
+
+pub mod pdf;
+
+use pdf::{Layout, PdfError};
+
+/// Why a report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("the audit log {path} has no record {seq}")]
+    NoRecord { path: PathBuf, seq: u64 },
+    #[error("record {seq} of {path} is a {kind}, not a restore record (RestoreStarted or RestoreFinished)")]
+    NotARestore {
+        path: PathBuf,
+        seq: u64,
+        kind: &'static str,
+    },
+    #[error("record {seq} of {path} did not verify ({reason}); a certificate is only issued for a verified record")]
+    Unverified {
+        path: PathBuf,
+        seq: u64,
+        reason: String,
+    },
+    #[error("cannot read record {seq} from {path}: {reason}")]
+    Frame {
+        path: PathBuf,
+        seq: u64,
+        reason: String,
+    },
+    #[error(transparent)]
+    Pdf(#[from] PdfError),
+}
+
+impl ReportError {
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            ReportError::NoRecord { .. } | ReportError::NotARestore { .. } => ExitClass::Usage,
+            ReportError::Unverified { .. } => ExitClass::Integrity,
+            ReportError::Frame { .. } | ReportError::Pdf(_) => ExitClass::Runtime,
+        }
+    }
+}
+
+/// The signed checkpoint to print, or the unsigned one computed from the
+/// verified log when no signed note covers the record.
+#[derive(Debug, Clone)]
+pub struct CheckpointText {
+    /// The note text (a signed note, or the bare body).
+    pub note: String,
+    pub signed: bool,
+    pub short_form: String,
+}
+
+impl CheckpointText {
+    /// The note in `note_path` when it verifies and covers record `seq`,
+    /// otherwise the body of the log's current checkpoint, unsigned.
+    pub fn for_record(
+        report: &Report,
+        seq: u64,
+        note_path: &Path,
+        key: &reliquary_image::keys::PublicKey,
+    ) -> Self {
+        if let Ok(text) = std::fs::read_to_string(note_path) {
+            if let Ok(cp) = Checkpoint::parse_verified(&text, key) {
+                if cp.size > seq && cp.size <= report.size {
+                    return Self {
+                        short_form: cp.short_form(),
+                        note: text,
+                        signed: true,
+                    };
+                }
+            }
+        }
+        let cp = Checkpoint {
+            origin: report.origin.clone().unwrap_or_default(),
+            size: report.size,
+            root: report.root,
+        };
+        Self {
+            short_form: cp.short_form(),
+            note: cp.body(),
+            signed: false,
+        }
+    }
+}
+
+/// The pair of records of one restore.
+#[derive(Debug)]
+pub struct Restore<'a> {
+    pub started: Option<(&'a VerifiedRecord, &'a Record, &'a RestoreStarted)>,
+    pub finished: Option<(&'a VerifiedRecord, &'a Record, &'a RestoreFinished)>,
+}
+
+impl<'a> Restore<'a> {
+    /// Finds the restore that record `seq` starts or finishes.
+    pub fn find(report: &'a Report, seq: u64) -> Result<Self, ReportError> {
+        let vr = report
+            .records
+            .iter()
+            .find(|r| r.seq == seq)
+            .ok_or_else(|| ReportError::NoRecord {
+                path: report.path.clone(),
+                seq,
+            })?;
+        if let RecordStatus::Invalid(reason) = &vr.status {
+            return Err(ReportError::Unverified {
+                path: report.path.clone(),
+                seq,
+                reason: reason.clone(),
+            });
+        }
+        let rec = vr.record.as_ref().ok_or_else(|| ReportError::Unverified {
+            path: report.path.clone(),
+            seq,
+            reason: "its body does not decode".into(),
+        })?;
+        let started_seq = match &rec.payload {
+            Payload::RestoreStarted(_) => seq,
+            Payload::RestoreFinished(f) => f.started_seq,
+            _ => {
+                return Err(ReportError::NotARestore {
+                    path: report.path.clone(),
+                    seq,
+                    kind: rec.kind.name(),
+                })
+            }
+        };
+        let verified = |r: &&VerifiedRecord| r.status == RecordStatus::Verified;
+        let started = report
+            .records
+            .iter()
+            .filter(verified)
+            .find(|r| r.seq == started_seq)
+            .and_then(|vr| {
+                let rec = vr.record.as_ref()?;
+                match &rec.payload {
+                    Payload::RestoreStarted(s) => Some((vr, rec, s)),
+                    _ => None,
+                }
+            });
+        let finished = report.records.iter().filter(verified).find_map(|vr| {
+            let rec = vr.record.as_ref()?;
+            match &rec.payload {
+                Payload::RestoreFinished(f) if f.started_seq == started_seq => Some((vr, rec, f)),
+                _ => None,
+            }
+        });
+        Ok(Self { started, finished })
+    }
+
+    /// "success", "failed", "cancelled" or "INTERRUPTED".
+    pub fn result(&self) -> &'static str {
+        self.finished
+            .map_or("INTERRUPTED", |(_, _, f)| f.outcome.word())
+    }
+}
+
+/// The one-page restore certificate of the restore that record `seq`
+/// starts or finishes.
+pub fn certificate(
+    report: &Report,
+    seq: u64,
+    checkpoint: &CheckpointText,
+) -> Result<Vec<u8>, ReportError> {
+    let restore = Restore::find(report, seq)?;
+    let (main_vr, main_rec, image, target) = match (restore.started, restore.finished) {
+        (_, Some((vr, rec, f))) => (vr, rec, &f.image, &f.target),
+        (Some((vr, rec, s)), None) => (vr, rec, &s.image, &s.target),
+        (None, None) => {
+            return Err(ReportError::NoRecord {
+                path: report.path.clone(),
+                seq,
+            })
+        }
+    };
+    let started_rec = restore.started.map(|(_, rec, _)| rec);
+
+    let mut doc = Layout::new("Reliquary restore certificate")?;
+    doc.title("Restore certificate");
+    doc.paragraph(&format!(
+        "A true copy of the signed restore record{} of the audit log {} ({}).",
+        match (restore.started, restore.finished) {
+            (Some((s, _, _)), Some((f, _, _))) => format!("s {} and {}", s.seq, f.seq),
+            (_, _) => format!(" {}", main_vr.seq),
+        },
+        report.origin.as_deref().unwrap_or("of unknown origin"),
+        report.path.display()
+    ));
+
+    doc.heading("Image");
+    doc.field("Name", &image.name);
+    doc.field("Version", &image.version);
+    doc.field("Image id", &image.uuid);
+    doc.field("Manifest digest", &image.manifest_digest.to_hex());
+    if image.signers.is_empty() {
+        doc.field("Signers", "none recorded");
+    }
+    for (i, s) in image.signers.iter().enumerate() {
+        let label = if i == 0 { "Signers" } else { "" };
+        doc.field(
+            label,
+            &format!("{}: {} (key {})", s.name, s.meaning, s.key_id),
+        );
+    }
+
+    doc.heading("Target disk");
+    doc.field("Path", &target.path);
+    doc.field("Model", or_none(&target.model));
+    doc.field("Serial", or_none(&target.serial));
+    if let Some(wwn) = &target.wwn {
+        doc.field("WWN", wwn);
+    }
+    doc.field(
+        "Size",
+        &format!(
+            "{} bytes ({})",
+            target.size_bytes,
+            binary_size(target.size_bytes)
+        ),
+    );
+    doc.field(
+        "Sector sizes",
+        &format!(
+            "logical {} B, physical {} B",
+            target.logical_sector_size, target.physical_sector_size
+        ),
+    );
+
+    doc.heading("Operator and time");
+    let operator = &started_rec.unwrap_or(main_rec).meta.operator;
+    doc.field(
+        "Operator",
+        operator.name.as_deref().unwrap_or("not recorded"),
+    );
+    doc.field("Operator id", &operator.id);
+    match restore.started {
+        Some((_, rec, s)) if rec.body_version >= 2 => {
+            doc.field("Meaning", s.meaning.as_deref().unwrap_or("not given"));
+            doc.field("Reason", s.reason.as_deref().unwrap_or("not given"));
+            doc.field(
+                "Restore",
+                &format!(
+                    "{}, unmapped extents {}",
+                    s.mode.describe(),
+                    s.unmapped.word()
+                ),
+            );
+        }
+        _ => {
+            let why = "not recorded (audit record version 1)";
+            doc.field("Meaning", why);
+            doc.field("Reason", why);
+        }
+    }
+    if let Some(rec) = started_rec {
+        doc.field("Started", &format_time(rec.meta.time.unix_millis));
+    }
+    if let Some((_, rec, _)) = restore.finished {
+        doc.field("Finished", &format_time(rec.meta.time.unix_millis));
+    }
+    doc.field(
+        "Clock source",
+        &clock_source(started_rec.unwrap_or(main_rec)),
+    );
+
+    doc.heading("Result");
+    doc.field("Result", restore.result());
+    if let Some((_, _, f)) = restore.finished {
+        if let RestoreOutcome::Failed { chunk, reason } = &f.outcome {
+            let at = chunk.map(|c| format!("chunk {c}: ")).unwrap_or_default();
+            doc.field("Failure", &format!("{at}{reason}"));
+        }
+        doc.field("Bytes written", &f.bytes_written.to_string());
+        if restore
+            .finished
+            .is_some_and(|(_, rec, _)| rec.body_version >= 2)
+        {
+            doc.field("Bytes already correct", &f.bytes_skipped.to_string());
+        }
+        let stages: Vec<String> = f
+            .stage_millis
+            .iter()
+            .map(|(stage, ms)| format!("{stage} {:.1} s", *ms as f64 / 1000.0))
+            .collect();
+        doc.field("Stages", &stages.join(", "));
+        doc.field(
+            "Read-back digest",
+            &f.readback_digest
+                .map_or("not read back".into(), |d| d.to_hex()),
+        );
+    } else {
+        doc.field(
+            "Finish",
+            "no RestoreFinished record: the restore was interrupted (power loss or a crash); the disk must be restored again",
+        );
+    }
+
+    doc.heading("Stick and record");
+    doc.field("Stick id", &main_rec.meta.appliance_id);
+    doc.field("Software version", &main_rec.meta.software_version);
+    doc.field("Boot id", &main_rec.meta.boot_id);
+    if let Some(d) = &main_rec.meta.trust_store_digest {
+        doc.field("Trust store digest", &d.to_hex());
+    }
+
+    for vr in [restore.started.map(|r| r.0), restore.finished.map(|r| r.0)]
+        .into_iter()
+        .flatten()
+    {
+        let (hash, signature) = frame_hash_and_signature(&report.path, vr)?;
+        let kind = vr.record.as_ref().map_or("?", |r| r.kind.name());
+        doc.field(&format!("Sequence {}", vr.seq), kind);
+        doc.field("Record hash", &hash);
+        doc.field("Signature", &signature[..64]);
+        doc.field("", &signature[64..]);
+    }
+    doc.field(
+        "Verified",
+        &format!("every record verified with appliance key {}", report.key_id),
+    );
+
+    doc.heading("Checkpoint");
+    let mut lines: Vec<String> = checkpoint.note.lines().map(str::to_string).collect();
+    lines.push(String::new());
+    lines.push(if checkpoint.signed {
+        "signed by the appliance".into()
+    } else {
+        "unsigned: computed from the verified log".into()
+    });
+    lines.push(checkpoint.short_form.clone());
+    doc.text_with_qr(&lines, &checkpoint.note, 110.0);
+
+    doc.heading("How to verify");
+    doc.paragraph(&format!(
+        "Save the checkpoint above to a file and run: reliquary audit verify --dir {} --key appliance.pub --checkpoint FILE. \
+         It checks every record's signature and hash chain and that the log extends this checkpoint; then \
+         `reliquary audit show --dir DIR` lists record {}.",
+        report
+            .path
+            .parent()
+            .map_or_else(|| ".".into(), |p| p.display().to_string()),
+        main_vr.seq
+    ));
+    Ok(doc.finish())
+}
+
+/// A review of the records from `since` (inclusive) to `until` (exclusive),
+/// Unix milliseconds: the exceptions first, then every record.
+pub fn review(
+    report: &Report,
+    since: Option<i64>,
+    until: Option<i64>,
+) -> Result<Vec<u8>, ReportError> {
+    let in_period = |vr: &&VerifiedRecord| {
+        vr.record.as_ref().is_none_or(|r| {
+            let t = r.meta.time.unix_millis;
+            since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u)
+        })
+    };
+    let records: Vec<&VerifiedRecord> = report.records.iter().filter(in_period).collect();
+    let period = format!(
+        "{} to {}",
+        since.map_or("the first record".into(), format_time),
+        until.map_or("the last record".into(), format_time)
+    );
+    let mut doc = Layout::new("Reliquary audit review")?;
+    doc.title("Audit review");
+    doc.field("Log", &report.path.display().to_string());
+    doc.field("Origin", report.origin.as_deref().unwrap_or("unknown"));
+    doc.field("Appliance key", &report.key_id);
+    doc.field("Period", &period);
+    doc.field(
+        "Records",
+        &format!(
+            "{} in the period, {} in the log",
+            records.len(),
+            report.size
+        ),
+    );
+    doc.field(
+        "Log verification",
+        &match report.first_problem() {
+            None => "every record verified".to_string(),
+            Some(p) => format!("FAILED: {p}"),
+        },
+    );
+
+    let exceptions: Vec<(u64, String)> = records.iter().filter_map(|vr| exception(vr)).collect();
+    doc.heading(&format!("Exceptions ({})", exceptions.len()));
+    if exceptions.is_empty() {
+        doc.paragraph(
+            "None: no failed, cancelled or interrupted restore, no locked sign-in, no invalid record and no recovered tail.",
+        );
+    }
+    for (seq, text) in &exceptions {
+        doc.field(&format!("Record {seq}"), text);
+    }
+    for w in report
+        .warnings()
+        .iter()
+        .filter(|w| w.contains("torn append"))
+    {
+        doc.field("Log end", w);
+    }
+
+    doc.heading("All records");
+    for vr in &records {
+        let label = format!(
+            "{} {}",
+            vr.seq,
+            vr.record.as_ref().map_or("?", |r| r.kind.name())
+        );
+        doc.field(&label, &summary(vr));
+    }
+    doc.gap(6.0);
+    doc.paragraph(&format!(
+        "Verify this copy against the log with: reliquary audit verify --dir {} --key appliance.pub",
+        report
+            .path
+            .parent()
+            .map_or_else(|| ".".into(), |p| p.display().to_string())
+    ));
+    Ok(doc.finish())
+}
+
+/// Why a record is an exception, if it is one.
+fn exception(vr: &VerifiedRecord) -> Option<(u64, String)> {
+    if let RecordStatus::Invalid(reason) = &vr.status {
+        return Some((vr.seq, format!("INVALID: {reason}")));
+    }
+    let rec = vr.record.as_ref()?;
+    let text = match &rec.payload {
+        Payload::RestoreStarted(s) if vr.interrupted => format!(
+            "INTERRUPTED restore of {} {} onto {} by {}",
+            s.image.name,
+            s.image.version,
+            target_label(&s.target),
+            rec.meta.operator.id
+        ),
+        Payload::RestoreFinished(f) if f.outcome != RestoreOutcome::Success => format!(
+            "{} restore of {} {} onto {} by {}{}",
+            f.outcome.word().to_uppercase(),
+            f.image.name,
+            f.image.version,
+            target_label(&f.target),
+            rec.meta.operator.id,
+            match &f.outcome {
+                RestoreOutcome::Failed { reason, .. } => format!(": {reason}"),
+                _ => String::new(),
+            }
+        ),
+        Payload::Recovered { offset, length, .. } => {
+            format!("RECOVERED torn tail of {length} bytes at offset {offset}")
+        }
+        Payload::SignInFailed(f) if f.locked => format!(
+            "LOCKED: operator {} was locked out after {} failed sign-ins",
+            f.operator_id, f.attempt
+        ),
+        _ if rec.meta.time.clock_anomaly => format!(
+            "CLOCK: the real-time clock read {}, below the floor; the floor was recorded",
+            format_time(rec.meta.time.rtc_unix_millis)
+        ),
+        _ => return None,
+    };
+    Some((vr.seq, text))
+}
+
+/// One line per record for the review.
+fn summary(vr: &VerifiedRecord) -> String {
+    let Some(rec) = &vr.record else {
+        return "undecodable record".into();
+    };
+    let when = format_time(rec.meta.time.unix_millis);
+    let what = match &rec.payload {
+        Payload::RestoreStarted(s) => format!(
+            "{} {} onto {}{}{}",
+            s.image.name,
+            s.image.version,
+            target_label(&s.target),
+            s.reason
+                .as_deref()
+                .map(|r| format!(", reason: {r}"))
+                .unwrap_or_default(),
+            if vr.interrupted { ", INTERRUPTED" } else { "" }
+        ),
+        Payload::RestoreFinished(f) => format!(
+            "{}: {} {} onto {} (started at {})",
+            f.outcome.word(),
+            f.image.name,
+            f.image.version,
+            target_label(&f.target),
+            f.started_seq
+        ),
+        Payload::ImageVerified { image, result } => {
+            format!("{} {}: {result:?}", image.name, image.version)
+        }
+        Payload::DiskChecked { target, result } => {
+            format!("{}: {result:?}", target_label(target))
+        }
+        Payload::Recovered { length, offset, .. } => {
+            format!("torn tail of {length} bytes at offset {offset} recovered")
+        }
+        Payload::OperatorNote { text } => text.replace(['\n', '\r'], " "),
+        Payload::LogCreated { .. } => format!("log created by {}", rec.meta.appliance_id),
+        Payload::SignInFailed(f) => format!(
+            "failed sign-in of {} (attempt {}){}",
+            f.operator_id,
+            f.attempt,
+            if f.locked { ", locked" } else { "" }
+        ),
+    };
+    format!("{when} by {}: {what}", rec.meta.operator.id)
+}
+
+fn clock_source(rec: &Record) -> String {
+    let t = &rec.meta.time;
+    if t.clock_anomaly {
+        format!(
+            "software floor (the real-time clock read {}, below the floor {}; it cannot be trusted)",
+            format_time(t.rtc_unix_millis),
+            format_time(t.floor_unix_millis)
+        )
+    } else {
+        "real-time clock (at or above the floor of the previous record and the software build)"
+            .into()
+    }
+}
+
+/// The record hash and signature of a verified record, read from its frame.
+fn frame_hash_and_signature(
+    log: &Path,
+    vr: &VerifiedRecord,
+) -> Result<(String, String), ReportError> {
+    let fail = |reason: String| ReportError::Frame {
+        path: log.to_path_buf(),
+        seq: vr.seq,
+        reason,
+    };
+    let file = File::open(log).map_err(|e| fail(e.to_string()))?;
+    let len = file.metadata().map_err(|e| fail(e.to_string()))?.len();
+    let frame = read_frame(&FileSource { file: &file, len }, vr.offset, &mut Vec::new())
+        .map_err(|e| fail(e.to_string()))?;
+    if frame.preamble.seq != vr.seq {
+        return Err(fail(format!(
+            "the frame at offset {} now holds record {}: the log changed while reading",
+            vr.offset, frame.preamble.seq
+        )));
+    }
+    Ok((frame.record_hash.to_hex(), hex::encode(frame.signature)))
+}
+
+fn or_none(text: &str) -> &str {
+    if text.is_empty() {
+        "not reported"
+    } else {
+        text
+    }
+}
+
+/// 4.0 MiB, 465.8 GiB.
+fn binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
