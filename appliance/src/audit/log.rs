@@ -401,6 +401,11 @@ impl AuditLog {
         self.tree.size()
     }
 
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.key.public_key()
     }

@@ -16,7 +16,7 @@ use reliquary_appliance::audit::{
     AuditLog, CheckResult, Digest, Environment, Operator, Payload, RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::exit::ExitClass;
-use reliquary_appliance::restore::records::target_ref;
+use reliquary_appliance::restore::records::{interrupted_restore, target_ref};
 use reliquary_appliance::restore::{
     self, check_disk, AuditRecording, CancelToken, Outcome, Progress, RestoreMode, RestoreOptions,
     RestoreRequest, RestoreRun, Stage, TargetIdentity, TargetInfo, TargetRules, Unmapped,
@@ -94,6 +94,15 @@ pub struct RestoreArgs {
     /// Why: the work order or a free text, recorded with the restore (e.g. "WO-4711").
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
+    /// Continue the interrupted restore of this image onto this disk that the
+    /// audit log records: extents already correct are read back and kept,
+    /// the rest written, and the tables written last as always.
+    #[arg(long, requires = "audit", conflicts_with = "only_differences")]
+    resume: bool,
+    /// Write only the extents that differ from the image on a disk that
+    /// already holds an older copy of it (read back and compared first).
+    #[arg(long = "only-differences")]
+    only_differences: bool,
     /// Create TARGET as a regular file if it does not exist (never under /dev).
     #[arg(long = "create-file")]
     create_file: bool,
@@ -195,6 +204,29 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         create_file: args.create_file,
     };
     let confirmed = restore::inspect_target(&args.target, &image, &rules)?;
+    let mode = if args.resume {
+        let interrupted = match &log {
+            Some(log) => interrupted_restore(&lock(log), &image, &confirmed)?,
+            None => None,
+        };
+        let Some(interrupted_seq) = interrupted else {
+            return Err(CliRefusal(format!(
+                "refusing to resume onto {}: the audit log records no interrupted restore of \
+                 image {} onto this disk; start over without --resume",
+                args.target.display(),
+                image.manifest().name
+            ))
+            .into());
+        };
+        output::info(format!(
+            "resuming the restore interrupted at audit record {interrupted_seq}"
+        ));
+        RestoreMode::Resume { interrupted_seq }
+    } else if args.only_differences {
+        RestoreMode::OnlyDifferences
+    } else {
+        RestoreMode::Full
+    };
     if !args.yes {
         confirm(&confirmed, &image)?;
     }
@@ -214,10 +246,11 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             } else {
                 Unmapped::Left
             },
+            only_differences: mode != RestoreMode::Full,
         },
         meaning: args.meaning.as_deref(),
         reason: args.reason.as_deref(),
-        mode: RestoreMode::Full,
+        mode,
     };
     let recording = log.as_ref().map(|log| AuditRecording {
         log,
@@ -624,6 +657,7 @@ fn stage_label(stage: Stage) -> &'static str {
     match stage {
         Stage::CheckingSignatures => "checking signatures",
         Stage::Wiping => "wiping",
+        Stage::Comparing => "comparing with the disk",
         Stage::Writing => "writing",
         Stage::ReadingBack => "reading back",
         Stage::Finalising => "finalising",

@@ -89,6 +89,10 @@ enum Verdict {
     Zero { zero: bool, edits_hold: bool },
 }
 
+/// At most this many mismatches are listed in a report; the rest are
+/// counted, so a disk that differs everywhere costs no more memory.
+pub const MAX_LISTED_MISMATCHES: usize = 10_000;
+
 /// Reads every data and zero extent of `image` from `disk` (and unmapped
 /// ones when `unmapped_as_zero`) and compares, in batches. `edits` are
 /// bytes the restore wrote over the image's (see [`TablePlan`]): the disk
@@ -102,18 +106,76 @@ pub fn compare_disk(
     progress: &(dyn Fn(u64) + Sync),
     cancel: &CancelToken,
 ) -> Result<CheckReport, RestoreError> {
+    let mut digest = ImageDigest::new();
+    let mut mismatches = Vec::new();
+    let (mut compared, mut differing) = (0, 0);
+    let mut visit = |e: &PlacedExtent, verdict: Option<ExtentCheck>| {
+        let Some(check) = verdict else {
+            digest.add(e.sector_count, e.kind, None);
+            return;
+        };
+        compared += 1;
+        // A zero extent that is not zero is reported as a mismatch; the
+        // digest is meaningful only when there are none.
+        digest.add(e.sector_count, e.kind, check.data_sha.as_ref());
+        if let Some(kind) = check.mismatch {
+            differing += 1;
+            if mismatches.len() < MAX_LISTED_MISMATCHES {
+                mismatches.push(ExtentMismatch {
+                    extent: e.ordinal,
+                    start_sector: e.start_sector,
+                    end_sector: e.end_sector(),
+                    kind,
+                });
+            }
+        }
+    };
+    let read = |e: &PlacedExtent| match e.kind {
+        ExtentKind::Data { .. } | ExtentKind::Zero => true,
+        ExtentKind::Unmapped => unmapped_as_zero,
+    };
+    walk_extents(image, disk, &read, edits, progress, cancel, &mut visit)?;
+    Ok(CheckReport {
+        extents_compared: compared,
+        extents_matching: compared - differing,
+        mismatches,
+        digest: digest.finish(),
+        gpt_moved: false,
+    })
+}
+
+/// What reading one extent back found.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExtentCheck {
+    /// The SHA-256 of a data extent's bytes as read (edits undone).
+    pub data_sha: Option<[u8; 32]>,
+    pub mismatch: Option<MismatchKind>,
+}
+
+/// Reads back, in batches of pieces judged on every core, each extent for
+/// which `read` is true (an unmapped one is expected to read as zeros),
+/// and calls `visit` for every extent of the image in order: with `None`
+/// for one not read. Memory stays bounded whatever the extent count.
+pub(crate) fn walk_extents(
+    image: &Image<File>,
+    disk: &File,
+    read: &dyn Fn(&PlacedExtent) -> bool,
+    edits: &[Edit],
+    progress: &(dyn Fn(u64) + Sync),
+    cancel: &CancelToken,
+    visit: &mut dyn FnMut(&PlacedExtent, Option<ExtentCheck>),
+) -> Result<(), RestoreError> {
     let sector = u64::from(image.sector_size());
     let chunk = u64::from(image.manifest().chunk_size);
     let zero_piece = chunk.max(MIN_ZERO_PIECE);
     let mut pieces = image.extents().flat_map(|e| {
-        let read = match e.kind {
-            ExtentKind::Data { .. } => Some((false, chunk)),
-            ExtentKind::Zero => Some((true, zero_piece)),
-            ExtentKind::Unmapped if unmapped_as_zero => Some((true, zero_piece)),
-            ExtentKind::Unmapped => None,
+        let step = match e.kind {
+            _ if !read(&e) => 0,
+            ExtentKind::Data { .. } => chunk,
+            ExtentKind::Zero | ExtentKind::Unmapped => zero_piece,
         };
+        let zero = !matches!(e.kind, ExtentKind::Data { .. });
         let (start, end) = (e.start_sector * sector, e.end_sector() * sector);
-        let (zero, step) = read.unwrap_or((false, 0));
         let count = if step == 0 {
             1
         } else {
@@ -136,15 +198,11 @@ pub fn compare_disk(
     });
     let buffers = Mutex::new(Vec::<AlignedBuf>::new());
     let buffer_len = chunk.max(zero_piece) as usize;
-
-    let mut digest = ImageDigest::new();
-    let mut mismatches = Vec::new();
-    let mut compared = 0;
     let mut current = ExtentVerdict::default();
     loop {
         let batch: Vec<Piece> = pieces.by_ref().take(BATCH_PIECES).collect();
         if batch.is_empty() {
-            break;
+            return Ok(());
         }
         let verdicts = batch
             .par_iter()
@@ -178,10 +236,9 @@ pub fn compare_disk(
             let e = piece.extent;
             let verdict = std::mem::take(&mut current);
             if !verdict.read {
-                digest.add(e.sector_count, e.kind, None);
+                visit(&e, None);
                 continue;
             }
-            compared += 1;
             let mismatch = match e.kind {
                 ExtentKind::Data { chunk } => {
                     let expected = image.index().chunks.get(chunk as usize).map(|c| c.sha256);
@@ -190,26 +247,15 @@ pub fn compare_disk(
                 }
                 _ => (!verdict.zero || !verdict.edits_hold).then_some(MismatchKind::NotZero),
             };
-            // A zero extent that is not zero is reported as a mismatch; the
-            // digest is meaningful only when there are none.
-            digest.add(e.sector_count, e.kind, verdict.data_sha.as_ref());
-            if let Some(kind) = mismatch {
-                mismatches.push(ExtentMismatch {
-                    extent: e.ordinal,
-                    start_sector: e.start_sector,
-                    end_sector: e.end_sector(),
-                    kind,
-                });
-            }
+            visit(
+                &e,
+                Some(ExtentCheck {
+                    data_sha: verdict.data_sha,
+                    mismatch,
+                }),
+            );
         }
     }
-    Ok(CheckReport {
-        extents_compared: compared,
-        extents_matching: compared - mismatches.len(),
-        mismatches,
-        digest: digest.finish(),
-        gpt_moved: false,
-    })
 }
 
 /// What the pieces of one extent said so far.

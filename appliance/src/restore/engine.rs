@@ -104,7 +104,9 @@ pub fn restore(
         }
         None => None,
     };
-    let report = pipeline::run(request.image, target, &request.options, progress, cancel);
+    let mut options = request.options;
+    options.only_differences |= request.mode != RestoreMode::Full;
+    let report = pipeline::run(request.image, target, &options, progress, cancel);
     let started_seq = started.as_ref().map(|s| s.seq);
     let finished = match (audit, started) {
         (Some(audit), Some(started)) => {

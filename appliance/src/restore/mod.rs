@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use reliquary_image::ImageError;
 
-pub use compare::{check_disk, compare_disk, CheckReport, ExtentMismatch, MismatchKind};
+pub use compare::{
+    check_disk, compare_disk, CheckReport, ExtentMismatch, MismatchKind, MAX_LISTED_MISMATCHES,
+};
 pub use engine::{restore, AuditRecording, RecordedEnd, RestoreRequest, RestoreRun};
 pub use pipeline::WipeArea;
 pub use tables::{Edit, TablePlan};
@@ -56,6 +58,10 @@ pub struct RestoreOptions {
     /// What to do with extents the image did not capture: leave them,
     /// zero them, or discard them where the disk then reads zeros.
     pub unmapped: Unmapped,
+    /// Read each extent outside the partition-table areas back first and
+    /// write only those that differ from the image (a resume, or
+    /// `--only-differences`).
+    pub only_differences: bool,
 }
 
 impl Default for RestoreOptions {
@@ -63,6 +69,7 @@ impl Default for RestoreOptions {
         Self {
             readback: true,
             unmapped: Unmapped::Left,
+            only_differences: false,
         }
     }
 }
@@ -72,6 +79,8 @@ impl Default for RestoreOptions {
 pub enum Stage {
     CheckingSignatures,
     Wiping,
+    /// Reading the disk to find what already holds the image's bytes.
+    Comparing,
     Writing,
     ReadingBack,
     Finalising,
@@ -82,6 +91,7 @@ impl fmt::Display for Stage {
         f.pad(match self {
             Stage::CheckingSignatures => "checking signatures",
             Stage::Wiping => "wiping",
+            Stage::Comparing => "comparing",
             Stage::Writing => "writing",
             Stage::ReadingBack => "reading back",
             Stage::Finalising => "finalising",

@@ -17,7 +17,7 @@ use reliquary_image::{
     SectionName,
 };
 
-use super::compare::compare_disk;
+use super::compare::{compare_disk, walk_extents};
 use super::tables::{Edit, TablePlan};
 use super::{
     CancelToken, Outcome, Progress, RestoreError, RestoreOptions, RestoreReport, Stage, Target,
@@ -125,18 +125,29 @@ fn run_stages(
     }
     end_stage(report, Stage::Wiping);
 
+    let already = if opts.only_differences {
+        let found = matching_extents(image, target, &tables, opts, progress, cancel)?;
+        report.bytes_skipped = found.bytes;
+        end_stage(report, Stage::Comparing);
+        found.extents
+    } else {
+        ExtentSet::default()
+    };
+
     let data_bytes: u64 = image
         .extents()
-        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
+        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }) && !already.contains(e.ordinal))
         .map(|e| e.sector_count * sector)
         .sum();
     let data_chunks = image
         .extents()
-        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
+        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }) && !already.contains(e.ordinal))
         .count();
     let meter = Meter::new(progress, Stage::Writing, data_bytes, data_chunks as u64);
     meter.send(true);
-    let bulk = image.extents().filter(|e| !tables.in_areas(e));
+    let bulk = image
+        .extents()
+        .filter(|e| !tables.in_areas(e) && !already.contains(e.ordinal));
     write_extents(
         image,
         target,
@@ -211,6 +222,84 @@ fn run_stages(
     }
     end_stage(report, Stage::Finalising);
     Ok(())
+}
+
+/// Extents of the image, by ordinal, in one bit each.
+#[derive(Debug, Default)]
+struct ExtentSet {
+    words: Vec<u64>,
+}
+
+impl ExtentSet {
+    fn insert(&mut self, ordinal: usize) {
+        let (word, bit) = (ordinal / 64, ordinal % 64);
+        if self.words.len() <= word {
+            self.words.resize(word + 1, 0);
+        }
+        self.words[word] |= 1 << bit;
+    }
+
+    fn contains(&self, ordinal: usize) -> bool {
+        self.words
+            .get(ordinal / 64)
+            .is_some_and(|w| w & (1 << (ordinal % 64)) != 0)
+    }
+}
+
+/// The extents outside the partition-table areas that the target already
+/// holds, and their bytes.
+struct Matching {
+    extents: ExtentSet,
+    bytes: u64,
+}
+
+/// Reads every extent outside the partition-table areas back with
+/// O_DIRECT, on every core, and keeps those whose bytes already hash to
+/// the signed digest (or read as zeros where they should): those need no
+/// write. The areas themselves are always rewritten, in order.
+fn matching_extents(
+    image: &Image<File>,
+    target: &Target,
+    tables: &TablePlan,
+    opts: &RestoreOptions,
+    progress: &Sender<Progress>,
+    cancel: &CancelToken,
+) -> Result<Matching, RestoreError> {
+    let sector = u64::from(image.sector_size());
+    let read = |e: &PlacedExtent| {
+        !tables.in_areas(e)
+            && match e.kind {
+                ExtentKind::Data { .. } | ExtentKind::Zero => true,
+                ExtentKind::Unmapped => opts.unmapped != Unmapped::Left,
+            }
+    };
+    let total: u64 = image
+        .extents()
+        .filter(|e| read(e))
+        .map(|e| e.sector_count * sector)
+        .sum();
+    let meter = Meter::new(progress, Stage::Comparing, total, 0);
+    meter.send(true);
+    let mut found = Matching {
+        extents: ExtentSet::default(),
+        bytes: 0,
+    };
+    walk_extents(
+        image,
+        &target.file,
+        &read,
+        &[],
+        &|n| meter.add(n, 0),
+        cancel,
+        &mut |e, check| {
+            if check.is_some_and(|c| c.mismatch.is_none()) {
+                found.extents.insert(e.ordinal);
+                found.bytes += e.sector_count * sector;
+            }
+        },
+    )?;
+    meter.send(true);
+    Ok(found)
 }
 
 /// Phase 3: writes the extents in the partition-table areas in order,

@@ -5,10 +5,11 @@ use std::fs::File;
 use reliquary_image::Image;
 
 use super::{Outcome, RestoreReport, TargetInfo};
+
 use crate::audit::{
-    AppendedRecord, AuditError, AuditLog, Digest, ImageRef, Operator, Payload, RestoreFinished,
-    RestoreMode, RestoreOutcome, RestoreStarted, SignerRef, TargetRef, Unmapped,
-    RESTORE_RESERVE_BYTES,
+    verify_dir, AppendedRecord, AuditError, AuditLog, Digest, ImageRef, Operator, Payload,
+    RecordStatus, RestoreFinished, RestoreMode, RestoreOutcome, RestoreStarted, SignerRef,
+    TargetRef, Unmapped, RESTORE_RESERVE_BYTES,
 };
 
 /// What the start record says besides the image and the target: the
@@ -73,6 +74,41 @@ impl StartedRestore {
         let finished = finished_record(self.seq, self.image, self.target, report);
         log.append(operator, Payload::RestoreFinished(finished))
     }
+}
+
+/// The sequence number of the latest restore of `image` onto `target`
+/// that the verified log in `log`'s directory shows started and never
+/// finished: what a resume continues. The disk must be the same by serial
+/// and WWN (or, for disks without a serial, by path) and by size.
+pub fn interrupted_restore(
+    log: &AuditLog,
+    image: &Image<File>,
+    target: &TargetInfo,
+) -> Result<Option<u64>, AuditError> {
+    let report = verify_dir(log.dir(), &log.public_key(), None)?;
+    let uuid = image.manifest().image_uuid.to_string();
+    let want = target_ref(target);
+    let same_disk = |t: &TargetRef| {
+        t.size_bytes == want.size_bytes
+            && t.logical_sector_size == want.logical_sector_size
+            && t.wwn == want.wwn
+            && if want.serial.is_empty() {
+                t.serial.is_empty() && t.path == want.path
+            } else {
+                t.serial == want.serial
+            }
+    };
+    Ok(report
+        .records
+        .iter()
+        .rev()
+        .filter(|r| r.interrupted && r.status == RecordStatus::Verified)
+        .find_map(|r| match r.record.as_ref().map(|rec| &rec.payload) {
+            Some(Payload::RestoreStarted(s)) if s.image.uuid == uuid && same_disk(&s.target) => {
+                Some(r.seq)
+            }
+            _ => None,
+        }))
 }
 
 /// The image as audit records name it.
