@@ -1861,3 +1861,235 @@ fn ctrl_c_mid_restore_exits_130_and_says_the_disk_was_wiped() {
         "a cancelled restore left a valid MBR"
     );
 }
+
+// ---------------------------------------------------------------- resume
+
+/// An audit directory made with `reliquary audit init`.
+fn audit_dir(fx: &Fixture) -> PathBuf {
+    let dir = fx.path("audit");
+    let out = reliquary(
+        ["audit", "init"],
+        &[] as &[&str],
+        &["--dir", &dir.to_string_lossy()],
+    );
+    assert!(out.status.success(), "audit init: {}", text(&out));
+    dir
+}
+
+fn recorded<'a>(audit: &'a Path, extra: &[&'a str]) -> Vec<String> {
+    let mut args = vec!["--audit".to_string(), audit.display().to_string()];
+    args.extend(["--operator", "tech1", "--yes"].map(String::from));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The audit log's records as `audit export --format jsonl` gives them.
+fn audit_records(audit: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(reliquary_bin())
+        .args(["audit", "export", "--format", "jsonl", "--dir"])
+        .arg(audit)
+        .output()
+        .expect("run audit export");
+    assert!(out.status.success(), "audit export: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("jsonl"))
+        .collect()
+}
+
+fn audit_verifies(audit: &Path) {
+    let out = Command::new(reliquary_bin())
+        .args(["audit", "verify", "--dir"])
+        .arg(audit)
+        .arg("--key")
+        .arg(audit.join("appliance.pub"))
+        .output()
+        .expect("run audit verify");
+    assert!(out.status.success(), "audit verify: {}", text(&out));
+}
+
+#[test]
+fn a_killed_restore_resumes_to_an_exact_disk_at_ten_random_points() {
+    let Some(fx) = Fixture::new(&["sfdisk", "sgdisk"]) else {
+        return;
+    };
+    let size = 64 * MIB;
+    let raw = random_disk(&fx, "resume", size, true, 5);
+    let image = fx.capture(&raw, "resume", "1M", 512);
+    let audit = audit_dir(&fx);
+    let Some(lo) = LoopDevice::attach(size, None) else {
+        return;
+    };
+    let started = Instant::now();
+    let args = recorded(&audit, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = fx.restore(&image, lo.path(), &args);
+    assert!(out.status.success(), "{}", text(&out));
+    let full = started.elapsed();
+    let mut state = u64::from(std::process::id()) | 1;
+    let mut skipped_late = false;
+    for i in 0..10u32 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        // Spread the kills over the run, the read-back included.
+        let delay = full.mul_f64((f64::from(i) + (state % 100) as f64 / 100.0) / 10.0);
+        let mut child = fx
+            .restore_cmd(&image, lo.path(), &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(delay);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let killed = child.wait().expect("wait").code().is_none();
+        if !killed {
+            continue;
+        }
+        let resume = recorded(&audit, &["--resume"]);
+        let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+        let interrupted = audit_records(&audit)
+            .last()
+            .is_some_and(|r| r["interrupted"] == true);
+        let out = fx.restore(&image, lo.path(), &resume);
+        if !out.status.success() && !interrupted {
+            // Killed before its start was recorded: nothing was written,
+            // so there is nothing to resume.
+            assert_refused(&out, &["no interrupted restore"]);
+            continue;
+        }
+        assert!(
+            out.status.success(),
+            "resume after {delay:?}: {}",
+            text(&out)
+        );
+        assert_same_bytes(&raw, lo.path());
+        let records = audit_records(&audit);
+        let finish = records.last().expect("a finish record");
+        let skipped = finish["record"]["payload"]["bytes_skipped"]
+            .as_u64()
+            .unwrap_or_default();
+        if i >= 5 && skipped > 0 {
+            skipped_late = true;
+        }
+        let start = &records[records.len() - 2]["record"]["payload"];
+        assert!(
+            start["mode"]["Resume"]["interrupted_seq"]
+                .as_u64()
+                .is_some(),
+            "the resume's start does not name the interrupted one: {start}"
+        );
+    }
+    assert!(
+        skipped_late,
+        "no late resume kept any already-written bytes"
+    );
+    audit_verifies(&audit);
+}
+
+#[test]
+fn a_resume_onto_another_disk_or_with_another_image_is_refused() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let size = 32 * MIB;
+    let raw = random_disk(&fx, "wrong", size, false, 9);
+    let image = fx.capture(&raw, "wrong", "1M", 512);
+    let other_image = fx.capture(&raw, "other", "1M", 512);
+    let audit = audit_dir(&fx);
+    let (Some(lo), Some(other_disk)) = (patterned_loop(size, None), patterned_loop(size, None))
+    else {
+        return;
+    };
+    // An interrupted restore onto `lo`: killed right after it started.
+    let args = recorded(&audit, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let throttle = Throttle::writes(lo.path(), 4 << 20);
+    let cmd = fx.restore_cmd(&image, lo.path(), &args);
+    let mut cmd = match &throttle {
+        Some(t) => t.command(&cmd),
+        None => cmd,
+    };
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(700));
+    let _ = child.kill();
+    let _ = child.wait();
+    let resume = recorded(&audit, &["--resume"]);
+    let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+    let out = fx.restore(&image, other_disk.path(), &resume);
+    assert_refused(&out, &["no interrupted restore"]);
+    assert_untouched(other_disk.path());
+    let out = fx.restore(&other_image, lo.path(), &resume);
+    assert_refused(&out, &["no interrupted restore"]);
+    let out = fx.restore(&image, lo.path(), &resume);
+    assert!(out.status.success(), "the right resume: {}", text(&out));
+    assert_same_bytes(&raw, lo.path());
+}
+
+#[test]
+fn a_resume_rewrites_an_extent_altered_after_the_kill() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let size = 64 * MIB;
+    let raw = random_disk(&fx, "altered", size, false, 13);
+    let image = fx.capture(&raw, "altered", "1M", 512);
+    let audit = audit_dir(&fx);
+    let Some(lo) = LoopDevice::attach(size, None) else {
+        return;
+    };
+    let args = recorded(&audit, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Kill during the read-back, when every extent has been written.
+    let mut child = fx
+        .restore_cmd(&image, lo.path(), &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let poll = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(lo.path())
+        .expect("open");
+    while !mbr_is_valid(&read_lba0_direct(&poll)) {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "finished too soon"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Bytes of an already-written extent change before the resume.
+    let flip_at = 20 * MIB + 12345;
+    let mut byte = read_range(lo.path(), flip_at, 1);
+    byte[0] ^= 0xff;
+    let f = File::options().write(true).open(lo.path()).expect("open");
+    f.write_all_at(&byte, flip_at).expect("flip");
+    f.sync_all().expect("sync");
+    drop(f);
+    let resume = recorded(&audit, &["--resume"]);
+    let resume: Vec<&str> = resume.iter().map(String::as_str).collect();
+    let out = fx.restore(&image, lo.path(), &resume);
+    assert!(out.status.success(), "resume: {}", text(&out));
+    assert_same_bytes(&raw, lo.path());
+    let records = audit_records(&audit);
+    let finish = &records.last().expect("finish")["record"]["payload"];
+    let (written, skipped) = (
+        finish["bytes_written"].as_u64().unwrap_or_default(),
+        finish["bytes_skipped"].as_u64().unwrap_or_default(),
+    );
+    assert!(skipped > 0, "nothing was kept: {finish}");
+    assert!(
+        written < size / 2,
+        "the resume rewrote {written} bytes: {finish}"
+    );
+    audit_verifies(&audit);
+}

@@ -98,17 +98,23 @@ pub fn interrupted_restore(
                 t.serial == want.serial
             }
     };
-    Ok(report
-        .records
-        .iter()
-        .rev()
-        .filter(|r| r.interrupted && r.status == RecordStatus::Verified)
-        .find_map(|r| match r.record.as_ref().map(|rec| &rec.payload) {
+    // The newest record about this image on this disk decides: a finish
+    // (of the restore or of a resume) means there is nothing to resume.
+    for r in report.records.iter().rev() {
+        if r.status != RecordStatus::Verified {
+            continue;
+        }
+        match r.record.as_ref().map(|rec| &rec.payload) {
             Some(Payload::RestoreStarted(s)) if s.image.uuid == uuid && same_disk(&s.target) => {
-                Some(r.seq)
+                return Ok(r.interrupted.then_some(r.seq));
             }
-            _ => None,
-        }))
+            Some(Payload::RestoreFinished(f)) if f.image.uuid == uuid && same_disk(&f.target) => {
+                return Ok(None);
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 /// The image as audit records name it.
