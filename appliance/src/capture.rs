@@ -19,6 +19,8 @@ use reliquary_image::{
     SourceDisk,
 };
 
+use crate::discover::{DevNum, MountEntry};
+use crate::exit::ExitClass;
 use crate::partition;
 
 /// What to capture and how.
@@ -63,8 +65,73 @@ pub enum CaptureError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to capture {device}: {mounted} is mounted read-write on {mount_point}; \
+         unmount it or mount it read-only first"
+    )]
+    MountedWritable {
+        device: PathBuf,
+        mounted: DevNum,
+        mount_point: PathBuf,
+    },
+    #[error("cannot list the partitions of {device} in {dir}: {source}")]
+    Partitions {
+        device: PathBuf,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Image(#[from] ImageError),
+}
+
+impl CaptureError {
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            CaptureError::MountedWritable { .. } => ExitClass::Refused,
+            CaptureError::Image(e) if e.is_integrity_failure() => ExitClass::Integrity,
+            _ => ExitClass::Runtime,
+        }
+    }
+}
+
+/// Refuses a source disk (`disk`, the device number of `device`) when it or
+/// one of its partitions is mounted read-write: a file system that changes
+/// while it is read is captured torn. Partitions are found under
+/// `sysfs_root/dev/block/MAJ:MIN`, mounts in `mounts` (from mountinfo).
+pub fn refuse_writable_mounts(
+    sysfs_root: &Path,
+    device: &Path,
+    disk: DevNum,
+    mounts: &[MountEntry],
+) -> Result<(), CaptureError> {
+    let dir = sysfs_root.join("dev/block").join(disk.to_string());
+    let list_error = |source| CaptureError::Partitions {
+        device: device.to_path_buf(),
+        dir: dir.clone(),
+        source,
+    };
+    let mut devnums = vec![disk];
+    for entry in std::fs::read_dir(&dir).map_err(list_error)? {
+        let path = entry.map_err(list_error)?.path();
+        if !path.join("partition").exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(path.join("dev")).map_err(list_error)?;
+        if let Some(devnum) = DevNum::parse(&text) {
+            devnums.push(devnum);
+        }
+    }
+    let writable = mounts.iter().find(|m| {
+        devnums.contains(&m.devnum) && !m.options.split(',').any(|option| option == "ro")
+    });
+    match writable {
+        Some(m) => Err(CaptureError::MountedWritable {
+            device: device.to_path_buf(),
+            mounted: m.devnum,
+            mount_point: m.mount_point.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 enum Piece {

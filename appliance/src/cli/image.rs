@@ -1,6 +1,7 @@
 //! `keygen`, `capture`, `sign`, `inspect`, `verify` and `extract`.
 
 use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -9,7 +10,9 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
-use reliquary_appliance::capture::{capture, CaptureOptions};
+use reliquary_appliance::capture::{capture, refuse_writable_mounts, CaptureOptions};
+use reliquary_appliance::discover::{self, DevNum};
+use reliquary_appliance::partition::{self, SectorSizeEvidence};
 use reliquary_appliance::sys;
 use reliquary_appliance::verify::{extract, verify_chunks};
 use reliquary_image::keys::SigningKey;
@@ -69,9 +72,10 @@ pub struct CaptureArgs {
     /// Block size for zero detection: a power of two from 4K to 64K.
     #[arg(long = "zero-grain", default_value = "4K", value_parser = parse_size)]
     zero_grain: u64,
-    /// Logical sector size of a file source (block devices report their own).
-    #[arg(long = "sector-size", default_value_t = 512, value_parser = parse_sector_size)]
-    sector_size: u32,
+    /// Logical sector size of a file source (block devices report their
+    /// own). A GPT decides it; a disk without one defaults to 512.
+    #[arg(long = "sector-size", value_parser = parse_sector_size)]
+    sector_size: Option<u32>,
     /// The source disk's model, if not a block device that reports it.
     #[arg(long)]
     model: Option<String>,
@@ -157,6 +161,9 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     let source = File::open(&args.source)
         .with_context(|| format!("cannot open {}", args.source.display()))?;
     let (size, logical, physical) = if sys::is_block_device(&source)? {
+        let devnum = DevNum::from_dev_t(source.metadata()?.rdev());
+        let mounts = discover::read_system_mounts()?;
+        refuse_writable_mounts(Path::new("/sys"), &args.source, devnum, &mounts)?;
         (
             sys::device_size_bytes(&source)?,
             sys::logical_sector_size(&source)?.get(),
@@ -164,7 +171,8 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         )
     } else {
         let size = source.metadata()?.len();
-        (size, args.sector_size, args.sector_size.max(4096))
+        let logical = file_sector_size(&source, size, args.sector_size)?;
+        (size, logical, logical.max(4096))
     };
     let opts = CaptureOptions {
         name: args.name,
@@ -211,6 +219,37 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         println!("note: {note}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The logical sector size of a disk file: what its GPT says, checked
+/// against `--sector-size`; a table that cannot say is refused unless the
+/// flag decides.
+fn file_sector_size(source: &File, size: u64, flag: Option<u32>) -> anyhow::Result<u32> {
+    let mut head = vec![0u8; partition::DETECT_HEAD_LEN.min(size as usize)];
+    source
+        .read_exact_at(&mut head, 0)
+        .context("cannot read the start of the source")?;
+    match (partition::detect_sector_size(&head, size), flag) {
+        (Ok(SectorSizeEvidence::Gpt { sector_size }), Some(given)) if given != sector_size => {
+            Err(UsageError(format!(
+                "--sector-size {given} contradicts the source's GPT, which is written for \
+                 {sector_size}-byte sectors; leave --sector-size out"
+            ))
+            .into())
+        }
+        (Ok(SectorSizeEvidence::Gpt { sector_size }), _) => Ok(sector_size),
+        (Ok(SectorSizeEvidence::Mbr | SectorSizeEvidence::NoTable), given) => {
+            Ok(given.unwrap_or(512))
+        }
+        (Err(reason), Some(given)) => {
+            eprintln!("warning: {reason}; using --sector-size {given}");
+            Ok(given)
+        }
+        (Err(reason), None) => Err(UsageError(format!(
+            "{reason}; pass --sector-size 512 or 4096 if you know it"
+        ))
+        .into()),
+    }
 }
 
 pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
