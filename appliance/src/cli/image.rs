@@ -82,6 +82,10 @@ pub struct CaptureArgs {
     /// The source disk's serial number.
     #[arg(long)]
     serial: Option<String>,
+    /// Keep every sector, including the free space of NTFS, FAT and ext
+    /// file systems (which is otherwise left out).
+    #[arg(long = "all-sectors")]
+    all_sectors: bool,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +197,7 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         serial: args.serial,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         created_unix: now_unix(),
+        all_sectors: args.all_sectors,
     };
     let started = Instant::now();
     let meter = Meter::terminal_only("capture", size);
@@ -217,6 +222,13 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(note) = report.partition_note {
         println!("note: {note}");
+    }
+    for c in &m.partition_captures {
+        let line = format!("partition {}: {}", c.partition_number, c.describe());
+        match (c.file_system, &c.fallback_reason) {
+            (Some(_), Some(_)) if !args.all_sectors => println!("warning: {line}"),
+            _ => println!("{line}"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -420,6 +432,13 @@ fn describe(image: &Image<File>) -> serde_json::Value {
         "partitions": m.partition_table.partitions.iter().map(|p| json!({
             "number": p.number, "start_sector": p.start_sector, "sector_count": p.sector_count,
             "type": p.type_code, "name": p.name, "bootable": p.bootable,
+            "capture": m.partition_captures.iter().find(|c| c.partition_number == p.number).map(|c| json!({
+                "file_system": c.file_system.map(|f| f.as_str()),
+                "volume_serial": c.volume_serial,
+                "mode": c.mode.as_str(),
+                "fallback_reason": c.fallback_reason,
+                "description": c.describe(),
+            })),
         })).collect::<Vec<_>>(),
         "chunk_size": m.chunk_size,
         "stored_bytes": m.stored_bytes,
@@ -485,6 +504,18 @@ fn print_description(image: &Image<File>) {
             if p.bootable { "boot " } else { "" },
             p.name.as_deref().unwrap_or("")
         );
+        if let Some(c) = m
+            .partition_captures
+            .iter()
+            .find(|c| c.partition_number == p.number)
+        {
+            let serial = c
+                .volume_serial
+                .as_deref()
+                .map(|s| format!(", serial {s}"))
+                .unwrap_or_default();
+            println!("      {}{serial}", c.describe());
+        }
     }
     let e = &d["extents"];
     println!(
