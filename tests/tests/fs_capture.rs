@@ -3,8 +3,10 @@
 //! system) capture of the used clusters only, checked by restoring onto a
 //! differently filled target and comparing files.
 //!
-//! Needs root (loop devices), `losetup`, `sgdisk` (gdisk), `mkfs.ext4`
-//! (e2fsprogs) and `mount`. Without them a test skips (fails with
+//! Needs root (loop devices), `losetup`, `sgdisk` (gdisk), `sfdisk` and
+//! `partx` (util-linux), `mkfs.ext4`/`e2fsck` (e2fsprogs),
+//! `mkfs.fat`/`fsck.fat` (dosfstools), mtools (this kernel has no FAT
+//! driver), `zstd` and `mount`. Without them a test skips (fails with
 //! `RELIQUARY_REQUIRE_ALL=1`).
 
 use std::ffi::OsStr;
@@ -296,4 +298,418 @@ impl Drop for Unmount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
+}
+
+// ------------------------------------------------ used clusters, per file system
+
+/// A file system to build, check and fill in the round-trip tests. This
+/// kernel has no FAT driver, so FAT is filled and read with mtools.
+struct FsKind {
+    /// As `inspect --json` names it.
+    name: &'static str,
+    mkfs: &'static [&'static str],
+    fsck: &'static [&'static str],
+    /// The MBR partition type for `sfdisk`.
+    mbr_type: &'static str,
+    access: Access,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Mounted with the kernel's driver.
+    Mount,
+    /// Written and read with mtools (`mcopy`, `mdel`, `mmd`).
+    Mtools,
+}
+
+const EXT4: FsKind = FsKind {
+    name: "ext4",
+    mkfs: &["mkfs.ext4", "-q", "-F"],
+    fsck: &["e2fsck", "-f", "-n"],
+    mbr_type: "83",
+    access: Access::Mount,
+};
+
+const FAT32: FsKind = FsKind {
+    name: "FAT32",
+    mkfs: &["mkfs.fat", "-F", "32"],
+    fsck: &["fsck.fat", "-n"],
+    mbr_type: "c",
+    access: Access::Mtools,
+};
+
+const FAT16: FsKind = FsKind {
+    name: "FAT16",
+    mkfs: &["mkfs.fat", "-F", "16"],
+    fsck: &["fsck.fat", "-n"],
+    mbr_type: "6",
+    access: Access::Mtools,
+};
+const DISK: u64 = 128 * MIB;
+/// The partition: from 1 MiB, leaving the last 3 MiB outside it.
+const PART_START: u64 = MIB;
+const PART_LEN: u64 = DISK - 4 * MIB;
+
+/// Attaches `file` (a whole disk) and returns the loop device and the node
+/// of its first partition, made with `partx -a` where the kernel does not
+/// parse partition tables.
+fn attach_with_partition(file: &Path) -> Option<(LoopDevice, PathBuf)> {
+    let backing = tempfile::NamedTempFile::new().expect("backing");
+    std::fs::copy(file, backing.path()).expect("copy the disk");
+    let lo = LoopDevice::attach_file(backing, None)?;
+    let node = PathBuf::from(format!("{}p1", lo.path().display()));
+    if !node.exists() {
+        run(Command::new("partx").arg("-a").arg(lo.path()));
+    }
+    for _ in 0..100 {
+        if node.exists() {
+            return Some((lo, node));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} did not appear", node.display());
+}
+
+struct Mounted {
+    point: PathBuf,
+}
+
+impl Mounted {
+    fn new(device: &Path, point: PathBuf, read_only: bool) -> Mounted {
+        std::fs::create_dir_all(&point).expect("mount point");
+        let mut cmd = Command::new("mount");
+        if read_only {
+            cmd.args(["-o", "ro"]);
+        }
+        run(cmd.arg(device).arg(&point));
+        Mounted { point }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.point).status();
+    }
+}
+
+/// A file system opened for the test: mounted, or reached through mtools.
+enum Volume {
+    Mounted(Mounted),
+    Mtools { device: PathBuf, scratch: PathBuf },
+}
+
+impl Volume {
+    fn open(fs: &FsKind, device: &Path, scratch: PathBuf, read_only: bool) -> Volume {
+        match fs.access {
+            Access::Mount => Volume::Mounted(Mounted::new(device, scratch, read_only)),
+            Access::Mtools => {
+                std::fs::create_dir_all(&scratch).expect("scratch dir");
+                Volume::Mtools {
+                    device: device.to_path_buf(),
+                    scratch,
+                }
+            }
+        }
+    }
+
+    fn mtools(tool: &str, device: &Path) -> Command {
+        let mut cmd = Command::new(tool);
+        cmd.env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(device);
+        cmd
+    }
+
+    fn mkdir(&self, rel: &str) {
+        match self {
+            Volume::Mounted(m) => std::fs::create_dir(m.point.join(rel)).expect("mkdir"),
+            Volume::Mtools { device, .. } => {
+                run(Self::mtools("mmd", device).arg(format!("::/{rel}")));
+            }
+        }
+    }
+
+    fn write(&self, rel: &str, bytes: &[u8]) {
+        match self {
+            Volume::Mounted(m) => std::fs::write(m.point.join(rel), bytes).expect("write file"),
+            Volume::Mtools { device, scratch } => {
+                let host = scratch.join("upload");
+                std::fs::write(&host, bytes).expect("write upload");
+                run(Self::mtools("mcopy", device)
+                    .arg(&host)
+                    .arg(format!("::/{rel}")));
+            }
+        }
+    }
+
+    fn remove(&self, rel: &str) {
+        match self {
+            Volume::Mounted(m) => std::fs::remove_file(m.point.join(rel)).expect("delete file"),
+            Volume::Mtools { device, .. } => {
+                run(Self::mtools("mdel", device).arg(format!("::/{rel}")));
+            }
+        }
+    }
+
+    /// Fills the free space through one file (noise, or zeros without a
+    /// seed), then deletes it.
+    fn fill_free_space_then_delete(&self, noise_seed: Option<u64>) {
+        let block = |n: u64| match noise_seed {
+            Some(seed) => noise(seed + n, MIB as usize),
+            None => vec![0u8; MIB as usize],
+        };
+        match self {
+            Volume::Mounted(m) => {
+                use std::io::Write;
+                let path = m.point.join("filler");
+                let mut f = File::create(&path).expect("create filler");
+                for n in 0.. {
+                    if f.write_all(&block(n)).is_err() || f.flush().is_err() {
+                        break;
+                    }
+                }
+                let _ = f.sync_all();
+                drop(f);
+                std::fs::remove_file(&path).expect("delete filler");
+            }
+            Volume::Mtools { device, scratch } => {
+                // mdir ends with "N bytes free"; leave a little for the entry.
+                let out = run(Self::mtools("mdir", device).arg("::/"));
+                let listing = String::from_utf8_lossy(&out.stdout);
+                let free: u64 = listing
+                    .lines()
+                    .filter_map(|l| l.trim().strip_suffix("bytes free"))
+                    .filter_map(|n| n.split_whitespace().collect::<String>().parse().ok())
+                    .next()
+                    .expect("mdir reports the free bytes");
+                let len = free.saturating_sub(64 << 10);
+                let host = scratch.join("filler");
+                {
+                    use std::io::Write;
+                    let mut f = File::create(&host).expect("create filler");
+                    let mut left = len;
+                    for n in 0.. {
+                        if left == 0 {
+                            break;
+                        }
+                        let b = block(n);
+                        let take = left.min(MIB) as usize;
+                        f.write_all(&b[..take]).expect("write filler");
+                        left -= take as u64;
+                    }
+                }
+                run(Self::mtools("mcopy", device).arg(&host).arg("::/filler"));
+                run(Self::mtools("mdel", device).arg("::/filler"));
+                std::fs::remove_file(&host).expect("delete host filler");
+            }
+        }
+    }
+
+    fn digests(&self) -> std::collections::BTreeMap<PathBuf, String> {
+        match self {
+            Volume::Mounted(m) => file_digests(&m.point),
+            Volume::Mtools { device, scratch } => {
+                let out = scratch.join("download");
+                std::fs::create_dir_all(&out).expect("download dir");
+                run(Self::mtools("mcopy", device)
+                    .args(["-s", "-n"])
+                    .arg("::/*")
+                    .arg(&out));
+                file_digests(&out)
+            }
+        }
+    }
+}
+
+/// SHA-256 of every regular file under `dir`, by relative path.
+fn file_digests(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            if meta.is_dir() {
+                if !path.ends_with("lost+found") {
+                    stack.push(path);
+                }
+            } else if meta.is_file() {
+                let bytes = std::fs::read(&path).expect("read file");
+                let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+                out.insert(
+                    path.strip_prefix(dir).expect("under dir").to_path_buf(),
+                    hex::encode(digest.as_ref()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Builds a disk with one partition of `fs`, used as the issue describes:
+/// files written, some deleted, and the free space filled with noise
+/// through a file that is then deleted. The post-MBR gap and the sectors
+/// after the partition hold noise too.
+fn used_disk(fx: &Fixture, fs: &FsKind) -> PathBuf {
+    let raw = fx.path("source.raw");
+    let file = File::create(&raw).expect("create disk");
+    file.set_len(DISK).expect("size disk");
+    let table = format!(
+        "label: dos\nstart={}, size={}, type={}\n",
+        PART_START / 512,
+        PART_LEN / 512,
+        fs.mbr_type
+    );
+    let mut child = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&raw)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sfdisk");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(table.as_bytes())
+            .expect("write table");
+    }
+    assert!(child.wait().expect("sfdisk").success());
+    file.write_all_at(&noise(1, (PART_START - 512) as usize), 512)
+        .expect("post-MBR gap");
+    file.write_all_at(
+        &noise(2, (DISK - PART_START - PART_LEN) as usize),
+        PART_START + PART_LEN,
+    )
+    .expect("tail");
+    drop(file);
+
+    let (lo, part) = attach_with_partition(&raw).expect("attach");
+    run(Command::new(fs.mkfs[0]).args(&fs.mkfs[1..]).arg(&part));
+    {
+        let v = Volume::open(fs, &part, fx.path("build"), false);
+        v.mkdir("dir");
+        let name = |i: u64| {
+            if i % 2 == 0 {
+                format!("file{i}.bin")
+            } else {
+                format!("dir/file{i}.bin")
+            }
+        };
+        for i in 0..24u64 {
+            let len = 4096 * (1 + i * 37 % 200) as usize + (i as usize * 333);
+            v.write(&name(i), &noise(100 + i, len));
+        }
+        for i in (0..24u64).step_by(3) {
+            v.remove(&name(i));
+        }
+        v.fill_free_space_then_delete(Some(7));
+    }
+    std::fs::copy(lo.backing_file(), &raw).expect("copy back");
+    raw
+}
+
+/// `zstd -3` of `raw` after its free space is filled with zeros: the used
+/// bytes compressed, measured with the file system's own tools.
+fn used_bytes_compressed(fx: &Fixture, fs: &FsKind, raw: &Path) -> u64 {
+    let (lo, part) = attach_with_partition(raw).expect("attach");
+    Volume::open(fs, &part, fx.path("zero"), false).fill_free_space_then_delete(None);
+    let out = run(Command::new("zstd")
+        .args(["-3", "-c", "-q"])
+        .arg(lo.backing_file()));
+    out.stdout.len() as u64
+}
+
+fn round_trip(fs: &FsKind) {
+    let access_tool = match fs.access {
+        Access::Mount => "mount",
+        Access::Mtools => "mcopy",
+    };
+    let Some(fx) = Fixture::new(&[
+        "sfdisk",
+        "partx",
+        "zstd",
+        access_tool,
+        fs.mkfs[0],
+        fs.fsck[0],
+    ]) else {
+        return;
+    };
+    let raw = used_disk(&fx, fs);
+    let source_files = {
+        let (_lo, part) = attach_with_partition(&raw).expect("attach");
+        let volume = Volume::open(fs, &part, fx.path("source"), true);
+        let files = volume.digests();
+        drop(volume);
+        files
+    };
+    assert!(source_files.len() >= 16, "{source_files:?}");
+
+    let (image, out) = fx.capture(&raw, fs.name, &[]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let j = fx.inspect_json(&image);
+    let capture = &j["partitions"][0]["capture"];
+    assert_eq!(capture["mode"], "used-clusters", "{j}");
+    assert_eq!(capture["file_system"], fs.name, "{j}");
+    assert!(capture["volume_serial"].is_string(), "{j}");
+    assert!(
+        j["extents"]["unmapped_bytes"].as_u64().unwrap_or(0) > 0,
+        "{j}"
+    );
+
+    let stored = j["stored_bytes"].as_u64().expect("stored_bytes");
+    let reference = used_bytes_compressed(&fx, fs, &raw);
+    assert!(
+        stored as f64 <= reference as f64 * 1.05,
+        "{} stored {stored} bytes, more than 5% over the used bytes compressed ({reference})",
+        fs.name
+    );
+
+    let Some(target) = filled_loop(DISK, None, 0xa5) else {
+        return;
+    };
+    let out = fx.restore(&image, target.path());
+    assert!(out.status.success(), "restore: {}", text(&out));
+    let restored = std::fs::read(target.backing_file()).expect("read target");
+    let source = std::fs::read(&raw).expect("read source");
+    let (p0, p1) = (PART_START as usize, (PART_START + PART_LEN) as usize);
+    assert!(
+        restored[..p0] == source[..p0],
+        "MBR and post-MBR gap differ"
+    );
+    assert!(
+        restored[p1..] == source[p1..],
+        "sectors after the partition differ"
+    );
+
+    let (_lo, part) = attach_with_partition(target.backing_file()).expect("attach target");
+    let out = Command::new(fs.fsck[0])
+        .args(&fs.fsck[1..])
+        .arg(&part)
+        .output()
+        .expect("run fsck");
+    assert!(
+        out.status.success(),
+        "{} on the restored disk: {}",
+        fs.fsck[0],
+        text(&out)
+    );
+    let volume = Volume::open(fs, &part, fx.path("restored"), true);
+    assert_eq!(volume.digests(), source_files);
+}
+
+#[test]
+fn ext4_round_trip_keeps_files_and_stores_only_used_blocks() {
+    round_trip(&EXT4);
+}
+
+#[test]
+fn fat32_round_trip_keeps_files_and_stores_only_used_clusters() {
+    round_trip(&FAT32);
+}
+
+#[test]
+fn fat16_round_trip_keeps_files_and_stores_only_used_clusters() {
+    round_trip(&FAT16);
 }
