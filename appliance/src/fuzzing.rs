@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` that cover the appliance's
-//! parsers of untrusted bytes: audit logs, checkpoints, mount tables and
-//! partition tables. Each must return without panicking or allocating
+//! parsers of untrusted bytes: audit logs, checkpoints, mount tables,
+//! partition tables, the sector-size detection and the file-system
+//! allocation maps. Each must return without panicking or allocating
 //! without bound, whatever the input.
 
 use std::io::Cursor;
@@ -43,6 +44,21 @@ pub fn partition_table(data: &[u8]) {
     }
 }
 
+/// Reads arbitrary bytes as a partition holding an ext2/3/4 file system.
+pub fn ext_bitmaps(data: &[u8]) {
+    crate::fsmap::fuzz_free_space(data, reliquary_image::FileSystemKind::Ext4);
+}
+
+/// Reads arbitrary bytes as a partition holding a FAT file system.
+pub fn fat_table(data: &[u8]) {
+    crate::fsmap::fuzz_free_space(data, reliquary_image::FileSystemKind::Fat32);
+}
+
+/// Judges the sector size of arbitrary bytes taken as a disk's start.
+pub fn sector_size(data: &[u8]) {
+    let _ = crate::partition::detect_sector_size(data, data.len() as u64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +70,9 @@ mod tests {
             checkpoint(data);
             mountinfo(data);
             partition_table(data);
+            ext_bitmaps(data);
+            fat_table(data);
+            sector_size(data);
         }
         assert!(PublicKey::from_bytes(SOME_KEY).is_ok());
     }
