@@ -46,7 +46,11 @@ if command -v sgdisk >/dev/null 2>&1 && [ ! -f corpus/partition_table/gpt ]; the
 fi
 
 # The file-system parsers start from small real file systems.
-mkdir -p corpus/ext_bitmaps corpus/fat_table corpus/sector_size
+mkdir -p corpus/ext_bitmaps corpus/fat_table corpus/ntfs_bitmap corpus/sector_size
+if command -v mkntfs >/dev/null 2>&1 && [ ! -f corpus/ntfs_bitmap/ntfs ]; then
+  truncate -s 2M corpus/ntfs_bitmap/ntfs
+  mkntfs -q -F -f corpus/ntfs_bitmap/ntfs >/dev/null 2>&1
+fi
 if command -v mkfs.ext4 >/dev/null 2>&1 && [ ! -f corpus/ext_bitmaps/ext4 ]; then
   truncate -s 2M corpus/ext_bitmaps/ext4
   mkfs.ext4 -q -F corpus/ext_bitmaps/ext4 >/dev/null
@@ -64,7 +68,7 @@ done
 
 mkdir -p logs
 for target in preamble manifest index chunk audit_log checkpoint mountinfo partition_table \
-  ext_bitmaps fat_table sector_size; do
+  ext_bitmaps fat_table ntfs_bitmap sector_size; do
   echo "== fuzz $target for ${secs}s"
   if ! cargo +nightly fuzz run "$target" "corpus/$target" -- \
     -max_total_time="$secs" -malloc_limit_mb=512 -timeout=10 -print_final_stats=1 \

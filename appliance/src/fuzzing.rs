@@ -54,6 +54,12 @@ pub fn fat_table(data: &[u8]) {
     crate::fsmap::fuzz_free_space(data, reliquary_image::FileSystemKind::Fat32);
 }
 
+/// Reads arbitrary bytes as a partition holding NTFS (through the `ntfs`
+/// crate, which capture trusts with untrusted volumes too).
+pub fn ntfs_bitmap(data: &[u8]) {
+    crate::fsmap::fuzz_free_space(data, reliquary_image::FileSystemKind::Ntfs);
+}
+
 /// Judges the sector size of arbitrary bytes taken as a disk's start.
 pub fn sector_size(data: &[u8]) {
     let _ = crate::partition::detect_sector_size(data, data.len() as u64);
@@ -72,6 +78,7 @@ mod tests {
             partition_table(data);
             ext_bitmaps(data);
             fat_table(data);
+            ntfs_bitmap(data);
             sector_size(data);
         }
         assert!(PublicKey::from_bytes(SOME_KEY).is_ok());

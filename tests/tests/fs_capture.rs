@@ -312,6 +312,9 @@ struct FsKind {
     /// The MBR partition type for `sfdisk`.
     mbr_type: &'static str,
     access: Access,
+    /// `mount -t` and `-o` for [`Access::Mount`].
+    mount_type: Option<&'static str>,
+    mount_options: &'static str,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -328,6 +331,18 @@ const EXT4: FsKind = FsKind {
     fsck: &["e2fsck", "-f", "-n"],
     mbr_type: "83",
     access: Access::Mount,
+    mount_type: None,
+    mount_options: "",
+};
+
+const NTFS: FsKind = FsKind {
+    name: "NTFS",
+    mkfs: &["mkntfs", "-q", "-F", "-f"],
+    fsck: &["ntfsfix", "-n"],
+    mbr_type: "7",
+    access: Access::Mount,
+    mount_type: Some("ntfs-3g"),
+    mount_options: "streams_interface=windows,compression",
 };
 
 const FAT32: FsKind = FsKind {
@@ -336,6 +351,8 @@ const FAT32: FsKind = FsKind {
     fsck: &["fsck.fat", "-n"],
     mbr_type: "c",
     access: Access::Mtools,
+    mount_type: None,
+    mount_options: "",
 };
 
 const FAT16: FsKind = FsKind {
@@ -344,6 +361,8 @@ const FAT16: FsKind = FsKind {
     fsck: &["fsck.fat", "-n"],
     mbr_type: "6",
     access: Access::Mtools,
+    mount_type: None,
+    mount_options: "",
 };
 const DISK: u64 = 128 * MIB;
 /// The partition: from 1 MiB, leaving the last 3 MiB outside it.
@@ -375,11 +394,22 @@ struct Mounted {
 }
 
 impl Mounted {
-    fn new(device: &Path, point: PathBuf, read_only: bool) -> Mounted {
+    fn new(fs: &FsKind, device: &Path, point: PathBuf, read_only: bool) -> Mounted {
         std::fs::create_dir_all(&point).expect("mount point");
         let mut cmd = Command::new("mount");
+        if let Some(kind) = fs.mount_type {
+            cmd.args(["-t", kind]);
+        }
+        let mut options: Vec<&str> = fs
+            .mount_options
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .collect();
         if read_only {
-            cmd.args(["-o", "ro"]);
+            options.push("ro");
+        }
+        if !options.is_empty() {
+            cmd.arg("-o").arg(options.join(","));
         }
         run(cmd.arg(device).arg(&point));
         Mounted { point }
@@ -401,7 +431,7 @@ enum Volume {
 impl Volume {
     fn open(fs: &FsKind, device: &Path, scratch: PathBuf, read_only: bool) -> Volume {
         match fs.access {
-            Access::Mount => Volume::Mounted(Mounted::new(device, scratch, read_only)),
+            Access::Mount => Volume::Mounted(Mounted::new(fs, device, scratch, read_only)),
             Access::Mtools => {
                 std::fs::create_dir_all(&scratch).expect("scratch dir");
                 Volume::Mtools {
@@ -604,6 +634,9 @@ fn used_disk(fx: &Fixture, fs: &FsKind) -> PathBuf {
         for i in (0..24u64).step_by(3) {
             v.remove(&name(i));
         }
+        if let (Volume::Mounted(m), "NTFS") = (&v, fs.name) {
+            ntfs_special_files(&m.point);
+        }
         v.fill_free_space_then_delete(Some(7));
     }
     std::fs::copy(lo.backing_file(), &raw).expect("copy back");
@@ -697,6 +730,94 @@ fn round_trip(fs: &FsKind) {
     );
     let volume = Volume::open(fs, &part, fx.path("restored"), true);
     assert_eq!(volume.digests(), source_files);
+    if let (Volume::Mounted(m), "NTFS") = (&volume, fs.name) {
+        check_ntfs_special_files(&m.point);
+    }
+}
+
+/// A 300-character path, longer than Windows' classic MAX_PATH of 260.
+fn long_path(root: &Path) -> PathBuf {
+    root.join("a".repeat(100))
+        .join("b".repeat(100))
+        .join(format!("{}.txt", "c".repeat(96)))
+}
+
+/// Compressed, sparse and ADS files, a hard link and a long path, made
+/// through ntfs-3g.
+fn ntfs_special_files(root: &Path) {
+    let compressed = root.join("compressed");
+    std::fs::create_dir(&compressed).expect("mkdir compressed");
+    run(Command::new("setfattr")
+        .args(["-n", "system.ntfs_attrib_be", "-v", "0x00000810"])
+        .arg(&compressed));
+    let text: Vec<u8> = b"setpoint 42; valve open\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(3 << 20)
+        .collect();
+    std::fs::write(compressed.join("log.txt"), &text).expect("write compressed");
+
+    let sparse = File::create(root.join("sparse.bin")).expect("create sparse");
+    sparse.write_all_at(b"head", 0).expect("sparse head");
+    sparse
+        .write_all_at(&noise(9, 70_000), 5 * MIB)
+        .expect("sparse middle");
+    sparse.set_len(9 * MIB).expect("sparse length");
+    drop(sparse);
+
+    std::fs::write(root.join("with-ads.txt"), b"main stream").expect("write main");
+    std::fs::write(
+        root.join("with-ads.txt:Zone.Identifier"),
+        b"[ZoneTransfer]\r\nZoneId=3\r\n",
+    )
+    .expect("write ADS");
+    std::fs::hard_link(root.join("with-ads.txt"), root.join("hard-link.txt")).expect("hard link");
+
+    let long = long_path(root);
+    std::fs::create_dir_all(long.parent().expect("parent")).expect("long dirs");
+    std::fs::write(&long, noise(10, 10_000)).expect("long path file");
+}
+
+fn check_ntfs_special_files(root: &Path) {
+    let out = run(Command::new("getfattr")
+        .args(["-n", "system.ntfs_attrib_be", "-e", "hex"])
+        .arg(root.join("compressed/log.txt")));
+    let attrib = String::from_utf8_lossy(&out.stdout);
+    let value = attrib
+        .lines()
+        .find_map(|l| l.strip_prefix("system.ntfs_attrib_be=0x"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 16).ok())
+        .expect("the attribute value");
+    assert!(
+        value & 0x800 != 0,
+        "log.txt is no longer compressed: {attrib}"
+    );
+    assert_eq!(
+        std::fs::read(root.join("with-ads.txt:Zone.Identifier")).expect("read ADS"),
+        b"[ZoneTransfer]\r\nZoneId=3\r\n"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let ino = |name: &str| std::fs::metadata(root.join(name)).expect("stat").ino();
+    assert_eq!(
+        ino("with-ads.txt"),
+        ino("hard-link.txt"),
+        "the hard link is gone"
+    );
+    assert!(long_path(root).as_os_str().len() > 260 + root.as_os_str().len());
+    assert!(long_path(root).is_file());
+    let sparse = std::fs::read(root.join("sparse.bin")).expect("read sparse");
+    assert_eq!(sparse.len() as u64, 9 * MIB);
+    assert_eq!(&sparse[..4], b"head");
+    assert_eq!(
+        &sparse[5 * MIB as usize..5 * MIB as usize + 70_000],
+        &noise(9, 70_000)[..]
+    );
+}
+
+#[test]
+fn ntfs_round_trip_keeps_files_streams_links_and_stores_only_used_clusters() {
+    round_trip(&NTFS);
 }
 
 #[test]

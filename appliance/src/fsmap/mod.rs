@@ -11,6 +11,7 @@
 
 mod ext;
 mod fat;
+mod ntfs;
 
 use std::ops::Range;
 
@@ -167,9 +168,7 @@ fn free_space<S: ReadAt + ?Sized>(
         FileSystemKind::Fat12 | FileSystemKind::Fat16 | FileSystemKind::Fat32 => {
             fat::free_space(bytes)
         }
-        FileSystemKind::Ntfs => Err(FsError::Unsupported(
-            "NTFS (its $Bitmap is not read yet)".into(),
-        )),
+        FileSystemKind::Ntfs => ntfs::free_space(bytes),
     }
 }
 
