@@ -880,3 +880,104 @@ fn hand_parsers_survive_corrupted_real_file_systems() {
         }
     }
 }
+
+// --------------------------------------------------------------- fallbacks
+
+/// Sets the dirty flag of the NTFS volume at byte `start` of `raw`, as
+/// Windows leaves it after a crash: bit 0 of `$Volume`'s
+/// `$VOLUME_INFORMATION` flags (MFT record 3; mkntfs lays the MFT out
+/// contiguously).
+fn set_ntfs_dirty(raw: &Path, start: u64) {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(raw)
+        .expect("open raw");
+    let mut boot = [0u8; 512];
+    file.read_exact_at(&mut boot, start).expect("boot sector");
+    let sector = u64::from(u16::from_le_bytes([boot[11], boot[12]]));
+    let cluster = sector * u64::from(boot[13]);
+    let mft = u64::from_le_bytes(boot[48..56].try_into().expect("8 bytes")) * cluster;
+    let record_size = match boot[64] as i8 {
+        n if n < 0 => 1u64 << -n,
+        n => n as u64 * cluster,
+    };
+    let at = start + mft + 3 * record_size;
+    let mut record = vec![0u8; record_size as usize];
+    file.read_exact_at(&mut record, at).expect("MFT record 3");
+    assert_eq!(&record[..4], b"FILE", "MFT record 3");
+    let mut attr = u16::from_le_bytes([record[20], record[21]]) as usize;
+    loop {
+        let kind = u32::from_le_bytes(record[attr..attr + 4].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(record[attr + 4..attr + 8].try_into().expect("4 bytes"));
+        assert!(kind != 0xffff_ffff && len > 0, "no $VOLUME_INFORMATION");
+        if kind == 0x70 {
+            let value = attr + u16::from_le_bytes([record[attr + 20], record[attr + 21]]) as usize;
+            let flags = at + value as u64 + 10;
+            let mut b = [0u8; 1];
+            file.read_exact_at(&mut b, flags).expect("flags");
+            file.write_all_at(&[b[0] | 1], flags).expect("set dirty");
+            return;
+        }
+        attr += len as usize;
+    }
+}
+
+#[test]
+fn a_dirty_ntfs_volume_is_captured_whole_and_the_manifest_says_why() {
+    let Some(fx) = Fixture::new(&["sfdisk", "partx", "ntfs-3g", "setfattr", "mkntfs"]) else {
+        return;
+    };
+    let raw = used_disk(&fx, &NTFS);
+    set_ntfs_dirty(&raw, PART_START);
+    let (image, out) = fx.capture(&raw, "dirty", &[]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warning: partition 1: every sector kept (NTFS:"),
+        "{}",
+        text(&out)
+    );
+    let j = fx.inspect_json(&image);
+    let capture = &j["partitions"][0]["capture"];
+    assert_eq!(capture["mode"], "all-sectors", "{j}");
+    assert_eq!(capture["file_system"], "NTFS", "{j}");
+    assert!(
+        capture["fallback_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("dirty flag")),
+        "{j}"
+    );
+    assert_eq!(j["extents"]["unmapped_bytes"], 0, "{j}");
+
+    let Some(target) = filled_loop(DISK, None, 0xa5) else {
+        return;
+    };
+    let out = fx.restore(&image, target.path());
+    assert!(out.status.success(), "restore: {}", text(&out));
+    assert!(
+        same_bytes(&raw, target.backing_file()),
+        "the restored disk differs from the dirty source"
+    );
+}
+
+#[test]
+fn all_sectors_keeps_the_free_space_of_a_clean_volume() {
+    let Some(fx) = Fixture::new(&["sfdisk", "partx", "mkfs.ext4", "mount"]) else {
+        return;
+    };
+    let raw = used_disk(&fx, &EXT4);
+    let (image, out) = fx.capture(&raw, "all", &["--all-sectors"]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let j = fx.inspect_json(&image);
+    let capture = &j["partitions"][0]["capture"];
+    assert_eq!(capture["mode"], "all-sectors", "{j}");
+    assert_eq!(capture["fallback_reason"], "--all-sectors was given", "{j}");
+    assert_eq!(j["extents"]["unmapped_bytes"], 0, "{j}");
+    let Some(target) = filled_loop(DISK, None, 0xa5) else {
+        return;
+    };
+    let out = fx.restore(&image, target.path());
+    assert!(out.status.success(), "restore: {}", text(&out));
+    assert!(same_bytes(&raw, target.backing_file()));
+}
