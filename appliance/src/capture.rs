@@ -416,16 +416,19 @@ fn segments(window: Range<u64>, free: &[Range<u64>]) -> Vec<(bool, Range<u64>)> 
 }
 
 /// The free ranges of every planned partition, sorted, without any that
-/// reach into another partition (overlapping partitions keep their bytes).
+/// reach into another partition (overlapping partitions keep their bytes;
+/// extended-partition containers do not count).
 fn free_ranges(
     plans: &[fsmap::PartitionPlan],
     table: &reliquary_image::PartitionTable,
     sector: u32,
 ) -> Vec<Range<u64>> {
     let sector = u64::from(sector);
+    // An MBR extended partition is a container of logical ones, not a neighbour.
     let spans: Vec<(u32, Range<u64>)> = table
         .partitions
         .iter()
+        .filter(|p| !matches!(p.type_code.as_str(), "0x05" | "0x0f" | "0x85"))
         .map(|p| {
             let start = p.start_sector.saturating_mul(sector);
             (
