@@ -45,8 +45,30 @@ if command -v sgdisk >/dev/null 2>&1 && [ ! -f corpus/partition_table/gpt ]; the
   sgdisk -q -n 1:2048:+256K -c 1:EFI -n 2:0:0 -c 2:Windows corpus/partition_table/gpt >/dev/null
 fi
 
+# The file-system parsers start from small real file systems.
+mkdir -p corpus/ext_bitmaps corpus/fat_table corpus/ntfs_bitmap corpus/sector_size
+if command -v mkntfs >/dev/null 2>&1 && [ ! -f corpus/ntfs_bitmap/ntfs ]; then
+  truncate -s 2M corpus/ntfs_bitmap/ntfs
+  mkntfs -q -F -f corpus/ntfs_bitmap/ntfs >/dev/null 2>&1
+fi
+if command -v mkfs.ext4 >/dev/null 2>&1 && [ ! -f corpus/ext_bitmaps/ext4 ]; then
+  truncate -s 2M corpus/ext_bitmaps/ext4
+  mkfs.ext4 -q -F corpus/ext_bitmaps/ext4 >/dev/null
+fi
+if command -v mkfs.fat >/dev/null 2>&1; then
+  for bits in 12 16 32; do
+    [ -f "corpus/fat_table/fat$bits" ] && continue
+    case $bits in 12) size=2048 ;; 16) size=8192 ;; *) size=34000 ;; esac
+    mkfs.fat -C -F "$bits" -s 1 "corpus/fat_table/fat$bits" "$size" >/dev/null
+  done
+fi
+for table in mbr gpt; do
+  [ -f "corpus/partition_table/$table" ] && head -c 8192 "corpus/partition_table/$table" >"corpus/sector_size/$table"
+done
+
 mkdir -p logs
-for target in preamble manifest index chunk audit_log checkpoint mountinfo partition_table; do
+for target in preamble manifest index chunk audit_log checkpoint mountinfo partition_table \
+  ext_bitmaps fat_table ntfs_bitmap sector_size; do
   echo "== fuzz $target for ${secs}s"
   if ! cargo +nightly fuzz run "$target" "corpus/$target" -- \
     -max_total_time="$secs" -malloc_limit_mb=512 -timeout=10 -print_final_stats=1 \

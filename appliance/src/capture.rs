@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -15,10 +16,13 @@ use std::sync::{Arc, Mutex};
 use reliquary_image::keys::SigningKey;
 use reliquary_image::write::create_image_file;
 use reliquary_image::{
-    ExtentKind, ImageError, ImageWriter, Manifest, ManifestDraft, PreparedChunk, SignerStatement,
-    SourceDisk,
+    ExtentKind, ImageError, ImageWriter, Manifest, ManifestDraft, PartitionCapture, PreparedChunk,
+    SignerStatement, SourceDisk,
 };
 
+use crate::discover::{DevNum, MountEntry};
+use crate::exit::ExitClass;
+use crate::fsmap;
 use crate::partition;
 
 /// What to capture and how.
@@ -40,6 +44,8 @@ pub struct CaptureOptions {
     pub serial: Option<String>,
     pub threads: usize,
     pub created_unix: i64,
+    /// Keep every sector, even the free space of recognised file systems.
+    pub all_sectors: bool,
 }
 
 /// What a capture produced.
@@ -63,12 +69,78 @@ pub enum CaptureError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to capture {device}: {mounted} is mounted read-write on {mount_point}; \
+         unmount it or mount it read-only first"
+    )]
+    MountedWritable {
+        device: PathBuf,
+        mounted: DevNum,
+        mount_point: PathBuf,
+    },
+    #[error("cannot list the partitions of {device} in {dir}: {source}")]
+    Partitions {
+        device: PathBuf,
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Image(#[from] ImageError),
 }
 
+impl CaptureError {
+    pub fn exit_class(&self) -> ExitClass {
+        match self {
+            CaptureError::MountedWritable { .. } => ExitClass::Refused,
+            CaptureError::Image(e) if e.is_integrity_failure() => ExitClass::Integrity,
+            _ => ExitClass::Runtime,
+        }
+    }
+}
+
+/// Refuses a source disk (`disk`, the device number of `device`) when it or
+/// one of its partitions is mounted read-write: a file system that changes
+/// while it is read is captured torn. Partitions are found under
+/// `sysfs_root/dev/block/MAJ:MIN`, mounts in `mounts` (from mountinfo).
+pub fn refuse_writable_mounts(
+    sysfs_root: &Path,
+    device: &Path,
+    disk: DevNum,
+    mounts: &[MountEntry],
+) -> Result<(), CaptureError> {
+    let dir = sysfs_root.join("dev/block").join(disk.to_string());
+    let list_error = |source| CaptureError::Partitions {
+        device: device.to_path_buf(),
+        dir: dir.clone(),
+        source,
+    };
+    let mut devnums = vec![disk];
+    for entry in std::fs::read_dir(&dir).map_err(list_error)? {
+        let path = entry.map_err(list_error)?.path();
+        if !path.join("partition").exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(path.join("dev")).map_err(list_error)?;
+        if let Some(devnum) = DevNum::parse(&text) {
+            devnums.push(devnum);
+        }
+    }
+    let writable = mounts.iter().find(|m| {
+        devnums.contains(&m.devnum) && !m.options.split(',').any(|option| option == "ro")
+    });
+    match writable {
+        Some(m) => Err(CaptureError::MountedWritable {
+            device: device.to_path_buf(),
+            mounted: m.devnum,
+            mount_point: m.mount_point.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 enum Piece {
     Zero(u64),
+    Unmapped(u64),
     Data(PreparedChunk),
 }
 
@@ -94,6 +166,9 @@ pub fn capture(
     }
     let (partition_table, partition_note) =
         partition::summarize(source, sector, size / u64::from(sector));
+    let plans = fsmap::plan_partitions(source, size, &partition_table, sector, opts.all_sectors);
+    let free = free_ranges(&plans, &partition_table, sector);
+    let partition_captures = plans.into_iter().map(|p| p.record).collect();
     if out.symlink_metadata().is_ok() {
         return Err(CaptureError::Rename {
             path: out.to_path_buf(),
@@ -110,6 +185,8 @@ pub fn capture(
         opts,
         progress,
         partition_table,
+        partition_captures,
+        &free,
     );
     match result {
         Ok(manifest) => {
@@ -159,6 +236,8 @@ fn write_image(
     opts: &CaptureOptions,
     progress: &(dyn Fn(u64, u64) + Sync),
     partition_table: reliquary_image::PartitionTable,
+    partition_captures: Vec<PartitionCapture>,
+    free: &[Range<u64>],
 ) -> Result<Manifest, CaptureError> {
     let mut writer = ImageWriter::new(out, opts.chunk_size, opts.logical_sector_size)?;
     let window = u64::from(opts.chunk_size);
@@ -184,9 +263,18 @@ fn write_image(
                 let offset = seq * window;
                 let len = window.min(size - offset) as usize;
                 let mut buf = vec![0u8; len];
-                if let Err(source) = source.read_exact_at(&mut buf, offset) {
-                    let _ = reader_pieces.send((seq, Err(CaptureError::Read { offset, source })));
-                    return;
+                // Free clusters are not read: the cost follows the used bytes.
+                for (is_free, range) in segments(offset..offset + len as u64, free) {
+                    if is_free {
+                        continue;
+                    }
+                    let at = (range.start - offset) as usize..(range.end - offset) as usize;
+                    if let Err(source) = source.read_exact_at(&mut buf[at], range.start) {
+                        let offset = range.start;
+                        let _ =
+                            reader_pieces.send((seq, Err(CaptureError::Read { offset, source })));
+                        return;
+                    }
                 }
                 if window_tx.send((seq, buf)).is_err() {
                     return;
@@ -198,7 +286,7 @@ fn write_image(
                 zstd::bulk::Compressor::new(opts.level).map_err(ImageError::Compress)?;
             let rx = Arc::clone(&window_rx);
             let tx = piece_tx.clone();
-            scope.spawn(move || compress_worker(compressor, &rx, &tx, opts));
+            scope.spawn(move || compress_worker(compressor, &rx, &tx, opts, window, free));
         }
         drop(piece_tx);
 
@@ -213,6 +301,9 @@ fn write_image(
                 for piece in pieces? {
                     match piece {
                         Piece::Zero(sectors) => writer.add_run(sectors, ExtentKind::Zero)?,
+                        Piece::Unmapped(sectors) => {
+                            writer.add_run(sectors, ExtentKind::Unmapped)?
+                        }
                         Piece::Data(chunk) => writer.add_data(&chunk)?,
                     }
                 }
@@ -240,6 +331,7 @@ fn write_image(
             },
             partition_table,
             compatible: opts.compatible.clone(),
+            partition_captures,
         };
         let (out, manifest) = writer.finish(draft, key, &opts.statement)?;
         let file = out.into_inner().map_err(|e| ImageError::Write {
@@ -257,32 +349,109 @@ fn compress_worker(
     rx: &Mutex<Receiver<(u64, Vec<u8>)>>,
     tx: &std::sync::mpsc::SyncSender<(u64, Result<Vec<Piece>, CaptureError>)>,
     opts: &CaptureOptions,
+    window: u64,
+    free: &[Range<u64>],
 ) {
+    let sector = opts.logical_sector_size as usize;
     loop {
         let job = match rx.lock() {
             Ok(guard) => guard.recv(),
             Err(_) => return,
         };
         let Ok((seq, buf)) = job else { return };
-        let pieces = split_window(&buf, opts.zero_grain as usize, opts.logical_sector_size)
-            .into_iter()
-            .map(|(zero, range)| {
+        let offset = seq * window;
+        let mut pieces = Vec::new();
+        let mut failed = None;
+        'segments: for (is_free, range) in segments(offset..offset + buf.len() as u64, free) {
+            let part = &buf[(range.start - offset) as usize..(range.end - offset) as usize];
+            if is_free {
+                pieces.push(Piece::Unmapped((part.len() / sector) as u64));
+                continue;
+            }
+            for (zero, run) in
+                split_window(part, opts.zero_grain as usize, opts.logical_sector_size)
+            {
                 if zero {
-                    Ok(Piece::Zero(
-                        (range.len() / opts.logical_sector_size as usize) as u64,
-                    ))
-                } else {
-                    Ok(Piece::Data(PreparedChunk::compress(
-                        &buf[range],
-                        &mut compressor,
-                    )?))
+                    pieces.push(Piece::Zero((run.len() / sector) as u64));
+                    continue;
                 }
-            })
-            .collect::<Result<Vec<_>, CaptureError>>();
-        if tx.send((seq, pieces)).is_err() {
+                match PreparedChunk::compress(&part[run], &mut compressor) {
+                    Ok(chunk) => pieces.push(Piece::Data(chunk)),
+                    Err(e) => {
+                        failed = Some(CaptureError::Image(e));
+                        break 'segments;
+                    }
+                }
+            }
+        }
+        let result = match failed {
+            Some(e) => Err(e),
+            None => Ok(pieces),
+        };
+        if tx.send((seq, result)).is_err() {
             return;
         }
     }
+}
+
+/// Splits `window` (disk bytes) into runs that are free or not, by the
+/// sorted, disjoint `free` ranges.
+fn segments(window: Range<u64>, free: &[Range<u64>]) -> Vec<(bool, Range<u64>)> {
+    let mut out = Vec::new();
+    let mut at = window.start;
+    let first = free.partition_point(|r| r.end <= window.start);
+    for r in free[first..].iter().take_while(|r| r.start < window.end) {
+        let start = r.start.max(window.start);
+        if start > at {
+            out.push((false, at..start));
+        }
+        let end = r.end.min(window.end);
+        out.push((true, start..end));
+        at = end;
+    }
+    if at < window.end {
+        out.push((false, at..window.end));
+    }
+    out
+}
+
+/// The free ranges of every planned partition, sorted, without any that
+/// reach into another partition (overlapping partitions keep their bytes;
+/// extended-partition containers do not count).
+fn free_ranges(
+    plans: &[fsmap::PartitionPlan],
+    table: &reliquary_image::PartitionTable,
+    sector: u32,
+) -> Vec<Range<u64>> {
+    let sector = u64::from(sector);
+    // An MBR extended partition is a container of logical ones, not a neighbour.
+    let spans: Vec<(u32, Range<u64>)> = table
+        .partitions
+        .iter()
+        .filter(|p| !matches!(p.type_code.as_str(), "0x05" | "0x0f" | "0x85"))
+        .map(|p| {
+            let start = p.start_sector.saturating_mul(sector);
+            (
+                p.number,
+                start..start.saturating_add(p.sector_count.saturating_mul(sector)),
+            )
+        })
+        .collect();
+    let spans = &spans;
+    let mut free: Vec<Range<u64>> = plans
+        .iter()
+        .flat_map(|plan| {
+            let own = plan.record.partition_number;
+            plan.free.iter().filter(move |r| {
+                !spans
+                    .iter()
+                    .any(|(n, s)| *n != own && s.start < r.end && r.start < s.end)
+            })
+        })
+        .cloned()
+        .collect();
+    free.sort_by_key(|r| r.start);
+    free
 }
 
 /// Splits a window into alternating zero and data runs, detected in blocks

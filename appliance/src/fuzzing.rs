@@ -1,6 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` that cover the appliance's
-//! parsers of untrusted bytes: audit logs, checkpoints, mount tables and
-//! partition tables. Each must return without panicking or allocating
+//! parsers of untrusted bytes: audit logs, checkpoints, mount tables,
+//! partition tables, the sector-size detection and the file-system
+//! allocation maps. Each must return without panicking or allocating
 //! without bound, whatever the input.
 
 use std::io::Cursor;
@@ -43,6 +44,27 @@ pub fn partition_table(data: &[u8]) {
     }
 }
 
+/// Reads arbitrary bytes as a partition holding an ext2/3/4 file system.
+pub fn ext_bitmaps(data: &[u8]) {
+    crate::fsmap::fuzz_free_space(data, reliquary_image::FileSystemKind::Ext4);
+}
+
+/// Reads arbitrary bytes as a partition holding a FAT file system.
+pub fn fat_table(data: &[u8]) {
+    crate::fsmap::fuzz_free_space(data, reliquary_image::FileSystemKind::Fat32);
+}
+
+/// Reads arbitrary bytes as a partition holding NTFS (through the `ntfs`
+/// crate, which capture trusts with untrusted volumes too).
+pub fn ntfs_bitmap(data: &[u8]) {
+    crate::fsmap::fuzz_free_space(data, reliquary_image::FileSystemKind::Ntfs);
+}
+
+/// Judges the sector size of arbitrary bytes taken as a disk's start.
+pub fn sector_size(data: &[u8]) {
+    let _ = crate::partition::detect_sector_size(data, data.len() as u64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +76,10 @@ mod tests {
             checkpoint(data);
             mountinfo(data);
             partition_table(data);
+            ext_bitmaps(data);
+            fat_table(data);
+            ntfs_bitmap(data);
+            sector_size(data);
         }
         assert!(PublicKey::from_bytes(SOME_KEY).is_ok());
     }

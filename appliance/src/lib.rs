@@ -5,6 +5,7 @@ pub mod audit;
 pub mod capture;
 pub mod discover;
 pub mod exit;
+pub mod fsmap;
 pub mod fuzzing;
 pub mod partition;
 pub mod report;

@@ -45,7 +45,11 @@ pub enum ImageError {
     TooShort { len: u64 },
     #[error("bad magic at offset 0: this is not a Reliquary image")]
     BadMagic,
-    #[error("format version {0} is not supported (this reader knows version 1)")]
+    #[error(
+        "format version {0} is not supported (this reader knows version {known}); \
+         recapture the disk with this version",
+        known = crate::layout::FORMAT_VERSION
+    )]
     UnsupportedVersion(u32),
     #[error("preamble header size {0} is out of range")]
     BadHeaderSize(u32),

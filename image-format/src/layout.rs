@@ -3,9 +3,11 @@
 
 /// The first eight bytes of every image.
 pub const MAGIC: [u8; 8] = *b"RELIQIMG";
-/// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
-/// Size of the version-1 preamble in bytes.
+/// The format version this crate writes and reads. Version 2 added the
+/// per-partition capture records to the manifest; version 1 images are
+/// refused (see FORMAT.md, "Versions").
+pub const FORMAT_VERSION: u32 = 2;
+/// Size of the preamble in bytes (unchanged since version 1).
 pub const PREAMBLE_LEN: usize = 128;
 /// Stored chunks start on multiples of this, so they can be read with O_DIRECT.
 pub const DATA_ALIGNMENT: u64 = 4096;

@@ -26,7 +26,8 @@ pub mod write;
 pub use error::{ImageError, SectionName};
 pub use index::{ChunkEntry, Compression, Extent, ExtentKind, Index, PlacedExtent};
 pub use manifest::{
-    Manifest, Meaning, Partition, PartitionScheme, PartitionTable, SignerStatement, SourceDisk,
+    CaptureMode, FileSystemKind, Manifest, Meaning, Partition, PartitionCapture, PartitionScheme,
+    PartitionTable, SignerStatement, SourceDisk,
 };
 pub use read::{open, ChunkDecoder, Image, ReadAt, SealedImage, Signer, SignerStatus, Trust};
 pub use trust::{TrustError, TrustStore};

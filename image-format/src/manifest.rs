@@ -28,6 +28,8 @@ pub struct Manifest {
     pub stored_bytes: u64,
     /// Machine models this image is meant for.
     pub compatible: Vec<String>,
+    /// How each partition of `partition_table` was captured, in its order.
+    pub partition_captures: Vec<PartitionCapture>,
 }
 
 impl Manifest {
@@ -77,6 +79,91 @@ pub struct Partition {
     /// The GPT partition name; MBR partitions have none.
     pub name: Option<String>,
     pub bootable: bool,
+}
+
+/// How one partition was captured: its file system, and whether only the
+/// clusters that file system uses were kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionCapture {
+    /// The `number` of a partition in the manifest's partition table.
+    pub partition_number: u32,
+    /// The file system found, if one was recognised.
+    pub file_system: Option<FileSystemKind>,
+    /// The volume serial number as the file system's own tools print it
+    /// (NTFS and FAT `XXXX-XXXX`, ext UUID).
+    pub volume_serial: Option<String>,
+    pub mode: CaptureMode,
+    /// Why every sector was kept where the file system was recognised.
+    pub fallback_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileSystemKind {
+    Ntfs,
+    Fat12,
+    Fat16,
+    Fat32,
+    Ext2,
+    Ext3,
+    Ext4,
+}
+
+impl FileSystemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileSystemKind::Ntfs => "NTFS",
+            FileSystemKind::Fat12 => "FAT12",
+            FileSystemKind::Fat16 => "FAT16",
+            FileSystemKind::Fat32 => "FAT32",
+            FileSystemKind::Ext2 => "ext2",
+            FileSystemKind::Ext3 => "ext3",
+            FileSystemKind::Ext4 => "ext4",
+        }
+    }
+}
+
+/// Which sectors of a partition the image holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CaptureMode {
+    /// The clusters the file system uses and its metadata; free clusters
+    /// are `Unmapped` extents.
+    UsedClusters,
+    /// Every sector.
+    AllSectors,
+}
+
+impl CaptureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::UsedClusters => "used-clusters",
+            CaptureMode::AllSectors => "all-sectors",
+        }
+    }
+}
+
+impl PartitionCapture {
+    /// The capture in plain words, e.g. "free space not kept (NTFS used
+    /// clusters only)".
+    pub fn describe(&self) -> String {
+        match (self.mode, self.file_system, &self.fallback_reason) {
+            (CaptureMode::UsedClusters, Some(fs), _) => {
+                format!("free space not kept ({} used clusters only)", fs.as_str())
+            }
+            (CaptureMode::UsedClusters, None, _) => "free space not kept".into(),
+            (CaptureMode::AllSectors, Some(fs), Some(reason)) => {
+                format!("every sector kept ({}: {reason})", fs.as_str())
+            }
+            (CaptureMode::AllSectors, Some(fs), None) => {
+                format!("every sector kept ({})", fs.as_str())
+            }
+            (CaptureMode::AllSectors, None, Some(reason)) => {
+                format!("every sector kept ({reason})")
+            }
+            (CaptureMode::AllSectors, None, None) => {
+                "every sector kept (no recognised file system)".into()
+            }
+        }
+    }
 }
 
 /// What a signer declares by signing (21 CFR Part 11 §11.50).

@@ -590,6 +590,20 @@ fn check_manifest(m: &Manifest, p: &Preamble) -> Result<(), ImageError> {
     if m.stored_bytes != p.data.length {
         return bad("the stored size differs from the preamble's data region");
     }
+    let numbers: Vec<u32> = m
+        .partition_table
+        .partitions
+        .iter()
+        .map(|p| p.number)
+        .collect();
+    let recorded: Vec<u32> = m
+        .partition_captures
+        .iter()
+        .map(|c| c.partition_number)
+        .collect();
+    if recorded != numbers {
+        return bad("the partition capture records must follow the partition table, one each");
+    }
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use crate::error::{ImageError, SectionName};
 use crate::index::{ChunkEntry, Compression, Extent, ExtentKind, Index};
 use crate::keys::SigningKey;
 use crate::layout::*;
-use crate::manifest::{Manifest, PartitionTable, SignerStatement, SourceDisk};
+use crate::manifest::{Manifest, PartitionCapture, PartitionTable, SignerStatement, SourceDisk};
 use crate::read;
 use crate::signature::{sign_manifest, SignatureEntry};
 
@@ -29,6 +29,7 @@ pub struct ManifestDraft {
     pub source: SourceDisk,
     pub partition_table: PartitionTable,
     pub compatible: Vec<String>,
+    pub partition_captures: Vec<PartitionCapture>,
 }
 
 /// A chunk ready to store: its raw length and digest, and the bytes to store.
@@ -210,6 +211,7 @@ impl<W: Write + Seek> ImageWriter<W> {
             image_digest: digest.finish(),
             stored_bytes: data.length,
             compatible: draft.compatible,
+            partition_captures: draft.partition_captures,
         };
         let manifest_bytes =
             postcard::to_stdvec(&manifest).map_err(|source| ImageError::Encode {

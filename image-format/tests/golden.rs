@@ -22,9 +22,9 @@ use reliquary_image::keys::SigningKey;
 use reliquary_image::layout::{Preamble, PREAMBLE_LEN};
 use reliquary_image::signature::SignatureEntry;
 use reliquary_image::{
-    ChunkDecoder, Compression, ExtentKind, Image, ImageWriter, Index, Manifest, ManifestDraft,
-    Meaning, Partition, PartitionScheme, PartitionTable, PreparedChunk, SignerStatement,
-    SourceDisk, Trust, TrustStore,
+    CaptureMode, ChunkDecoder, Compression, ExtentKind, FileSystemKind, Image, ImageWriter, Index,
+    Manifest, ManifestDraft, Meaning, Partition, PartitionCapture, PartitionScheme, PartitionTable,
+    PreparedChunk, SignerStatement, SourceDisk, Trust, TrustStore,
 };
 
 const CHUNK: usize = 64 << 10;
@@ -115,6 +115,27 @@ fn partition_table() -> PartitionTable {
     }
 }
 
+/// Partition 1 fell back to every sector; partition 2, which holds the
+/// unmapped sectors, kept its used clusters only.
+fn partition_captures() -> Vec<PartitionCapture> {
+    vec![
+        PartitionCapture {
+            partition_number: 1,
+            file_system: Some(FileSystemKind::Ntfs),
+            volume_serial: Some("5EED-0001".into()),
+            mode: CaptureMode::AllSectors,
+            fallback_reason: Some("the volume is marked dirty".into()),
+        },
+        PartitionCapture {
+            partition_number: 2,
+            file_system: Some(FileSystemKind::Ntfs),
+            volume_serial: Some("5EED-0002".into()),
+            mode: CaptureMode::UsedClusters,
+            fallback_reason: None,
+        },
+    ]
+}
+
 /// Writes the golden image with the writer, splitting like `capture` does.
 fn write_golden(out: &Path, key: &SigningKey) {
     let source = golden_source();
@@ -171,6 +192,7 @@ fn write_golden(out: &Path, key: &SigningKey) {
         },
         partition_table: partition_table(),
         compatible: vec!["SIMATIC IPC427E".into(), "SIMATIC IPC477E".into()],
+        partition_captures: partition_captures(),
     };
     let authored = SignerStatement {
         signer_name: "Golden Signer".into(),
@@ -234,7 +256,7 @@ fn golden_image_opens_verifies_and_extracts() {
 
     // The fixed preamble, byte by byte.
     assert_eq!(&bytes[0..8], b"RELIQIMG");
-    assert_eq!(bytes[8..12], 1u32.to_le_bytes(), "format version");
+    assert_eq!(bytes[8..12], 2u32.to_le_bytes(), "format version");
     assert_eq!(bytes[12..16], 128u32.to_le_bytes(), "header size");
     assert_eq!(bytes[16..32], [0u8; 16], "flags");
     assert_eq!(bytes[32..40], 4096u64.to_le_bytes(), "data offset");
@@ -264,6 +286,7 @@ fn golden_image_opens_verifies_and_extracts() {
     assert_eq!(m.source.serial, None);
     assert_eq!(m.partition_table, partition_table());
     assert_eq!(m.compatible, ["SIMATIC IPC427E", "SIMATIC IPC477E"]);
+    assert_eq!(m.partition_captures, partition_captures());
     assert_eq!(m.stored_bytes.to_string(), get("stored_bytes"));
     assert_eq!(image.index().chunks.len().to_string(), get("chunks"));
     assert_eq!(image.index().extents.len().to_string(), get("extents"));

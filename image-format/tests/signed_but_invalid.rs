@@ -9,8 +9,8 @@ use reliquary_image::keys::SigningKey;
 use reliquary_image::layout::{Preamble, Section, FORMAT_VERSION, PREAMBLE_LEN};
 use reliquary_image::signature::sign_manifest;
 use reliquary_image::{
-    ChunkEntry, Compression, Extent, ExtentKind, ImageError, Index, Manifest, Meaning,
-    PartitionScheme, PartitionTable, SignerStatement, SourceDisk, TrustStore,
+    CaptureMode, ChunkEntry, Compression, Extent, ExtentKind, ImageError, Index, Manifest, Meaning,
+    PartitionCapture, PartitionScheme, PartitionTable, SignerStatement, SourceDisk, TrustStore,
 };
 
 const CHUNK: u32 = 64 << 10;
@@ -101,6 +101,7 @@ fn build(
         image_digest: digest.finish(),
         stored_bytes: region.len() as u64,
         compatible: vec![],
+        partition_captures: vec![],
     };
     tweak(&mut manifest);
     let manifest_bytes = postcard::to_stdvec(&manifest).expect("encode manifest");
@@ -211,6 +212,18 @@ fn manifest_rules() {
         (
             Box::new(|m| m.stored_bytes -= 4096),
             "the stored size differs from the preamble's data region",
+        ),
+        (
+            Box::new(|m| {
+                m.partition_captures.push(PartitionCapture {
+                    partition_number: 1,
+                    file_system: None,
+                    volume_serial: None,
+                    mode: CaptureMode::AllSectors,
+                    fallback_reason: None,
+                })
+            }),
+            "the partition capture records must follow the partition table",
         ),
         (
             Box::new(|m| m.index_sha256[0] ^= 1),

@@ -51,6 +51,9 @@ pub struct PartitionSummary {
     pub type_code: String,
     pub name: Option<String>,
     pub bootable: bool,
+    /// How it was captured, in plain words ("free space not kept (NTFS
+    /// used clusters only)").
+    pub capture: Option<String>,
 }
 
 /// What the manifest says about an image.

@@ -51,6 +51,7 @@ fn options(name: &str) -> CaptureOptions {
         serial: None,
         threads: 2,
         created_unix: 1_700_000_000,
+        all_sectors: false,
     }
 }
 

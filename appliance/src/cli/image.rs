@@ -1,6 +1,7 @@
 //! `keygen`, `capture`, `sign`, `inspect`, `verify` and `extract`.
 
 use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -8,7 +9,9 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 
-use reliquary_appliance::capture::{capture, CaptureOptions};
+use reliquary_appliance::capture::{capture, refuse_writable_mounts, CaptureOptions};
+use reliquary_appliance::discover::{self, DevNum};
+use reliquary_appliance::partition::{self, SectorSizeEvidence};
 use reliquary_appliance::sys;
 use reliquary_appliance::verify::{extract, verify_chunks};
 use reliquary_image::keys::SigningKey;
@@ -77,15 +80,20 @@ pub struct CaptureArgs {
     /// Block size for zero detection: a power of two from 4K to 64K.
     #[arg(long = "zero-grain", default_value = "4K", value_parser = parse_size)]
     zero_grain: u64,
-    /// Logical sector size of a file source (block devices report their own).
-    #[arg(long = "sector-size", default_value_t = 512, value_parser = parse_sector_size)]
-    sector_size: u32,
+    /// Logical sector size of a file source (block devices report their
+    /// own). A GPT decides it; a disk without one defaults to 512.
+    #[arg(long = "sector-size", value_parser = parse_sector_size)]
+    sector_size: Option<u32>,
     /// The source disk's model, if not a block device that reports it.
     #[arg(long)]
     model: Option<String>,
     /// The source disk's serial number.
     #[arg(long)]
     serial: Option<String>,
+    /// Keep every sector, including the free space of NTFS, FAT and ext
+    /// file systems (which is otherwise left out).
+    #[arg(long = "all-sectors")]
+    all_sectors: bool,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +193,9 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     let source =
         File::open(&args.source).map_err(|e| FileError::new("cannot open", &args.source, e))?;
     let (size, logical, physical) = if sys::is_block_device(&source)? {
+        let devnum = DevNum::from_dev_t(source.metadata()?.rdev());
+        let mounts = discover::read_system_mounts()?;
+        refuse_writable_mounts(Path::new("/sys"), &args.source, devnum, &mounts)?;
         (
             sys::device_size_bytes(&source)?,
             sys::logical_sector_size(&source)?.get(),
@@ -192,7 +203,8 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         )
     } else {
         let size = source.metadata()?.len();
-        (size, args.sector_size, args.sector_size.max(4096))
+        let logical = file_sector_size(&source, size, args.sector_size)?;
+        (size, logical, logical.max(4096))
     };
     let opts = CaptureOptions {
         name: args.name,
@@ -213,6 +225,7 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         serial: args.serial,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         created_unix: now_unix(),
+        all_sectors: args.all_sectors,
     };
     let started = Instant::now();
     let meter = Meter::terminal_only("capture", size);
@@ -233,6 +246,9 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         "seconds": seconds,
         "key_id": key.public_key().key_id(),
         "partition_note": report.partition_note,
+        "partitions": m.partition_captures.iter()
+            .map(|c| json!({"number": c.partition_number, "capture": c.describe()}))
+            .collect::<Vec<_>>(),
     });
     print_result(&summary, || {
         println!(
@@ -251,8 +267,46 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         if let Some(note) = &report.partition_note {
             println!("note: {note}");
         }
+        for c in &m.partition_captures {
+            let line = format!("partition {}: {}", c.partition_number, c.describe());
+            match (c.file_system, &c.fallback_reason) {
+                (Some(_), Some(_)) if !args.all_sectors => println!("warning: {line}"),
+                _ => println!("{line}"),
+            }
+        }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The logical sector size of a disk file: what its GPT says, checked
+/// against `--sector-size`; a table that cannot say is refused unless the
+/// flag decides.
+fn file_sector_size(source: &File, size: u64, flag: Option<u32>) -> anyhow::Result<u32> {
+    let mut head = vec![0u8; partition::DETECT_HEAD_LEN.min(size as usize)];
+    source
+        .read_exact_at(&mut head, 0)
+        .map_err(|e| anyhow::Error::new(e).context("cannot read the start of the source"))?;
+    match (partition::detect_sector_size(&head, size), flag) {
+        (Ok(SectorSizeEvidence::Gpt { sector_size }), Some(given)) if given != sector_size => {
+            Err(UsageError(format!(
+                "--sector-size {given} contradicts the source's GPT, which is written for \
+                 {sector_size}-byte sectors; leave --sector-size out"
+            ))
+            .into())
+        }
+        (Ok(SectorSizeEvidence::Gpt { sector_size }), _) => Ok(sector_size),
+        (Ok(SectorSizeEvidence::Mbr | SectorSizeEvidence::NoTable), given) => {
+            Ok(given.unwrap_or(512))
+        }
+        (Err(reason), Some(given)) => {
+            eprintln!("warning: {reason}; using --sector-size {given}");
+            Ok(given)
+        }
+        (Err(reason), None) => Err(UsageError(format!(
+            "{reason}; pass --sector-size 512 or 4096 if you know it"
+        ))
+        .into()),
+    }
 }
 
 pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
@@ -447,6 +501,13 @@ fn describe(image: &Image<File>) -> serde_json::Value {
         "partitions": m.partition_table.partitions.iter().map(|p| json!({
             "number": p.number, "start_sector": p.start_sector, "sector_count": p.sector_count,
             "type": p.type_code, "name": p.name, "bootable": p.bootable,
+            "capture": m.partition_captures.iter().find(|c| c.partition_number == p.number).map(|c| json!({
+                "file_system": c.file_system.map(|f| f.as_str()),
+                "volume_serial": c.volume_serial,
+                "mode": c.mode.as_str(),
+                "fallback_reason": c.fallback_reason,
+                "description": c.describe(),
+            })),
         })).collect::<Vec<_>>(),
         "chunk_size": m.chunk_size,
         "stored_bytes": m.stored_bytes,
@@ -512,6 +573,18 @@ fn print_description(image: &Image<File>) {
             if p.bootable { "boot " } else { "" },
             p.name.as_deref().unwrap_or("")
         );
+        if let Some(c) = m
+            .partition_captures
+            .iter()
+            .find(|c| c.partition_number == p.number)
+        {
+            let serial = c
+                .volume_serial
+                .as_deref()
+                .map(|s| format!(", serial {s}"))
+                .unwrap_or_default();
+            println!("      {}{serial}", c.describe());
+        }
     }
     let e = &d["extents"];
     println!(

@@ -197,10 +197,7 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
             return image_error_class(e);
         }
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::capture::CaptureError>() {
-            if let reliquary_appliance::capture::CaptureError::Image(e) = e {
-                return image_error_class(e);
-            }
-            return ExitClass::Runtime;
+            return e.exit_class();
         }
         if let Some(reliquary_appliance::verify::ExtractError::Image(e)) =
             cause.downcast_ref::<reliquary_appliance::verify::ExtractError>()

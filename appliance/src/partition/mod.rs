@@ -4,9 +4,11 @@
 //! The parsers read untrusted bytes; every length and offset is checked
 //! before it is used.
 
+mod detect;
 mod gpt;
 mod mbr;
 
+pub use detect::{detect_sector_size, DetectError, SectorSizeEvidence, DETECT_HEAD_LEN};
 pub use gpt::{
     parse_primary_header, plan_relocation, validate_gpt, GptError, GptHeader, Relocation,
 };

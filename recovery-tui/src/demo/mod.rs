@@ -152,6 +152,7 @@ pub fn prepare(root: &Path, size_mib: u64) -> Result<DemoPaths, DemoError> {
         serial: Some("DEMO0001".into()),
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         created_unix: now,
+        all_sectors: false,
     };
     capture(&source, size, &paths.image, &key, &opts, &|_, _| {})?;
 

@@ -138,6 +138,11 @@ pub fn summarize(image: &Image<File>) -> ImageSummary {
                 type_code: p.type_code.clone(),
                 name: p.name.clone(),
                 bootable: p.bootable,
+                capture: m
+                    .partition_captures
+                    .iter()
+                    .find(|c| c.partition_number == p.number)
+                    .map(|c| c.describe()),
             })
             .collect(),
         chunks: image.index().chunks.len() as u64,

@@ -310,6 +310,9 @@ pub fn image_details(app: &App, area: Rect, buf: &mut Buffer) {
             if p.bootable { "active " } else { "" },
             p.name.as_deref().unwrap_or("")
         )));
+        if let Some(capture) = &p.capture {
+            lines.push(Line::from(format!("{:17}{capture}", "")));
+        }
     }
     lines.extend(signer_lines(s));
     Paragraph::new(lines)

@@ -1,0 +1,383 @@
+//! ext2/3/4: the block bitmap of every block group.
+//!
+//! Layout from the kernel's `Documentation/filesystems/ext4/`. Groups
+//! flagged `BLOCK_UNINIT` (uninit_bg / metadata_csum) have no bitmap on
+//! disk; their used blocks are the group's superblock backup and
+//! descriptor blocks plus any group's bitmaps and inode table placed in it
+//! (flex_bg), as the kernel computes them.
+
+use std::ops::Range;
+
+use reliquary_image::{FileSystemKind, ReadAt};
+
+use super::{push_run, FreeSpace, FsError, PartitionBytes};
+
+const SUPERBLOCK_OFFSET: u64 = 1024;
+const MAGIC: u16 = 0xef53;
+
+const COMPAT_HAS_JOURNAL: u32 = 0x4;
+const INCOMPAT_RECOVER: u32 = 0x4;
+const INCOMPAT_EXTENTS: u32 = 0x40;
+const INCOMPAT_64BIT: u32 = 0x80;
+const INCOMPAT_FLEX_BG: u32 = 0x200;
+/// Incompatible features that leave the block bitmaps' meaning alone:
+/// filetype, extents, 64bit, mmp, flex_bg, ea_inode, dirdata, csum_seed,
+/// largedir, inline_data, encrypt, casefold.
+const INCOMPAT_UNDERSTOOD: u32 = 0x2
+    | 0x40
+    | 0x80
+    | 0x100
+    | 0x200
+    | 0x400
+    | 0x1000
+    | 0x2000
+    | 0x4000
+    | 0x8000
+    | 0x1_0000
+    | 0x2_0000;
+const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
+const RO_COMPAT_HUGE_FILE: u32 = 0x8;
+const RO_COMPAT_GDT_CSUM: u32 = 0x10;
+const RO_COMPAT_BIGALLOC: u32 = 0x200;
+const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
+const STATE_VALID: u16 = 0x1;
+const STATE_ERROR: u16 = 0x2;
+const BG_BLOCK_UNINIT: u16 = 0x2;
+
+/// The most block groups read: a 64 TiB file system of 4 KiB blocks.
+const MAX_GROUPS: u64 = 1 << 19;
+
+/// Whether `head` (the partition's first 2 KiB) holds an ext superblock.
+pub(super) fn is_ext(head: &[u8]) -> bool {
+    head.len() >= 2048 && le_u16(head, SUPERBLOCK_OFFSET as usize + 56) == MAGIC
+}
+
+/// ext4 if it uses any ext4-only feature, ext3 if it has a journal.
+pub(super) fn kind_of(superblock: &[u8]) -> FileSystemKind {
+    let compat = le_u32(superblock, 92);
+    let incompat = le_u32(superblock, 96);
+    let ro_compat = le_u32(superblock, 100);
+    if incompat & (INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG) != 0
+        || ro_compat & (RO_COMPAT_HUGE_FILE | RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0
+    {
+        FileSystemKind::Ext4
+    } else if compat & COMPAT_HAS_JOURNAL != 0 {
+        FileSystemKind::Ext3
+    } else {
+        FileSystemKind::Ext2
+    }
+}
+
+struct Superblock {
+    blocks_count: u64,
+    first_data_block: u64,
+    block_size: u64,
+    blocks_per_group: u64,
+    inodes_per_group: u64,
+    inode_size: u64,
+    desc_size: u64,
+    reserved_gdt_blocks: u64,
+    sparse_super: bool,
+    uninit_possible: bool,
+    kind: FileSystemKind,
+    uuid: [u8; 16],
+}
+
+struct Group {
+    block_bitmap: u64,
+    inode_bitmap: u64,
+    inode_table: u64,
+    flags: u16,
+    free_blocks: u64,
+}
+
+pub(super) fn free_space<S: ReadAt + ?Sized>(
+    bytes: &PartitionBytes<'_, S>,
+) -> Result<FreeSpace, FsError> {
+    let mut raw = vec![0u8; 1024];
+    bytes.read(&mut raw, SUPERBLOCK_OFFSET)?;
+    let sb = parse_superblock(&raw, bytes.len())?;
+    let groups = (sb.blocks_count - sb.first_data_block).div_ceil(sb.blocks_per_group);
+    if groups > MAX_GROUPS {
+        return Err(FsError::Unsupported(format!("{groups} block groups")));
+    }
+    let descriptors = read_descriptors(bytes, &sb, groups)?;
+    let uninit_used = if sb.uninit_possible {
+        metadata_blocks(&sb, &descriptors)
+    } else {
+        Vec::new()
+    };
+
+    let mut free = Vec::new();
+    let mut bitmap = vec![0u8; sb.block_size as usize];
+    for (g, group) in descriptors.iter().enumerate() {
+        let first = sb.first_data_block + g as u64 * sb.blocks_per_group;
+        let count = sb.blocks_per_group.min(sb.blocks_count - first);
+        if sb.uninit_possible && group.flags & BG_BLOCK_UNINIT != 0 {
+            // No bitmap on disk: every block not holding metadata is free.
+            let mut at = first;
+            let group_end = first + count;
+            let used = uninit_used
+                .iter()
+                .filter(|r| r.end > first && r.start < group_end);
+            for r in used {
+                if r.start.max(first) > at {
+                    push_run(
+                        &mut free,
+                        at * sb.block_size..r.start.max(first) * sb.block_size,
+                    );
+                }
+                at = at.max(r.end.min(group_end));
+            }
+            if group_end > at {
+                push_run(&mut free, at * sb.block_size..group_end * sb.block_size);
+            }
+            continue;
+        }
+        if group.block_bitmap >= sb.blocks_count {
+            return Err(FsError::Corrupt(format!(
+                "group {g}'s block bitmap lies beyond the volume"
+            )));
+        }
+        bytes.read(&mut bitmap, group.block_bitmap * sb.block_size)?;
+        let mut zero_bits = 0u64;
+        let mut run_start = None;
+        for i in 0..count {
+            let used = bitmap[(i / 8) as usize] & (1 << (i % 8)) != 0;
+            match (used, run_start) {
+                (false, None) => run_start = Some(first + i),
+                (true, Some(start)) => {
+                    push_run(
+                        &mut free,
+                        start * sb.block_size..(first + i) * sb.block_size,
+                    );
+                    run_start = None;
+                }
+                _ => {}
+            }
+            zero_bits += u64::from(!used);
+        }
+        if let Some(start) = run_start {
+            push_run(
+                &mut free,
+                start * sb.block_size..(first + count) * sb.block_size,
+            );
+        }
+        if zero_bits != group.free_blocks {
+            return Err(FsError::Corrupt(format!(
+                "group {g}'s bitmap has {zero_bits} free blocks, its descriptor says {}",
+                group.free_blocks
+            )));
+        }
+    }
+    Ok(FreeSpace {
+        kind: sb.kind,
+        volume_serial: Some(uuid_text(&sb.uuid)),
+        free,
+    })
+}
+
+fn parse_superblock(raw: &[u8], partition_len: u64) -> Result<Superblock, FsError> {
+    let corrupt = |what: &str| Err(FsError::Corrupt(format!("the superblock's {what}")));
+    if le_u16(raw, 56) != MAGIC {
+        return corrupt("magic is wrong");
+    }
+    let state = le_u16(raw, 58);
+    if state & STATE_ERROR != 0 {
+        return Err(FsError::NotClean("ext errors are recorded"));
+    }
+    if state & STATE_VALID == 0 {
+        return Err(FsError::NotClean("ext state is not clean"));
+    }
+    let incompat = le_u32(raw, 96);
+    let ro_compat = le_u32(raw, 100);
+    if incompat & INCOMPAT_RECOVER != 0 {
+        return Err(FsError::NotClean("the ext journal needs recovery"));
+    }
+    if incompat & !INCOMPAT_UNDERSTOOD != 0 {
+        return Err(FsError::Unsupported(format!(
+            "ext incompatible features {:#x}",
+            incompat & !INCOMPAT_UNDERSTOOD
+        )));
+    }
+    if ro_compat & RO_COMPAT_BIGALLOC != 0 {
+        return Err(FsError::Unsupported("ext bigalloc".into()));
+    }
+    let log_block = le_u32(raw, 24);
+    if log_block > 6 {
+        return corrupt("block size is out of range");
+    }
+    let block_size = 1024u64 << log_block;
+    let is_64bit = incompat & INCOMPAT_64BIT != 0;
+    let blocks_count = u64::from(le_u32(raw, 4))
+        | if is_64bit {
+            u64::from(le_u32(raw, 0x150)) << 32
+        } else {
+            0
+        };
+    let first_data_block = u64::from(le_u32(raw, 20));
+    let blocks_per_group = u64::from(le_u32(raw, 32));
+    let inodes_per_group = u64::from(le_u32(raw, 40));
+    let rev_level = le_u32(raw, 76);
+    let inode_size = if rev_level == 0 {
+        128
+    } else {
+        u64::from(le_u16(raw, 88))
+    };
+    let desc_size = if is_64bit {
+        u64::from(le_u16(raw, 254))
+    } else {
+        32
+    };
+    if blocks_per_group == 0 || blocks_per_group > block_size * 8 {
+        return corrupt("blocks per group are out of range");
+    }
+    if first_data_block >= blocks_count || first_data_block > 1 {
+        return corrupt("first data block is out of range");
+    }
+    if desc_size != 32 && desc_size != 64 {
+        return corrupt("descriptor size is out of range");
+    }
+    if !(128..=block_size).contains(&inode_size) {
+        return corrupt("inode size is out of range");
+    }
+    match blocks_count.checked_mul(block_size) {
+        Some(bytes) if bytes <= partition_len => {}
+        _ => {
+            return Err(FsError::Corrupt(format!(
+                "the volume's {blocks_count} blocks of {block_size} bytes exceed the partition's {partition_len} bytes"
+            )))
+        }
+    }
+    let kind = kind_of(raw);
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&raw[104..120]);
+    Ok(Superblock {
+        blocks_count,
+        first_data_block,
+        block_size,
+        blocks_per_group,
+        inodes_per_group,
+        inode_size,
+        desc_size,
+        reserved_gdt_blocks: u64::from(le_u16(raw, 206)),
+        sparse_super: ro_compat & RO_COMPAT_SPARSE_SUPER != 0,
+        uninit_possible: ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0,
+        kind,
+        uuid,
+    })
+}
+
+fn read_descriptors<S: ReadAt + ?Sized>(
+    bytes: &PartitionBytes<'_, S>,
+    sb: &Superblock,
+    groups: u64,
+) -> Result<Vec<Group>, FsError> {
+    let table_len = groups * sb.desc_size;
+    let mut table = vec![0u8; table_len as usize];
+    bytes.read(&mut table, (sb.first_data_block + 1) * sb.block_size)?;
+    let wide = sb.desc_size >= 64;
+    let descriptors = table
+        .chunks_exact(sb.desc_size as usize)
+        .map(|d| {
+            let hi = |at: usize| {
+                if wide {
+                    u64::from(le_u32(d, at)) << 32
+                } else {
+                    0
+                }
+            };
+            let hi16 = |at: usize| {
+                if wide {
+                    u64::from(le_u16(d, at)) << 16
+                } else {
+                    0
+                }
+            };
+            Group {
+                block_bitmap: u64::from(le_u32(d, 0)) | hi(0x20),
+                inode_bitmap: u64::from(le_u32(d, 4)) | hi(0x24),
+                inode_table: u64::from(le_u32(d, 8)) | hi(0x28),
+                free_blocks: u64::from(le_u16(d, 12)) | hi16(0x2c),
+                flags: le_u16(d, 18),
+            }
+        })
+        .collect();
+    Ok(descriptors)
+}
+
+/// The block ranges that hold metadata in any group: superblock backups
+/// with their descriptor and reserved blocks, bitmaps and inode tables.
+/// Sorted and merged.
+fn metadata_blocks(sb: &Superblock, groups: &[Group]) -> Vec<Range<u64>> {
+    let groups_count = groups.len() as u64;
+    let descriptor_blocks = (groups_count * sb.desc_size).div_ceil(sb.block_size);
+    let inode_table_blocks = (sb.inodes_per_group * sb.inode_size).div_ceil(sb.block_size);
+    let mut ranges = Vec::with_capacity(groups.len() * 4);
+    for (g, group) in groups.iter().enumerate() {
+        let g = g as u64;
+        if has_superblock(g, sb.sparse_super) {
+            let first = sb.first_data_block + g * sb.blocks_per_group;
+            ranges.push(first..first + 1 + descriptor_blocks + sb.reserved_gdt_blocks);
+        }
+        ranges.push(group.block_bitmap..group.block_bitmap + 1);
+        ranges.push(group.inode_bitmap..group.inode_bitmap + 1);
+        ranges.push(group.inode_table..group.inode_table + inode_table_blocks);
+    }
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// Group 0 and, with sparse_super, groups 1 and powers of 3, 5 and 7 carry
+/// a superblock backup; without it, every group does.
+fn has_superblock(group: u64, sparse_super: bool) -> bool {
+    if !sparse_super || group <= 1 {
+        return true;
+    }
+    [3u64, 5, 7].iter().any(|&base| {
+        let mut n = base;
+        while n < group {
+            n *= base;
+        }
+        n == group
+    })
+}
+
+fn uuid_text(u: &[u8; 16]) -> String {
+    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn superblock_backups_sit_in_groups_0_1_and_powers_of_3_5_7() {
+        let with: Vec<u64> = (0..60).filter(|&g| has_superblock(g, true)).collect();
+        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49]);
+        assert!(has_superblock(4, false));
+    }
+}

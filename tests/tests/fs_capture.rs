@@ -1,0 +1,1002 @@
+//! `reliquary capture` of real disks: the sector size a disk file was
+//! written with, refusal of a source mounted read-write, and (per file
+//! system) capture of the used clusters only, checked by restoring onto a
+//! differently filled target and comparing files.
+//!
+//! Needs root (loop devices), `losetup`, `sgdisk` (gdisk), `sfdisk` and
+//! `partx` (util-linux), `mkfs.ext4`/`e2fsck` (e2fsprogs),
+//! `mkfs.fat`/`fsck.fat` (dosfstools), mtools (this kernel has no FAT
+//! driver), `zstd` and `mount`. Without them a test skips (fails with
+//! `RELIQUARY_REQUIRE_ALL=1`).
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use reliquary_tests::{reliquary_bin, running_as_root, skip_or_fail, LoopDevice};
+
+const MIB: u64 = 1 << 20;
+
+/// A temporary directory with a signing key (`key`, `key.pub`).
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Returns `None` (after skipping) when not root or a tool is missing.
+    fn new(tools: &[&str]) -> Option<Fixture> {
+        if !running_as_root() {
+            skip_or_fail("capture tests need root for loop devices");
+            return None;
+        }
+        for tool in ["losetup"].iter().chain(tools) {
+            if !have(tool) {
+                skip_or_fail(&format!("{tool} is not installed"));
+                return None;
+            }
+        }
+        let fx = Fixture {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        let out = reliquary(&[
+            "keygen".as_ref(),
+            "--out".as_ref(),
+            fx.key().as_os_str(),
+            "--name".as_ref(),
+            "capture tests".as_ref(),
+        ]);
+        assert!(out.status.success(), "keygen: {}", text(&out));
+        Some(fx)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn key(&self) -> PathBuf {
+        self.path("key")
+    }
+
+    fn trust(&self) -> PathBuf {
+        self.path("key.pub")
+    }
+
+    /// `reliquary capture SOURCE -o <name>.rimg --key KEY --name NAME <extra>`.
+    fn capture(&self, source: &Path, name: &str, extra: &[&str]) -> (PathBuf, Output) {
+        let image = self.path(&format!("{name}.rimg"));
+        let out = Command::new(reliquary_bin())
+            .arg("capture")
+            .arg(source)
+            .arg("-o")
+            .arg(&image)
+            .arg("--key")
+            .arg(self.key())
+            .args(["--name", name, "--chunk-size", "1M"])
+            .args(extra)
+            .output()
+            .expect("run reliquary capture");
+        (image, out)
+    }
+
+    fn restore(&self, image: &Path, target: &Path) -> Output {
+        Command::new(reliquary_bin())
+            .arg("restore")
+            .arg(image)
+            .arg(target)
+            .arg("--trust")
+            .arg(self.trust())
+            .args(["--no-audit", "--yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run reliquary restore")
+    }
+
+    fn inspect_json(&self, image: &Path) -> serde_json::Value {
+        let out = reliquary(&["inspect".as_ref(), image.as_os_str(), "--json".as_ref()]);
+        assert!(out.status.success(), "inspect: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("inspect --json")
+    }
+}
+
+fn reliquary(args: &[&OsStr]) -> Output {
+    Command::new(reliquary_bin())
+        .args(args)
+        .output()
+        .expect("run reliquary")
+}
+
+fn have(tool: &str) -> bool {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|dir| Path::new(dir).join(tool).exists())
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a tool and panics with its output if it fails.
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", text(&out));
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A loop device of `size` bytes whose every byte is `fill`.
+fn filled_loop(size: u64, sector_size: Option<u32>, fill: u8) -> Option<LoopDevice> {
+    let backing = tempfile::NamedTempFile::new().expect("backing file");
+    let block = vec![fill; MIB as usize];
+    for at in (0..size).step_by(MIB as usize) {
+        backing
+            .as_file()
+            .write_all_at(&block[..(size - at).min(MIB) as usize], at)
+            .expect("fill the backing file");
+    }
+    LoopDevice::attach_file(backing, sector_size)
+}
+
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    let (a, b) = (
+        std::fs::read(a).expect("read a"),
+        std::fs::read(b).expect("read b"),
+    );
+    a == b
+}
+
+// ------------------------------------------------------ sector size, mounts
+
+/// A 64 MiB GPT disk written on a 4Kn device: its GPT header sits at byte
+/// 4096, and a capture of its file must record 4096-byte sectors.
+fn gpt_4kn_disk_file(fx: &Fixture) -> Option<(LoopDevice, PathBuf)> {
+    let lo = LoopDevice::attach(64 * MIB, Some(4096))?;
+    run(Command::new("sgdisk")
+        .args(["-n", "1:0:0", "-t", "1:0700", "-c", "1:data"])
+        .arg(lo.path()));
+    let partition_bytes = noise(11, 8 * MIB as usize);
+    let device = File::options()
+        .write(true)
+        .open(lo.path())
+        .expect("open the 4Kn device");
+    device
+        .write_all_at(&partition_bytes, MIB)
+        .expect("write partition content");
+    device.sync_all().expect("flush the 4Kn device");
+    let raw = fx.path("4kn.raw");
+    std::fs::copy(lo.backing_file(), &raw).expect("copy the disk file");
+    Some((lo, raw))
+}
+
+#[test]
+fn capture_of_a_4kn_gpt_file_records_4096_byte_sectors_and_restores_byte_exact() {
+    let Some(fx) = Fixture::new(&["sgdisk"]) else {
+        return;
+    };
+    let Some((_source, raw)) = gpt_4kn_disk_file(&fx) else {
+        return;
+    };
+    let (image, out) = fx.capture(&raw, "four-k", &[]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let j = fx.inspect_json(&image);
+    assert_eq!(j["source"]["logical_sector_size"], 4096, "{j}");
+    assert_eq!(j["partition_table"]["kind"], "gpt", "{j}");
+
+    let Some(target) = filled_loop(64 * MIB, Some(4096), 0xa5) else {
+        return;
+    };
+    let out = fx.restore(&image, target.path());
+    assert!(out.status.success(), "restore: {}", text(&out));
+    assert!(
+        same_bytes(&raw, target.backing_file()),
+        "the 4Kn target differs from the source disk file"
+    );
+}
+
+#[test]
+fn a_sector_size_contradicting_the_gpt_is_refused() {
+    let Some(fx) = Fixture::new(&["sgdisk"]) else {
+        return;
+    };
+    let Some((_source, raw)) = gpt_4kn_disk_file(&fx) else {
+        return;
+    };
+    let (image, out) = fx.capture(&raw, "contradicted", &["--sector-size", "512"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("contradicts the source's GPT"),
+        "{}",
+        text(&out)
+    );
+    assert!(!image.exists());
+    // The size the GPT states is accepted when given explicitly.
+    let (_, out) = fx.capture(&raw, "agreed", &["--sector-size", "4096"]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+}
+
+#[test]
+fn a_protective_mbr_without_a_gpt_cannot_decide_the_sector_size() {
+    let Some(fx) = Fixture::new(&["sgdisk"]) else {
+        return;
+    };
+    let Some((_source, raw)) = gpt_4kn_disk_file(&fx) else {
+        return;
+    };
+    // Break the primary header's signature; the protective MBR stays.
+    File::options()
+        .write(true)
+        .open(&raw)
+        .expect("open raw")
+        .write_all_at(b"NOT PART", 4096)
+        .expect("break the header");
+    let (image, out) = fx.capture(&raw, "undecided", &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be known"),
+        "{}",
+        text(&out)
+    );
+    assert!(!image.exists());
+}
+
+#[test]
+fn capturing_a_disk_mounted_read_write_is_refused_until_it_is_read_only() {
+    let Some(fx) = Fixture::new(&["mkfs.ext4", "mount", "umount"]) else {
+        return;
+    };
+    let Some(lo) = LoopDevice::attach(32 * MIB, None) else {
+        return;
+    };
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(lo.path()));
+    let mount_point = fx.path("mnt");
+    std::fs::create_dir(&mount_point).expect("mount point");
+    run(Command::new("mount").arg(lo.path()).arg(&mount_point));
+    let unmount = Unmount(mount_point.clone());
+
+    let (image, out) = fx.capture(lo.path(), "mounted", &[]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mounted read-write"),
+        "{}",
+        text(&out)
+    );
+    assert!(!image.exists());
+
+    run(Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mount_point));
+    let (_, out) = fx.capture(lo.path(), "mounted-ro", &[]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    drop(unmount);
+}
+
+/// Unmounts on drop, so a failed assertion leaves no mount behind.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+// ------------------------------------------------ used clusters, per file system
+
+/// A file system to build, check and fill in the round-trip tests. This
+/// kernel has no FAT driver, so FAT is filled and read with mtools.
+struct FsKind {
+    /// As `inspect --json` names it.
+    name: &'static str,
+    mkfs: &'static [&'static str],
+    fsck: &'static [&'static str],
+    /// The MBR partition type for `sfdisk`.
+    mbr_type: &'static str,
+    access: Access,
+    /// `mount -t` and `-o` for [`Access::Mount`].
+    mount_type: Option<&'static str>,
+    mount_options: &'static str,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Mounted with the kernel's driver.
+    Mount,
+    /// Written and read with mtools (`mcopy`, `mdel`, `mmd`).
+    Mtools,
+}
+
+const EXT4: FsKind = FsKind {
+    name: "ext4",
+    mkfs: &["mkfs.ext4", "-q", "-F"],
+    fsck: &["e2fsck", "-f", "-n"],
+    mbr_type: "83",
+    access: Access::Mount,
+    mount_type: None,
+    mount_options: "",
+};
+
+const NTFS: FsKind = FsKind {
+    name: "NTFS",
+    mkfs: &["mkntfs", "-q", "-F", "-f"],
+    fsck: &["ntfsfix", "-n"],
+    mbr_type: "7",
+    access: Access::Mount,
+    mount_type: Some("ntfs-3g"),
+    mount_options: "streams_interface=windows,compression",
+};
+
+const FAT32: FsKind = FsKind {
+    name: "FAT32",
+    mkfs: &["mkfs.fat", "-F", "32"],
+    fsck: &["fsck.fat", "-n"],
+    mbr_type: "c",
+    access: Access::Mtools,
+    mount_type: None,
+    mount_options: "",
+};
+
+const FAT16: FsKind = FsKind {
+    name: "FAT16",
+    mkfs: &["mkfs.fat", "-F", "16"],
+    fsck: &["fsck.fat", "-n"],
+    mbr_type: "6",
+    access: Access::Mtools,
+    mount_type: None,
+    mount_options: "",
+};
+const DISK: u64 = 128 * MIB;
+/// The partition: from 1 MiB, leaving the last 3 MiB outside it.
+const PART_START: u64 = MIB;
+const PART_LEN: u64 = DISK - 4 * MIB;
+
+/// Attaches `file` (a whole disk) and returns the loop device and the node
+/// of its first partition, made with `partx -a` where the kernel does not
+/// parse partition tables.
+fn attach_with_partition(file: &Path) -> Option<(LoopDevice, PathBuf)> {
+    let backing = tempfile::NamedTempFile::new().expect("backing");
+    std::fs::copy(file, backing.path()).expect("copy the disk");
+    let lo = LoopDevice::attach_file(backing, None)?;
+    let node = PathBuf::from(format!("{}p1", lo.path().display()));
+    if !node.exists() {
+        run(Command::new("partx").arg("-a").arg(lo.path()));
+    }
+    for _ in 0..100 {
+        if node.exists() {
+            return Some((lo, node));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{} did not appear", node.display());
+}
+
+struct Mounted {
+    point: PathBuf,
+}
+
+impl Mounted {
+    fn new(fs: &FsKind, device: &Path, point: PathBuf, read_only: bool) -> Mounted {
+        std::fs::create_dir_all(&point).expect("mount point");
+        let mut cmd = Command::new("mount");
+        if let Some(kind) = fs.mount_type {
+            cmd.args(["-t", kind]);
+        }
+        let mut options: Vec<&str> = fs
+            .mount_options
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .collect();
+        if read_only {
+            options.push("ro");
+        }
+        if !options.is_empty() {
+            cmd.arg("-o").arg(options.join(","));
+        }
+        run(cmd.arg(device).arg(&point));
+        Mounted { point }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.point).status();
+    }
+}
+
+/// A file system opened for the test: mounted, or reached through mtools.
+enum Volume {
+    Mounted(Mounted),
+    Mtools { device: PathBuf, scratch: PathBuf },
+}
+
+impl Volume {
+    fn open(fs: &FsKind, device: &Path, scratch: PathBuf, read_only: bool) -> Volume {
+        match fs.access {
+            Access::Mount => Volume::Mounted(Mounted::new(fs, device, scratch, read_only)),
+            Access::Mtools => {
+                std::fs::create_dir_all(&scratch).expect("scratch dir");
+                Volume::Mtools {
+                    device: device.to_path_buf(),
+                    scratch,
+                }
+            }
+        }
+    }
+
+    fn mtools(tool: &str, device: &Path) -> Command {
+        let mut cmd = Command::new(tool);
+        cmd.env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(device);
+        cmd
+    }
+
+    fn mkdir(&self, rel: &str) {
+        match self {
+            Volume::Mounted(m) => std::fs::create_dir(m.point.join(rel)).expect("mkdir"),
+            Volume::Mtools { device, .. } => {
+                run(Self::mtools("mmd", device).arg(format!("::/{rel}")));
+            }
+        }
+    }
+
+    fn write(&self, rel: &str, bytes: &[u8]) {
+        match self {
+            Volume::Mounted(m) => std::fs::write(m.point.join(rel), bytes).expect("write file"),
+            Volume::Mtools { device, scratch } => {
+                let host = scratch.join("upload");
+                std::fs::write(&host, bytes).expect("write upload");
+                run(Self::mtools("mcopy", device)
+                    .arg(&host)
+                    .arg(format!("::/{rel}")));
+            }
+        }
+    }
+
+    fn remove(&self, rel: &str) {
+        match self {
+            Volume::Mounted(m) => std::fs::remove_file(m.point.join(rel)).expect("delete file"),
+            Volume::Mtools { device, .. } => {
+                run(Self::mtools("mdel", device).arg(format!("::/{rel}")));
+            }
+        }
+    }
+
+    /// Fills the free space through one file (noise, or zeros without a
+    /// seed), then deletes it.
+    fn fill_free_space_then_delete(&self, noise_seed: Option<u64>) {
+        let block = |n: u64| match noise_seed {
+            Some(seed) => noise(seed + n, MIB as usize),
+            None => vec![0u8; MIB as usize],
+        };
+        match self {
+            Volume::Mounted(m) => {
+                use std::io::Write;
+                let path = m.point.join("filler");
+                let mut f = File::create(&path).expect("create filler");
+                for n in 0.. {
+                    if f.write_all(&block(n)).is_err() || f.flush().is_err() {
+                        break;
+                    }
+                }
+                let _ = f.sync_all();
+                drop(f);
+                std::fs::remove_file(&path).expect("delete filler");
+            }
+            Volume::Mtools { device, scratch } => {
+                // mdir ends with "N bytes free"; leave a little for the entry.
+                let out = run(Self::mtools("mdir", device).arg("::/"));
+                let listing = String::from_utf8_lossy(&out.stdout);
+                let free: u64 = listing
+                    .lines()
+                    .filter_map(|l| l.trim().strip_suffix("bytes free"))
+                    .filter_map(|n| n.split_whitespace().collect::<String>().parse().ok())
+                    .next()
+                    .expect("mdir reports the free bytes");
+                let len = free.saturating_sub(64 << 10);
+                let host = scratch.join("filler");
+                {
+                    use std::io::Write;
+                    let mut f = File::create(&host).expect("create filler");
+                    let mut left = len;
+                    for n in 0.. {
+                        if left == 0 {
+                            break;
+                        }
+                        let b = block(n);
+                        let take = left.min(MIB) as usize;
+                        f.write_all(&b[..take]).expect("write filler");
+                        left -= take as u64;
+                    }
+                }
+                run(Self::mtools("mcopy", device).arg(&host).arg("::/filler"));
+                run(Self::mtools("mdel", device).arg("::/filler"));
+                std::fs::remove_file(&host).expect("delete host filler");
+            }
+        }
+    }
+
+    fn digests(&self) -> std::collections::BTreeMap<PathBuf, String> {
+        match self {
+            Volume::Mounted(m) => file_digests(&m.point),
+            Volume::Mtools { device, scratch } => {
+                let out = scratch.join("download");
+                std::fs::create_dir_all(&out).expect("download dir");
+                run(Self::mtools("mcopy", device)
+                    .args(["-s", "-n"])
+                    .arg("::/*")
+                    .arg(&out));
+                file_digests(&out)
+            }
+        }
+    }
+}
+
+/// SHA-256 of every regular file under `dir`, by relative path.
+fn file_digests(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            if meta.is_dir() {
+                if !path.ends_with("lost+found") {
+                    stack.push(path);
+                }
+            } else if meta.is_file() {
+                let bytes = std::fs::read(&path).expect("read file");
+                let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+                out.insert(
+                    path.strip_prefix(dir).expect("under dir").to_path_buf(),
+                    hex::encode(digest.as_ref()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Builds a disk with one partition of `fs`, used as the issue describes:
+/// files written, some deleted, and the free space filled with noise
+/// through a file that is then deleted. The post-MBR gap and the sectors
+/// after the partition hold noise too.
+fn used_disk(fx: &Fixture, fs: &FsKind, fill: bool) -> PathBuf {
+    let raw = fx.path("source.raw");
+    let file = File::create(&raw).expect("create disk");
+    file.set_len(DISK).expect("size disk");
+    let table = format!(
+        "label: dos\nstart={}, size={}, type={}\n",
+        PART_START / 512,
+        PART_LEN / 512,
+        fs.mbr_type
+    );
+    let mut child = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&raw)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sfdisk");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(table.as_bytes())
+            .expect("write table");
+    }
+    assert!(child.wait().expect("sfdisk").success());
+    file.write_all_at(&noise(1, (PART_START - 512) as usize), 512)
+        .expect("post-MBR gap");
+    file.write_all_at(
+        &noise(2, (DISK - PART_START - PART_LEN) as usize),
+        PART_START + PART_LEN,
+    )
+    .expect("tail");
+    drop(file);
+
+    let (lo, part) = attach_with_partition(&raw).expect("attach");
+    run(Command::new(fs.mkfs[0]).args(&fs.mkfs[1..]).arg(&part));
+    {
+        let v = Volume::open(fs, &part, fx.path("build"), false);
+        v.mkdir("dir");
+        let name = |i: u64| {
+            if i % 2 == 0 {
+                format!("file{i}.bin")
+            } else {
+                format!("dir/file{i}.bin")
+            }
+        };
+        for i in 0..24u64 {
+            let len = 4096 * (1 + i * 37 % 200) as usize + (i as usize * 333);
+            v.write(&name(i), &noise(100 + i, len));
+        }
+        for i in (0..24u64).step_by(3) {
+            v.remove(&name(i));
+        }
+        if let (Volume::Mounted(m), "NTFS") = (&v, fs.name) {
+            ntfs_special_files(&m.point);
+        }
+        if fill {
+            v.fill_free_space_then_delete(Some(7));
+        }
+    }
+    std::fs::copy(lo.backing_file(), &raw).expect("copy back");
+    raw
+}
+
+/// `zstd -3` of `raw` after its free space is filled with zeros: the used
+/// bytes compressed, measured with the file system's own tools.
+fn used_bytes_compressed(fx: &Fixture, fs: &FsKind, raw: &Path) -> u64 {
+    let (lo, part) = attach_with_partition(raw).expect("attach");
+    Volume::open(fs, &part, fx.path("zero"), false).fill_free_space_then_delete(None);
+    let out = run(Command::new("zstd")
+        .args(["-3", "-c", "-q"])
+        .arg(lo.backing_file()));
+    out.stdout.len() as u64
+}
+
+fn round_trip(fs: &FsKind) {
+    round_trip_with(fs, true);
+}
+
+/// The round trip; `fill` fills the free space with noise before use.
+fn round_trip_with(fs: &FsKind, fill: bool) {
+    let access_tools: &[&str] = match (fs.access, fs.mount_type) {
+        (Access::Mount, Some(kind)) => &["mount", kind, "setfattr", "getfattr"],
+        (Access::Mount, None) => &["mount"],
+        (Access::Mtools, _) => &["mcopy", "mdel", "mmd", "mdir"],
+    };
+    let mut tools = vec!["sfdisk", "partx", "zstd", fs.mkfs[0], fs.fsck[0]];
+    tools.extend_from_slice(access_tools);
+    let Some(fx) = Fixture::new(&tools) else {
+        return;
+    };
+    let raw = used_disk(&fx, fs, fill);
+    let source_files = {
+        let (_lo, part) = attach_with_partition(&raw).expect("attach");
+        let volume = Volume::open(fs, &part, fx.path("source"), true);
+        let files = volume.digests();
+        drop(volume);
+        files
+    };
+    assert!(source_files.len() >= 16, "{source_files:?}");
+    if fs.name == "ext4" && !fill {
+        let (_lo, part) = attach_with_partition(&raw).expect("attach");
+        let out = run(Command::new("dumpe2fs").arg(&part));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("BLOCK_UNINIT"),
+            "the disk has no BLOCK_UNINIT group to test"
+        );
+    }
+
+    let (image, out) = fx.capture(&raw, fs.name, &[]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let j = fx.inspect_json(&image);
+    let capture = &j["partitions"][0]["capture"];
+    assert_eq!(capture["mode"], "used-clusters", "{j}");
+    assert_eq!(capture["file_system"], fs.name, "{j}");
+    assert!(capture["volume_serial"].is_string(), "{j}");
+    assert!(
+        j["extents"]["unmapped_bytes"].as_u64().unwrap_or(0) > 0,
+        "{j}"
+    );
+
+    let stored = j["stored_bytes"].as_u64().expect("stored_bytes");
+    let reference = used_bytes_compressed(&fx, fs, &raw);
+    assert!(
+        stored as f64 <= reference as f64 * 1.05,
+        "{} stored {stored} bytes, more than 5% over the used bytes compressed ({reference})",
+        fs.name
+    );
+
+    let Some(target) = filled_loop(DISK, None, 0xa5) else {
+        return;
+    };
+    let out = fx.restore(&image, target.path());
+    assert!(out.status.success(), "restore: {}", text(&out));
+    let restored = std::fs::read(target.backing_file()).expect("read target");
+    let source = std::fs::read(&raw).expect("read source");
+    let (p0, p1) = (PART_START as usize, (PART_START + PART_LEN) as usize);
+    assert!(
+        restored[..p0] == source[..p0],
+        "MBR and post-MBR gap differ"
+    );
+    assert!(
+        restored[p1..] == source[p1..],
+        "sectors after the partition differ"
+    );
+
+    let (_lo, part) = attach_with_partition(target.backing_file()).expect("attach target");
+    let out = Command::new(fs.fsck[0])
+        .args(&fs.fsck[1..])
+        .arg(&part)
+        .output()
+        .expect("run fsck");
+    assert!(
+        out.status.success(),
+        "{} on the restored disk: {}",
+        fs.fsck[0],
+        text(&out)
+    );
+    let volume = Volume::open(fs, &part, fx.path("restored"), true);
+    assert_eq!(volume.digests(), source_files);
+    if let (Volume::Mounted(m), "NTFS") = (&volume, fs.name) {
+        check_ntfs_special_files(&m.point);
+    }
+}
+
+/// A 300-character path, longer than Windows' classic MAX_PATH of 260.
+fn long_path(root: &Path) -> PathBuf {
+    root.join("a".repeat(100))
+        .join("b".repeat(100))
+        .join(format!("{}.txt", "c".repeat(96)))
+}
+
+/// Compressed, sparse and ADS files, a hard link and a long path, made
+/// through ntfs-3g.
+fn ntfs_special_files(root: &Path) {
+    let compressed = root.join("compressed");
+    std::fs::create_dir(&compressed).expect("mkdir compressed");
+    run(Command::new("setfattr")
+        .args(["-n", "system.ntfs_attrib_be", "-v", "0x00000810"])
+        .arg(&compressed));
+    let text: Vec<u8> = b"setpoint 42; valve open\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(3 << 20)
+        .collect();
+    std::fs::write(compressed.join("log.txt"), &text).expect("write compressed");
+
+    let sparse = File::create(root.join("sparse.bin")).expect("create sparse");
+    sparse.write_all_at(b"head", 0).expect("sparse head");
+    sparse
+        .write_all_at(&noise(9, 70_000), 5 * MIB)
+        .expect("sparse middle");
+    sparse.set_len(9 * MIB).expect("sparse length");
+    drop(sparse);
+
+    std::fs::write(root.join("with-ads.txt"), b"main stream").expect("write main");
+    std::fs::write(
+        root.join("with-ads.txt:Zone.Identifier"),
+        b"[ZoneTransfer]\r\nZoneId=3\r\n",
+    )
+    .expect("write ADS");
+    std::fs::hard_link(root.join("with-ads.txt"), root.join("hard-link.txt")).expect("hard link");
+
+    let long = long_path(root);
+    std::fs::create_dir_all(long.parent().expect("parent")).expect("long dirs");
+    std::fs::write(&long, noise(10, 10_000)).expect("long path file");
+}
+
+fn check_ntfs_special_files(root: &Path) {
+    let out = run(Command::new("getfattr")
+        .args(["-n", "system.ntfs_attrib_be", "-e", "hex"])
+        .arg(root.join("compressed/log.txt")));
+    let attrib = String::from_utf8_lossy(&out.stdout);
+    let value = attrib
+        .lines()
+        .find_map(|l| l.strip_prefix("system.ntfs_attrib_be=0x"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 16).ok())
+        .expect("the attribute value");
+    assert!(
+        value & 0x800 != 0,
+        "log.txt is no longer compressed: {attrib}"
+    );
+    assert_eq!(
+        std::fs::read(root.join("with-ads.txt:Zone.Identifier")).expect("read ADS"),
+        b"[ZoneTransfer]\r\nZoneId=3\r\n"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let ino = |name: &str| std::fs::metadata(root.join(name)).expect("stat").ino();
+    assert_eq!(
+        ino("with-ads.txt"),
+        ino("hard-link.txt"),
+        "the hard link is gone"
+    );
+    assert!(long_path(root).as_os_str().len() > 260 + root.as_os_str().len());
+    assert!(long_path(root).is_file());
+    let sparse = std::fs::read(root.join("sparse.bin")).expect("read sparse");
+    assert_eq!(sparse.len() as u64, 9 * MIB);
+    assert_eq!(&sparse[..4], b"head");
+    assert_eq!(
+        &sparse[5 * MIB as usize..5 * MIB as usize + 70_000],
+        &noise(9, 70_000)[..]
+    );
+}
+
+#[test]
+fn ntfs_round_trip_keeps_files_streams_links_and_stores_only_used_clusters() {
+    round_trip(&NTFS);
+}
+
+#[test]
+fn ext4_round_trip_keeps_files_and_stores_only_used_blocks() {
+    round_trip(&EXT4);
+}
+
+/// Without the fill, most block groups stay BLOCK_UNINIT: their used
+/// blocks (superblock backups, descriptors, flex_bg metadata) are computed,
+/// not read from a bitmap, and must all survive.
+#[test]
+fn ext4_with_uninitialised_block_groups_round_trips() {
+    round_trip_with(&EXT4, false);
+}
+
+#[test]
+fn fat32_round_trip_keeps_files_and_stores_only_used_clusters() {
+    round_trip(&FAT32);
+}
+
+#[test]
+fn fat16_round_trip_keeps_files_and_stores_only_used_clusters() {
+    round_trip(&FAT16);
+}
+
+// ----------------------------------------------------- hand parsers, corrupted
+
+/// The fuzz targets' harnesses on real small file systems with random
+/// bytes flipped in their metadata: no panic, no unbounded allocation.
+/// (`fuzz/run.sh` runs the same harnesses under libFuzzer.)
+#[test]
+fn hand_parsers_survive_corrupted_real_file_systems() {
+    let Some(fx) = Fixture::new(&["mkfs.ext4", "mkfs.fat"]) else {
+        return;
+    };
+    let ext = fx.path("ext4.img");
+    File::create(&ext)
+        .and_then(|f| f.set_len(4 * MIB))
+        .expect("ext4 image");
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&ext));
+    let fat = fx.path("fat.img");
+    run(Command::new("mkfs.fat")
+        .args(["-C", "-F", "16", "-s", "1"])
+        .arg(&fat)
+        .arg("8192"));
+    /// An image, the harness that parses it, and how many leading bytes
+    /// hold the metadata worth corrupting.
+    type Case<'a> = (&'a Path, fn(&[u8]), usize);
+    let cases: [Case; 2] = [
+        (&ext, reliquary_appliance::fuzzing::ext_bitmaps, 64 << 10),
+        (&fat, reliquary_appliance::fuzzing::fat_table, 16 << 10),
+    ];
+    for (path, harness, metadata_len) in cases {
+        let clean = std::fs::read(path).expect("read image");
+        harness(&clean);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            let mut bytes = clean.clone();
+            for _ in 0..4 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let at = (state % metadata_len as u64) as usize;
+                bytes[at] = (state >> 32) as u8;
+            }
+            harness(&bytes);
+            reliquary_appliance::fuzzing::sector_size(&bytes);
+        }
+    }
+}
+
+// --------------------------------------------------------------- fallbacks
+
+/// Sets the dirty flag of the NTFS volume at byte `start` of `raw`, as
+/// Windows leaves it after a crash: bit 0 of `$Volume`'s
+/// `$VOLUME_INFORMATION` flags (MFT record 3; mkntfs lays the MFT out
+/// contiguously).
+fn set_ntfs_dirty(raw: &Path, start: u64) {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(raw)
+        .expect("open raw");
+    let mut boot = [0u8; 512];
+    file.read_exact_at(&mut boot, start).expect("boot sector");
+    let sector = u64::from(u16::from_le_bytes([boot[11], boot[12]]));
+    let cluster = sector * u64::from(boot[13]);
+    let mft = u64::from_le_bytes(boot[48..56].try_into().expect("8 bytes")) * cluster;
+    let record_size = match boot[64] as i8 {
+        n if n < 0 => 1u64 << -n,
+        n => n as u64 * cluster,
+    };
+    let at = start + mft + 3 * record_size;
+    let mut record = vec![0u8; record_size as usize];
+    file.read_exact_at(&mut record, at).expect("MFT record 3");
+    assert_eq!(&record[..4], b"FILE", "MFT record 3");
+    let mut attr = u16::from_le_bytes([record[20], record[21]]) as usize;
+    loop {
+        let kind = u32::from_le_bytes(record[attr..attr + 4].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(record[attr + 4..attr + 8].try_into().expect("4 bytes"));
+        assert!(kind != 0xffff_ffff && len > 0, "no $VOLUME_INFORMATION");
+        if kind == 0x70 {
+            let value = attr + u16::from_le_bytes([record[attr + 20], record[attr + 21]]) as usize;
+            let flags = at + value as u64 + 10;
+            let mut b = [0u8; 1];
+            file.read_exact_at(&mut b, flags).expect("flags");
+            file.write_all_at(&[b[0] | 1], flags).expect("set dirty");
+            return;
+        }
+        attr += len as usize;
+    }
+}
+
+#[test]
+fn a_dirty_ntfs_volume_is_captured_whole_and_the_manifest_says_why() {
+    let Some(fx) = Fixture::new(&["sfdisk", "partx", "ntfs-3g", "setfattr", "mkntfs"]) else {
+        return;
+    };
+    let raw = used_disk(&fx, &NTFS, true);
+    set_ntfs_dirty(&raw, PART_START);
+    let (image, out) = fx.capture(&raw, "dirty", &[]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warning: partition 1: every sector kept (NTFS:"),
+        "{}",
+        text(&out)
+    );
+    let j = fx.inspect_json(&image);
+    let capture = &j["partitions"][0]["capture"];
+    assert_eq!(capture["mode"], "all-sectors", "{j}");
+    assert_eq!(capture["file_system"], "NTFS", "{j}");
+    assert!(
+        capture["fallback_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("dirty flag")),
+        "{j}"
+    );
+    assert_eq!(j["extents"]["unmapped_bytes"], 0, "{j}");
+
+    let Some(target) = filled_loop(DISK, None, 0xa5) else {
+        return;
+    };
+    let out = fx.restore(&image, target.path());
+    assert!(out.status.success(), "restore: {}", text(&out));
+    assert!(
+        same_bytes(&raw, target.backing_file()),
+        "the restored disk differs from the dirty source"
+    );
+}
+
+#[test]
+fn all_sectors_keeps_the_free_space_of_a_clean_volume() {
+    let Some(fx) = Fixture::new(&["sfdisk", "partx", "mkfs.ext4", "mount"]) else {
+        return;
+    };
+    let raw = used_disk(&fx, &EXT4, true);
+    let (image, out) = fx.capture(&raw, "all", &["--all-sectors"]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let j = fx.inspect_json(&image);
+    let capture = &j["partitions"][0]["capture"];
+    assert_eq!(capture["mode"], "all-sectors", "{j}");
+    assert_eq!(capture["fallback_reason"], "--all-sectors was given", "{j}");
+    assert_eq!(j["extents"]["unmapped_bytes"], 0, "{j}");
+    let Some(target) = filled_loop(DISK, None, 0xa5) else {
+        return;
+    };
+    let out = fx.restore(&image, target.path());
+    assert!(out.status.success(), "restore: {}", text(&out));
+    assert!(same_bytes(&raw, target.backing_file()));
+}
