@@ -389,3 +389,60 @@ fn a_sigkill_during_the_quarantine_copy_leaves_the_log_as_it_was() {
     }
     panic!("no kill landed during the copy in 5 attempts");
 }
+
+// ------------------------------------------------ the stick's own witness
+
+#[test]
+fn a_log_cut_back_by_one_record_is_refused_by_the_sticks_own_checkpoint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("audit");
+    audit_log_with_a_note(&dir, "witness-1");
+    let checkpoint = || reliquary(&["audit", "checkpoint", "--dir", s(&dir)]);
+    let out = checkpoint();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = std::fs::read_to_string(dir.join("checkpoint")).expect("checkpoint");
+    let out = note(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = checkpoint();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Appended, not overwritten: both checkpoints are in the history.
+    let history = std::fs::read_to_string(dir.join("checkpoint.history")).expect("history");
+    assert!(history.starts_with(&first), "{history}");
+    assert_eq!(history.matches("\n\n\u{2014} ").count(), 2, "{history}");
+
+    // Cut the last record (one 4 KiB frame) off.
+    let log = dir.join("audit.log");
+    let len = std::fs::metadata(&log).expect("stat").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .and_then(|f| f.set_len(len - 4096))
+        .expect("truncate");
+    refused(
+        &note(&dir),
+        3,
+        &["holds 2 records, fewer than the 3 witnessed", "checkpoint"],
+    );
+    // Putting the older checkpoint back does not hide it: the history keeps
+    // the newer one.
+    std::fs::write(dir.join("checkpoint"), &first).expect("write");
+    refused(
+        &note(&dir),
+        3,
+        &["fewer than the 3 witnessed", "checkpoint.history"],
+    );
+    assert_eq!(std::fs::metadata(&log).expect("stat").len(), len - 4096);
+}

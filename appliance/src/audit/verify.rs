@@ -589,9 +589,9 @@ fn check_signatures(key: &PublicKey, frames: &[FrameSummary]) -> Vec<bool> {
 }
 
 /// Whether every signature satisfies the one equation the audit log uses:
-/// R and s canonically encoded, and [8]([s]B - R - [k]A) = 0 with
-/// k = SHA-512(R || A || M) mod l (cofactored, as in ZIP 215 but with
-/// canonical encodings). A batch is checked with random 128-bit weights z_i:
+/// s canonical (< l), R a point encoding that decodes, and
+/// [8]([s]B - R - [k]A) = 0 with k = SHA-512(R || A || M) mod l: the
+/// cofactored equation of ZIP 215. A batch is checked with random 128-bit weights z_i:
 /// [8](sum z_i(s_i B - R_i - k_i A)) = 0, which a set of valid signatures
 /// always meets and a set holding an invalid one meets with probability
 /// 2^-128. So a signature's verdict does not depend on its batch: the batch
@@ -621,9 +621,8 @@ fn cofactored_verifies<M: AsRef<[u8]>>(
         let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
             return false;
         };
-        let r_point = match CompressedEdwardsY(r_bytes).decompress() {
-            Some(p) if p.compress().0 == r_bytes => p,
-            _ => return false,
+        let Some(r_point) = CompressedEdwardsY(r_bytes).decompress() else {
+            return false;
         };
         let mut hash = ring::digest::Context::new(&ring::digest::SHA512);
         hash.update(&r_bytes);
