@@ -446,3 +446,129 @@ fn a_log_cut_back_by_one_record_is_refused_by_the_sticks_own_checkpoint() {
     );
     assert_eq!(std::fs::metadata(&log).expect("stat").len(), len - 4096);
 }
+
+// ------------------------------------------------ memory on hostile images
+
+/// The memory target of every command, whatever the input (issue 9).
+const RSS_LIMIT_KIB: u64 = 256 << 10;
+
+/// Runs `reliquary args` under `/usr/bin/time` and returns its output and
+/// peak RSS in KiB.
+fn peak_rss(args: &[&str]) -> Option<(Output, u64)> {
+    let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        return None;
+    }
+    let mut cmd = Command::new(time);
+    cmd.args(["-f", "reliquary-peak-rss-kib=%M"])
+        .arg(reliquary_bin())
+        .args(args);
+    let out = run_within(cmd, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kib = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("reliquary-peak-rss-kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("/usr/bin/time printed the peak RSS");
+    Some((out, kib))
+}
+
+/// `inspect` and `verify` of `image` stay under the memory target; returns
+/// their stderr.
+fn bounded_inspect_and_verify(image: &Path, trust: &Path) -> Option<[Output; 2]> {
+    let mut outs = Vec::new();
+    for args in [
+        vec!["inspect", s(image)],
+        vec!["verify", s(image), "--trust", s(trust)],
+    ] {
+        let (out, kib) = peak_rss(&args)?;
+        eprintln!("{args:?}: peak RSS {kib} KiB, exit {:?}", out.status.code());
+        assert!(
+            kib <= RSS_LIMIT_KIB,
+            "{args:?} peaked at {kib} KiB, over {RSS_LIMIT_KIB} KiB"
+        );
+        outs.push(out);
+    }
+    outs.try_into().ok()
+}
+
+fn hostile_key(root: &Path) -> (reliquary_image::keys::SigningKey, PathBuf) {
+    let key = root.join("hostile");
+    let signer =
+        reliquary_image::keys::SigningKey::generate_to_files(&key, Some("Hostile")).expect("key");
+    (signer, reliquary_image::keys::public_key_path(&key))
+}
+
+#[test]
+fn a_134m_extent_index_is_refused_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("index-134m.rimg");
+    // 134,217,725 one-sector extents: 2 bytes each plus the two counts fill
+    // the 256 MiB index limit exactly.
+    reliquary_tests::hostile::one_sector_extents(&image, &key, 134_217_725, false)
+        .expect("generate");
+    let Some(outs) = bounded_inspect_and_verify(&image, &trust) else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    for out in outs {
+        refused(&out, 3, &["134217725 extents, more than the 4194304"]);
+    }
+}
+
+#[test]
+fn a_30m_extent_image_is_refused_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("extents-30m.rimg");
+    reliquary_tests::hostile::one_sector_extents(&image, &key, 30_000_000, false)
+        .expect("generate");
+    let Some(outs) = bounded_inspect_and_verify(&image, &trust) else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    for out in outs {
+        refused(&out, 3, &["30000000 extents"]);
+    }
+}
+
+#[test]
+fn a_signed_2tib_zero_disk_with_64k_chunks_inspects_and_verifies_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("zero-2t.rimg");
+    reliquary_tests::hostile::zero_disk(&image, &key, 2 << 40, 64 << 10).expect("generate");
+    assert!(std::fs::metadata(&image).expect("stat").len() < 16 << 10);
+    let Some(outs) = bounded_inspect_and_verify(&image, &trust) else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    for out in outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn an_index_at_the_extent_ceiling_decodes_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("extents-4m.rimg");
+    let ceiling = reliquary_image::layout::MAX_EXTENTS;
+    reliquary_tests::hostile::one_sector_extents(&image, &key, ceiling, true).expect("generate");
+    let Some(outs) = bounded_inspect_and_verify(&image, &trust) else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    for out in outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
