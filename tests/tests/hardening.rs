@@ -445,6 +445,13 @@ fn a_log_cut_back_by_one_record_is_refused_by_the_sticks_own_checkpoint() {
         &["fewer than the 3 witnessed", "checkpoint.history"],
     );
     assert_eq!(std::fs::metadata(&log).expect("stat").len(), len - 4096);
+
+    // A new log is never started beside an old log's witnesses.
+    for file in ["audit.log", "appliance.key", "appliance.pub"] {
+        std::fs::remove_file(dir.join(file)).expect("remove");
+    }
+    let init = reliquary(&["audit", "init", "--dir", s(&dir), "--appliance-id", "w-2"]);
+    refused(&init, 4, &["checkpoint", "already exists"]);
 }
 
 // ------------------------------------------------ memory on hostile images

@@ -635,9 +635,17 @@ fn valid_appliance_id(id: &str) -> bool {
 }
 
 fn refuse_existing(dir: &Path) -> Result<(), AuditError> {
-    for name in [KEY_FILE, PUBLIC_KEY_FILE, LOG_FILE] {
+    // A witness left by an earlier log would refuse the new one at its first open.
+    for name in [
+        KEY_FILE,
+        PUBLIC_KEY_FILE,
+        LOG_FILE,
+        CHECKPOINT_FILE,
+        CHECKPOINT_HISTORY_FILE,
+    ] {
         let path = dir.join(name);
-        if path.exists() {
+        // Any entry counts, a dangling link too.
+        if path.symlink_metadata().is_ok() {
             return Err(AuditError::AlreadyExists { path });
         }
     }
