@@ -579,3 +579,79 @@ fn an_index_at_the_extent_ceiling_decodes_within_the_memory_target() {
         );
     }
 }
+
+const VAULT_SCAN_CHILD_ENV: &str = "RELIQUARY_HARDENING_VAULT_SCAN";
+
+/// The child half of the vault-scan memory test: scans `DIR/vault` with the
+/// trust store `DIR/hostile.pub`, as the TUI does at start. Does nothing
+/// unless the parent set `VAULT_SCAN_CHILD_ENV` to DIR.
+#[test]
+fn vault_scan_child() {
+    let Ok(dir) = std::env::var(VAULT_SCAN_CHILD_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let trust = reliquary_image::TrustStore::load(&dir.join("hostile.pub")).expect("trust");
+    let scanned = recovery_tui::engine::vault::scan_vault(&dir.join("vault"), &trust)
+        .expect("scan the vault");
+    println!("scanned {} images", scanned.len());
+}
+
+#[test]
+fn the_tui_vault_scan_of_hostile_images_stays_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, _trust) = hostile_key(tmp.path());
+    let stranger = reliquary_image::keys::SigningKey::generate()
+        .expect("key")
+        .0;
+    let vault = tmp.path().join("vault");
+    std::fs::create_dir(&vault).expect("mkdir vault");
+    // Signed by the trusted key: verification reaches the index and refuses it.
+    reliquary_tests::hostile::one_sector_extents(
+        &vault.join("index-134m.rimg"),
+        &key,
+        134_217_725,
+        false,
+    )
+    .expect("generate");
+    // Signed by a key the store does not hold: only the manifest is read.
+    reliquary_tests::hostile::one_sector_extents(
+        &vault.join("untrusted-30m.rimg"),
+        &stranger,
+        30_000_000,
+        false,
+    )
+    .expect("generate");
+    reliquary_tests::hostile::zero_disk(&vault.join("zero-2t.rimg"), &key, 2 << 40, 64 << 10)
+        .expect("generate");
+
+    let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    }
+    let mut cmd = Command::new(time);
+    cmd.args(["-f", "reliquary-peak-rss-kib=%M"])
+        .arg(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "vault_scan_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(VAULT_SCAN_CHILD_ENV, tmp.path());
+    let out = run_within(cmd, Duration::from_secs(60));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("scanned 3 images"), "{stdout}");
+    let kib: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("reliquary-peak-rss-kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("/usr/bin/time printed the peak RSS");
+    eprintln!("vault scan of 3 hostile images: peak RSS {kib} KiB");
+    assert!(kib <= RSS_LIMIT_KIB, "the vault scan peaked at {kib} KiB");
+}
