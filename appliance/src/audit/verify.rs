@@ -610,12 +610,20 @@ fn cofactored_verifies<M: AsRef<[u8]>>(
     let Some(public) = CompressedEdwardsY(*key.as_bytes()).decompress() else {
         return false;
     };
-    let rng = ring::rand::SystemRandom::new();
+    // One draw of 16 random bytes per signature for the whole batch.
+    let mut weights = vec![0u8; 16 * signatures.len()];
+    if signatures.len() > 1 && ring::rand::SystemRandom::new().fill(&mut weights).is_err() {
+        return false;
+    }
     let mut b_coefficient = Scalar::ZERO;
     let mut a_coefficient = Scalar::ZERO;
     let mut r_weights = Vec::with_capacity(signatures.len());
     let mut r_points = Vec::with_capacity(signatures.len());
-    for (signature, message) in signatures.iter().zip(messages) {
+    for ((signature, message), weight) in signatures
+        .iter()
+        .zip(messages)
+        .zip(weights.chunks_exact(16))
+    {
         let r_bytes: [u8; 32] = signature[..32].try_into().unwrap_or_default();
         let s_bytes: [u8; 32] = signature[32..].try_into().unwrap_or_default();
         let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
@@ -634,9 +642,7 @@ fn cofactored_verifies<M: AsRef<[u8]>>(
             Scalar::ONE
         } else {
             let mut z = [0u8; 32];
-            if rng.fill(&mut z[..16]).is_err() {
-                return false;
-            }
+            z[..16].copy_from_slice(weight);
             Scalar::from_bytes_mod_order(z)
         };
         b_coefficient += z * s;
