@@ -66,12 +66,28 @@ for table in mbr gpt; do
   [ -f "corpus/partition_table/$table" ] && head -c 8192 "corpus/partition_table/$table" >"corpus/sector_size/$table"
 done
 
+# trust_store: a key file, NUL, a policy, NUL, an operators list.
+mkdir -p corpus/trust_store
+if [ ! -f corpus/trust_store/store ]; then
+  {
+    tr -d '\n' < ../tests/fixtures/audit/golden/appliance.pub
+    printf '\000threshold 2\nrevoke-key 0123456789abcdef\nrevoke-image 6f1c1b0e-8d8a-4a43-9d0c-6f5b8f3f9a10\n'
+    printf '\000op7 Alice Jones\n'
+  } > corpus/trust_store/store
+fi
+
 mkdir -p logs
+# index and trust_store run under the memory target of every command
+# (RELIABILITY.md): 256 MiB of RSS whatever the input claims.
 for target in preamble manifest index chunk audit_log checkpoint mountinfo partition_table \
-  ext_bitmaps fat_table ntfs_bitmap sector_size; do
+  trust_store ext_bitmaps fat_table ntfs_bitmap sector_size; do
   echo "== fuzz $target for ${secs}s"
+  case $target in
+    index | trust_store) rss=256 malloc=256 ;;
+    *) rss=2048 malloc=512 ;;
+  esac
   if ! cargo +nightly fuzz run "$target" "corpus/$target" -- \
-    -max_total_time="$secs" -malloc_limit_mb=512 -timeout=10 -print_final_stats=1 \
+    -max_total_time="$secs" -malloc_limit_mb="$malloc" -rss_limit_mb="$rss" -timeout=10 -print_final_stats=1 \
     >"logs/$target.log" 2>&1; then
     tail -n 60 "logs/$target.log"
     echo "fuzz target $target FAILED; the input is in fuzz/artifacts/$target/" >&2

@@ -1,11 +1,11 @@
 //! Entry points for the fuzz targets in `fuzz/`. Each takes arbitrary bytes
 //! and must return without panicking or allocating without bound.
 
-use crate::index::{ChunkEntry, Compression, Index};
-use crate::layout::PREAMBLE_LEN;
+use crate::index::{ChunkEntry, Compression};
+use crate::layout::{Section, MAX_CHUNKS, MAX_EXTENTS, PREAMBLE_LEN};
 use crate::manifest::Manifest;
 use crate::read::{self, ChunkDecoder};
-use crate::SectionName;
+use crate::{SectionName, TrustStore};
 
 /// The preamble check, then the whole open-and-decode path without trust,
 /// then sector lookups and every chunk's decoding and verification.
@@ -33,8 +33,50 @@ pub fn manifest(data: &[u8]) {
     let _ = read::decode_exact::<Manifest>(data, SectionName::Manifest);
 }
 
+/// The streamed index decoder with the absolute count ceilings: memory stays
+/// bounded (run with `-rss_limit_mb=256`) whatever the counts claim.
 pub fn index(data: &[u8]) {
-    let _ = read::decode_exact::<Index>(data, SectionName::Index);
+    let section = Section {
+        offset: 0,
+        length: data.len() as u64,
+    };
+    let _ = read::decode_index(&data, section, MAX_CHUNKS, MAX_EXTENTS);
+}
+
+/// Loads a trust store built from `data`: a key file, a `policy` and an
+/// `operators` file, split at the first two NUL bytes; then the key file
+/// alone as a store.
+pub fn trust_store(data: &[u8]) {
+    let mut parts = data.splitn(3, |&b| b == 0);
+    let (key, policy, operators) = (parts.next(), parts.next(), parts.next());
+    let Ok(dir) = tempfile_dir() else {
+        return;
+    };
+    let write = |name: &str, bytes: Option<&[u8]>| match bytes {
+        Some(bytes) => std::fs::write(dir.join(name), bytes),
+        None => Ok(()),
+    };
+    if write("k.pub", key).is_ok()
+        && write(crate::trust::POLICY_FILE, policy).is_ok()
+        && write(crate::trust::OPERATORS_FILE, operators).is_ok()
+    {
+        let _ = TrustStore::load(&dir);
+        let _ = TrustStore::load(&dir.join("k.pub"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh directory for one fuzz input.
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "reliquary-fuzz-trust-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir(&dir)?;
+    Ok(dir)
 }
 
 /// Decodes arbitrary bytes as a zstd chunk claiming a length from the input.

@@ -294,6 +294,16 @@ impl<S: ReadAt> SealedImage<S> {
     /// Decodes the manifest and index without a trust store. Signatures are
     /// checked against their own embedded keys only; nothing is proven.
     pub fn open_unverified(self) -> Result<Image<S>, ImageError> {
+        let (manifest, signers) = self.claims()?;
+        self.finish(manifest, signers, Trust::Unverified)
+    }
+
+    /// What the image claims to be, without a trust store and without
+    /// reading the index: the manifest, and each signer with its signature
+    /// checked against its own embedded key only. Nothing is proven. Costs
+    /// no more memory than the manifest (at most 1 MiB), whatever the index
+    /// holds, so listing an image that failed verification stays cheap.
+    pub fn claims(&self) -> Result<(Manifest, Vec<Signer>), ImageError> {
         let mut signers = Vec::new();
         for entry in &self.signatures {
             let key_id = key_id_of(&entry.public_key);
@@ -313,7 +323,7 @@ impl<S: ReadAt> SealedImage<S> {
             });
         }
         let manifest: Manifest = decode_exact(&self.manifest_bytes, SectionName::Manifest)?;
-        self.finish(manifest, signers, Trust::Unverified)
+        Ok((manifest, signers))
     }
 
     fn finish(
@@ -323,12 +333,7 @@ impl<S: ReadAt> SealedImage<S> {
         trust: Trust,
     ) -> Result<Image<S>, ImageError> {
         check_manifest(&manifest, &self.preamble)?;
-        let index_bytes = read_section(&self.source, SectionName::Index, self.preamble.index)?;
-        if sha256(&index_bytes) != manifest.index_sha256 {
-            return Err(ImageError::IndexDigestMismatch);
-        }
-        let index: Index = decode_exact(&index_bytes, SectionName::Index)?;
-        drop(index_bytes);
+        let index = read_index(&self.source, &self.preamble, &manifest)?;
         let (starts, first_use) = check_index(&index, &manifest, &self.preamble)?;
         let manifest_sha256 = sha256(&self.manifest_bytes);
         Ok(Image {
@@ -726,6 +731,140 @@ fn decode_statement(entry: &SignatureEntry) -> Result<SignerStatement, ImageErro
 
 fn key_id_of(bytes: &[u8; 32]) -> String {
     hex::encode(&sha256(bytes)[..8])
+}
+
+/// Reads the index in two streamed passes, never holding its bytes: first
+/// its SHA-256 against the signed manifest (nothing is decoded before it
+/// matches), then the decode, where each count is checked against its
+/// bounds before anything is allocated for it.
+fn read_index<S: ReadAt>(source: &S, p: &Preamble, m: &Manifest) -> Result<Index, ImageError> {
+    let mut stream = SectionStream::new(source, p.index);
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    while let Some(block) = stream.next_block()? {
+        ctx.update(block);
+    }
+    if ctx.finish().as_ref() != m.index_sha256 {
+        return Err(ImageError::IndexDigestMismatch);
+    }
+    // Every chunk takes at least one aligned 4096-byte block of the data
+    // region and at least one sector of the disk; every extent a sector.
+    let max_chunks = MAX_CHUNKS
+        .min(p.data.length / DATA_ALIGNMENT)
+        .min(m.source.size_sectors);
+    let max_extents = MAX_EXTENTS.min(m.source.size_sectors);
+    decode_index(source, p.index, max_chunks, max_extents)
+}
+
+/// Decodes the index section, refusing a count above its bound before
+/// allocating for it.
+pub(crate) fn decode_index<S: ReadAt>(
+    source: &S,
+    section: Section,
+    max_chunks: u64,
+    max_extents: u64,
+) -> Result<Index, ImageError> {
+    let mut stream = SectionStream::new(source, section);
+    let chunk_count = stream.take_count(max_chunks, "chunks")?;
+    let mut chunks = Vec::with_capacity(chunk_count);
+    for _ in 0..chunk_count {
+        chunks.push(stream.take::<ChunkEntry>()?);
+    }
+    let extent_count = stream.take_count(max_extents, "extents")?;
+    let mut extents = Vec::with_capacity(extent_count);
+    for _ in 0..extent_count {
+        extents.push(stream.take()?);
+    }
+    stream.finish()?;
+    Ok(Index { chunks, extents })
+}
+
+/// A section read through a bounded buffer.
+struct SectionStream<'a, S> {
+    source: &'a S,
+    section: Section,
+    /// Offset in the section of the first byte not yet in `buf`.
+    next: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<'a, S: ReadAt> SectionStream<'a, S> {
+    const BUFFER: usize = 1 << 20;
+    /// More than any one encoded chunk entry or extent.
+    const LONGEST_ITEM: usize = 64;
+
+    fn new(source: &'a S, section: Section) -> Self {
+        Self {
+            source,
+            section,
+            next: 0,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    /// The next block of the section, for hashing.
+    fn next_block(&mut self) -> Result<Option<&[u8]>, ImageError> {
+        self.buf.clear();
+        self.pos = 0;
+        self.read_more()?;
+        Ok((!self.buf.is_empty()).then_some(&self.buf[..]))
+    }
+
+    /// Appends up to the buffer size of the section's next bytes to `buf`.
+    fn read_more(&mut self) -> Result<(), ImageError> {
+        let want = (Self::BUFFER - self.buf.len()).min((self.section.length - self.next) as usize);
+        let at = self.section.offset + self.next;
+        let start = self.buf.len();
+        self.buf.resize(start + want, 0);
+        self.source
+            .read_exact_at(&mut self.buf[start..], at)
+            .map_err(|e| read_err(SectionName::Index, at, e))?;
+        self.next += want as u64;
+        Ok(())
+    }
+
+    fn take<T: DeserializeOwned>(&mut self) -> Result<T, ImageError> {
+        if self.buf.len() - self.pos < Self::LONGEST_ITEM && self.next < self.section.length {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            self.read_more()?;
+        }
+        let (value, rest) = postcard::take_from_bytes(&self.buf[self.pos..]).map_err(|source| {
+            ImageError::Decode {
+                section: SectionName::Index,
+                source,
+            }
+        })?;
+        self.pos = self.buf.len() - rest.len();
+        Ok(value)
+    }
+
+    /// A sequence's length prefix, refused above `max`.
+    fn take_count(&mut self, max: u64, what: &str) -> Result<usize, ImageError> {
+        let count: u64 = self.take()?;
+        if count > max {
+            return Err(ImageError::InvalidIndex {
+                location: "the index".into(),
+                reason: format!(
+                    "it holds {count} {what}, more than the {max} this image's disk and data \
+                     region allow (at most {MAX_CHUNKS} chunks and {MAX_EXTENTS} extents in any image)"
+                ),
+            });
+        }
+        Ok(count as usize)
+    }
+
+    fn finish(self) -> Result<(), ImageError> {
+        let extra = (self.buf.len() - self.pos) as u64 + (self.section.length - self.next);
+        if extra > 0 {
+            return Err(ImageError::SectionTrailingBytes {
+                section: SectionName::Index,
+                extra: extra as usize,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn read_section<S: ReadAt>(

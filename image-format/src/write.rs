@@ -121,6 +121,7 @@ impl<W: Write + Seek> ImageWriter<W> {
             None => self.store(chunk)?,
         };
         let sector_count = u64::from(chunk.raw_len / self.sector_size);
+        self.check_extent_room()?;
         self.index.extents.push(Extent {
             sector_count,
             kind: ExtentKind::Data { chunk: id },
@@ -142,13 +143,32 @@ impl<W: Write + Seek> ImageWriter<W> {
         }
         match self.index.extents.last_mut() {
             Some(last) if last.kind == kind => last.sector_count += sector_count,
-            _ => self.index.extents.push(Extent { sector_count, kind }),
+            _ => {
+                self.check_extent_room()?;
+                self.index.extents.push(Extent { sector_count, kind });
+            }
         }
         self.sectors += sector_count;
         Ok(())
     }
 
+    /// Refuses an extent past the count every reader accepts.
+    fn check_extent_room(&self) -> Result<(), ImageError> {
+        if self.index.extents.len() as u64 >= MAX_EXTENTS {
+            return Err(ImageError::InvalidInput(format!(
+                "the image would hold more than {MAX_EXTENTS} extents, more than a reader accepts"
+            )));
+        }
+        Ok(())
+    }
+
     fn store(&mut self, chunk: &PreparedChunk) -> Result<u32, ImageError> {
+        if self.index.chunks.len() as u64 >= MAX_CHUNKS {
+            return Err(ImageError::InvalidInput(format!(
+                "the image would hold more than {MAX_CHUNKS} chunks, more than a reader \
+                 accepts; capture with a larger chunk size"
+            )));
+        }
         let id = u32::try_from(self.index.chunks.len())
             .map_err(|_| ImageError::InvalidInput("too many chunks".into()))?;
         let offset = self.position;

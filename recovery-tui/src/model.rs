@@ -73,7 +73,8 @@ pub struct ImageSummary {
     /// `MBR`, `GPT` or `none`.
     pub scheme: String,
     pub partitions: Vec<PartitionSummary>,
-    pub chunks: u64,
+    /// `None` for an image that failed verification: its index is not read.
+    pub chunks: Option<u64>,
     pub manifest_sha256: String,
     pub signers: Vec<SignerSummary>,
 }

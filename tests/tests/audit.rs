@@ -682,6 +682,16 @@ fn clean_truncation_passes_alone_but_not_against_a_longer_checkpoint_and_forks_a
 
     // Rewrite history: same length, different last record, validly signed.
     std::fs::write(d.join("audit.log"), &full[..frame_offset(4)]).expect("write");
+    // The stick's own checkpoint refuses to continue the cut log...
+    assert!(matches!(
+        AuditLog::open(d, fixed_env(FIXED_TIME_MS)),
+        Err(AuditError::Witness { .. })
+    ));
+    // ...so this attacker deletes the stick's witnesses too; the auditor's
+    // copy of the checkpoint still catches the fork.
+    for witness in ["checkpoint", "checkpoint.history"] {
+        std::fs::remove_file(d.join(witness)).expect("remove the stick's witness");
+    }
     let mut log = AuditLog::open(d, fixed_env(FIXED_TIME_MS)).expect("open");
     log.append(&op("mallory"), note("a different history"))
         .expect("append");

@@ -389,3 +389,269 @@ fn a_sigkill_during_the_quarantine_copy_leaves_the_log_as_it_was() {
     }
     panic!("no kill landed during the copy in 5 attempts");
 }
+
+// ------------------------------------------------ the stick's own witness
+
+#[test]
+fn a_log_cut_back_by_one_record_is_refused_by_the_sticks_own_checkpoint() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("audit");
+    audit_log_with_a_note(&dir, "witness-1");
+    let checkpoint = || reliquary(&["audit", "checkpoint", "--dir", s(&dir)]);
+    let out = checkpoint();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = std::fs::read_to_string(dir.join("checkpoint")).expect("checkpoint");
+    let out = note(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = checkpoint();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Appended, not overwritten: both checkpoints are in the history.
+    let history = std::fs::read_to_string(dir.join("checkpoint.history")).expect("history");
+    assert!(history.starts_with(&first), "{history}");
+    assert_eq!(history.matches("\n\n\u{2014} ").count(), 2, "{history}");
+
+    // Cut the last record (one 4 KiB frame) off.
+    let log = dir.join("audit.log");
+    let len = std::fs::metadata(&log).expect("stat").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .and_then(|f| f.set_len(len - 4096))
+        .expect("truncate");
+    refused(
+        &note(&dir),
+        3,
+        &["holds 2 records, fewer than the 3 witnessed", "checkpoint"],
+    );
+    // Putting the older checkpoint back does not hide it: the history keeps
+    // the newer one.
+    std::fs::write(dir.join("checkpoint"), &first).expect("write");
+    refused(
+        &note(&dir),
+        3,
+        &["fewer than the 3 witnessed", "checkpoint.history"],
+    );
+    assert_eq!(std::fs::metadata(&log).expect("stat").len(), len - 4096);
+
+    // A new log is never started beside an old log's witnesses.
+    for file in ["audit.log", "appliance.key", "appliance.pub"] {
+        std::fs::remove_file(dir.join(file)).expect("remove");
+    }
+    let init = reliquary(&["audit", "init", "--dir", s(&dir), "--appliance-id", "w-2"]);
+    refused(&init, 4, &["checkpoint", "already exists"]);
+}
+
+// ------------------------------------------------ memory on hostile images
+
+/// The memory target of every command, whatever the input (issue 9).
+const RSS_LIMIT_KIB: u64 = 256 << 10;
+
+/// Runs `reliquary args` under `/usr/bin/time` and returns its output and
+/// peak RSS in KiB.
+fn peak_rss(args: &[&str]) -> Option<(Output, u64)> {
+    let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        return None;
+    }
+    let mut cmd = Command::new(time);
+    cmd.args(["-f", "reliquary-peak-rss-kib=%M"])
+        .arg(reliquary_bin())
+        .args(args);
+    let out = run_within(cmd, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kib = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("reliquary-peak-rss-kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("/usr/bin/time printed the peak RSS");
+    Some((out, kib))
+}
+
+/// `inspect` and `verify` of `image` stay under the memory target; returns
+/// their stderr.
+fn bounded_inspect_and_verify(image: &Path, trust: &Path) -> Option<[Output; 2]> {
+    let mut outs = Vec::new();
+    for args in [
+        vec!["inspect", s(image)],
+        vec!["verify", s(image), "--trust", s(trust)],
+    ] {
+        let (out, kib) = peak_rss(&args)?;
+        eprintln!("{args:?}: peak RSS {kib} KiB, exit {:?}", out.status.code());
+        assert!(
+            kib <= RSS_LIMIT_KIB,
+            "{args:?} peaked at {kib} KiB, over {RSS_LIMIT_KIB} KiB"
+        );
+        outs.push(out);
+    }
+    outs.try_into().ok()
+}
+
+fn hostile_key(root: &Path) -> (reliquary_image::keys::SigningKey, PathBuf) {
+    let key = root.join("hostile");
+    let signer =
+        reliquary_image::keys::SigningKey::generate_to_files(&key, Some("Hostile")).expect("key");
+    (signer, reliquary_image::keys::public_key_path(&key))
+}
+
+#[test]
+fn a_134m_extent_index_is_refused_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("index-134m.rimg");
+    // 134,217,725 one-sector extents: 2 bytes each plus the two counts fill
+    // the 256 MiB index limit exactly.
+    reliquary_tests::hostile::one_sector_extents(&image, &key, 134_217_725, false)
+        .expect("generate");
+    let Some(outs) = bounded_inspect_and_verify(&image, &trust) else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    for out in outs {
+        refused(&out, 3, &["134217725 extents, more than the 4194304"]);
+    }
+}
+
+#[test]
+fn a_30m_extent_image_is_refused_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("extents-30m.rimg");
+    reliquary_tests::hostile::one_sector_extents(&image, &key, 30_000_000, false)
+        .expect("generate");
+    let Some(outs) = bounded_inspect_and_verify(&image, &trust) else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    for out in outs {
+        refused(&out, 3, &["30000000 extents"]);
+    }
+}
+
+#[test]
+fn a_signed_2tib_zero_disk_with_64k_chunks_inspects_and_verifies_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("zero-2t.rimg");
+    reliquary_tests::hostile::zero_disk(&image, &key, 2 << 40, 64 << 10).expect("generate");
+    assert!(std::fs::metadata(&image).expect("stat").len() < 16 << 10);
+    let Some(outs) = bounded_inspect_and_verify(&image, &trust) else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    for out in outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn an_index_at_the_extent_ceiling_decodes_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("extents-4m.rimg");
+    let ceiling = reliquary_image::layout::MAX_EXTENTS;
+    reliquary_tests::hostile::one_sector_extents(&image, &key, ceiling, true).expect("generate");
+    let Some(outs) = bounded_inspect_and_verify(&image, &trust) else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    for out in outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+const VAULT_SCAN_CHILD_ENV: &str = "RELIQUARY_HARDENING_VAULT_SCAN";
+
+/// The child half of the vault-scan memory test: scans `DIR/vault` with the
+/// trust store `DIR/hostile.pub`, as the TUI does at start. Does nothing
+/// unless the parent set `VAULT_SCAN_CHILD_ENV` to DIR.
+#[test]
+fn vault_scan_child() {
+    let Ok(dir) = std::env::var(VAULT_SCAN_CHILD_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let trust = reliquary_image::TrustStore::load(&dir.join("hostile.pub")).expect("trust");
+    let scanned = recovery_tui::engine::vault::scan_vault(&dir.join("vault"), &trust)
+        .expect("scan the vault");
+    println!("scanned {} images", scanned.len());
+}
+
+#[test]
+fn the_tui_vault_scan_of_hostile_images_stays_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, _trust) = hostile_key(tmp.path());
+    let stranger = reliquary_image::keys::SigningKey::generate()
+        .expect("key")
+        .0;
+    let vault = tmp.path().join("vault");
+    std::fs::create_dir(&vault).expect("mkdir vault");
+    // Signed by the trusted key: verification reaches the index and refuses it.
+    reliquary_tests::hostile::one_sector_extents(
+        &vault.join("index-134m.rimg"),
+        &key,
+        134_217_725,
+        false,
+    )
+    .expect("generate");
+    // Signed by a key the store does not hold: only the manifest is read.
+    reliquary_tests::hostile::one_sector_extents(
+        &vault.join("untrusted-30m.rimg"),
+        &stranger,
+        30_000_000,
+        false,
+    )
+    .expect("generate");
+    reliquary_tests::hostile::zero_disk(&vault.join("zero-2t.rimg"), &key, 2 << 40, 64 << 10)
+        .expect("generate");
+
+    let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    }
+    let mut cmd = Command::new(time);
+    cmd.args(["-f", "reliquary-peak-rss-kib=%M"])
+        .arg(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "vault_scan_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(VAULT_SCAN_CHILD_ENV, tmp.path());
+    let out = run_within(cmd, Duration::from_secs(60));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("scanned 3 images"), "{stdout}");
+    let kib: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("reliquary-peak-rss-kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("/usr/bin/time printed the peak RSS");
+    eprintln!("vault scan of 3 hostile images: peak RSS {kib} KiB");
+    assert!(kib <= RSS_LIMIT_KIB, "the vault scan peaked at {kib} KiB");
+}

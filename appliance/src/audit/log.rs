@@ -11,14 +11,17 @@ use nix::fcntl::{Flock, FlockArg};
 use reliquary_image::keys::{PublicKey, SigningKey};
 use reliquary_image::regular_file;
 
-use super::checkpoint::{Checkpoint, MerkleAccumulator};
+use super::checkpoint::{merkle_root, Checkpoint, MerkleAccumulator};
 use super::layout::{
     encode_frame, genesis_hash, record_hash, signature_message, FileHeader, FileSource, Frame,
     FRAME_ALIGN,
 };
 use super::record::{decode_body, encode_body, Operator, Payload, Record, RecordMeta, RecordTime};
-use super::verify::{scan, LogEnd, Problem, ScanError};
-use super::{AuditError, Digest, CHECKPOINT_FILE, KEY_FILE, LOG_FILE, PUBLIC_KEY_FILE};
+use super::verify::{scan, FrameSummary, LogEnd, Problem, ScanError};
+use super::{
+    AuditError, Digest, CHECKPOINT_FILE, CHECKPOINT_HISTORY_FILE, KEY_FILE, LOG_FILE,
+    PUBLIC_KEY_FILE,
+};
 
 /// Free space `ensure_space` should be asked for before a restore starts:
 /// room for `RestoreStarted`, `RestoreFinished`, a `Recovered` record and
@@ -293,6 +296,7 @@ impl AuditLog {
             Some(f) => decode(f)?,
             None => created.clone(),
         };
+        check_witness(dir, &path, &key.public_key(), &scanned.frames)?;
         let tail = scanned
             .frames
             .last()
@@ -358,11 +362,22 @@ impl AuditLog {
         }
     }
 
-    /// Signs the current checkpoint and atomically replaces
-    /// `DIR/checkpoint` with it. Returns the checkpoint and its note text.
+    /// Signs the current checkpoint, appends it to `DIR/checkpoint.history`
+    /// and atomically replaces `DIR/checkpoint` with it. Returns the
+    /// checkpoint and its note text.
     pub fn write_checkpoint(&self) -> Result<(Checkpoint, String), AuditError> {
         let cp = self.checkpoint();
         let note = cp.sign(&self.key);
+        let history = self.dir.join(CHECKPOINT_HISTORY_FILE);
+        regular_file::open_with(
+            OpenOptions::new().append(true).create(true).mode(0o644),
+            &history,
+        )
+        .and_then(|mut f| f.write_all(note.as_bytes()).and_then(|()| f.sync_data()))
+        .map_err(|source| AuditError::WriteCheckpoint {
+            path: history,
+            source,
+        })?;
         let path = self.dir.join(CHECKPOINT_FILE);
         let tmp = self.dir.join(format!("{CHECKPOINT_FILE}.new"));
         let err = |source| AuditError::WriteCheckpoint {
@@ -625,9 +640,17 @@ fn valid_appliance_id(id: &str) -> bool {
 }
 
 fn refuse_existing(dir: &Path) -> Result<(), AuditError> {
-    for name in [KEY_FILE, PUBLIC_KEY_FILE, LOG_FILE] {
+    // A witness left by an earlier log would refuse the new one at its first open.
+    for name in [
+        KEY_FILE,
+        PUBLIC_KEY_FILE,
+        LOG_FILE,
+        CHECKPOINT_FILE,
+        CHECKPOINT_HISTORY_FILE,
+    ] {
         let path = dir.join(name);
-        if path.exists() {
+        // Any entry counts, a dangling link too.
+        if path.symlink_metadata().is_ok() {
             return Err(AuditError::AlreadyExists { path });
         }
     }
@@ -662,6 +685,93 @@ fn hash_range(file: &File, offset: u64, length: u64) -> std::io::Result<Digest> 
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     Ok(Digest(out))
+}
+
+/// Refuses a log that is shorter than, or forked from, the last checkpoint
+/// the stick itself wrote (the larger of the last complete entry of
+/// `checkpoint.history` and `checkpoint`). No checkpoint yet: nothing to
+/// compare.
+fn check_witness(
+    dir: &Path,
+    log_path: &Path,
+    key: &PublicKey,
+    frames: &[FrameSummary],
+) -> Result<(), AuditError> {
+    let latest = dir.join(CHECKPOINT_FILE);
+    let latest = match std::fs::symlink_metadata(&latest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        _ => Some((Checkpoint::read_verified(&latest, key)?, latest)),
+    };
+    let history = dir.join(CHECKPOINT_HISTORY_FILE);
+    let from_history = last_history_entry(&history)?
+        .map(|note| {
+            Checkpoint::parse_verified(&note, key).map_err(|source| AuditError::BadCheckpoint {
+                path: history.clone(),
+                source,
+            })
+        })
+        .transpose()?
+        .map(|cp| (cp, history));
+    let Some((witness, witness_path)) = [latest, from_history]
+        .into_iter()
+        .flatten()
+        .max_by_key(|(cp, _)| cp.size)
+    else {
+        return Ok(());
+    };
+    let refuse = |reason: String| AuditError::Witness {
+        path: log_path.to_path_buf(),
+        witness: witness_path.clone(),
+        reason,
+    };
+    let held = frames.len() as u64;
+    if witness.size > held {
+        return Err(refuse(format!(
+            "holds {held} records, fewer than the {} witnessed",
+            witness.size
+        )));
+    }
+    let leaves: Vec<Digest> = frames[..witness.size as usize]
+        .iter()
+        .map(|f| f.record_hash)
+        .collect();
+    if merkle_root(&leaves) != witness.root {
+        return Err(refuse(format!(
+            "has forked: its first {} records do not have the witnessed root",
+            witness.size
+        )));
+    }
+    Ok(())
+}
+
+/// The last complete signed note in the checkpoint history: five lines
+/// (origin, size, root, blank, signature). A torn last append is ignored;
+/// only the file's last 32 KiB are read.
+fn last_history_entry(path: &Path) -> Result<Option<String>, AuditError> {
+    let read_err = |source| AuditError::ReadCheckpoint {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = match regular_file::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        opened => opened.map_err(read_err)?,
+    };
+    let len = file.metadata().map_err(read_err)?.len();
+    let start = len.saturating_sub(32 * 1024);
+    let mut tail = vec![0u8; (len - start) as usize];
+    file.read_exact_at(&mut tail, start).map_err(read_err)?;
+    let text = String::from_utf8_lossy(&tail);
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    // The piece after the last newline is empty, or a torn line.
+    lines.pop();
+    let end = (4..lines.len())
+        .rev()
+        .find(|&i| lines[i].starts_with('\u{2014}') && lines[i - 1].is_empty());
+    Ok(end.map(|i| {
+        let mut note = lines[i - 4..=i].join("\n");
+        note.push('\n');
+        note
+    }))
 }
 
 /// Whether `path` is a regular file of exactly `length` bytes hashing to

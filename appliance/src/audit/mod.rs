@@ -2,8 +2,9 @@
 //! offline. `AUDIT-LOG.md` beside this crate specifies the bytes.
 //!
 //! A log directory holds `appliance.key` (0600), `appliance.pub`,
-//! `audit.log`, the latest signed `checkpoint`, and any `audit.log.torn-*`
-//! files that recovery copied aside.
+//! `audit.log`, the latest signed `checkpoint`, the `checkpoint.history` of
+//! every checkpoint written, and any `audit.log.torn-*` files that recovery
+//! copied aside.
 //!
 //! The restore engine uses it like this:
 //! ```no_run
@@ -59,6 +60,9 @@ pub const KEY_FILE: &str = "appliance.key";
 pub const PUBLIC_KEY_FILE: &str = "appliance.pub";
 /// The latest checkpoint, rewritten after every finished restore.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// Every checkpoint the stick wrote, appended in order and never rewritten.
+/// `AuditLog::open` refuses a log shorter than, or forked from, the last.
+pub const CHECKPOINT_HISTORY_FILE: &str = "checkpoint.history";
 
 /// A SHA-256 digest. Hex in JSON, 32 raw bytes in postcard.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -208,6 +212,12 @@ pub enum AuditError {
     },
     #[error("the audit log {path} failed verification: {problem}")]
     Verification { path: PathBuf, problem: Problem },
+    #[error("the audit log {path} {reason}, as witnessed by the checkpoint this stick wrote in {witness}; records were removed or replaced, so the log is refused: keep the stick for the auditor and run `reliquary audit verify`")]
+    Witness {
+        path: PathBuf,
+        witness: PathBuf,
+        reason: String,
+    },
 }
 
 impl AuditError {
@@ -223,9 +233,11 @@ impl AuditError {
             | AppendSync { .. }
             | Degraded { .. }
             | NoSpace { .. } => ExitClass::Refused,
-            KeyMismatch { .. } | Header { .. } | BadCheckpoint { .. } | Verification { .. } => {
-                ExitClass::Integrity
-            }
+            KeyMismatch { .. }
+            | Header { .. }
+            | BadCheckpoint { .. }
+            | Verification { .. }
+            | Witness { .. } => ExitClass::Integrity,
             Create { .. }
             | Key(_)
             | Open { .. }

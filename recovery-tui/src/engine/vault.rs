@@ -4,7 +4,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use reliquary_image::{Image, ImageError, PartitionScheme, TrustStore};
+use reliquary_image::digest::sha256;
+use reliquary_image::{Image, ImageError, Manifest, PartitionScheme, Signer, TrustStore};
 
 use crate::model::{
     FullCheck, ImageSummary, PartitionSummary, SignerSummary, TrustStatus, VaultEntry,
@@ -64,15 +65,20 @@ fn scan_image(path: &Path, trust: &TrustStore) -> ScannedImage {
         }
         Err(e) => e,
     };
-    // Decode without trust, only to show what the image claims to be.
-    let unverified = open()
-        .and_then(reliquary_image::open)
-        .and_then(|s| s.open_unverified())
-        .ok();
-    let status = classify(&error, unverified.as_ref(), trust);
+    // Only the manifest, to show what the image claims to be: an image that
+    // failed verification never gets its index decoded, whatever its size.
+    let claims = open().and_then(reliquary_image::open).and_then(|s| {
+        let (manifest, signers) = s.claims()?;
+        Ok((manifest, sha256(s.manifest_bytes()), signers))
+    });
+    let claims = claims.ok();
+    let signers = claims.as_ref().map(|(_, _, signers)| signers.as_slice());
+    let status = classify(&error, signers, trust);
     ScannedImage {
         entry: entry(
-            unverified.as_ref().map(summarize),
+            claims
+                .as_ref()
+                .map(|(m, sha, signers)| summarize_parts(m, sha, signers, None)),
             status,
             Some(error.to_string()),
         ),
@@ -83,15 +89,14 @@ fn scan_image(path: &Path, trust: &TrustStore) -> ScannedImage {
 /// Sorts a verification failure into the words the technician sees.
 fn classify(
     error: &ImageError,
-    unverified: Option<&Image<File>>,
+    claimed_signers: Option<&[Signer]>,
     trust: &TrustStore,
 ) -> TrustStatus {
     match error {
         ImageError::RevokedImage(_) => TrustStatus::Revoked,
         ImageError::ThresholdNotMet { .. } | ImageError::NoSignatures => {
-            let revoked_signer = unverified.is_some_and(|image| {
-                image
-                    .signers()
+            let revoked_signer = claimed_signers.is_some_and(|signers| {
+                signers
                     .iter()
                     .any(|s| trust.revoked_keys.contains(&s.key_id))
             });
@@ -107,7 +112,23 @@ fn classify(
 
 /// The manifest facts the screens show.
 pub fn summarize(image: &Image<File>) -> ImageSummary {
-    let m = image.manifest();
+    let chunks = image.index().chunks.len() as u64;
+    summarize_parts(
+        image.manifest(),
+        &image.manifest_sha256(),
+        image.signers(),
+        Some(chunks),
+    )
+}
+
+/// The summary from the manifest alone; `chunks` is known only once the
+/// index is decoded.
+fn summarize_parts(
+    m: &Manifest,
+    manifest_sha256: &[u8; 32],
+    signers: &[Signer],
+    chunks: Option<u64>,
+) -> ImageSummary {
     let sector = u64::from(m.source.logical_sector_size);
     ImageSummary {
         uuid: m.image_uuid.to_string(),
@@ -145,10 +166,9 @@ pub fn summarize(image: &Image<File>) -> ImageSummary {
                     .map(|c| c.describe()),
             })
             .collect(),
-        chunks: image.index().chunks.len() as u64,
-        manifest_sha256: hex::encode(image.manifest_sha256()),
-        signers: image
-            .signers()
+        chunks,
+        manifest_sha256: hex::encode(manifest_sha256),
+        signers: signers
             .iter()
             .map(|s| SignerSummary {
                 name: s.name.clone(),

@@ -277,12 +277,13 @@ pub fn image_details(app: &App, area: Rect, buf: &mut Buffer) {
     lines.push(Line::from(vec![
         label("Disk"),
         Span::raw(format!(
-            "{} ({} B logical, {} B physical sectors); {} stored in {} chunks",
+            "{} ({} B logical, {} B physical sectors); {} stored{}",
             bytes(s.disk_bytes),
             s.logical_sector_size,
             s.physical_sector_size,
             bytes(s.stored_bytes),
             s.chunks
+                .map_or(String::new(), |c| format!(" in {c} chunks"))
         )),
     ]));
     lines.push(Line::from(vec![
@@ -342,7 +343,7 @@ pub fn image_details(app: &App, area: Rect, buf: &mut Buffer) {
             ),
             Span::raw(format!(
                 ": all {} chunks match their signed digests ({seconds:.1} s).",
-                s.chunks
+                s.chunks.unwrap_or_default()
             )),
         ]),
         FullCheck::Failed { reason } => Line::from(vec![
