@@ -5,7 +5,8 @@
 #
 # usage: assemble-stick.sh WORK OUT.img CMDLINE
 #   WORK must hold: vmlinuz, initramfs.cpio.gz, rootfs/ (the root tree),
-#   vault/ (the .rimg images). CMDLINE is the kernel command line without
+#   vault/ (the .rimg images), and may hold grub/ with prebuilt core.img,
+#   boot.img and BOOTX64.EFI. CMDLINE is the kernel command line without
 #   the root hash, which is added here.
 # Writes OUT.img and OUT.img.manifest (what `reliquary stick verify` checks).
 set -euo pipefail
@@ -57,14 +58,22 @@ mkfs.ext4 -q -F -L reliquary-audit -U 52454c51-4155-4449-5400-000000000001 \
 	-E root_owner=0:0,hash_seed=52454c51-4155-4449-5400-000000000002 \
 	"$images/audit.ext4" 64M
 
-# GRUB for BIOS (core.img in the BIOS boot partition) and UEFI (on the ESP).
-bios_modules="biosdisk part_gpt fat search search_label configfile normal linux echo serial terminal test"
-efi_modules="part_gpt fat search search_label configfile normal linux echo serial terminal test efi_gop"
-grub-mkimage -O i386-pc -d "$GRUB_DIR/i386-pc" -c "$BOARD_DIR/grub-early.cfg" \
-	-p /grub -o "$images/grub-core.img" $bios_modules
+# GRUB for BIOS (core.img in the BIOS boot partition) and UEFI (on the ESP),
+# both with grub-early.cfg built in. Buildroot's grub2 package builds them
+# into WORK/grub/; the test stick makes them here with Debian's GRUB.
+if [ -f "$WORK/grub/core.img" ]; then
+	cp "$WORK/grub/core.img" "$images/grub-core.img"
+	cp "$WORK/grub/boot.img" "$images/boot.img"
+	cp "$WORK/grub/BOOTX64.EFI" "$images/BOOTX64.EFI"
+else
+	common_modules=(part_gpt fat search search_label configfile normal linux echo serial terminal test)
+	grub-mkimage -O i386-pc -d "$GRUB_DIR/i386-pc" -c "$BOARD_DIR/grub-early.cfg" \
+		-p /grub -o "$images/grub-core.img" biosdisk "${common_modules[@]}"
+	cp "$GRUB_DIR/i386-pc/boot.img" "$images/boot.img"
+	grub-mkimage -O x86_64-efi -d "$GRUB_DIR/x86_64-efi" -c "$BOARD_DIR/grub-early.cfg" \
+		-p /grub -o "$images/BOOTX64.EFI" efi_gop "${common_modules[@]}"
+fi
 [ "$(stat -c %s "$images/grub-core.img")" -le $((1024 * 1024)) ] || die "core.img is over 1 MiB"
-grub-mkimage -O x86_64-efi -d "$GRUB_DIR/x86_64-efi" -c "$BOARD_DIR/grub-early.cfg" \
-	-p /grub -o "$images/BOOTX64.EFI" $efi_modules
 sed "s|@CMDLINE@|$full_cmdline|" "$BOARD_DIR/grub.cfg.in" >"$images/grub.cfg"
 
 rm -f "$images/boot.vfat"
@@ -84,8 +93,8 @@ stick=$images/reliquary-stick.img
 
 # BIOS: GRUB's boot.img in the MBR's code area (the partition table stays),
 # pointing at core.img; core.img's first sector lists where the rest is.
-dd if="$GRUB_DIR/i386-pc/boot.img" of="$stick" bs=440 count=1 conv=notrunc status=none
-le64() { printf "$(printf '%016x' "$1" | sed -E 's/(..)(..)(..)(..)(..)(..)(..)(..)/\\x\8\\x\7\\x\6\\x\5\\x\4\\x\3\\x\2\\x\1/')"; }
+dd if="$images/boot.img" of="$stick" bs=440 count=1 conv=notrunc status=none
+le64() { printf '%b' "$(printf '%016x' "$1" | sed -E 's/(..)(..)(..)(..)(..)(..)(..)(..)/\\x\8\\x\7\\x\6\\x\5\\x\4\\x\3\\x\2\\x\1/')"; }
 le64 "$BIOS_BOOT_LBA" | dd of="$stick" bs=1 seek=$((0x5c)) conv=notrunc status=none
 le64 $((BIOS_BOOT_LBA + 1)) | dd of="$stick" bs=1 seek=$((BIOS_BOOT_LBA * 512 + 500)) conv=notrunc status=none
 
