@@ -9,5 +9,6 @@ pub mod fuzzing;
 pub mod partition;
 pub mod restore;
 pub mod safety;
+pub mod stick;
 pub mod sys;
 pub mod verify;

@@ -104,6 +104,10 @@ fn bios_stick_restores_a_controller_that_boots_and_one_that_cannot() {
         "{error}"
     );
 
+    // The session wrote only the audit partition, which the manifest leaves out.
+    let verify = stick_verify(&stick, &fixture.stick);
+    assert!(verify.status.success(), "{verify:?}");
+
     let records = audit_records(&stick, work.path());
     let finished: Vec<_> = records
         .iter()
@@ -169,6 +173,16 @@ fn stick_with_one_flipped_root_byte_refuses_to_start() {
     let stick = fixture.stick_copy(work.path());
     let (start, sectors) = partition_extent(&stick, "reliquary-root");
     flip_byte(&stick, start * 512 + sectors * 512 / 2);
+    // A workstation sees it before booting it.
+    let verify = stick_verify(&stick, &fixture.stick);
+    assert_eq!(verify.status.code(), Some(3), "{verify:?}");
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("DIFFERS partition reliquary-root")),
+        "{report}"
+    );
     let target = blank_disk(work.path(), "target.img");
 
     let vm = Qemu::start(&Firmware::Bios, &stick, &[(&target, BIOS_SERIAL)]);
@@ -716,6 +730,20 @@ fn audit_records(stick: &Path, dir: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}")))
         .collect()
+}
+
+/// `reliquary stick verify` of `stick` against the manifest of the built
+/// stick `built` (`STICK.img.manifest`, written by the build).
+fn stick_verify(stick: &Path, built: &Path) -> std::process::Output {
+    let mut manifest = built.as_os_str().to_owned();
+    manifest.push(".manifest");
+    Command::new(reliquary_bin())
+        .args(["stick", "verify"])
+        .arg(stick)
+        .arg("--manifest")
+        .arg(manifest)
+        .output()
+        .expect("runs reliquary stick verify")
 }
 
 /// Runs a command that must succeed; returns its stdout.

@@ -10,6 +10,7 @@ mod audit;
 mod image;
 mod progress;
 mod restore;
+mod stick;
 mod targets;
 
 /// A usage error found after parsing (a bad combination of arguments).
@@ -52,6 +53,8 @@ enum Command {
     Targets(targets::TargetsArgs),
     /// Create, verify and review the signed restore audit log.
     Audit(audit::AuditArgs),
+    /// Check a boot stick against its build's manifest.
+    Stick(stick::StickArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => restore::check_cmd(args),
         Command::Targets(args) => targets::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Stick(args) => stick::run(args),
     }
 }
 
@@ -95,6 +99,9 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
             return e.exit_class();
         }
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::audit::AuditError>() {
+            return e.exit_class();
+        }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::stick::StickError>() {
             return e.exit_class();
         }
         if let Some(e) = cause.downcast_ref::<reliquary_image::ImageError>() {
