@@ -135,6 +135,7 @@ fn uefi_stick_restores_a_controller_that_boots() {
     let mut vm = Qemu::start(&firmware, &stick, &[(&target, UEFI_SERIAL)]);
     vm.wait_screen("Operator sign-in", BOOT_TIMEOUT);
     let boot_to_ui = vm.started.elapsed();
+    let shown_key = first_boot_public_key(&vm.raw_text());
     sign_in(&mut vm, OPERATOR);
     vm.wait_screen("Images in the vault", SCREEN_TIMEOUT);
     let restore_time = restore(&mut vm, UEFI_IMAGE, "vda", UEFI_SERIAL);
@@ -160,6 +161,16 @@ fn uefi_stick_restores_a_controller_that_boots() {
         .iter()
         .filter(|r| r["record"]["kind"] == "RestoreFinished")
         .collect();
+    assert_eq!(
+        records[0]["record"]["kind"], "LogCreated",
+        "{:?}",
+        records[0]
+    );
+    assert!(
+        records[0].to_string().contains(&shown_key),
+        "the log's first record must name the key shown at first boot ({shown_key}): {}",
+        records[0]
+    );
     assert_eq!(finished.len(), 1, "{records:?}");
     assert_eq!(finished[0]["result"], "success");
     assert_eq!(finished[0]["record"]["meta"]["operator"]["id"], OPERATOR);
@@ -200,6 +211,40 @@ fn stick_with_one_flipped_root_byte_refuses_to_start() {
     let audit = extract_partition(&stick, "reliquary-audit", work.path());
     let listing = run(Command::new("debugfs").args(["-R", "ls -l /"]).arg(&audit));
     assert!(!listing.contains(" log"), "{listing}");
+}
+
+#[test]
+fn stick_build_refuses_a_trust_store_without_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (trust, vault) = (dir.path().join("trust"), dir.path().join("vault"));
+    std::fs::create_dir(&trust).expect("mkdir");
+    std::fs::create_dir(&vault).expect("mkdir");
+    std::fs::write(trust.join("operators"), "tech1 Someone\n").expect("write");
+    let out =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-stick"))
+            .arg("--out")
+            .arg(dir.path().join("stick.img"))
+            .arg("--trust")
+            .arg(&trust)
+            .arg("--vault")
+            .arg(&vault)
+            .output()
+            .expect("runs build-test-stick");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no .pub key"), "{stderr}");
+    assert!(!dir.path().join("stick.img").exists());
+}
+
+/// The appliance public key the init printed at first boot.
+fn first_boot_public_key(serial: &str) -> String {
+    let line = serial
+        .lines()
+        .find(|l| l.contains("public key:"))
+        .unwrap_or_else(|| panic!("no public key shown at first boot:\n{serial}"));
+    let key = line.split("public key:").nth(1).unwrap_or("").trim();
+    assert_eq!(key.len(), 64, "{line:?}");
+    key.to_string()
 }
 
 /// Signs in on the sign-in screen. The only place that knows the key
