@@ -52,11 +52,11 @@ vault_kib=$(du -sk --apparent-size "$WORK/vault" | cut -f1)
 vault_kib=$(((vault_kib * 11 / 10 + 4096 + 1023) / 1024 * 1024))
 mkfs.ext4 -q -F -L reliquary-vault -U 52454c51-5641-554c-5400-000000000001 \
 	-E root_owner=0:0,hash_seed=52454c51-5641-554c-5400-000000000002 \
-	-d "$WORK/vault" "$images/vault.ext4" "${vault_kib}K"
+	-d "$WORK/vault" "$images/vault.ext4" "${vault_kib}K" >/dev/null
 # Audit: empty ext4, the only writable partition.
 mkfs.ext4 -q -F -L reliquary-audit -U 52454c51-4155-4449-5400-000000000001 \
 	-E root_owner=0:0,hash_seed=52454c51-4155-4449-5400-000000000002 \
-	"$images/audit.ext4" 64M
+	"$images/audit.ext4" 64M >/dev/null
 
 # GRUB for BIOS (core.img in the BIOS boot partition) and UEFI (on the ESP),
 # both with grub-early.cfg built in. Buildroot's grub2 package builds them

@@ -8,6 +8,8 @@ RELIQUARY_VERSION = 0.1.0
 RELIQUARY_SITE = $(BR2_EXTERNAL_RELIQUARY_PATH)/..
 RELIQUARY_SITE_METHOD = local
 RELIQUARY_LICENSE = Apache-2.0
+# The workspace is copied as it is; its build outputs are not sources.
+RELIQUARY_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = --exclude target --exclude .git
 RELIQUARY_VENDOR_DIR = $(call qstrip,$(BR2_PACKAGE_RELIQUARY_VENDOR_DIR))
 
 # A local package gets no download post-processing, so its crates are
