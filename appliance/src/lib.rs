@@ -11,6 +11,7 @@ pub mod partition;
 pub mod report;
 pub mod restore;
 pub mod safety;
+pub mod stick;
 pub mod sys;
 pub mod verify;
 

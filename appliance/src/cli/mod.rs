@@ -12,6 +12,7 @@ mod image;
 pub mod output;
 mod progress;
 mod restore;
+mod stick;
 mod targets;
 
 pub use restore::AlreadyReported;
@@ -66,6 +67,12 @@ enum Command {
     Targets(targets::TargetsArgs),
     /// Create, verify and review the signed restore audit log.
     Audit(audit::AuditArgs),
+    /// Check a boot stick against its build's manifest: every partition but
+    /// audit, the boot code and the verity root hash.
+    #[command(
+        after_help = "Example:\n  reliquary stick verify /dev/sdc --manifest reliquary-stick.img.manifest"
+    )]
+    Stick(stick::StickArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  reliquary completions bash > /etc/bash_completion.d/reliquary"
@@ -117,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man(args) => man(&args.out),
+        Command::Stick(args) => stick::run(args),
     }
 }
 
@@ -191,6 +199,9 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
             return e.exit_class();
         }
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::audit::AuditError>() {
+            return e.exit_class();
+        }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::stick::StickError>() {
             return e.exit_class();
         }
         if let Some(e) = cause.downcast_ref::<reliquary_image::ImageError>() {

@@ -1,0 +1,814 @@
+//! The sealed stick under QEMU (TCG): a test stick is built once from
+//! Debian's kernel and this build's binaries (`scripts/build-test-stick`),
+//! then booted with SeaBIOS and with OVMF as a USB disk next to blank target
+//! disks. The test drives the recovery UI over the serial console like a
+//! technician, restores signed "controller" disks, powers off from the UI,
+//! boots each target alone and waits for the marker its own boot code prints.
+//!
+//! Also: a zeroed-boot-code image restores but its target does not boot (the
+//! test can fail), a tampered image shows as damaged and cannot be chosen,
+//! a stick with one flipped root byte refuses to start, the audit partition
+//! verifies and names the operator, and the target's partition table reads
+//! back as the source's.
+//!
+//! Needs root, `qemu-system-x86_64`, OVMF and the stick's Debian packages
+//! (see `.ci/run`). Timings are printed with `--nocapture`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use reliquary_tests::{reliquary_bin, running_as_root, skip_or_fail};
+
+const OPERATOR: &str = "tech1";
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// From power-on to the sign-in screen, under TCG.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const SCREEN_TIMEOUT: Duration = Duration::from_secs(60);
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(240);
+/// A controller disk prints its marker within seconds of power-on; this
+/// leaves room for a slow CI machine.
+const TARGET_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const TARGET_SIZE: u64 = 64 << 20;
+const BIOS_SERIAL: &str = "TARGET01";
+const ZEROED_SERIAL: &str = "TARGET02";
+const UEFI_SERIAL: &str = "TARGET03";
+
+const BIOS_IMAGE: &str = "BIOS controller";
+const ZEROED_IMAGE: &str = "Zeroed boot code";
+const UEFI_IMAGE: &str = "UEFI controller";
+const TAMPERED_IMAGE: &str = "Tampered controller";
+
+/// One QEMU at a time: two TCG guests on a 2-core runner only time out.
+static QEMU_TURN: Mutex<()> = Mutex::new(());
+static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
+
+#[test]
+fn bios_stick_restores_a_controller_that_boots_and_one_that_cannot() {
+    let Some(fixture) = fixture() else { return };
+    let _turn = QEMU_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().expect("tempdir");
+    let stick = fixture.stick_copy(work.path());
+    let good_target = blank_disk(work.path(), "bios-target.img");
+    let zeroed_target = blank_disk(work.path(), "zeroed-target.img");
+
+    let mut vm = Qemu::start(
+        &Firmware::Bios,
+        &stick,
+        &[(&good_target, BIOS_SERIAL), (&zeroed_target, ZEROED_SERIAL)],
+    );
+    vm.wait_screen("Operator sign-in", BOOT_TIMEOUT);
+    let boot_to_ui = vm.started.elapsed();
+    sign_in(&mut vm, OPERATOR);
+    vm.wait_screen("Images in the vault", SCREEN_TIMEOUT);
+
+    // The tampered image: its full check fails and it cannot be chosen.
+    vm.select_row(TAMPERED_IMAGE);
+    vm.send(b"v");
+    let screen = vm.wait_screen("DAMAGED", RESTORE_TIMEOUT);
+    assert!(screen.contains("fails its SHA-256"), "{screen}");
+    vm.send(b"\x1b");
+    vm.wait_screen("Images in the vault", SCREEN_TIMEOUT);
+    vm.send(b"\r");
+    vm.wait_screen("cannot be chosen", SCREEN_TIMEOUT);
+
+    let restore_time = restore(&mut vm, BIOS_IMAGE, "vda", BIOS_SERIAL);
+    restore(&mut vm, ZEROED_IMAGE, "vdb", ZEROED_SERIAL);
+    power_off_from_ui(&mut vm);
+    drop(vm);
+    eprintln!(
+        "stick (SeaBIOS, TCG): boot to UI {:.1} s, restore of a {} MiB image {:.1} s, stick {} MiB",
+        boot_to_ui.as_secs_f64(),
+        file_size(&fixture.bios_disk) >> 20,
+        restore_time.as_secs_f64(),
+        file_size(&fixture.stick) >> 20,
+    );
+
+    assert_eq!(
+        partition_table(&good_target),
+        partition_table(&fixture.bios_disk),
+        "the target's partition table must read back as the image's"
+    );
+    let booted = boot_target(&Firmware::Bios, &good_target, &fixture.bios_marker);
+    assert!(booted.is_ok(), "{}", booted.unwrap_err());
+
+    // The zeroed image restored fine, but its target must not boot, and the
+    // check must say exactly that.
+    let zeroed = boot_target(&Firmware::Bios, &zeroed_target, &fixture.bios_marker);
+    let error = zeroed.expect_err("a disk with zeroed boot code cannot print the marker");
+    assert!(
+        error.starts_with("the target did not boot: no marker"),
+        "{error}"
+    );
+
+    // The session wrote only the audit partition, which the manifest leaves out.
+    let verify = stick_verify(&stick, &fixture.stick);
+    assert!(verify.status.success(), "{verify:?}");
+
+    let records = audit_records(&stick, work.path());
+    let finished: Vec<_> = records
+        .iter()
+        .filter(|r| r["record"]["kind"] == "RestoreFinished")
+        .collect();
+    assert_eq!(finished.len(), 2, "two restores are logged: {records:?}");
+    for record in finished {
+        assert_eq!(record["result"], "success", "{record}");
+        assert_eq!(
+            record["record"]["meta"]["operator"]["id"], OPERATOR,
+            "{record}"
+        );
+    }
+}
+
+#[test]
+fn uefi_stick_restores_a_controller_that_boots() {
+    let Some(fixture) = fixture() else { return };
+    let _turn = QEMU_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().expect("tempdir");
+    let stick = fixture.stick_copy(work.path());
+    let target = blank_disk(work.path(), "uefi-target.img");
+    let firmware = Firmware::uefi(work.path());
+
+    let mut vm = Qemu::start(&firmware, &stick, &[(&target, UEFI_SERIAL)]);
+    vm.wait_screen("Operator sign-in", BOOT_TIMEOUT);
+    let boot_to_ui = vm.started.elapsed();
+    let shown_key = first_boot_public_key(&vm.raw_text());
+    sign_in(&mut vm, OPERATOR);
+    vm.wait_screen("Images in the vault", SCREEN_TIMEOUT);
+    let restore_time = restore(&mut vm, UEFI_IMAGE, "vda", UEFI_SERIAL);
+    power_off_from_ui(&mut vm);
+    drop(vm);
+    eprintln!(
+        "stick (OVMF, TCG): boot to UI {:.1} s, restore of a {} MiB image {:.1} s",
+        boot_to_ui.as_secs_f64(),
+        file_size(&fixture.uefi_disk) >> 20,
+        restore_time.as_secs_f64(),
+    );
+
+    assert_eq!(
+        partition_table(&target),
+        partition_table(&fixture.uefi_disk),
+        "the target's partition table must read back as the image's"
+    );
+    let booted = boot_target(&Firmware::uefi(work.path()), &target, &fixture.uefi_marker);
+    assert!(booted.is_ok(), "{}", booted.unwrap_err());
+
+    let records = audit_records(&stick, work.path());
+    let finished: Vec<_> = records
+        .iter()
+        .filter(|r| r["record"]["kind"] == "RestoreFinished")
+        .collect();
+    assert_eq!(
+        records[0]["record"]["kind"], "LogCreated",
+        "{:?}",
+        records[0]
+    );
+    assert!(
+        records[0].to_string().contains(&shown_key),
+        "the log's first record must name the key shown at first boot ({shown_key}): {}",
+        records[0]
+    );
+    assert_eq!(finished.len(), 1, "{records:?}");
+    assert_eq!(finished[0]["result"], "success");
+    assert_eq!(finished[0]["record"]["meta"]["operator"]["id"], OPERATOR);
+}
+
+#[test]
+fn stick_with_one_flipped_root_byte_refuses_to_start() {
+    let Some(fixture) = fixture() else { return };
+    let _turn = QEMU_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().expect("tempdir");
+    let stick = fixture.stick_copy(work.path());
+    let (start, sectors) = partition_extent(&stick, "reliquary-root");
+    flip_byte(&stick, start * 512 + sectors * 512 / 2);
+    // A workstation sees it before booting it.
+    let verify = stick_verify(&stick, &fixture.stick);
+    assert_eq!(verify.status.code(), Some(3), "{verify:?}");
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("DIFFERS partition reliquary-root")),
+        "{report}"
+    );
+    let target = blank_disk(work.path(), "target.img");
+
+    let vm = Qemu::start(&Firmware::Bios, &stick, &[(&target, BIOS_SERIAL)]);
+    let output = vm.wait_raw("THE STICK CANNOT START", BOOT_TIMEOUT);
+    assert!(
+        output.contains("verity check failed") || output.contains("does not match its root hash"),
+        "the refusal should name the verity check:\n{output}"
+    );
+    assert!(
+        !vm.screen().contains("Operator sign-in"),
+        "the UI must not start"
+    );
+    // Nothing on the stick was written: the audit partition is still empty.
+    drop(vm);
+    let audit = extract_partition(&stick, "reliquary-audit", work.path());
+    let listing = run(Command::new("debugfs").args(["-R", "ls -l /"]).arg(&audit));
+    assert!(!listing.contains(" log"), "{listing}");
+}
+
+#[test]
+fn stick_build_refuses_a_trust_store_without_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (trust, vault) = (dir.path().join("trust"), dir.path().join("vault"));
+    std::fs::create_dir(&trust).expect("mkdir");
+    std::fs::create_dir(&vault).expect("mkdir");
+    std::fs::write(trust.join("operators"), "tech1 Someone\n").expect("write");
+    let out =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-stick"))
+            .arg("--out")
+            .arg(dir.path().join("stick.img"))
+            .arg("--trust")
+            .arg(&trust)
+            .arg("--vault")
+            .arg(&vault)
+            .output()
+            .expect("runs build-test-stick");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no .pub key"), "{stderr}");
+    assert!(!dir.path().join("stick.img").exists());
+}
+
+/// The appliance public key the init printed at first boot.
+fn first_boot_public_key(serial: &str) -> String {
+    let line = serial
+        .lines()
+        .find(|l| l.contains("public key:"))
+        .unwrap_or_else(|| panic!("no public key shown at first boot:\n{serial}"));
+    let key = line.split("public key:").nth(1).unwrap_or("").trim();
+    assert_eq!(key.len(), 64, "{line:?}");
+    key.to_string()
+}
+
+/// Signs in on the sign-in screen. The only place that knows the key
+/// sequence, so a PIN step changes one function.
+fn sign_in(vm: &mut Qemu, operator: &str) {
+    vm.type_text(operator);
+    vm.send(b"\r");
+}
+
+/// From the vault list: picks `image`, the target whose device name is
+/// `device`, types the confirmation code (the serial's last 4 characters)
+/// and waits for the result. Returns to the vault list; returns the time
+/// from Enter on the code to the result screen.
+fn restore(vm: &mut Qemu, image: &str, device: &str, serial: &str) -> Duration {
+    vm.wait_screen("Images in the vault", SCREEN_TIMEOUT);
+    vm.select_row(image);
+    vm.send(b"\r");
+    vm.wait_screen("Image details", SCREEN_TIMEOUT);
+    vm.send(b"\r");
+    vm.wait_screen(device, SCREEN_TIMEOUT);
+    vm.select_row(device);
+    vm.send(b"\r");
+    vm.wait_screen("To confirm", SCREEN_TIMEOUT);
+    vm.type_text(&serial[serial.len() - 4..]);
+    let started = Instant::now();
+    vm.send(b"\r");
+    let screen = vm.wait_screen("RESTORE", RESTORE_TIMEOUT);
+    assert!(screen.contains("RESTORE SUCCEEDED"), "{screen}");
+    let elapsed = started.elapsed();
+    vm.send(b"\r");
+    elapsed
+}
+
+/// `q` leaves the UI; the init then powers the machine off.
+fn power_off_from_ui(vm: &mut Qemu) {
+    vm.wait_screen("Images in the vault", SCREEN_TIMEOUT);
+    vm.send(b"q");
+    assert!(
+        vm.wait_exit(SCREEN_TIMEOUT),
+        "the stick did not power off after the UI quit:\n{}",
+        vm.raw_text()
+    );
+}
+
+/// Boots `disk` alone and waits for `marker` on the serial console.
+fn boot_target(firmware: &Firmware, disk: &Path, marker: &str) -> Result<Duration, String> {
+    let mut vm = Qemu::start_target(firmware, disk);
+    let started = Instant::now();
+    while started.elapsed() < TARGET_BOOT_TIMEOUT {
+        if vm.raw_text().contains(marker) {
+            return Ok(started.elapsed());
+        }
+        if vm.exited() && !vm.raw_text().contains(marker) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!(
+        "the target did not boot: no marker {marker:?} on its serial console within {} s",
+        TARGET_BOOT_TIMEOUT.as_secs()
+    ))
+}
+
+/// What the test built once: keys, controller disks, vault, the stick.
+#[derive(Debug)]
+struct Fixture {
+    _dir: tempfile::TempDir,
+    stick: PathBuf,
+    bios_disk: PathBuf,
+    uefi_disk: PathBuf,
+    bios_marker: String,
+    uefi_marker: String,
+}
+
+impl Fixture {
+    fn stick_copy(&self, dir: &Path) -> PathBuf {
+        let copy = dir.join("stick.img");
+        run(Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&self.stick)
+            .arg(&copy));
+        copy
+    }
+}
+
+fn fixture() -> Option<&'static Fixture> {
+    match FIXTURE.get_or_init(build_fixture) {
+        Ok(fixture) => Some(fixture),
+        Err(why) => {
+            skip_or_fail(why);
+            None
+        }
+    }
+}
+
+fn build_fixture() -> Result<Fixture, String> {
+    if !running_as_root() {
+        return Err("the stick build needs root".into());
+    }
+    for tool in [
+        "qemu-system-x86_64",
+        "genimage",
+        "mksquashfs",
+        "veritysetup",
+        "grub-mkimage",
+        "mkfs.vfat",
+        "mcopy",
+        "busybox",
+        "debugfs",
+        "sfdisk",
+        "cpio",
+    ] {
+        if which(tool).is_none() {
+            return Err(format!("{tool} is not installed (see .ci/run)"));
+        }
+    }
+    if !Path::new(OVMF_CODE).exists() {
+        return Err(format!("{OVMF_CODE} is missing (install ovmf)"));
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let root = dir.path();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let disk_script = repo.join("tests/fixtures/stick/controller-disk.sh");
+    let unique = std::process::id();
+    let bios_marker = format!("RELIQUARY-TARGET-BOOTED-BIOS-{unique}");
+    let uefi_marker = format!("RELIQUARY-TARGET-BOOTED-UEFI-{unique}");
+
+    let reliquary = reliquary_bin();
+    let key = root.join("eng.key");
+    run(Command::new(&reliquary)
+        .args(["keygen", "--name", "Stick Test Engineer", "--out"])
+        .arg(&key));
+    let trust = root.join("trust");
+    std::fs::create_dir(&trust).map_err(|e| e.to_string())?;
+    std::fs::copy(root.join("eng.key.pub"), trust.join("eng.pub")).map_err(|e| e.to_string())?;
+    std::fs::write(
+        trust.join("operators"),
+        format!("{OPERATOR} Stick Test Technician\n"),
+    )
+    .map_err(|e| e.to_string())?;
+
+    let vault = root.join("vault");
+    std::fs::create_dir(&vault).map_err(|e| e.to_string())?;
+    let disks = [
+        ("bios", "bios.img", bios_marker.as_str(), None, BIOS_IMAGE),
+        (
+            "bios",
+            "zeroed.img",
+            bios_marker.as_str(),
+            Some("--zero-boot-code"),
+            ZEROED_IMAGE,
+        ),
+        ("uefi", "uefi.img", uefi_marker.as_str(), None, UEFI_IMAGE),
+        ("bios", "tampered.img", "TAMPERED", None, TAMPERED_IMAGE),
+    ];
+    for (kind, file, marker, extra, name) in disks {
+        let disk = root.join(file);
+        let mut cmd = Command::new(&disk_script);
+        cmd.arg(kind).arg(&disk).arg(marker).args(extra);
+        run(&mut cmd);
+        let image = vault.join(file.replace(".img", ".rimg"));
+        run(Command::new(&reliquary)
+            .arg("capture")
+            .arg(&disk)
+            .arg("-o")
+            .arg(&image)
+            .arg("--key")
+            .arg(&key)
+            .args([
+                "--name",
+                name,
+                "--image-version",
+                "1",
+                "--chunk-size",
+                "64K",
+            ]));
+    }
+    // Damage the tampered image's data after it was signed.
+    let tampered = vault.join("tampered.rimg");
+    flip_byte(&tampered, file_size(&tampered) / 2);
+
+    let stick = root.join("stick.img");
+    let bins = reliquary.parent().expect("binary directory");
+    let started = Instant::now();
+    run(Command::new(repo.join("scripts/build-test-stick"))
+        .arg("--out")
+        .arg(&stick)
+        .arg("--trust")
+        .arg(&trust)
+        .arg("--vault")
+        .arg(&vault)
+        .arg("--bins")
+        .arg(bins)
+        .arg("--serial"));
+    eprintln!(
+        "stick: built in {:.1} s, {} MiB",
+        started.elapsed().as_secs_f64(),
+        file_size(&stick) >> 20
+    );
+    Ok(Fixture {
+        bios_disk: root.join("bios.img"),
+        uefi_disk: root.join("uefi.img"),
+        _dir: dir,
+        stick,
+        bios_marker,
+        uefi_marker,
+    })
+}
+
+#[derive(Debug)]
+enum Firmware {
+    Bios,
+    /// OVMF with its own copy of the variable store.
+    Uefi {
+        vars: PathBuf,
+    },
+}
+
+impl Firmware {
+    fn uefi(dir: &Path) -> Firmware {
+        let vars = dir.join(format!("ovmf-vars-{}.fd", unique_suffix()));
+        std::fs::copy(OVMF_VARS, &vars).expect("copy the OVMF variable store");
+        Firmware::Uefi { vars }
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            Firmware::Bios => Vec::new(),
+            Firmware::Uefi { vars } => vec![
+                "-drive".into(),
+                format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+                "-drive".into(),
+                format!("if=pflash,format=raw,file={}", vars.display()),
+            ],
+        }
+    }
+}
+
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// A QEMU guest whose first serial port is this process's pipe; what it
+/// prints is kept raw and fed to a VT100 screen of 80x25.
+struct Qemu {
+    child: Child,
+    stdin: ChildStdin,
+    raw: Arc<Mutex<Vec<u8>>>,
+    screen: Arc<Mutex<vt100::Parser>>,
+    started: Instant,
+}
+
+impl Qemu {
+    /// The stick as a USB disk (first boot device) and `targets` as virtio
+    /// disks with the given serial numbers, in order (vda, vdb, ...).
+    fn start(firmware: &Firmware, stick: &Path, targets: &[(&Path, &str)]) -> Qemu {
+        let mut args = vec![
+            "-drive".to_string(),
+            format!("file={},format=raw,if=none,id=stick", stick.display()),
+            "-device".into(),
+            "qemu-xhci".into(),
+            "-device".into(),
+            "usb-storage,drive=stick,bootindex=0".into(),
+        ];
+        for (n, (disk, serial)) in targets.iter().enumerate() {
+            args.push("-drive".into());
+            args.push(format!(
+                "file={},format=raw,if=none,id=target{n}",
+                disk.display()
+            ));
+            args.push("-device".into());
+            args.push(format!("virtio-blk-pci,drive=target{n},serial={serial}"));
+        }
+        Self::spawn(firmware, &args, 1024)
+    }
+
+    fn start_target(firmware: &Firmware, disk: &Path) -> Qemu {
+        let args = vec![
+            "-drive".to_string(),
+            format!("file={},format=raw,if=none,id=target", disk.display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=target,bootindex=0".into(),
+        ];
+        Self::spawn(firmware, &args, 256)
+    }
+
+    fn spawn(firmware: &Firmware, drives: &[String], memory_mib: u32) -> Qemu {
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(["-machine", "q35", "-m"])
+            .arg(memory_mib.to_string())
+            .args(["-smp", "2", "-display", "none", "-monitor", "none"])
+            .args(["-nic", "none", "-no-reboot"])
+            .args(["-chardev", "stdio,id=console,signal=off"])
+            .args(["-serial", "chardev:console"])
+            .args(firmware.args())
+            .args(drives)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start qemu-system-x86_64: {e}"));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let screen = Arc::new(Mutex::new(vt100::Parser::new(25, 80, 0)));
+        let (raw_in, screen_in) = (Arc::clone(&raw), Arc::clone(&screen));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                raw_in.lock().expect("raw").extend_from_slice(&buf[..n]);
+                screen_in.lock().expect("screen").process(&buf[..n]);
+            }
+        });
+        Qemu {
+            child,
+            stdin,
+            raw,
+            screen,
+            started: Instant::now(),
+        }
+    }
+
+    /// Sends one key: a character, or an escape sequence written whole so
+    /// the UI does not read a lone Esc.
+    fn send(&mut self, key: &[u8]) {
+        self.stdin
+            .write_all(key)
+            .expect("write to the serial console");
+        self.stdin.flush().expect("flush the serial console");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    fn type_text(&mut self, text: &str) {
+        for c in text.bytes() {
+            self.send(&[c]);
+        }
+    }
+
+    fn screen(&self) -> String {
+        self.screen.lock().expect("screen").screen().contents()
+    }
+
+    fn raw_text(&self) -> String {
+        String::from_utf8_lossy(&self.raw.lock().expect("raw")).into_owned()
+    }
+
+    /// Waits until the screen shows `needle`; returns the screen.
+    fn wait_screen(&self, needle: &str, timeout: Duration) -> String {
+        let until = Instant::now() + timeout;
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < until,
+                "no {needle:?} on the screen within {} s; screen:\n{}\nserial tail:\n{}",
+                timeout.as_secs(),
+                self.screen(),
+                tail(&self.raw_text(), 3000)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until the raw serial output holds `needle`; returns all of it.
+    fn wait_raw(&self, needle: &str, timeout: Duration) -> String {
+        let until = Instant::now() + timeout;
+        loop {
+            let text = self.raw_text();
+            if text.contains(needle) {
+                // Let the rest of the message arrive.
+                std::thread::sleep(Duration::from_secs(1));
+                return self.raw_text();
+            }
+            assert!(
+                Instant::now() < until,
+                "no {needle:?} on the serial console within {} s:\n{}",
+                timeout.as_secs(),
+                tail(&text, 3000)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Moves the list's cursor (`▸`) to the row that contains `text`.
+    fn select_row(&mut self, text: &str) {
+        for _ in 0..12 {
+            self.send(b"\x1b[A");
+        }
+        for _ in 0..12 {
+            std::thread::sleep(Duration::from_millis(700));
+            let screen = self.screen();
+            if screen
+                .lines()
+                .any(|line| line.contains('▸') && line.contains(text))
+            {
+                return;
+            }
+            self.send(b"\x1b[B");
+        }
+        panic!("no row with {text:?}:\n{}", self.screen());
+    }
+
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.exited() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(text: &str, chars: usize) -> String {
+    let skip = text.chars().count().saturating_sub(chars);
+    text.chars().skip(skip).collect()
+}
+
+fn blank_disk(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let file = std::fs::File::create(&path).expect("create a target disk");
+    file.set_len(TARGET_SIZE).expect("size the target disk");
+    path
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .len()
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open to flip a byte");
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset)
+        .expect("read the byte");
+    byte[0] ^= 0x01;
+    file.write_all_at(&byte, offset).expect("write the byte");
+}
+
+/// The partition table as `sfdisk --dump` reads it, without the lines that
+/// name the file or depend on the disk's size (GPT's last usable LBA).
+fn partition_table(disk: &Path) -> Vec<String> {
+    let dump = run(Command::new("sfdisk").arg("--dump").arg(disk));
+    let name = disk.display().to_string();
+    dump.lines()
+        .filter(|l| !l.starts_with("device:") && !l.starts_with("last-lba:"))
+        .map(|l| l.replace(&name, "DISK"))
+        .collect()
+}
+
+/// Start and length, in 512-byte sectors, of the GPT partition `name`.
+fn partition_extent(disk: &Path, name: &str) -> (u64, u64) {
+    let dump = run(Command::new("sfdisk").arg("--dump").arg(disk));
+    let line = dump
+        .lines()
+        .find(|l| l.contains(&format!("name=\"{name}\"")))
+        .unwrap_or_else(|| panic!("no partition {name} in:\n{dump}"));
+    let field = |key: &str| -> u64 {
+        let after = line.split(key).nth(1).unwrap_or("");
+        after
+            .split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("bad {key} in {line:?}: {e}"))
+    };
+    (field("start="), field("size="))
+}
+
+fn extract_partition(disk: &Path, name: &str, dir: &Path) -> PathBuf {
+    let (start, sectors) = partition_extent(disk, name);
+    let out = dir.join(format!("{name}.part"));
+    run(Command::new("dd")
+        .arg(format!("if={}", disk.display()))
+        .arg(format!("of={}", out.display()))
+        .args(["bs=512", "status=none"])
+        .arg(format!("skip={start}"))
+        .arg(format!("count={sectors}")));
+    out
+}
+
+/// Copies the audit log off the stick's audit partition, checks it with
+/// `reliquary audit verify` and returns its records (`audit export`).
+fn audit_records(stick: &Path, dir: &Path) -> Vec<serde_json::Value> {
+    let part = extract_partition(stick, "reliquary-audit", dir);
+    let copy = dir.join("audit-copy");
+    std::fs::create_dir_all(&copy).expect("mkdir");
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump /log {}", copy.display()))
+        .arg(&part));
+    let log = copy.join("log");
+    run(Command::new(reliquary_bin())
+        .args(["audit", "verify", "--dir"])
+        .arg(&log)
+        .arg("--key")
+        .arg(log.join("appliance.pub")));
+    let jsonl = run(Command::new(reliquary_bin())
+        .args(["audit", "export", "--format", "jsonl", "--dir"])
+        .arg(&log));
+    jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}")))
+        .collect()
+}
+
+/// `reliquary stick verify` of `stick` against the manifest of the built
+/// stick `built` (`STICK.img.manifest`, written by the build).
+fn stick_verify(stick: &Path, built: &Path) -> std::process::Output {
+    let mut manifest = built.as_os_str().to_owned();
+    manifest.push(".manifest");
+    Command::new(reliquary_bin())
+        .args(["stick", "verify"])
+        .arg(stick)
+        .arg("--manifest")
+        .arg(manifest)
+        .output()
+        .expect("runs reliquary stick verify")
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(tool))
+            .find(|p| p.is_file())
+    })
+}
