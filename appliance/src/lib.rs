@@ -6,6 +6,7 @@ pub mod capture;
 pub mod discover;
 pub mod exit;
 pub mod fuzzing;
+pub mod operators;
 pub mod partition;
 pub mod restore;
 pub mod safety;

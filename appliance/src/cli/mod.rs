@@ -8,6 +8,7 @@ use reliquary_appliance::exit::ExitClass;
 
 mod audit;
 mod image;
+mod operators;
 mod progress;
 mod restore;
 mod targets;
@@ -52,6 +53,8 @@ enum Command {
     Targets(targets::TargetsArgs),
     /// Create, verify and review the signed restore audit log.
     Audit(audit::AuditArgs),
+    /// Manage the operators who may sign in, each with a hashed PIN.
+    Operators(operators::OperatorsArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => restore::check_cmd(args),
         Command::Targets(args) => targets::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Operators(args) => operators::run(args),
     }
 }
 
