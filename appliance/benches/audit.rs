@@ -128,7 +128,11 @@ fn payload(i: u64, started: u64) -> Payload {
         physical_sector_size: 4096,
     };
     if i % 2 == 1 {
-        Payload::RestoreStarted(RestoreStarted { image, target })
+        Payload::RestoreStarted(RestoreStarted {
+            image,
+            target,
+            ..Default::default()
+        })
     } else {
         Payload::RestoreFinished(RestoreFinished {
             started_seq: started,
@@ -136,6 +140,7 @@ fn payload(i: u64, started: u64) -> Payload {
             target,
             outcome: RestoreOutcome::Success,
             bytes_written: 21 << 30,
+            bytes_skipped: 0,
             stage_millis: vec![("verify".into(), 61_000), ("write".into(), 402_500)],
             readback_digest: Some(reliquary_appliance::audit::Digest([0xcd; 32])),
         })

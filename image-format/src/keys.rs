@@ -53,7 +53,11 @@ pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
     /// Validates raw key bytes: the point must decode, be canonically
-    /// encoded, and not be of small order (`ring` accepts some such keys).
+    /// encoded, and lie in the prime-order subgroup (torsion-free, which also
+    /// excludes small order). `ring` accepts some keys outside it, and for
+    /// such keys the cofactored and cofactorless verification equations can
+    /// disagree; with a torsion-free key only the signer could make them
+    /// disagree (see AUDIT-LOG.md, "Verification").
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
         let key_id = key_id_of(&bytes);
         let point = CompressedEdwardsY(bytes)
@@ -72,6 +76,12 @@ impl PublicKey {
             return Err(KeyError::RejectedPublicKey {
                 key_id,
                 reason: "small-order point",
+            });
+        }
+        if !point.is_torsion_free() {
+            return Err(KeyError::RejectedPublicKey {
+                key_id,
+                reason: "the point has a small-order (torsion) component",
             });
         }
         Ok(Self(bytes))
@@ -229,7 +239,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, KeyError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    let file = crate::regular_file::open(path).map_err(read_err)?;
     let mut bytes = Vec::new();
     file.take(MAX_KEY_FILE_LEN + 1)
         .read_to_end(&mut bytes)
@@ -282,6 +292,21 @@ mod tests {
             PublicKey::from_bytes(identity),
             Err(KeyError::RejectedPublicKey {
                 reason: "small-order point",
+                ..
+            })
+        ));
+        // A real key plus a point of order 8: on the curve, not small order,
+        // but not in the prime-order subgroup.
+        let (signer, _) = SigningKey::generate().expect("key");
+        let real = CompressedEdwardsY(*signer.public_key().as_bytes())
+            .decompress()
+            .expect("a real key decodes");
+        let torsioned = (real + curve25519_dalek::constants::EIGHT_TORSION[1]).compress();
+        assert!(PublicKey::from_bytes(real.compress().0).is_ok());
+        assert!(matches!(
+            PublicKey::from_bytes(torsioned.0),
+            Err(KeyError::RejectedPublicKey {
+                reason: "the point has a small-order (torsion) component",
                 ..
             })
         ));

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod layout;
 pub mod manifest;
 pub mod read;
+pub mod regular_file;
 pub mod signature;
 pub mod trust;
 pub mod write;

@@ -23,13 +23,15 @@ pub const POLICY_FILE: &str = "policy";
 /// The list of operators allowed to sign in on the stick. The appliance
 /// parses it; it is part of the digest because it decides who may act.
 pub const OPERATORS_FILE: &str = "operators";
+/// Domain separation of the trust-store digest (version 2, canonical).
+pub const TRUST_DIGEST_CONTEXT: &[u8] = b"reliquary trust store v2\0";
 /// Upper bounds that keep a hostile trust store from exhausting memory.
 const MAX_TEXT_FILE_LEN: u64 = 256 << 10;
 const MAX_KEYS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
-    #[error("cannot read trust store {path}: {source}")]
+    #[error("cannot read trust-store file {path}: {source}; the trust store is refused")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -84,8 +86,8 @@ impl TrustStore {
             digest: [0; 32],
             operators: None,
         };
-        // The digest covers every file that decides trust, in name order.
-        let mut digest_input = Vec::new();
+        // The digest covers every file that decides trust, keys in name order.
+        let mut digest_input = DigestInput::default();
         if meta.is_dir() {
             let mut names = Vec::new();
             for entry in std::fs::read_dir(path).map_err(read_err)? {
@@ -104,38 +106,34 @@ impl TrustStore {
                 store.add_key_file(file, &mut digest_input)?;
             }
             let policy = path.join(POLICY_FILE);
-            if policy.exists() {
-                let text = read_text(&policy)?;
-                digest_input.extend_from_slice(POLICY_FILE.as_bytes());
-                digest_input.extend_from_slice(text.as_bytes());
+            if let Some(text) = read_optional_text(&policy)? {
                 store.apply_policy(&text, &policy)?;
+                digest_input.policy = Some(text);
             }
-            let operators = path.join(OPERATORS_FILE);
-            if operators.exists() {
-                let text = read_text(&operators)?;
-                digest_input.extend_from_slice(OPERATORS_FILE.as_bytes());
-                digest_input.extend_from_slice(text.as_bytes());
-                store.operators = Some(text);
-            }
+            store.operators = read_optional_text(&path.join(OPERATORS_FILE))?;
         } else {
             store.add_key_file(path, &mut digest_input)?;
         }
         if store.keys.is_empty() {
             return Err(TrustError::Empty(path.to_path_buf()));
         }
-        store.digest = sha256(&digest_input);
+        digest_input.operators = store.operators.as_deref();
+        store.digest = digest_input.digest();
         Ok(store)
     }
 
-    fn add_key_file(&mut self, file: &Path, digest_input: &mut Vec<u8>) -> Result<(), TrustError> {
+    fn add_key_file(
+        &mut self,
+        file: &Path,
+        digest_input: &mut DigestInput,
+    ) -> Result<(), TrustError> {
         let (key, name) = PublicKey::load(file)?;
         let name = name.unwrap_or_else(|| {
             file.file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default()
         });
-        digest_input.extend_from_slice(key.as_bytes());
-        digest_input.extend_from_slice(name.as_bytes());
+        digest_input.keys.push((*key.as_bytes(), name.clone()));
         self.keys.insert(key.key_id(), TrustedKey { key, name });
         Ok(())
     }
@@ -198,9 +196,61 @@ impl TrustStore {
         self.operators.as_deref()
     }
 
-    /// SHA-256 over the keys and policy, recorded in audit records.
+    /// The canonical digest of the keys, policy and operators, recorded in
+    /// audit records (see [`DigestInput`]).
     pub fn digest(&self) -> [u8; 32] {
         self.digest
+    }
+}
+
+/// What the trust-store digest covers. The digest is SHA-256 over
+/// `TRUST_DIGEST_CONTEXT`, the number of keys (u64 LE), each key as its 32
+/// bytes plus its length-prefixed name, then the policy and the operators
+/// texts, each as a presence byte (0 or 1) plus, when present, the
+/// length-prefixed text. Lengths are u64 LE. Every field has its length,
+/// so no two different stores share an encoding. (Version 1 concatenated
+/// the fields without lengths: a key named `Xpolicyrevoke-image …` digested
+/// like a real revocation.)
+#[derive(Debug, Default)]
+struct DigestInput<'a> {
+    /// (public key, signer name), in key-file name order.
+    keys: Vec<([u8; 32], String)>,
+    policy: Option<String>,
+    operators: Option<&'a str>,
+}
+
+impl DigestInput<'_> {
+    fn digest(&self) -> [u8; 32] {
+        fn text(out: &mut Vec<u8>, t: &str) {
+            out.extend_from_slice(&(t.len() as u64).to_le_bytes());
+            out.extend_from_slice(t.as_bytes());
+        }
+        fn optional(out: &mut Vec<u8>, t: Option<&str>) {
+            out.push(u8::from(t.is_some()));
+            if let Some(t) = t {
+                text(out, t);
+            }
+        }
+        let mut bytes = TRUST_DIGEST_CONTEXT.to_vec();
+        bytes.extend_from_slice(&(self.keys.len() as u64).to_le_bytes());
+        for (key, name) in &self.keys {
+            bytes.extend_from_slice(key);
+            text(&mut bytes, name);
+        }
+        optional(&mut bytes, self.policy.as_deref());
+        optional(&mut bytes, self.operators);
+        sha256(&bytes)
+    }
+}
+
+/// Reads `policy` or `operators`. Absent is `None`; an entry that exists in
+/// any other form than a readable regular file (a symbolic link, dangling or
+/// not, a FIFO, an unreadable file) refuses the store: reading it as "no
+/// policy" would silently drop revocations and the threshold.
+fn read_optional_text(path: &Path) -> Result<Option<String>, TrustError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => read_text(path).map(Some),
     }
 }
 
@@ -210,7 +260,7 @@ fn read_text(path: &Path) -> Result<String, TrustError> {
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(read_err)?;
+    let file = crate::regular_file::open_no_symlink(path).map_err(read_err)?;
     let mut text = String::new();
     // Read one byte more than the limit: a longer file is refused rather
     // than silently cut, which could drop the revocations at its end.
@@ -247,6 +297,83 @@ mod tests {
         let listed = listed.expect("loads");
         assert_eq!(listed.operators_text(), Some("op7 Alice Jones\n"));
         assert_ne!(listed.digest(), plain.digest());
+    }
+
+    /// The version 1 digest: fields concatenated without lengths.
+    fn version_1_digest(keys: &[(&PublicKey, &str)], policy: Option<&str>) -> [u8; 32] {
+        let mut input = Vec::new();
+        for (key, name) in keys {
+            input.extend_from_slice(key.as_bytes());
+            input.extend_from_slice(name.as_bytes());
+        }
+        if let Some(text) = policy {
+            input.extend_from_slice(POLICY_FILE.as_bytes());
+            input.extend_from_slice(text.as_bytes());
+        }
+        sha256(&input)
+    }
+
+    #[test]
+    fn stores_that_collide_under_the_version_1_digest_digest_differently() {
+        let revocation = "revoke-image 6f1c1b0e-8d8a-4a43-9d0c-6f5b8f3f9a10";
+        let key = SigningKey::generate_to_files(
+            &tempfile::tempdir().expect("tempdir").path().join("k"),
+            None,
+        )
+        .expect("key")
+        .public_key();
+        let store = |files: &[(&str, String)]| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            for (name, text) in files {
+                std::fs::write(dir.path().join(name), text).expect("write");
+            }
+            let store = TrustStore::load(dir.path()).expect("loads");
+            (dir, store)
+        };
+        // A: a key whose name spells "policy" and a revocation; no policy.
+        let forged_name = format!("X{POLICY_FILE}{revocation}");
+        let (_a_dir, a) = store(&[("eng.pub", key.to_text(Some(&forged_name)))]);
+        // B: the same key named "X" and a real revocation in force.
+        let (_b_dir, b) = store(&[
+            ("eng.pub", key.to_text(Some("X"))),
+            (POLICY_FILE, revocation.to_string()),
+        ]);
+        assert!(a.revoked_images.is_empty());
+        assert_eq!(b.revoked_images.len(), 1);
+        assert_eq!(
+            version_1_digest(&[(&key, &forged_name)], None),
+            version_1_digest(&[(&key, "X")], Some(revocation)),
+            "the two stores are built to collide under the version 1 digest"
+        );
+        assert_ne!(a.digest(), b.digest());
+    }
+
+    fn refused_naming(dir: &Path, file: &str) -> String {
+        let err = TrustStore::load(dir).expect_err("the store is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains(&dir.join(file).display().to_string()),
+            "{text}"
+        );
+        text
+    }
+
+    #[test]
+    fn a_policy_or_operators_entry_that_is_not_a_regular_file_refuses_the_store() {
+        let (dir, store) = store_with(&[]);
+        store.expect("loads without a policy");
+        std::os::unix::fs::symlink("/nonexistent/policy", dir.path().join(POLICY_FILE))
+            .expect("symlink");
+        assert!(refused_naming(dir.path(), POLICY_FILE).contains("symbolic link"));
+
+        let (dir, _) = store_with(&[("real-policy", "threshold 1\n".into())]);
+        std::os::unix::fs::symlink(dir.path().join("real-policy"), dir.path().join(POLICY_FILE))
+            .expect("symlink");
+        assert!(refused_naming(dir.path(), POLICY_FILE).contains("symbolic link"));
+
+        let (dir, _) = store_with(&[]);
+        std::fs::create_dir(dir.path().join(OPERATORS_FILE)).expect("mkdir");
+        assert!(refused_naming(dir.path(), OPERATORS_FILE).contains("directory"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use ratatui::backend::Backend;
 use ratatui::Terminal;
-use reliquary_appliance::audit::{AuditLog, Digest, Environment, Operator, Payload};
+use reliquary_appliance::audit::{AuditLog, Digest, Environment, Operator, Payload, SignInFailed};
 use reliquary_image::TrustStore;
 
 use recovery_tui::app::{Action, AfterQuit, App, Screen};
@@ -306,12 +306,11 @@ impl Effects for SignInRecorder {
 }
 
 fn sign_in_failed(id: &str, attempt: u32, locked: bool) -> Payload {
-    Payload::OperatorNote {
-        text: format!(
-            "sign-in failed for operator id {id}: attempt {attempt}{}",
-            if locked { ", id locked" } else { "" }
-        ),
-    }
+    Payload::SignInFailed(SignInFailed {
+        operator_id: id.to_string(),
+        attempt,
+        locked,
+    })
 }
 
 /// The Linux console's default font holds only the CP437 characters.

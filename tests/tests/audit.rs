@@ -19,8 +19,8 @@ use reliquary_appliance::audit::layout::{
 };
 use reliquary_appliance::audit::{
     verify_bytes, verify_dir, AuditError, AuditLog, Digest, Environment, FixedClock, ImageRef,
-    Kind, LogEnd, Operator, Payload, RestoreFinished, RestoreOutcome, RestoreStarted, SignerRef,
-    TargetRef, RESTORE_RESERVE_BYTES,
+    Kind, LogEnd, Operator, Payload, RestoreFinished, RestoreMode, RestoreOutcome, RestoreStarted,
+    SignInFailed, SignerRef, TargetRef, Unmapped, RESTORE_RESERVE_BYTES,
 };
 use reliquary_image::keys::{PublicKey, SigningKey};
 use reliquary_tests::{reliquary_bin, running_as_root, skip_or_fail};
@@ -200,6 +200,10 @@ fn build_golden(dir: &Path) {
             Payload::RestoreStarted(RestoreStarted {
                 image: image(),
                 target: target("PHYS123"),
+                meaning: Some("performed by".into()),
+                reason: Some("WO-2030-0117 press line 3 HMI disk replaced".into()),
+                mode: RestoreMode::Resume { interrupted_seq: 2 },
+                unmapped: Unmapped::Zeroed,
             }),
         )
         .expect("append");
@@ -211,8 +215,18 @@ fn build_golden(dir: &Path) {
             target: target("PHYS123"),
             outcome: RestoreOutcome::Success,
             bytes_written: 21_474_836_480,
+            bytes_skipped: 4_294_967_296,
             stage_millis: vec![("verify".into(), 61_000), ("write".into(), 402_500)],
             readback_digest: Some(Digest([0xcd; 32])),
+        }),
+    )
+    .expect("append");
+    log.append(
+        &op("qa7"),
+        Payload::SignInFailed(SignInFailed {
+            operator_id: "qa9".into(),
+            attempt: 3,
+            locked: true,
         }),
     )
     .expect("append");
@@ -273,7 +287,7 @@ fn golden_log_matches_the_generator_and_the_spec_tables() {
         let mut msg = b"reliquary audit record v1\0".to_vec();
         msg.extend_from_slice(&hash);
         assert!(key.verify(&msg, &f[24..88]), "signature of record {seq}");
-        assert_eq!(u16::from_le_bytes([body[0], body[1]]), 1, "body version");
+        assert_eq!(u16::from_le_bytes([body[0], body[1]]), 2, "body version");
         assert_eq!(&body[4..8], &[0; 4]);
         assert_eq!(u64::from_le_bytes(body[8..16].try_into().unwrap()), seq);
         assert_eq!(&body[16..48], &prev[..], "prev hash of record {seq}");
@@ -283,14 +297,82 @@ fn golden_log_matches_the_generator_and_the_spec_tables() {
         off += framed;
         seq += 1;
     }
-    assert_eq!(seq, 6);
+    assert_eq!(seq, 7);
     let kinds: Vec<u16> = verify_dir(&fixtures, &key, Some(&fixtures.join("checkpoint")))
         .expect("verify")
         .records
         .iter()
         .map(|r| r.record.as_ref().expect("decoded").kind as u16)
         .collect();
+    assert_eq!(kinds, [1, 4, 5, 2, 3, 8, 7]);
+}
+
+/// A log written by body version 1 software (the golden log of that
+/// release, kept unchanged) still verifies, decodes and shows.
+#[test]
+fn a_version_1_log_still_verifies_and_shows() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/audit/golden-v1");
+    let key = test_key(1).public_key();
+    let report =
+        verify_dir(&fixtures, &key, Some(&fixtures.join("checkpoint"))).expect("verify v1");
+    assert!(report.is_ok(), "{:?}", report.first_problem());
+    let records: Vec<_> = report
+        .records
+        .iter()
+        .map(|r| r.record.as_ref().expect("decoded"))
+        .collect();
+    assert!(records.iter().all(|r| r.body_version == 1));
+    let kinds: Vec<u16> = records.iter().map(|r| r.kind as u16).collect();
     assert_eq!(kinds, [1, 4, 5, 2, 3, 7]);
+    let Payload::RestoreFinished(finished) = &records[4].payload else {
+        panic!("record 4 is RestoreFinished");
+    };
+    assert_eq!(finished.bytes_written, 21_474_836_480);
+    assert_eq!(finished.readback_digest, Some(Digest([0xcd; 32])));
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for f in ["audit.log", "appliance.pub", "checkpoint"] {
+        std::fs::copy(fixtures.join(f), tmp.path().join(f)).expect("copy");
+    }
+    let out = run(&["audit", "show", "--dir", &tmp.path().to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("RestoreFinished"), "{stdout}");
+    assert!(stdout.contains("21474836480 bytes"), "{stdout}");
+    // Fields version 1 did not record are not shown with guessed values.
+    assert!(!stdout.contains("unmapped"), "{stdout}");
+
+    // This software continues the version 1 chain with version 2 records.
+    std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new().write(true).create_new(true),
+        0o600,
+    )
+    .open(tmp.path().join("appliance.key"))
+    .and_then(|mut f| std::io::Write::write_all(&mut f, &test_pkcs8(1)))
+    .expect("write the golden key");
+    let mut log = AuditLog::open(tmp.path(), fixed_env(FIXED_TIME_MS)).expect("open v1 log");
+    log.append(
+        &op("qa7"),
+        Payload::SignInFailed(SignInFailed {
+            operator_id: "qa9".into(),
+            attempt: 1,
+            locked: false,
+        }),
+    )
+    .expect("append v2");
+    drop(log);
+    let report = verify_dir(tmp.path(), &key, Some(&fixtures.join("checkpoint"))).expect("verify");
+    assert!(report.is_ok(), "{:?}", report.first_problem());
+    let versions: Vec<u16> = report
+        .records
+        .iter()
+        .map(|r| r.record.as_ref().expect("decoded").body_version)
+        .collect();
+    assert_eq!(versions, [1, 1, 1, 1, 1, 1, 2]);
 }
 
 #[test]
@@ -651,6 +733,7 @@ fn audit_child_process() {
                 Payload::RestoreStarted(RestoreStarted {
                     image: image(),
                     target: target("KILLME01"),
+                    ..Default::default()
                 }),
             )
             .expect("append");
@@ -967,6 +1050,7 @@ fn a_restore_killed_after_restore_started_is_interrupted_everywhere() {
             Payload::RestoreStarted(RestoreStarted {
                 image: image(),
                 target: target("GOOD0001"),
+                ..Default::default()
             }),
         )
         .expect("append");
@@ -981,6 +1065,7 @@ fn a_restore_killed_after_restore_started_is_interrupted_everywhere() {
                 reason: "write error at sector 1663000".into(),
             },
             bytes_written: 3 << 30,
+            bytes_skipped: 0,
             stage_millis: vec![("write".into(), 90_000)],
             readback_digest: None,
         }),

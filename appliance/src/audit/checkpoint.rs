@@ -114,7 +114,7 @@ impl Checkpoint {
             source,
         };
         let mut bytes = Vec::new();
-        std::fs::File::open(path)
+        reliquary_image::regular_file::open(path)
             .map_err(read_err)?
             .take(MAX_NOTE_LEN + 1)
             .read_to_end(&mut bytes)

@@ -27,7 +27,9 @@ pub const FRAME_HEADER_LEN: usize = 88;
 /// Fixed part of a record body: version, kind, reserved, seq, prev hash.
 pub const BODY_PREAMBLE_LEN: usize = 48;
 /// The record body version this code writes.
-pub const BODY_VERSION: u16 = 1;
+pub const BODY_VERSION: u16 = 2;
+/// The oldest record body version this code reads.
+pub const OLDEST_BODY_VERSION: u16 = 1;
 /// Upper bound on a record body. Real records are below 2 KiB; the cap keeps
 /// a hostile length field from causing a large allocation.
 pub const MAX_BODY_LEN: usize = 32 * 1024;
@@ -119,6 +121,8 @@ pub enum HeaderDefect {
 /// The fixed preamble at the start of every record body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyPreamble {
+    /// `OLDEST_BODY_VERSION..=BODY_VERSION`.
+    pub version: u16,
     pub kind: u16,
     pub seq: u64,
     pub prev_hash: Digest,
@@ -127,7 +131,7 @@ pub struct BodyPreamble {
 impl BodyPreamble {
     pub fn encode(&self) -> [u8; BODY_PREAMBLE_LEN] {
         let mut out = [0u8; BODY_PREAMBLE_LEN];
-        out[0..2].copy_from_slice(&BODY_VERSION.to_le_bytes());
+        out[0..2].copy_from_slice(&self.version.to_le_bytes());
         out[2..4].copy_from_slice(&self.kind.to_le_bytes());
         // 4..8 reserved, zero.
         out[8..16].copy_from_slice(&self.seq.to_le_bytes());
@@ -141,7 +145,7 @@ impl BodyPreamble {
             return Err(FrameDefect::Length(body.len() as u64));
         }
         let version = u16_at(body, 0);
-        if version != BODY_VERSION {
+        if !(OLDEST_BODY_VERSION..=BODY_VERSION).contains(&version) {
             return Err(FrameDefect::BodyVersion(version));
         }
         if u32_at(body, 4) != 0 {
@@ -150,6 +154,7 @@ impl BodyPreamble {
         let mut prev = [0u8; 32];
         prev.copy_from_slice(&body[16..48]);
         Ok(Self {
+            version,
             kind: u16_at(body, 2),
             seq: u64::from_le_bytes(body[8..16].try_into().unwrap_or_default()),
             prev_hash: Digest(prev),
@@ -227,7 +232,7 @@ pub enum FrameDefect {
     Tag,
     #[error("the padding after the record is not zero")]
     Padding,
-    #[error("the record body version is {0}, this software reads version {BODY_VERSION}")]
+    #[error("the record body version is {0}, this software reads versions {OLDEST_BODY_VERSION} to {BODY_VERSION}")]
     BodyVersion(u16),
     #[error("reserved bytes in the record body are not zero")]
     Reserved,
@@ -374,6 +379,7 @@ mod tests {
     #[test]
     fn a_frame_reads_back_and_a_hostile_length_is_refused_before_allocating() {
         let body = BodyPreamble {
+            version: BODY_VERSION,
             kind: 7,
             seq: 3,
             prev_hash: Digest([1; 32]),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 
 use reliquary_image::keys::{PublicKey, SigningKey};
+use reliquary_image::regular_file;
 
 use super::checkpoint::{Checkpoint, MerkleAccumulator};
 use super::layout::{
@@ -218,10 +219,7 @@ impl AuditLog {
     /// `Recovered` record. Damage followed by valid records is refused.
     pub fn open(dir: &Path, env: Environment) -> Result<Self, AuditError> {
         let path = dir.join(LOG_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
+        let file = regular_file::open_with(OpenOptions::new().read(true).write(true), &path)
             .map_err(|source| AuditError::Open {
                 path: path.clone(),
                 source,
@@ -486,12 +484,23 @@ impl AuditLog {
             .map_err(|source| quarantine_err(&self.path, source))?;
         let name = format!("{LOG_FILE}.torn-{offset}-{}", &sha256.to_hex()[..16]);
         let quarantine = self.dir.join(&name);
-        // The name holds the hash: an existing file is a copy of these same
-        // bytes left by a recovery that crashed before truncating.
-        if !quarantine.exists() {
-            copy_range(&self.file, offset, length, &quarantine)
-                .and_then(|()| sync_dir(&self.dir))
-                .map_err(|source| quarantine_err(&quarantine, source))?;
+        // The copy is made under a temporary name and renamed only once it is
+        // complete and synced, so a file under the final name is a whole copy.
+        // An existing one is still re-hashed before it is trusted: an older
+        // release wrote the copy in place, and an interrupted copy of that
+        // kind is a prefix under the final name.
+        let intact = holds_exactly(&quarantine, length, &sha256)
+            .map_err(|source| quarantine_err(&quarantine, source))?;
+        if !intact {
+            let temporary = self.dir.join(format!(".{name}.partial"));
+            let copied = copy_range(&self.file, offset, length, &temporary)
+                .and_then(|()| std::fs::rename(&temporary, &quarantine))
+                .and_then(|()| sync_dir(&self.dir));
+            if let Err(source) = copied {
+                // Give back the space; the next open starts the copy again.
+                let _ = std::fs::remove_file(&temporary);
+                return Err(quarantine_err(&quarantine, source));
+            }
         }
         if let Err(source) = self
             .file
@@ -570,9 +579,30 @@ fn validate(operator: &Operator, payload: &Payload) -> Result<(), AuditError> {
             "use at most 128 characters without control characters",
         );
     }
+    let too_long = |text: &Option<String>| {
+        text.as_ref()
+            .is_some_and(|t| t.len() > MAX_NOTE_TEXT || t.chars().any(char::is_control))
+    };
     match payload {
         Payload::OperatorNote { text } if text.is_empty() || text.len() > MAX_NOTE_TEXT => {
             bad("the note text", "use 1 to 4096 bytes")
+        }
+        Payload::RestoreStarted(s) if too_long(&s.meaning) => bad(
+            "the meaning of the signature",
+            "use at most 4096 bytes without control characters",
+        ),
+        Payload::RestoreStarted(s) if too_long(&s.reason) => bad(
+            "the reason or work order",
+            "use at most 4096 bytes without control characters",
+        ),
+        Payload::SignInFailed(f)
+            if f.operator_id.len() > MAX_OPERATOR_ID
+                || f.operator_id.chars().any(char::is_control) =>
+        {
+            bad(
+                "the operator id of the failed sign-in",
+                "use at most 64 characters without control characters",
+            )
         }
         Payload::LogCreated { .. } | Payload::Recovered { .. } => bad(
             "the record kind",
@@ -629,11 +659,29 @@ fn hash_range(file: &File, offset: u64, length: u64) -> std::io::Result<Digest> 
     Ok(Digest(out))
 }
 
+/// Whether `path` is a regular file of exactly `length` bytes hashing to
+/// `sha256`. Absent is `false`; any other failure to read it is an error.
+fn holds_exactly(path: &Path, length: u64, sha256: &Digest) -> std::io::Result<bool> {
+    let file = match regular_file::open_no_symlink(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if file.metadata()?.len() != length {
+        return Ok(false);
+    }
+    Ok(hash_range(&file, 0, length)? == *sha256)
+}
+
+/// Copies `length` bytes at `offset` to `to` (replacing a leftover of an
+/// interrupted copy) and syncs it.
 fn copy_range(file: &File, offset: u64, length: u64, to: &Path) -> std::io::Result<()> {
     let mut out = OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(to)?;
     for_each_chunk(file, offset, length, |chunk| out.write_all(chunk))?;
     out.sync_all()
@@ -711,6 +759,31 @@ mod tests {
         );
         let t = stamp(&FixedClock(build + 30), build, build + 20);
         assert_eq!((t.unix_millis, t.clock_anomaly), (build + 30, false));
+    }
+
+    #[test]
+    fn a_partial_quarantine_file_under_the_final_name_is_not_trusted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(AuditLog::init(dir.path(), Some("unit"), env(0)).expect("init"));
+        let path = dir.path().join(LOG_FILE);
+        let len = std::fs::metadata(&path).expect("stat").len();
+        let tail = b"RLQR a torn frame whose copy an older release cut short".repeat(100);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|f| f.write_all_at(&tail, len))
+            .expect("write");
+        // What an interrupted in-place copy of an older release left behind.
+        let sha = super::super::layout::sha256(&[&tail]);
+        let name = format!("{LOG_FILE}.torn-{len}-{}", &sha.to_hex()[..16]);
+        std::fs::write(dir.path().join(&name), &tail[..1000]).expect("partial");
+
+        let log = AuditLog::open(dir.path(), env(0)).expect("open");
+        let r = log.recovery().expect("recovered").clone();
+        assert_eq!(r.quarantine, dir.path().join(&name));
+        assert_eq!(r.length, tail.len() as u64);
+        assert_eq!(std::fs::read(&r.quarantine).expect("read"), tail);
+        assert!(!dir.path().join(format!(".{name}.partial")).exists());
     }
 
     #[test]

@@ -13,11 +13,11 @@
 //! log.ensure_space(RESTORE_RESERVE_BYTES)?;
 //! let op = Operator { id: "op7".into(), name: Some("A. Jones".into()) };
 //! let started = log.append(&op, Payload::RestoreStarted(RestoreStarted {
-//!     image: image.clone(), target: target.clone() }))?;
+//!     image: image.clone(), target: target.clone(), ..Default::default() }))?;
 //! // ... write the disk only after `append` returned ...
 //! log.append(&op, Payload::RestoreFinished(RestoreFinished {
 //!     started_seq: started.seq, image, target, outcome: RestoreOutcome::Success,
-//!     bytes_written: 0, stage_millis: vec![], readback_digest: None }))?;
+//!     ..Default::default() }))?;
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
@@ -42,8 +42,9 @@ pub use log::{
     BUILD_UNIX_SECONDS, RESTORE_RESERVE_BYTES,
 };
 pub use record::{
-    CheckResult, ImageRef, Kind, Operator, Payload, Record, RecordMeta, RecordTime,
-    RestoreFinished, RestoreOutcome, RestoreStarted, SignerRef, TargetRef,
+    BodyDefect, CheckResult, ImageRef, Kind, Operator, Payload, Record, RecordMeta, RecordTime,
+    RestoreFinished, RestoreMode, RestoreOutcome, RestoreStarted, SignInFailed, SignerRef,
+    TargetRef, Unmapped,
 };
 pub use verify::{
     verify_bytes, verify_dir, CheckpointStatus, LogEnd, Problem, RecordStatus, Report,

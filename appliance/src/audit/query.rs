@@ -272,15 +272,35 @@ fn details(r: &Record) -> String {
             r.meta.appliance_id,
             &public_key.to_hex()[..16]
         ),
-        Payload::RestoreStarted(s) => format!(
-            "{} {} -> {} serial {}",
-            s.image.name, s.image.version, s.target.model, s.target.serial
-        ),
+        Payload::RestoreStarted(s) => {
+            let mut d = format!(
+                "{} {} -> {} serial {}",
+                s.image.name, s.image.version, s.target.model, s.target.serial
+            );
+            // Version 1 records did not say; their defaults would be a guess.
+            if r.body_version >= 2 {
+                d.push_str(&format!(
+                    ", {} restore, unmapped {}",
+                    s.mode.describe(),
+                    s.unmapped.word()
+                ));
+                if let Some(meaning) = &s.meaning {
+                    d.push_str(&format!(", meaning: {meaning}"));
+                }
+                if let Some(reason) = &s.reason {
+                    d.push_str(&format!(", reason: {reason}"));
+                }
+            }
+            d
+        }
         Payload::RestoreFinished(f) => {
             let mut d = format!(
                 "{} {} -> serial {}, {} bytes (started at {})",
                 f.image.name, f.image.version, f.target.serial, f.bytes_written, f.started_seq
             );
+            if r.body_version >= 2 {
+                d.push_str(&format!(", {} bytes already correct", f.bytes_skipped));
+            }
             if let RestoreOutcome::Failed { chunk, reason } = &f.outcome {
                 match chunk {
                     Some(c) => d.push_str(&format!(": chunk {c}: {reason}")),
@@ -302,5 +322,11 @@ fn details(r: &Record) -> String {
             ..
         } => format!("torn tail of {length} bytes at offset {offset} moved to {quarantine_file}"),
         Payload::OperatorNote { text } => text.replace(['\n', '\r'], " "),
+        Payload::SignInFailed(f) => format!(
+            "sign-in of {} failed (attempt {}){}",
+            f.operator_id,
+            f.attempt,
+            if f.locked { ", operator locked" } else { "" }
+        ),
     }
 }

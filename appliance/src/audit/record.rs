@@ -1,10 +1,15 @@
 //! What a record says: the fields every record carries and the payload of
 //! each kind. The body is the 48-byte preamble from `layout`, then postcard
 //! of [`RecordMeta`], then postcard of the kind's payload, with nothing after.
+//!
+//! Body version 2 added fields to `RestoreStarted` and `RestoreFinished` and
+//! the kind `SignInFailed`. Version 1 bodies still decode, through the
+//! version 1 shapes below; [`Record::body_version`] tells a reader which
+//! fields the record really carried.
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::{BodyPreamble, BODY_PREAMBLE_LEN, MAX_BODY_LEN};
+use super::layout::{BodyPreamble, BODY_PREAMBLE_LEN, BODY_VERSION, MAX_BODY_LEN};
 use super::{AuditError, Digest};
 
 /// The kind of a record, as stored in the body preamble.
@@ -17,6 +22,8 @@ pub enum Kind {
     DiskChecked = 5,
     Recovered = 6,
     OperatorNote = 7,
+    /// Since body version 2.
+    SignInFailed = 8,
 }
 
 impl Kind {
@@ -29,6 +36,7 @@ impl Kind {
             5 => Kind::DiskChecked,
             6 => Kind::Recovered,
             7 => Kind::OperatorNote,
+            8 => Kind::SignInFailed,
             _ => return None,
         })
     }
@@ -42,6 +50,7 @@ impl Kind {
             Kind::DiskChecked => "DiskChecked",
             Kind::Recovered => "Recovered",
             Kind::OperatorNote => "OperatorNote",
+            Kind::SignInFailed => "SignInFailed",
         }
     }
 }
@@ -89,7 +98,7 @@ pub struct SignerRef {
 }
 
 /// Which image a record is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRef {
     pub uuid: String,
     pub name: String,
@@ -99,7 +108,7 @@ pub struct ImageRef {
 }
 
 /// Which disk a record is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetRef {
     pub path: String,
     pub model: String,
@@ -122,6 +131,16 @@ pub enum RestoreOutcome {
     Cancelled,
 }
 
+/// A record that forgot to say how the restore ended says it failed.
+impl Default for RestoreOutcome {
+    fn default() -> Self {
+        RestoreOutcome::Failed {
+            chunk: None,
+            reason: "no outcome was recorded".into(),
+        }
+    }
+}
+
 impl RestoreOutcome {
     /// The word used by `show --result` and the exports.
     pub fn word(&self) -> &'static str {
@@ -140,15 +159,69 @@ pub enum CheckResult {
     Failed { reason: String },
 }
 
+/// Which kind of restore was run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoreMode {
+    /// Every extent the image describes is written.
+    #[default]
+    Full,
+    /// A restore that continues the interrupted one started at
+    /// `interrupted_seq`.
+    Resume { interrupted_seq: u64 },
+    /// Only extents that differ from the image on the disk are written.
+    OnlyDifferences,
+}
+
+impl RestoreMode {
+    /// How `show` and the exports name the mode.
+    pub fn describe(&self) -> String {
+        match self {
+            RestoreMode::Full => "full".into(),
+            RestoreMode::Resume { interrupted_seq } => {
+                format!("resume of record {interrupted_seq}")
+            }
+            RestoreMode::OnlyDifferences => "only differences".into(),
+        }
+    }
+}
+
+/// What the restore does with extents the image did not capture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Unmapped {
+    /// Left as they were on the disk.
+    #[default]
+    Left,
+    /// Overwritten with zeros.
+    Zeroed,
+    /// Discarded (TRIM/UNMAP) on the disk.
+    Discarded,
+}
+
+impl Unmapped {
+    pub fn word(self) -> &'static str {
+        match self {
+            Unmapped::Left => "left",
+            Unmapped::Zeroed => "zeroed",
+            Unmapped::Discarded => "discarded",
+        }
+    }
+}
+
 /// Written and synced before the first byte reaches the target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreStarted {
     pub image: ImageRef,
     pub target: TargetRef,
+    /// What the operator's sign-in means (21 CFR 11.50), e.g. "performed by".
+    pub meaning: Option<String>,
+    /// The work order or reason for the restore.
+    pub reason: Option<String>,
+    pub mode: RestoreMode,
+    pub unmapped: Unmapped,
 }
 
 /// Written when a restore ends, whatever the outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreFinished {
     /// Sequence number of the matching `RestoreStarted`.
     pub started_seq: u64,
@@ -156,9 +229,21 @@ pub struct RestoreFinished {
     pub target: TargetRef,
     pub outcome: RestoreOutcome,
     pub bytes_written: u64,
+    /// Bytes already correct on the disk and not rewritten.
+    pub bytes_skipped: u64,
     /// (stage name, milliseconds), in order.
     pub stage_millis: Vec<(String, u64)>,
     pub readback_digest: Option<Digest>,
+}
+
+/// A sign-in that did not succeed. The secret tried is never recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInFailed {
+    pub operator_id: String,
+    /// 1 for the first failed attempt in a row, then +1.
+    pub attempt: u32,
+    /// This failure locked the operator out.
+    pub locked: bool,
 }
 
 /// The payload of each kind.
@@ -189,6 +274,7 @@ pub enum Payload {
     OperatorNote {
         text: String,
     },
+    SignInFailed(SignInFailed),
 }
 
 // Postcard shapes of the struct-like payload variants.
@@ -218,6 +304,23 @@ struct OperatorNoteBody {
     text: String,
 }
 
+// Body version 1 shapes, read only: old logs must still verify and show.
+#[derive(Deserialize)]
+struct RestoreStartedV1 {
+    image: ImageRef,
+    target: TargetRef,
+}
+#[derive(Deserialize)]
+struct RestoreFinishedV1 {
+    started_seq: u64,
+    image: ImageRef,
+    target: TargetRef,
+    outcome: RestoreOutcome,
+    bytes_written: u64,
+    stage_millis: Vec<(String, u64)>,
+    readback_digest: Option<Digest>,
+}
+
 impl Payload {
     pub fn kind(&self) -> Kind {
         match self {
@@ -228,6 +331,7 @@ impl Payload {
             Payload::DiskChecked { .. } => Kind::DiskChecked,
             Payload::Recovered { .. } => Kind::Recovered,
             Payload::OperatorNote { .. } => Kind::OperatorNote,
+            Payload::SignInFailed(_) => Kind::SignInFailed,
         }
     }
 
@@ -276,12 +380,49 @@ impl Payload {
                 quarantine_file,
             }),
             Payload::OperatorNote { text } => postcard::to_stdvec(&OperatorNoteBody { text }),
+            Payload::SignInFailed(f) => postcard::to_stdvec(&f),
         }?;
         out.extend_from_slice(&bytes);
         Ok(())
     }
 
-    fn decode(kind: Kind, bytes: &[u8]) -> Result<(Self, &[u8]), postcard::Error> {
+    fn decode(body_version: u16, kind: Kind, bytes: &[u8]) -> Result<(Self, &[u8]), BodyDefect> {
+        let decode_err = |e: postcard::Error| BodyDefect::Decode(e.to_string());
+        if body_version == 1 {
+            match kind {
+                Kind::RestoreStarted => {
+                    let (b, rest) =
+                        postcard::take_from_bytes::<RestoreStartedV1>(bytes).map_err(decode_err)?;
+                    let started = RestoreStarted {
+                        image: b.image,
+                        target: b.target,
+                        ..Default::default()
+                    };
+                    return Ok((Payload::RestoreStarted(started), rest));
+                }
+                Kind::RestoreFinished => {
+                    let (b, rest) = postcard::take_from_bytes::<RestoreFinishedV1>(bytes)
+                        .map_err(decode_err)?;
+                    let finished = RestoreFinished {
+                        started_seq: b.started_seq,
+                        image: b.image,
+                        target: b.target,
+                        outcome: b.outcome,
+                        bytes_written: b.bytes_written,
+                        bytes_skipped: 0,
+                        stage_millis: b.stage_millis,
+                        readback_digest: b.readback_digest,
+                    };
+                    return Ok((Payload::RestoreFinished(finished), rest));
+                }
+                Kind::SignInFailed => return Err(BodyDefect::KindTooNew { kind, body_version }),
+                _ => {}
+            }
+        }
+        Self::decode_current(kind, bytes).map_err(decode_err)
+    }
+
+    fn decode_current(kind: Kind, bytes: &[u8]) -> Result<(Self, &[u8]), postcard::Error> {
         Ok(match kind {
             Kind::LogCreated => {
                 let (b, rest) = postcard::take_from_bytes::<LogCreatedBody>(bytes)?;
@@ -336,6 +477,10 @@ impl Payload {
                 let (b, rest) = postcard::take_from_bytes::<OperatorNoteBody>(bytes)?;
                 (Payload::OperatorNote { text: b.text }, rest)
             }
+            Kind::SignInFailed => {
+                let (b, rest) = postcard::take_from_bytes(bytes)?;
+                (Payload::SignInFailed(b), rest)
+            }
         })
     }
 }
@@ -343,6 +488,9 @@ impl Payload {
 /// A decoded record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Record {
+    /// 1 or 2. Fields added in version 2 hold their defaults (`None`,
+    /// `Full`, `Left`, 0) in a version 1 record: it did not record them.
+    pub body_version: u16,
     pub seq: u64,
     pub kind: Kind,
     pub prev_hash: Digest,
@@ -358,6 +506,7 @@ pub(crate) fn encode_body(
     payload: &Payload,
 ) -> Result<Vec<u8>, AuditError> {
     let preamble = BodyPreamble {
+        version: BODY_VERSION,
         kind: payload.kind() as u16,
         seq,
         prev_hash,
@@ -389,6 +538,8 @@ pub enum BodyDefect {
     Decode(String),
     #[error("the record body has {0} bytes after its payload")]
     Trailing(usize),
+    #[error("the record kind {} does not exist in body version {body_version}", kind.name())]
+    KindTooNew { kind: Kind, body_version: u16 },
 }
 
 /// Decodes a body whose frame has been checked. Never trusts lengths inside
@@ -398,12 +549,12 @@ pub fn decode_body(body: &[u8], preamble: &BodyPreamble) -> Result<Record, BodyD
     let rest = body.get(BODY_PREAMBLE_LEN..).unwrap_or_default();
     let (meta, rest) = postcard::take_from_bytes::<RecordMeta>(rest)
         .map_err(|e| BodyDefect::Decode(e.to_string()))?;
-    let (payload, rest) =
-        Payload::decode(kind, rest).map_err(|e| BodyDefect::Decode(e.to_string()))?;
+    let (payload, rest) = Payload::decode(preamble.version, kind, rest)?;
     if !rest.is_empty() {
         return Err(BodyDefect::Trailing(rest.len()));
     }
     Ok(Record {
+        body_version: preamble.version,
         seq: preamble.seq,
         kind,
         prev_hash: preamble.prev_hash,

@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -170,7 +169,7 @@ pub fn verify_dir(
         None => None,
     };
     let path = dir.join(LOG_FILE);
-    let file = File::open(&path).map_err(|source| AuditError::Open {
+    let file = reliquary_image::regular_file::open(&path).map_err(|source| AuditError::Open {
         path: path.clone(),
         source,
     })?;
@@ -561,10 +560,12 @@ fn next_valid_frame<S: Source + ?Sized>(src: &S, off: u64, scratch: &mut Vec<u8>
 /// How many signatures are checked together.
 const SIGNATURE_BATCH: usize = 1024;
 
-/// Checks every frame's signature, in order. Batches are checked with the
-/// batch equation, several times faster than one by one; a batch that fails
-/// is checked again one signature at a time with `ring`'s strict check, so
-/// a bad signature is named exactly as a single check would name it.
+/// Checks every frame's signature, in order, with one equation (see
+/// `cofactored_verifies`). Batches of
+/// `SIGNATURE_BATCH` are several times faster than one by one; a batch that
+/// fails is checked again one signature at a time with the same equation (a
+/// batch of one), so a signature's verdict never depends on which other
+/// signatures share its batch.
 fn check_signatures(key: &PublicKey, frames: &[FrameSummary]) -> Vec<bool> {
     frames
         .par_chunks(SIGNATURE_BATCH)
@@ -573,28 +574,158 @@ fn check_signatures(key: &PublicKey, frames: &[FrameSummary]) -> Vec<bool> {
                 .iter()
                 .map(|f| signature_message(&f.record_hash))
                 .collect();
-            if batch_verifies(key, batch, &messages) {
+            let signatures: Vec<&[u8; 64]> = batch.iter().map(|f| &f.signature).collect();
+            if cofactored_verifies(key, &signatures, &messages) {
                 vec![true; batch.len()]
             } else {
                 batch
                     .iter()
                     .zip(&messages)
-                    .map(|(f, m)| key.verify(m, &f.signature))
+                    .map(|(f, m)| cofactored_verifies(key, &[&f.signature], &[m]))
                     .collect()
             }
         })
         .collect()
 }
 
-fn batch_verifies(key: &PublicKey, batch: &[FrameSummary], messages: &[Vec<u8>]) -> bool {
-    let Ok(verifying_key) = ed25519_dalek::VerifyingKey::from_bytes(key.as_bytes()) else {
+/// Whether every signature satisfies the one equation the audit log uses:
+/// R and s canonically encoded, and [8]([s]B - R - [k]A) = 0 with
+/// k = SHA-512(R || A || M) mod l (cofactored, as in ZIP 215 but with
+/// canonical encodings). A batch is checked with random 128-bit weights z_i:
+/// [8](sum z_i(s_i B - R_i - k_i A)) = 0, which a set of valid signatures
+/// always meets and a set holding an invalid one meets with probability
+/// 2^-128. So a signature's verdict does not depend on its batch: the batch
+/// of one is the same equation. The key is torsion-free (`PublicKey`
+/// refuses any other key).
+fn cofactored_verifies<M: AsRef<[u8]>>(
+    key: &PublicKey,
+    signatures: &[&[u8; 64]],
+    messages: &[M],
+) -> bool {
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::scalar::Scalar;
+    use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
+    use ring::rand::SecureRandom;
+
+    let Some(public) = CompressedEdwardsY(*key.as_bytes()).decompress() else {
         return false;
     };
-    let signatures: Vec<ed25519_dalek::Signature> = batch
-        .iter()
-        .map(|f| ed25519_dalek::Signature::from_bytes(&f.signature))
-        .collect();
-    let messages: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-    let keys = vec![verifying_key; batch.len()];
-    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+    let rng = ring::rand::SystemRandom::new();
+    let mut b_coefficient = Scalar::ZERO;
+    let mut a_coefficient = Scalar::ZERO;
+    let mut r_weights = Vec::with_capacity(signatures.len());
+    let mut r_points = Vec::with_capacity(signatures.len());
+    for (signature, message) in signatures.iter().zip(messages) {
+        let r_bytes: [u8; 32] = signature[..32].try_into().unwrap_or_default();
+        let s_bytes: [u8; 32] = signature[32..].try_into().unwrap_or_default();
+        let Some(s) = Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)) else {
+            return false;
+        };
+        let r_point = match CompressedEdwardsY(r_bytes).decompress() {
+            Some(p) if p.compress().0 == r_bytes => p,
+            _ => return false,
+        };
+        let mut hash = ring::digest::Context::new(&ring::digest::SHA512);
+        hash.update(&r_bytes);
+        hash.update(key.as_bytes());
+        hash.update(message.as_ref());
+        let k_wide: [u8; 64] = hash.finish().as_ref().try_into().unwrap_or([0; 64]);
+        let k = Scalar::from_bytes_mod_order_wide(&k_wide);
+        let z = if signatures.len() == 1 {
+            Scalar::ONE
+        } else {
+            let mut z = [0u8; 32];
+            if rng.fill(&mut z[..16]).is_err() {
+                return false;
+            }
+            Scalar::from_bytes_mod_order(z)
+        };
+        b_coefficient += z * s;
+        a_coefficient += z * k;
+        r_weights.push(-z);
+        r_points.push(r_point);
+    }
+    let sum = EdwardsPoint::vartime_multiscalar_mul(
+        [b_coefficient, -a_coefficient].into_iter().chain(r_weights),
+        [curve25519_dalek::constants::ED25519_BASEPOINT_POINT, public]
+            .into_iter()
+            .chain(r_points),
+    );
+    sum.mul_by_cofactor().is_identity()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::scalar::{clamp_integer, Scalar};
+    use curve25519_dalek::EdwardsPoint;
+    use reliquary_image::keys::SigningKey;
+
+    use super::*;
+
+    const SEED: [u8; 32] = [3; 32];
+
+    fn sha512(parts: &[&[u8]]) -> [u8; 64] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA512);
+        parts.iter().for_each(|p| ctx.update(p));
+        ctx.finish().as_ref().try_into().expect("64 bytes")
+    }
+
+    fn signer() -> SigningKey {
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&SEED);
+        SigningKey::from_pkcs8(&der, Path::new("<test>")).expect("key")
+    }
+
+    /// An Ed25519 signature by `SEED` whose R carries a point of order 8:
+    /// the cofactored equation accepts it, the cofactorless one refuses it.
+    /// Only the holder of the private key can make one.
+    fn sign_with_torsioned_r(public: &[u8; 32], message: &[u8]) -> [u8; 64] {
+        let h = sha512(&[&SEED]);
+        let a = Scalar::from_bytes_mod_order(clamp_integer(h[..32].try_into().expect("32")));
+        let r = Scalar::from_bytes_mod_order_wide(&sha512(&[&h[32..], message]));
+        let big_r = (EdwardsPoint::mul_base(&r) + EIGHT_TORSION[1]).compress();
+        let k = Scalar::from_bytes_mod_order_wide(&sha512(&[&big_r.0, public, message]));
+        let s = r + k * a;
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&big_r.0);
+        sig[32..].copy_from_slice(&s.to_bytes());
+        sig
+    }
+
+    fn frame(seq: u64, signature: [u8; 64]) -> FrameSummary {
+        FrameSummary {
+            offset: (seq + 1) * FRAME_ALIGN,
+            len: FRAME_ALIGN,
+            seq,
+            record_hash: Digest([seq as u8; 32]),
+            signature,
+        }
+    }
+
+    #[test]
+    fn a_signature_is_judged_by_one_equation_whatever_its_batch() {
+        let signer = signer();
+        let key = signer.public_key();
+        let message = |seq: u64| signature_message(&Digest([seq as u8; 32]));
+        let good = frame(0, signer.sign(&message(0)));
+        let odd = frame(1, sign_with_torsioned_r(key.as_bytes(), &message(1)));
+        // Signed over another record's hash: invalid under every equation.
+        let bad = frame(2, signer.sign(&message(0)));
+        // ring's cofactorless check refuses it: only this module judges
+        // record signatures, with one equation.
+        assert!(!key.verify(&message(1), &odd.signature));
+
+        let passing = [good.clone(), odd.clone()];
+        assert_eq!(check_signatures(&key, &passing), [true, true]);
+        // The same signature in a batch that fails, and so is checked one
+        // by one, gets the same verdict.
+        let failing = [good, odd, bad];
+        assert_eq!(check_signatures(&key, &failing), [true, true, false]);
+    }
 }

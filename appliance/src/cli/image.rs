@@ -305,7 +305,8 @@ pub fn extract_cmd(args: ExtractArgs) -> anyhow::Result<ExitCode> {
 
 /// Opens an image file and checks its framing.
 pub fn open_image(path: &Path) -> anyhow::Result<reliquary_image::SealedImage<File>> {
-    let file = File::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
+    let file = reliquary_image::regular_file::open(path)
+        .with_context(|| format!("cannot open image {}", path.display()))?;
     reliquary_image::open(file).with_context(|| format!("{} is not a valid image", path.display()))
 }
 

@@ -7,7 +7,8 @@ use reliquary_image::Image;
 use super::{Outcome, RestoreReport, TargetInfo};
 use crate::audit::{
     AppendedRecord, AuditError, AuditLog, Digest, ImageRef, Operator, Payload, RestoreFinished,
-    RestoreOutcome, RestoreStarted, SignerRef, TargetRef, RESTORE_RESERVE_BYTES,
+    RestoreMode, RestoreOutcome, RestoreStarted, SignerRef, TargetRef, Unmapped,
+    RESTORE_RESERVE_BYTES,
 };
 
 /// A restore whose `RestoreStarted` record is on disk.
@@ -35,6 +36,10 @@ pub fn log_started(
         Payload::RestoreStarted(RestoreStarted {
             image: image.clone(),
             target: target.clone(),
+            meaning: None,
+            reason: None,
+            mode: RestoreMode::Full,
+            unmapped: Unmapped::Left,
         }),
     )?;
     Ok(StartedRestore {
@@ -112,6 +117,7 @@ fn finished_record(
         target,
         outcome,
         bytes_written: report.bytes_written,
+        bytes_skipped: 0,
         stage_millis: report
             .stage_durations
             .iter()

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use reliquary_appliance::audit::query::format_time;
 use reliquary_appliance::audit::{
-    verify_dir, CheckResult, LogEnd, Payload, RecordStatus, Report, RestoreOutcome, PUBLIC_KEY_FILE,
+    verify_dir, CheckResult, LogEnd, Payload, Record, RecordStatus, Report, RestoreOutcome,
+    PUBLIC_KEY_FILE,
 };
 use reliquary_image::keys::PublicKey;
 
@@ -138,7 +139,7 @@ pub fn rows(report: &Report) -> Vec<AuditRow> {
                     ),
                 ));
             }
-            let summary = describe(&rec.payload, &mut details);
+            let summary = describe(rec, &mut details);
             AuditRow {
                 seq: vr.seq,
                 time,
@@ -154,7 +155,8 @@ pub fn rows(report: &Report) -> Vec<AuditRow> {
 }
 
 /// A one-line summary of a payload; its fields go into `details`.
-fn describe(payload: &Payload, details: &mut Vec<(String, String)>) -> String {
+fn describe(record: &Record, details: &mut Vec<(String, String)>) -> String {
+    let payload = &record.payload;
     let mut add = |k: &str, v: String| details.push((k.to_string(), v));
     if let Some(image) = payload.image() {
         add("Image", format!("{} version {}", image.name, image.version));
@@ -194,14 +196,30 @@ fn describe(payload: &Payload, details: &mut Vec<(String, String)>) -> String {
     };
     match payload {
         Payload::LogCreated { .. } => "log created".into(),
-        Payload::RestoreStarted(s) => format!(
-            "{} {} -> {}",
-            s.image.name,
-            s.image.version,
-            target_name(&s.target)
-        ),
+        Payload::RestoreStarted(s) => {
+            // Version 1 records did not say; their defaults would be a guess.
+            if record.body_version >= 2 {
+                add("Mode", s.mode.describe());
+                add("Unmapped", s.unmapped.word().to_string());
+                if let Some(meaning) = &s.meaning {
+                    add("Meaning", meaning.clone());
+                }
+                if let Some(reason) = &s.reason {
+                    add("Reason", reason.clone());
+                }
+            }
+            format!(
+                "{} {} -> {}",
+                s.image.name,
+                s.image.version,
+                target_name(&s.target)
+            )
+        }
         Payload::RestoreFinished(f) => {
             add("Written", bytes(f.bytes_written));
+            if record.body_version >= 2 {
+                add("Already correct", bytes(f.bytes_skipped));
+            }
             let stages: Vec<String> = f
                 .stage_millis
                 .iter()
@@ -236,6 +254,13 @@ fn describe(payload: &Payload, details: &mut Vec<(String, String)>) -> String {
             format!("a torn tail of {length} bytes was copied aside")
         }
         Payload::OperatorNote { text } => text.clone(),
+        Payload::SignInFailed(f) => {
+            add("Attempt", f.attempt.to_string());
+            if f.locked {
+                add("Locked", "yes".into());
+            }
+            format!("sign-in of {} failed", f.operator_id)
+        }
     }
 }
 

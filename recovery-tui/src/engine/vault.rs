@@ -47,7 +47,7 @@ fn scan_image(path: &Path, trust: &TrustStore) -> ScannedImage {
         audit_problem: None,
     };
     let open = || {
-        File::open(path).map_err(|source| ImageError::Open {
+        reliquary_image::regular_file::open(path).map_err(|source| ImageError::Open {
             path: path.to_path_buf(),
             source,
         })
