@@ -6,7 +6,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 
 use reliquary_appliance::discover::{discover_system, Disk, SystemPaths};
-use reliquary_appliance::safety::{refusals, TargetRequirement};
+use reliquary_appliance::safety::{refusals, Refusal, TargetRequirement};
 
 use crate::model::{TargetCandidate, TargetKind, TargetList};
 
@@ -77,10 +77,28 @@ pub fn disk_candidate(disk: &Disk, requirement: &TargetRequirement) -> TargetCan
             .collect(),
         refusals: refusals(disk, requirement)
             .iter()
-            .map(|r| without_device_prefix(&r.to_string(), &disk.path))
+            .map(|r| without_device_prefix(&refusal_text(r), &disk.path))
             .collect(),
         confirm_code,
         code_is_serial,
+    }
+}
+
+/// A refusal as the technician reads it: sizes in GiB/MiB, not bytes.
+fn refusal_text(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::TooSmall {
+            device,
+            target_bytes,
+            required_bytes,
+        } => format!(
+            "refusing to write {}: it holds {} but the image needs {}; use a disk of at least {}",
+            device.display(),
+            crate::ui::bytes(*target_bytes),
+            crate::ui::bytes(*required_bytes),
+            crate::ui::disk_size(*required_bytes),
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -153,4 +171,23 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disk_too_small_is_told_in_gib_not_bytes() {
+        let text = refusal_text(&Refusal::TooSmall {
+            device: "/dev/sdb".into(),
+            target_bytes: 1 << 30,
+            required_bytes: 2 << 30,
+        });
+        assert_eq!(
+            without_device_prefix(&text, Path::new("/dev/sdb")),
+            "it holds 1.0 GiB but the image needs 2.0 GiB; use a disk of at least \
+             2.1 GB (2.0 GiB)"
+        );
+    }
 }

@@ -1189,15 +1189,21 @@ pub fn audit_log(app: &App, area: Rect, buf: &mut Buffer) {
             } else {
                 result
             };
-            let line = format!(
-                "{:>4} {:<19} {:<15} {:<8} {:<11} {}",
+            // The result is never cut; the summary gets what room is left.
+            let prefix = format!(
+                "{:>4} {:<19} {:<15} {:<8} {:<11}",
                 r.seq,
                 r.time,
                 r.kind,
                 clip(&r.operator, 8),
                 result,
-                r.summary
             );
+            let room = width.saturating_sub(prefix.chars().count() + 1);
+            let line = if room >= 8 {
+                format!("{prefix} {}", clip(&r.summary, room))
+            } else {
+                prefix.trim_end().to_string()
+            };
             let style = if r.is_alarming() {
                 Style::new().fg(BAD).add_modifier(Modifier::BOLD)
             } else {
