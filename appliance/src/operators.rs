@@ -191,6 +191,46 @@ impl OperatorList {
     }
 }
 
+/// Why a front end without a sign-in screen (the CLI's `restore`) may not
+/// act for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizeError {
+    #[error(transparent)]
+    List(#[from] OperatorsError),
+    #[error("this trust store has an operators list: give the PIN of operator `{0}`")]
+    PinRequired(String),
+    #[error("operator `{id}` may not sign: {refusal}")]
+    Refused { id: String, refusal: SignInRefusal },
+    #[error(
+        "`{0}` is not an operator id: use 1 to {MAX_ID_LEN} letters, digits, `.`, `_`, `-` or `@`"
+    )]
+    BadId(String),
+}
+
+/// Checks `id` (and its PIN) against the trust store's operators list, as
+/// the TUI's sign-in does. Returns the operator's name from the list, or
+/// `None` when the trust store has no list (any valid id then acts alone).
+pub fn authorize(
+    trust: &TrustStore,
+    trust_dir: &Path,
+    id: &str,
+    pin: Option<&str>,
+) -> Result<Option<String>, AuthorizeError> {
+    if !is_valid_id(id) {
+        return Err(AuthorizeError::BadId(id.to_string()));
+    }
+    let Some(list) = OperatorList::from_trust(trust, trust_dir)? else {
+        return Ok(None);
+    };
+    let pin = pin.ok_or_else(|| AuthorizeError::PinRequired(id.to_string()))?;
+    list.verify(id, pin)
+        .map(|entry| Some(entry.name.clone()))
+        .map_err(|refusal| AuthorizeError::Refused {
+            id: id.to_string(),
+            refusal,
+        })
+}
+
 /// Failed sign-ins per id, for one session of the stick.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Lockout {
@@ -333,6 +373,36 @@ mod tests {
         ));
         assert!(list.remove("op7"));
         assert!(!list.remove("op7"));
+    }
+
+    #[test]
+    fn authorize_needs_the_pin_only_when_the_trust_store_lists_operators() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        reliquary_image::keys::SigningKey::generate_to_files(&dir.path().join("eng"), Some("Eng"))
+            .expect("key");
+        let trust = TrustStore::load(dir.path()).expect("trust store");
+        assert_eq!(
+            authorize(&trust, dir.path(), "anyone", None).ok(),
+            Some(None)
+        );
+        assert!(matches!(
+            authorize(&trust, dir.path(), "bad id with spaces", None),
+            Err(AuthorizeError::BadId(_))
+        ));
+        std::fs::write(dir.path().join(OPERATORS_FILE), two_operators().to_text()).expect("write");
+        let trust = TrustStore::load(dir.path()).expect("trust store");
+        assert!(matches!(
+            authorize(&trust, dir.path(), "op7", None),
+            Err(AuthorizeError::PinRequired(_))
+        ));
+        assert_eq!(
+            authorize(&trust, dir.path(), "op7", Some("4711")).ok(),
+            Some(Some("Alice Jones".to_string()))
+        );
+        assert!(matches!(
+            authorize(&trust, dir.path(), "anyone", Some("4711")),
+            Err(AuthorizeError::Refused { .. })
+        ));
     }
 
     #[test]

@@ -331,6 +331,7 @@ fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
         ("/", "filter (audit log)"),
         ("l", "open the audit log (vault screen)"),
         ("v", "verify every chunk of the selected image"),
+        ("c / o", "result: checkpoint QR code / power off"),
         ("?", "this help"),
         ("q", "quit (asks first while a restore runs)"),
         ("Ctrl-C", "quit, also while typing"),
