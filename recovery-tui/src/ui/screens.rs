@@ -164,24 +164,39 @@ pub fn not_ready(app: &App, area: Rect, buf: &mut Buffer) {
 /// with its short form as the caption.
 pub fn checkpoint_qr(app: &App, area: Rect, buf: &mut Buffer) {
     let Some(r) = &app.result else { return };
-    let caption = format!(
-        "checkpoint: {}   (Esc: back)",
-        r.checkpoint_short.as_deref().unwrap_or("none")
-    );
     let [code_area, caption_area] =
         Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
+    let fits = |lines: &Vec<String>| {
+        lines.len() as u16 <= code_area.height
+            && lines.first().map_or(0, |l| l.chars().count()) as u16 <= code_area.width
+    };
+    // The whole signed note when it fits; else its body (origin, size and
+    // root: the tree head itself), which fits 80x25. The signed note stays
+    // in the audit partition and on the text screen.
+    let note = r.checkpoint_note.as_deref();
+    let body = note
+        .and_then(|n| n.split_once("\n\n"))
+        .map(|(body, _)| format!("{body}\n"));
+    let signed = note.and_then(half_block_lines).filter(fits);
+    let (lines, what) = match signed {
+        Some(lines) => (Some(lines), ""),
+        None => (
+            body.as_deref().and_then(half_block_lines).filter(fits),
+            " (note body, unsigned)",
+        ),
+    };
+    let caption = format!(
+        "checkpoint: {}{what}   Esc: back",
+        r.checkpoint_short.as_deref().unwrap_or("none")
+    );
     Paragraph::new(Line::styled(
         caption,
         Style::new().add_modifier(Modifier::BOLD),
     ))
     .alignment(ratatui::layout::Alignment::Center)
     .render(caption_area, buf);
-    let lines = r.checkpoint_note.as_deref().and_then(half_block_lines);
     match lines {
-        Some(lines)
-            if lines.len() as u16 <= code_area.height
-                && lines.first().map_or(0, |l| l.chars().count()) as u16 <= code_area.width =>
-        {
+        Some(lines) => {
             let width = lines.first().map_or(0, |l| l.chars().count()) as u16;
             let rect = centered(code_area, width, lines.len() as u16);
             let lines: Vec<Line> = lines
@@ -190,8 +205,8 @@ pub fn checkpoint_qr(app: &App, area: Rect, buf: &mut Buffer) {
                 .collect();
             Paragraph::new(lines).render(rect, buf);
         }
-        _ => {
-            let text = match &r.checkpoint_note {
+        None => {
+            let text = match note {
                 Some(note) => {
                     format!("The QR code does not fit this screen. The checkpoint note:\n\n{note}")
                 }
