@@ -41,6 +41,15 @@ pub fn text(s: &str) -> String {
     s.replace('…', "...").chars().map(substitute).collect()
 }
 
+/// A key's name in ASCII: arrow glyphs become words.
+pub fn key_name(key: &str) -> String {
+    match key {
+        "↑↓" => "Up/Down".to_string(),
+        "←/→" => "Left/Right".to_string(),
+        other => text(other),
+    }
+}
+
 /// Replaces every cell of `area` the console font cannot draw.
 pub fn fix_buffer(area: Rect, buf: &mut Buffer) {
     for y in area.top()..area.bottom() {
@@ -68,5 +77,6 @@ mod tests {
         assert!(is_cp437('█') && is_cp437('▀') && is_cp437('│') && is_cp437('°'));
         assert!(!is_cp437('▸') && !is_cp437('…') && !is_cp437('▁'));
         assert_eq!(text("a → b … ▁▇"), "a > b ... ##");
+        assert_eq!(key_name("↑↓"), "Up/Down");
     }
 }

@@ -226,6 +226,11 @@ fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
     let key = Style::new().fg(Color::Black).bg(Color::Gray);
     let mut spans = Vec::new();
     for (k, what) in footer_keys(app) {
+        let (k, what) = if app.console_font {
+            (console::key_name(k), console::text(what))
+        } else {
+            (k.to_string(), what.to_string())
+        };
         spans.push(Span::styled(k, key));
         if !what.is_empty() {
             spans.push(Span::raw(format!(" {what}")));
