@@ -92,7 +92,7 @@ pub fn sign_in(app: &App, area: Rect, buf: &mut Buffer) {
     lines.push(Line::from(""));
     let list_note = match &app.operators {
         Some(list) => format!(
-            " Only the {} operators listed on this stick may sign in; five wrong PINs lock an id.",
+            " Only listed operators ({}) may sign in; 5 wrong PINs lock an id.",
             list.entries.len()
         ),
         None => " This stick has no operators list: any id is accepted.".to_string(),
