@@ -9,19 +9,26 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use reliquary_appliance::restore::Stage;
 
 use crate::model::{
-    AuditRow, ChainBanner, FullCheck, ProgressView, RestoreView, ResultView, TargetCandidate,
-    TargetList, VaultEntry,
+    AuditRow, ChainBanner, FullCheck, ProgressView, RestoreIntent, RestoreMeaning, RestoreView,
+    ResultOutcome, ResultView, TargetCandidate, TargetList, TrustStatus, VaultEntry,
 };
-use crate::operators::{is_id_char, is_valid_id, OperatorList, MAX_ID_LEN};
+use crate::operators::{
+    is_id_char, is_valid_id, Lockout, OperatorList, SignInRefusal, MAX_FAILED_ATTEMPTS, MAX_ID_LEN,
+    MAX_PIN_LEN,
+};
 
 /// Throughput samples kept for the sparkline.
 pub const THROUGHPUT_SAMPLES: usize = 120;
 const MAX_CODE_LEN: usize = 8;
 const MAX_FILTER_LEN: usize = 40;
+/// The longest work order or reason typed on the confirmation screen.
+pub const MAX_REASON_LEN: usize = 120;
 
 /// The screens, in the order a restore walks through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
+    /// The stick failed its own checks at start: nothing else is reachable.
+    NotReady,
     SignIn,
     Vault,
     ImageDetails,
@@ -30,6 +37,8 @@ pub enum Screen {
     Restoring,
     Result,
     AuditLog,
+    /// The checkpoint's QR code alone, so it fits an 80x25 console.
+    CheckpointQr,
 }
 
 /// A dialog drawn over the current screen.
@@ -55,10 +64,18 @@ pub enum Action {
     VerifyImage(usize),
     /// Discover the targets for vault image N.
     LoadTargets(usize),
-    /// Restore vault image `image` onto target `target` of the target list.
+    /// Restore vault image `image` onto target `target` of the target list,
+    /// with the operator's stated meaning and reason for the record.
     StartRestore {
         image: usize,
         target: usize,
+        intent: RestoreIntent,
+    },
+    /// A sign-in was refused: record it (the id, never the PIN).
+    RecordSignInFailure {
+        id: String,
+        attempt: u32,
+        locked: bool,
     },
     CancelRestore,
     LoadAuditLog,
@@ -95,6 +112,36 @@ pub enum WorkerEvent {
 pub struct SignedIn {
     pub id: String,
     pub name: Option<String>,
+}
+
+/// Which sign-in field has the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignInField {
+    #[default]
+    Id,
+    Pin,
+}
+
+/// Which confirmation field has the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConfirmField {
+    #[default]
+    Meaning,
+    Reason,
+    Code,
+}
+
+/// What the technician asks for once the session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterQuit {
+    /// Leave the program (the stick's shell-less init then powers off).
+    Exit,
+    /// Power the machine off now.
+    PowerOff,
+    /// Sign out: the next operator signs in.
+    SignOut,
+    /// Run the stick's checks again (from the "not ready" screen).
+    Recheck,
 }
 
 /// A line of typed text with the error its last submission produced.
@@ -170,7 +217,22 @@ pub struct App {
     /// The trust store's `operators` list, when it has one.
     pub operators: Option<OperatorList>,
     pub operator: Option<SignedIn>,
+    /// The operator id being typed.
     pub sign_in: TextField,
+    /// The PIN being typed; drawn as `*` only, cleared after each try.
+    pub pin: String,
+    pub sign_in_field: SignInField,
+    /// Failed sign-ins per id in this session.
+    pub lockout: Lockout,
+    /// Ends the loop after a good sign-in (the sign-in runs on its own,
+    /// before the session opens the vault and the audit log).
+    pub exit_after_sign_in: bool,
+    /// Demo only: the operators and PINs to show on the sign-in screen.
+    pub demo_pins: Vec<(String, String)>,
+    /// Every problem the stick found in itself at start.
+    pub problems: Vec<crate::model::StickProblem>,
+    /// Draw only characters of the Linux console font (CP437).
+    pub console_font: bool,
     pub vault: Vec<VaultEntry>,
     pub vault_cursor: usize,
     /// Why the vault could not be read, if it could not.
@@ -178,7 +240,13 @@ pub struct App {
     pub targets: TargetList,
     pub target_cursor: usize,
     pub confirm: TextField,
+    pub confirm_field: ConfirmField,
+    pub meaning: RestoreMeaning,
+    /// The work order or reason, as typed.
+    pub reason: String,
     pub restore: Option<RestoreView>,
+    /// The restore the result screen reports on (its image, version, intent).
+    pub finished: Option<RestoreView>,
     pub result: Option<ResultView>,
     pub audit: AuditView,
     /// A one-line message about the last refused key, shown above the footer.
@@ -186,6 +254,8 @@ pub struct App {
     /// Quit as soon as the running restore has finished and been logged.
     pub quit_after_restore: bool,
     pub should_quit: bool,
+    /// What to do once the loop ends.
+    pub after_quit: AfterQuit,
 }
 
 impl App {
@@ -197,19 +267,46 @@ impl App {
             operators,
             operator: None,
             sign_in: TextField::default(),
+            pin: String::new(),
+            sign_in_field: SignInField::Id,
+            lockout: Lockout::default(),
+            exit_after_sign_in: false,
+            demo_pins: Vec::new(),
+            problems: Vec::new(),
+            console_font: false,
             vault,
             vault_cursor: 0,
             vault_error: None,
             targets: TargetList::default(),
             target_cursor: 0,
             confirm: TextField::default(),
+            confirm_field: ConfirmField::Meaning,
+            meaning: RestoreMeaning::default(),
+            reason: String::new(),
             restore: None,
+            finished: None,
             result: None,
             audit: AuditView::default(),
             notice: None,
             quit_after_restore: false,
             should_quit: false,
+            after_quit: AfterQuit::Exit,
         }
+    }
+
+    /// An app that shows only the "Stick not ready" screen.
+    pub fn not_ready(problems: Vec<crate::model::StickProblem>, demo: bool) -> Self {
+        let mut app = Self::new(Vec::new(), None, demo);
+        app.problems = problems;
+        app.screen = Screen::NotReady;
+        app
+    }
+
+    /// Whether the last restore was cancelled (the disk is left wiped).
+    pub fn restore_cancelled(&self) -> bool {
+        self.result
+            .as_ref()
+            .is_some_and(|r| r.outcome == ResultOutcome::Cancelled)
     }
 
     pub fn selected_image(&self) -> Option<&VaultEntry> {
@@ -273,7 +370,12 @@ impl App {
                 }
             }
             WorkerEvent::RestoreFinished(result) => {
-                self.restore = None;
+                if let (ResultOutcome::Failed { chunk: Some(_), .. }, Some(view)) =
+                    (&result.outcome, &self.restore)
+                {
+                    mark_damaged(&mut self.vault, view.image_index, &result.outcome);
+                }
+                self.finished = self.restore.take();
                 self.overlay = None;
                 self.result = Some(*result);
                 self.screen = Screen::Result;
@@ -318,6 +420,13 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
     }
     app.notice = None;
     match app.screen {
+        Screen::NotReady => not_ready_key(app, key.code),
+        Screen::CheckpointQr => {
+            if matches!(key.code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('c')) {
+                app.screen = Screen::Result;
+            }
+            Action::None
+        }
         Screen::SignIn => sign_in_key(app, key.code),
         Screen::Vault => vault_key(app, key.code),
         Screen::ImageDetails => details_key(app, key.code),
@@ -327,6 +436,21 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
         Screen::Result => result_key(app, key.code),
         Screen::AuditLog => audit_key(app, key.code),
     }
+}
+
+/// An image whose chunk failed its check during a restore is damaged for
+/// the rest of the session: it cannot be chosen again.
+fn mark_damaged(vault: &mut [VaultEntry], index: usize, outcome: &ResultOutcome) {
+    let (ResultOutcome::Failed { reason, chunk, .. }, Some(entry)) =
+        (outcome, vault.get_mut(index))
+    else {
+        return;
+    };
+    entry.trust = TrustStatus::Damaged;
+    entry.reason = Some(match chunk {
+        Some(n) => format!("chunk {n} failed its check during a restore: {reason}"),
+        None => format!("failed during a restore: {reason}"),
+    });
 }
 
 fn request_quit(app: &mut App) -> Action {
@@ -406,42 +530,139 @@ fn overlay_key(app: &mut App, overlay: Overlay, code: KeyCode, ctrl_c: bool) -> 
     }
 }
 
+fn not_ready_key(app: &mut App, code: KeyCode) -> Action {
+    let after = match code {
+        KeyCode::Char('r') | KeyCode::Enter => AfterQuit::Recheck,
+        KeyCode::Char('o') => AfterQuit::PowerOff,
+        _ => return Action::None,
+    };
+    app.after_quit = after;
+    app.should_quit = true;
+    Action::Quit
+}
+
 fn sign_in_key(app: &mut App, code: KeyCode) -> Action {
-    match code {
-        KeyCode::Char(c) if is_id_char(c) && app.sign_in.text.len() < MAX_ID_LEN => {
+    match (code, app.sign_in_field) {
+        (KeyCode::Char(c), SignInField::Id)
+            if is_id_char(c) && app.sign_in.text.len() < MAX_ID_LEN =>
+        {
             app.sign_in.text.push(c);
             app.sign_in.error = None;
         }
-        KeyCode::Backspace => {
+        (KeyCode::Char(c), SignInField::Pin)
+            if c.is_ascii_graphic() && app.pin.len() < MAX_PIN_LEN =>
+        {
+            app.pin.push(c);
+        }
+        (KeyCode::Backspace, SignInField::Id) => {
             app.sign_in.text.pop();
         }
-        KeyCode::Esc => app.sign_in = TextField::default(),
-        KeyCode::Enter => {
+        (KeyCode::Backspace, SignInField::Pin) => {
+            app.pin.pop();
+        }
+        (KeyCode::Tab | KeyCode::BackTab | KeyCode::Up | KeyCode::Down, _)
+            if app.operators.is_some() =>
+        {
+            app.sign_in_field = match app.sign_in_field {
+                SignInField::Id => SignInField::Pin,
+                SignInField::Pin => SignInField::Id,
+            };
+        }
+        (KeyCode::Esc, _) => {
+            app.sign_in = TextField::default();
+            app.pin.clear();
+            app.sign_in_field = SignInField::Id;
+        }
+        (KeyCode::Enter, SignInField::Id) => {
             let id = app.sign_in.text.clone();
             if !is_valid_id(&id) {
                 app.sign_in.error = Some("Type your operator id, then press Enter.".into());
                 return Action::None;
             }
-            let name = match &app.operators {
-                Some(list) => match list.find(&id) {
-                    Some(entry) => Some(entry.name.clone()),
-                    None => {
-                        app.sign_in.error = Some(format!(
-                            "Operator id \"{id}\" is not in this stick's operators list."
-                        ));
-                        app.sign_in.text.clear();
-                        return Action::None;
-                    }
-                },
-                None => None,
-            };
-            app.operator = Some(SignedIn { id, name });
-            app.sign_in = TextField::default();
-            app.screen = Screen::Vault;
+            if app.operators.is_some() {
+                app.sign_in_field = SignInField::Pin;
+                return Action::None;
+            }
+            return signed_in(app, SignedIn { id, name: None });
         }
+        (KeyCode::Enter, SignInField::Pin) => return submit_sign_in(app),
         _ => {}
     }
     Action::None
+}
+
+/// Checks the id and PIN against the operators list; counts failures.
+fn submit_sign_in(app: &mut App) -> Action {
+    let id = app.sign_in.text.clone();
+    let pin = std::mem::take(&mut app.pin);
+    let Some(list) = &app.operators else {
+        return Action::None;
+    };
+    if !is_valid_id(&id) {
+        app.sign_in.error = Some("Type your operator id first.".into());
+        app.sign_in_field = SignInField::Id;
+        return Action::None;
+    }
+    let checked = if app.lockout.is_locked(&id) {
+        Err(SignInRefusal::Locked)
+    } else {
+        list.verify(&id, &pin).map(|entry| entry.name.clone())
+    };
+    drop(pin);
+    match checked {
+        Ok(name) => {
+            app.lockout.clear(&id);
+            signed_in(
+                app,
+                SignedIn {
+                    id,
+                    name: Some(name),
+                },
+            )
+        }
+        Err(refusal) => {
+            let attempt = app.lockout.record_failure(&id);
+            let locked = app.lockout.is_locked(&id);
+            app.sign_in.error = Some(if locked {
+                format!(
+                    "Operator id \"{id}\" is locked after {MAX_FAILED_ATTEMPTS} failed sign-ins. \
+                     Another operator may sign in; restart the stick to try again."
+                )
+            } else {
+                format!(
+                    "{}. Attempt {attempt} of {MAX_FAILED_ATTEMPTS}: the id locks after {MAX_FAILED_ATTEMPTS}.",
+                    capitalised(&refusal.to_string())
+                )
+            });
+            app.sign_in_field = SignInField::Pin;
+            Action::RecordSignInFailure {
+                id,
+                attempt,
+                locked,
+            }
+        }
+    }
+}
+
+fn signed_in(app: &mut App, who: SignedIn) -> Action {
+    app.operator = Some(who);
+    app.sign_in = TextField::default();
+    app.pin.clear();
+    app.sign_in_field = SignInField::Id;
+    app.screen = Screen::Vault;
+    if app.exit_after_sign_in {
+        app.should_quit = true;
+        return Action::Quit;
+    }
+    Action::None
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 fn vault_key(app: &mut App, code: KeyCode) -> Action {
@@ -465,6 +686,9 @@ fn vault_key(app: &mut App, code: KeyCode) -> Action {
         KeyCode::Esc => {
             app.operator = None;
             app.screen = Screen::SignIn;
+            app.after_quit = AfterQuit::SignOut;
+            app.should_quit = true;
+            return Action::Quit;
         }
         _ => {}
     }
@@ -548,6 +772,7 @@ fn targets_key(app: &mut App, code: KeyCode) -> Action {
                 return Action::None;
             }
             app.confirm = TextField::default();
+            app.confirm_field = ConfirmField::Meaning;
             app.screen = Screen::Confirm;
         }
         _ => {}
@@ -556,62 +781,111 @@ fn targets_key(app: &mut App, code: KeyCode) -> Action {
 }
 
 fn confirm_key(app: &mut App, code: KeyCode) -> Action {
-    match code {
-        KeyCode::Char(c) if c.is_ascii_alphanumeric() && app.confirm.text.len() < MAX_CODE_LEN => {
+    match (code, app.confirm_field) {
+        (KeyCode::Tab | KeyCode::Down, field) => {
+            app.confirm_field = match field {
+                ConfirmField::Meaning => ConfirmField::Reason,
+                ConfirmField::Reason => ConfirmField::Code,
+                ConfirmField::Code => ConfirmField::Meaning,
+            };
+        }
+        (KeyCode::BackTab | KeyCode::Up, field) => {
+            app.confirm_field = match field {
+                ConfirmField::Meaning => ConfirmField::Code,
+                ConfirmField::Reason => ConfirmField::Meaning,
+                ConfirmField::Code => ConfirmField::Reason,
+            };
+        }
+        (KeyCode::Left, ConfirmField::Meaning) => app.meaning = app.meaning.previous(),
+        (KeyCode::Right | KeyCode::Char(' '), ConfirmField::Meaning) => {
+            app.meaning = app.meaning.next();
+        }
+        (KeyCode::Enter, ConfirmField::Meaning) => app.confirm_field = ConfirmField::Reason,
+        (KeyCode::Char(c), ConfirmField::Reason)
+            if (c.is_ascii_graphic() || c == ' ') && app.reason.len() < MAX_REASON_LEN =>
+        {
+            app.reason.push(c);
+            app.confirm.error = None;
+        }
+        (KeyCode::Backspace, ConfirmField::Reason) => {
+            app.reason.pop();
+        }
+        (KeyCode::Enter, ConfirmField::Reason) => app.confirm_field = ConfirmField::Code,
+        (KeyCode::Char(c), ConfirmField::Code)
+            if c.is_ascii_alphanumeric() && app.confirm.text.len() < MAX_CODE_LEN =>
+        {
             app.confirm.text.push(c);
             app.confirm.error = None;
         }
-        KeyCode::Backspace => {
+        (KeyCode::Backspace, ConfirmField::Code) => {
             app.confirm.text.pop();
         }
-        KeyCode::Esc => {
+        (KeyCode::Esc, _) => {
             app.confirm = TextField::default();
             app.screen = Screen::Targets;
         }
-        KeyCode::Enter => {
-            let (Some(image), Some(target)) = (app.selected_image(), app.selected_target()) else {
-                return Action::None;
-            };
-            // The refusals are checked again: a refresh may have changed them.
-            if image.refusal().is_some() || !target.is_selectable() {
-                app.confirm.error =
-                    Some("This image or target can no longer be chosen; go back.".into());
-                return Action::None;
-            }
-            if !app.confirm.text.eq_ignore_ascii_case(&target.confirm_code) {
-                let what = if target.code_is_serial {
-                    "the last 4 characters of the serial"
-                } else {
-                    "the code shown"
-                };
-                app.confirm.error = Some(format!(
-                    "\"{}\" does not match {what}. Nothing was written.",
-                    app.confirm.text
-                ));
-                app.confirm.text.clear();
-                return Action::None;
-            }
-            let (image_name, target_label) = (image.display_name(), target.label());
-            app.restore = Some(RestoreView {
-                image_name,
-                target_label,
-                started_seq: None,
-                progress: None,
-                written: false,
-                throughput: Vec::new(),
-                cancel_requested: false,
-            });
-            app.result = None;
-            app.confirm = TextField::default();
-            app.screen = Screen::Restoring;
-            return Action::StartRestore {
-                image: app.vault_cursor,
-                target: app.target_cursor,
-            };
-        }
+        (KeyCode::Enter, ConfirmField::Code) => return submit_confirm(app),
         _ => {}
     }
     Action::None
+}
+
+fn submit_confirm(app: &mut App) -> Action {
+    let (Some(image), Some(target)) = (app.selected_image(), app.selected_target()) else {
+        return Action::None;
+    };
+    // The refusals are checked again: a refresh may have changed them.
+    if image.refusal().is_some() || !target.is_selectable() {
+        app.confirm.error = Some("This image or target can no longer be chosen; go back.".into());
+        return Action::None;
+    }
+    let reason = app.reason.trim().to_string();
+    if reason.is_empty() {
+        app.confirm.error =
+            Some("Type the work order or reason first (Tab moves between fields).".into());
+        app.confirm_field = ConfirmField::Reason;
+        return Action::None;
+    }
+    if !app.confirm.text.eq_ignore_ascii_case(&target.confirm_code) {
+        let what = if target.code_is_serial {
+            "the last 4 characters of the serial"
+        } else {
+            "the code shown"
+        };
+        app.confirm.error = Some(format!(
+            "\"{}\" does not match {what}. Nothing was written.",
+            app.confirm.text
+        ));
+        app.confirm.text.clear();
+        return Action::None;
+    }
+    let (image_name, target_label) = (image.display_name(), target.label());
+    let image_version = image.summary.as_ref().map(|s| s.version.clone());
+    let intent = RestoreIntent {
+        meaning: app.meaning,
+        reason,
+    };
+    app.restore = Some(RestoreView {
+        image_name,
+        image_version,
+        image_index: app.vault_cursor,
+        target_label,
+        intent: intent.clone(),
+        started_seq: None,
+        progress: None,
+        written: false,
+        throughput: Vec::new(),
+        cancel_requested: false,
+    });
+    app.result = None;
+    app.confirm = TextField::default();
+    app.reason.clear();
+    app.screen = Screen::Restoring;
+    Action::StartRestore {
+        image: app.vault_cursor,
+        target: app.target_cursor,
+        intent,
+    }
 }
 
 fn restoring_key(app: &mut App, code: KeyCode) -> Action {
@@ -630,6 +904,19 @@ fn result_key(app: &mut App, code: KeyCode) -> Action {
             app.screen = Screen::Vault;
         }
         KeyCode::Char('l') => return open_audit(app),
+        KeyCode::Char('c')
+            if app
+                .result
+                .as_ref()
+                .is_some_and(|r| r.checkpoint_note.is_some()) =>
+        {
+            app.screen = Screen::CheckpointQr;
+        }
+        KeyCode::Char('o') => {
+            app.after_quit = AfterQuit::PowerOff;
+            app.should_quit = true;
+            return Action::Quit;
+        }
         _ => {}
     }
     Action::None

@@ -10,5 +10,6 @@ pub mod demo;
 pub mod engine;
 pub mod model;
 pub mod operators;
+pub mod readiness;
 pub mod runner;
 pub mod ui;

@@ -203,11 +203,77 @@ pub struct ProgressView {
     pub eta_seconds: Option<u64>,
 }
 
+/// Why the operator restores, from a fixed list: the meaning of the
+/// electronic signature the restore record is (21 CFR Part 11 §11.50).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestoreMeaning {
+    #[default]
+    DiskReplacement,
+    SoftwareFault,
+    Malware,
+    PlannedReimage,
+    Commissioning,
+}
+
+impl RestoreMeaning {
+    pub const ALL: [RestoreMeaning; 5] = [
+        RestoreMeaning::DiskReplacement,
+        RestoreMeaning::SoftwareFault,
+        RestoreMeaning::Malware,
+        RestoreMeaning::PlannedReimage,
+        RestoreMeaning::Commissioning,
+    ];
+
+    /// The words recorded in the audit log and shown on screen.
+    pub fn words(self) -> &'static str {
+        match self {
+            RestoreMeaning::DiskReplacement => "replacement after disk failure",
+            RestoreMeaning::SoftwareFault => "recovery after a software fault",
+            RestoreMeaning::Malware => "clean reinstall after malware",
+            RestoreMeaning::PlannedReimage => "planned re-imaging (maintenance)",
+            RestoreMeaning::Commissioning => "commissioning a new controller",
+        }
+    }
+
+    pub fn next(self) -> Self {
+        let i = Self::ALL.iter().position(|m| *m == self).unwrap_or(0);
+        Self::ALL[(i + 1) % Self::ALL.len()]
+    }
+
+    pub fn previous(self) -> Self {
+        let i = Self::ALL.iter().position(|m| *m == self).unwrap_or(0);
+        Self::ALL[(i + Self::ALL.len() - 1) % Self::ALL.len()]
+    }
+}
+
+/// What the operator states on the confirmation screen; the engine puts
+/// both into the `RestoreStarted` record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RestoreIntent {
+    pub meaning: RestoreMeaning,
+    /// A work-order number or free text, as typed.
+    pub reason: String,
+}
+
+/// One thing wrong with the stick, found at start, with what to do about
+/// it on this stick (it has no shell: no workstation commands).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickProblem {
+    /// What was checked: `audit log`, `audit space`, `trust store`, ...
+    pub part: String,
+    pub problem: String,
+    pub remedy: String,
+}
+
 /// The restore screen's state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoreView {
     pub image_name: String,
+    pub image_version: Option<String>,
+    /// The vault row restored, so a chunk failure can mark it damaged.
+    pub image_index: usize,
     pub target_label: String,
+    pub intent: RestoreIntent,
     /// `None` until the engine has accepted the target and the start is logged.
     pub started_seq: Option<u64>,
     pub progress: Option<ProgressView>,

@@ -190,12 +190,95 @@ fn result() {
 }
 
 #[test]
-fn the_checkpoint_qr_code_appears_only_when_it_fits() {
-    let app = fixtures::result(ResultOutcome::Success);
-    let small = format!("{}", render(&app, 80, 25).backend());
+fn the_checkpoint_qr_code_has_its_own_captioned_screen() {
+    let mut app = fixtures::result(ResultOutcome::Success);
+    handle_key(&mut app, key(KeyCode::Char('c')));
+    assert_eq!(app.screen, Screen::CheckpointQr);
+    // At 120x40 the whole signed note; at 80x25 a signed note needs more
+    // rows than there are, so the code holds its body (the tree head).
     let large = format!("{}", render(&app, 120, 40).backend());
-    assert!(!small.contains('▀') && !small.contains('▄'), "{small}");
-    assert!(large.contains('▀') || large.contains('▄'), "{large}");
+    let small = format!("{}", render(&app, 80, 25).backend());
+    for screen in [&small, &large] {
+        assert!(screen.contains('▀') || screen.contains('▄'), "{screen}");
+        assert!(screen.contains("checkpoint: size 7 root"), "{screen}");
+    }
+    assert!(!large.contains("unsigned"), "{large}");
+    assert!(small.contains("(note body, unsigned)"), "{small}");
+    snapshot("checkpoint_qr", &app);
+    handle_key(&mut app, key(KeyCode::Esc));
+    assert_eq!(app.screen, Screen::Result);
+}
+
+#[test]
+fn a_stick_that_is_not_ready_lists_every_problem() {
+    let app = fixtures::not_ready();
+    snapshot("not_ready", &app);
+}
+
+#[test]
+fn two_files_holding_the_same_image_are_marked() {
+    let mut app = signed_in();
+    if let Some(s) = &mut app.vault[0].summary {
+        s.version =
+            "2026.03 validated build 4471 for line 3, rev B with the long version text".into();
+    }
+    let mut copy = app.vault[0].clone();
+    copy.file_name = "dmg5000-win7 (copy).rimg".into();
+    copy.path = "/vault/dmg5000-win7 (copy).rimg".into();
+    app.vault.push(copy);
+    app.vault_cursor = 4;
+    let screen = format!("{}", render(&app, 80, 25).backend());
+    assert!(
+        screen.contains("SAME IMAGE as dmg5000-win7.rimg"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("rev B with the long"),
+        "the version is never cut:\n{screen}"
+    );
+    snapshot("vault_same_image_twice", &app);
+}
+
+/// Under `TERM=linux` every screen draws only CP437 characters.
+#[test]
+fn linux_console_screens_use_only_cp437() {
+    let mut qr = fixtures::result(ResultOutcome::Success);
+    qr.screen = Screen::CheckpointQr;
+    let mut help = signed_in();
+    handle_key(&mut help, key(KeyCode::Char('?')));
+    let mut demo_sign_in = App::new(fixtures::vault(), Some(operators()), true);
+    demo_sign_in.demo_pins = vec![("tech1".into(), "1111".into())];
+    let screens: Vec<(&str, App)> = vec![
+        ("sign_in", demo_sign_in),
+        ("not_ready", fixtures::not_ready()),
+        ("vault", signed_in()),
+        ("confirm", confirming(0)),
+        ("restoring", fixtures::restoring()),
+        ("result", fixtures::result(ResultOutcome::Success)),
+        (
+            "result_cancelled",
+            fixtures::result(ResultOutcome::Cancelled),
+        ),
+        ("checkpoint_qr", qr),
+        ("audit_log", audit_view()),
+        ("help", help),
+    ];
+    for (name, mut app) in screens {
+        app.console_font = true;
+        let terminal = render(&app, 80, 25);
+        let buffer = terminal.backend().buffer();
+        for cell in &buffer.content {
+            assert!(
+                cell.symbol()
+                    .chars()
+                    .all(recovery_tui::ui::console::is_cp437),
+                "{name}: {:?} is not in CP437:\n{}",
+                cell.symbol(),
+                terminal.backend()
+            );
+        }
+        insta::assert_snapshot!(format!("linux_{name}_80x25"), terminal.backend());
+    }
 }
 
 #[test]

@@ -10,8 +10,12 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
 use fixtures::*;
-use recovery_tui::app::{handle_key, Action, App, AuditPane, Overlay, Screen, WorkerEvent};
-use recovery_tui::model::{ChainBanner, FullCheck, ProgressView, ResultOutcome, TargetList};
+use recovery_tui::app::{
+    handle_key, Action, App, AuditPane, Overlay, Screen, SignInField, WorkerEvent,
+};
+use recovery_tui::model::{
+    ChainBanner, FullCheck, ProgressView, RestoreIntent, RestoreMeaning, ResultOutcome, TargetList,
+};
 use recovery_tui::runner::{run, AppEvent, Effects};
 use reliquary_appliance::restore::Stage;
 
@@ -25,8 +29,27 @@ fn type_text(app: &mut App, text: &str) {
     }
 }
 
+fn wo_4711() -> RestoreIntent {
+    RestoreIntent {
+        meaning: RestoreMeaning::DiskReplacement,
+        reason: "WO-4711".into(),
+    }
+}
+
+fn sign_in_as(app: &mut App, id: &str, pin: &str) -> Action {
+    type_text(app, id);
+    assert_eq!(
+        press(app, KeyCode::Enter),
+        Action::None,
+        "Enter moves to the PIN"
+    );
+    assert_eq!(app.sign_in_field, SignInField::Pin);
+    type_text(app, pin);
+    press(app, KeyCode::Enter)
+}
+
 #[test]
-fn sign_in_refuses_an_empty_id_and_ids_not_on_the_list() {
+fn sign_in_refuses_an_empty_id_and_a_wrong_id_or_pin_alike() {
     let mut app = App::new(vault(), Some(operators()), false);
     assert_eq!(app.screen, Screen::SignIn);
     press(&mut app, KeyCode::Enter);
@@ -38,21 +61,74 @@ fn sign_in_refuses_an_empty_id_and_ids_not_on_the_list() {
         .unwrap_or("")
         .contains("Type your operator id"));
 
-    type_text(&mut app, "op8");
-    press(&mut app, KeyCode::Enter);
-    assert_eq!(app.screen, Screen::SignIn);
+    let unknown = sign_in_as(&mut app, "op8", "4711");
+    assert_eq!(
+        unknown,
+        Action::RecordSignInFailure {
+            id: "op8".into(),
+            attempt: 1,
+            locked: false
+        }
+    );
+    let unknown_error = app.sign_in.error.clone().unwrap_or_default();
+    assert!(
+        unknown_error.contains("id or PIN is wrong"),
+        "{unknown_error}"
+    );
+    assert_eq!(app.pin, "", "a refused PIN is cleared");
     assert_eq!(app.operator, None);
-    assert!(app
-        .sign_in
-        .error
-        .as_deref()
-        .unwrap_or("")
-        .contains("\"op8\" is not in this stick's operators list"));
-    assert_eq!(app.sign_in.text, "", "a refused id is cleared");
+
+    press(&mut app, KeyCode::Esc);
+    let wrong_pin = sign_in_as(&mut app, "op7", "4712");
+    assert!(matches!(
+        wrong_pin,
+        Action::RecordSignInFailure { attempt: 1, .. }
+    ));
+    assert_eq!(app.screen, Screen::SignIn);
+    // The same words for an unknown id and a wrong PIN: no id is revealed.
+    let wrong_error = app.sign_in.error.clone().unwrap_or_default();
+    assert_eq!(
+        wrong_error.split(". Attempt").next(),
+        unknown_error.split(". Attempt").next()
+    );
 }
 
 #[test]
-fn sign_in_with_a_listed_id_records_the_name() {
+fn five_wrong_pins_lock_the_id_even_for_the_right_pin() {
+    let mut app = App::new(vault(), Some(operators()), false);
+    for attempt in 1..=5 {
+        press(&mut app, KeyCode::Esc);
+        let action = sign_in_as(&mut app, "op7", "0000");
+        assert_eq!(
+            action,
+            Action::RecordSignInFailure {
+                id: "op7".into(),
+                attempt,
+                locked: attempt == 5
+            }
+        );
+    }
+    assert!(app
+        .sign_in
+        .error
+        .clone()
+        .unwrap_or_default()
+        .contains("locked"));
+    press(&mut app, KeyCode::Esc);
+    let action = sign_in_as(&mut app, "op7", "4711");
+    assert!(matches!(
+        action,
+        Action::RecordSignInFailure { locked: true, .. }
+    ));
+    assert_eq!(app.operator, None, "a locked id cannot sign in");
+    // Another operator still can.
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(sign_in_as(&mut app, "svc12", "1234"), Action::None);
+    assert_eq!(app.screen, Screen::Vault);
+}
+
+#[test]
+fn sign_in_with_a_listed_id_and_its_pin_records_the_name() {
     let mut app = App::new(vault(), Some(operators()), false);
     // `q` and `?`-free text is typed, not a command, on this screen.
     type_text(&mut app, "sq");
@@ -64,7 +140,11 @@ fn sign_in_with_a_listed_id_records_the_name() {
         "characters that cannot be in an id are ignored"
     );
     press(&mut app, KeyCode::Enter);
+    type_text(&mut app, "4711");
+    assert_eq!(app.pin, "4711");
+    press(&mut app, KeyCode::Enter);
     assert_eq!(app.screen, Screen::Vault);
+    assert_eq!(app.pin, "", "the PIN is not kept");
     let op = app.operator.expect("signed in");
     assert_eq!(
         (op.id.as_str(), op.name.as_deref()),
@@ -238,7 +318,8 @@ fn the_right_code_then_enter_starts_the_restore() {
         press(&mut app, KeyCode::Enter),
         Action::StartRestore {
             image: 0,
-            target: 0
+            target: 0,
+            intent: wo_4711(),
         }
     );
     assert_eq!(app.screen, Screen::Restoring);
@@ -251,7 +332,8 @@ fn the_right_code_then_enter_starts_the_restore() {
         press(&mut app, KeyCode::Enter),
         Action::StartRestore {
             image: 0,
-            target: 2
+            target: 2,
+            intent: wo_4711(),
         }
     );
 }
@@ -469,11 +551,13 @@ impl Effects for Recorder {
 fn run_drives_the_app_from_keys_and_worker_reports_on_a_test_backend() {
     let (tx, rx) = mpsc::channel();
     let mut app = App::new(vault(), Some(operators()), false);
-    for c in "op7".chars() {
-        tx.send(AppEvent::Input(Event::Key(key(KeyCode::Char(c)))))
-            .expect("send");
-    }
-    for code in [KeyCode::Enter, KeyCode::Enter, KeyCode::Enter] {
+    let typed = "op7".chars().map(KeyCode::Char);
+    let pin = "4711".chars().map(KeyCode::Char);
+    for code in typed.chain([KeyCode::Enter]).chain(pin).chain([
+        KeyCode::Enter,
+        KeyCode::Enter,
+        KeyCode::Enter,
+    ]) {
         tx.send(AppEvent::Input(Event::Key(key(code))))
             .expect("send");
     }

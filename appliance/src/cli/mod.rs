@@ -9,6 +9,7 @@ use reliquary_appliance::exit::ExitClass;
 
 mod audit;
 mod image;
+mod operators;
 pub mod output;
 mod progress;
 mod restore;
@@ -73,6 +74,11 @@ enum Command {
         after_help = "Example:\n  reliquary stick verify /dev/sdc --manifest reliquary-stick.img.manifest"
     )]
     Stick(stick::StickArgs),
+    /// Manage the operators who may sign in, each with a hashed PIN.
+    #[command(
+        after_help = "Example:\n  echo 4711 | reliquary operators add --trust /etc/reliquary/trust --id tech1 --name \"A. Tech\""
+    )]
+    Operators(operators::OperatorsArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  reliquary completions bash > /etc/bash_completion.d/reliquary"
@@ -125,6 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Man(args) => man(&args.out),
         Command::Stick(args) => stick::run(args),
+        Command::Operators(args) => operators::run(args),
     }
 }
 

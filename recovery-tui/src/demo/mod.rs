@@ -15,15 +15,26 @@ use reliquary_image::keys::{public_key_path, KeyError, SigningKey};
 use reliquary_image::{Meaning, SignerStatement, TrustError, TrustStore};
 
 use crate::engine::SessionConfig;
-use crate::operators::OPERATORS_FILE;
+use crate::operators::{OperatorList, OperatorsError, OPERATORS_FILE};
 
 /// The demo disk's default size: a few hundred MiB sets up in seconds.
 pub const DEFAULT_SIZE_MIB: u64 = 256;
 /// Share of the data partition filled with file content.
 const FILL_PERCENT: u64 = 35;
-/// The operators the demo's trust store lists.
-pub const DEMO_OPERATORS: &str =
-    "# recovery-tui --demo\ntech1 Demo Technician\nqa2 Demo Reviewer\n";
+/// The operators the demo's trust store lists: id, name and PIN. The demo
+/// shows them on its sign-in screen; a real stick never has a PIN in clear.
+pub const DEMO_OPERATORS: [(&str, &str, &str); 2] = [
+    ("tech1", "Demo Technician", "1111"),
+    ("qa2", "Demo Reviewer", "2222"),
+];
+
+/// The demo's operator ids and PINs, for its sign-in screen.
+pub fn demo_pins() -> Vec<(String, String)> {
+    DEMO_OPERATORS
+        .iter()
+        .map(|(id, _, pin)| (id.to_string(), pin.to_string()))
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -42,6 +53,8 @@ pub enum DemoError {
     Capture(#[from] CaptureError),
     #[error("cannot load the demo trust store: {0}")]
     Trust(#[from] TrustError),
+    #[error("cannot list the demo operators: {0}")]
+    Operators(#[from] OperatorsError),
     #[error("cannot create the demo audit log: {0}")]
     Audit(#[from] AuditError),
 }
@@ -120,9 +133,13 @@ pub fn prepare(root: &Path, size_mib: u64) -> Result<DemoPaths, DemoError> {
             source,
         }
     })?;
-    let operators = paths.trust.join(OPERATORS_FILE);
-    std::fs::write(&operators, DEMO_OPERATORS).map_err(|source| DemoError::Create {
-        path: operators,
+    let mut operators = OperatorList::default();
+    for (id, name, pin) in DEMO_OPERATORS {
+        operators.add(id, name, pin)?;
+    }
+    let operators_file = paths.trust.join(OPERATORS_FILE);
+    std::fs::write(&operators_file, operators.to_text()).map_err(|source| DemoError::Create {
+        path: operators_file,
         source,
     })?;
 

@@ -27,7 +27,7 @@ use reliquary_appliance::verify::verify_chunks;
 use reliquary_image::{Image, TrustStore};
 
 use crate::app::{Action, App, SignedIn, WorkerEvent};
-use crate::model::{FullCheck, ProgressView, ResultOutcome, ResultView, VaultEntry};
+use crate::model::{FullCheck, ProgressView, RestoreIntent, ResultOutcome, ResultView, VaultEntry};
 use crate::operators::{OperatorList, OperatorsError};
 use crate::runner::{AppEvent, Effects};
 use targets::{error_chain, TargetQuery};
@@ -212,7 +212,13 @@ impl Session {
         });
     }
 
-    fn start_restore(&mut self, app: &App, image_index: usize, operator: Operator) {
+    fn start_restore(
+        &mut self,
+        app: &App,
+        image_index: usize,
+        intent: &RestoreIntent,
+        operator: Operator,
+    ) {
         let (Some(Some(image)), Some(entry), Some(target)) = (
             self.images.get(image_index).cloned(),
             app.vault.get(image_index),
@@ -231,6 +237,8 @@ impl Session {
             vault: self.config.vault.clone(),
             audit_dir: self.config.audit.clone(),
             operator,
+            meaning: intent.meaning.words(),
+            reason: intent.reason.clone(),
             audit: self.audit.clone(),
             events: self.events.clone(),
             cancel,
@@ -252,7 +260,9 @@ impl Effects for Session {
         match (action, operator) {
             (Action::VerifyImage(i), Some(op)) => self.verify(*i, op),
             (Action::LoadTargets(i), _) => self.load_targets(app, *i),
-            (Action::StartRestore { image, .. }, Some(op)) => self.start_restore(app, *image, op),
+            (Action::StartRestore { image, intent, .. }, Some(op)) => {
+                self.start_restore(app, *image, intent, op)
+            }
             (Action::CancelRestore, _) => {
                 if let Some(cancel) = &self.cancel {
                     cancel.cancel();
@@ -302,6 +312,9 @@ struct RestoreJob {
     vault: PathBuf,
     audit_dir: PathBuf,
     operator: Operator,
+    /// The meaning and the reason the operator gave (21 CFR Part 11).
+    meaning: &'static str,
+    reason: String,
     audit: Result<Arc<Mutex<AuditLog>>, String>,
     events: Sender<AppEvent>,
     cancel: CancelToken,
@@ -327,8 +340,8 @@ impl RestoreJob {
             // Files are targets only when named with --target-file.
             create_file: true,
             options: RestoreOptions::default(),
-            meaning: None,
-            reason: None,
+            meaning: Some(self.meaning),
+            reason: Some(self.reason.as_str()).filter(|r| !r.trim().is_empty()),
             mode: RestoreMode::Full,
         };
         let (progress_tx, progress_rx) = mpsc::channel::<Progress>();

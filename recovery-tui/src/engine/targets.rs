@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use reliquary_appliance::discover::{discover_system, Disk, SystemPaths};
 use reliquary_appliance::restore::{TargetIdentity, TargetInfo};
-use reliquary_appliance::safety::{refusals, TargetRequirement};
+use reliquary_appliance::safety::{refusals, Refusal, TargetRequirement};
 
 use crate::model::{TargetCandidate, TargetKind, TargetList};
 
@@ -79,7 +79,7 @@ pub fn disk_candidate(disk: &Disk, requirement: &TargetRequirement) -> TargetCan
             .collect(),
         refusals: refusals(disk, requirement)
             .iter()
-            .map(|r| without_device_prefix(&r.to_string(), &disk.path))
+            .map(|r| without_device_prefix(&refusal_text(r), &disk.path))
             .collect(),
         confirm_code,
         code_is_serial,
@@ -94,6 +94,24 @@ pub fn disk_candidate(disk: &Disk, requirement: &TargetRequirement) -> TargetCan
             physical_sector_size: disk.physical_sector_size,
             identity: TargetIdentity::of_disk(disk),
         }),
+    }
+}
+
+/// A refusal as the technician reads it: sizes in GiB/MiB, not bytes.
+fn refusal_text(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::TooSmall {
+            device,
+            target_bytes,
+            required_bytes,
+        } => format!(
+            "refusing to write {}: it holds {} but the image needs {}; use a disk of at least {}",
+            device.display(),
+            crate::ui::bytes(*target_bytes),
+            crate::ui::bytes(*required_bytes),
+            crate::ui::disk_size(*required_bytes),
+        ),
+        other => other.to_string(),
     }
 }
 

@@ -52,13 +52,14 @@ pub fn duration(seconds: u64) -> String {
     }
 }
 
-/// The first `n` characters of `text`, with `…` when cut.
+/// The first `n` characters of `text`, ending in `...` when cut: three
+/// ASCII dots, which every console font draws.
 pub fn clip(text: &str, n: usize) -> String {
     if text.chars().count() <= n {
         text.to_string()
     } else {
-        let mut out: String = text.chars().take(n.saturating_sub(1)).collect();
-        out.push('…');
+        let mut out: String = text.chars().take(n.saturating_sub(3)).collect();
+        out.push_str("...");
         out
     }
 }
@@ -76,6 +77,6 @@ mod tests {
         assert_eq!(date(1_772_352_000), "2026-03-01");
         assert_eq!(duration(75), "1:15");
         assert_eq!(duration(3_725), "1:02:05");
-        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("abcdefgh", 6), "abc...");
     }
 }

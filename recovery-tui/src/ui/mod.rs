@@ -4,6 +4,7 @@
 //! Only the 16 basic colours are used, and every meaning colour carries is
 //! also said in words, for the Linux console and for colour-blind eyes.
 
+pub mod console;
 mod format;
 mod qr;
 mod screens;
@@ -34,38 +35,49 @@ impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
         if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
             render_too_small(area, buf);
-            return;
+        } else if self.screen == Screen::CheckpointQr {
+            screens::checkpoint_qr(self, area, buf);
+        } else {
+            render_screen(self, area, buf);
         }
-        let notice_height = u16::from(self.notice.is_some());
-        let [header, body, notice, footer] = Layout::vertical([
-            Constraint::Length(1),
-            Constraint::Min(0),
-            Constraint::Length(notice_height),
-            Constraint::Length(1),
-        ])
-        .areas(area);
-        render_header(self, header, buf);
-        match self.screen {
-            Screen::SignIn => screens::sign_in(self, body, buf),
-            Screen::Vault => screens::vault(self, body, buf),
-            Screen::ImageDetails => screens::image_details(self, body, buf),
-            Screen::Targets => screens::targets(self, body, buf),
-            Screen::Confirm => screens::confirm(self, body, buf),
-            Screen::Restoring => screens::restoring(self, body, buf),
-            Screen::Result => screens::result(self, body, buf),
-            Screen::AuditLog => screens::audit_log(self, body, buf),
+        if self.console_font {
+            console::fix_buffer(area, buf);
         }
-        if let Some(text) = &self.notice {
-            Paragraph::new(Line::from(vec![
-                Span::styled(" ! ", Style::new().fg(Color::Black).bg(WARN)),
-                Span::styled(format!(" {text}"), Style::new().fg(WARN)),
-            ]))
-            .render(notice, buf);
-        }
-        render_footer(self, footer, buf);
-        if let Some(overlay) = self.overlay {
-            render_overlay(self, overlay, body, buf);
-        }
+    }
+}
+
+fn render_screen(app: &App, area: Rect, buf: &mut Buffer) {
+    let notice_height = u16::from(app.notice.is_some());
+    let [header, body, notice, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(notice_height),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_header(app, header, buf);
+    match app.screen {
+        Screen::SignIn => screens::sign_in(app, body, buf),
+        Screen::Vault => screens::vault(app, body, buf),
+        Screen::ImageDetails => screens::image_details(app, body, buf),
+        Screen::Targets => screens::targets(app, body, buf),
+        Screen::Confirm => screens::confirm(app, body, buf),
+        Screen::Restoring => screens::restoring(app, body, buf),
+        Screen::Result => screens::result(app, body, buf),
+        Screen::AuditLog => screens::audit_log(app, body, buf),
+        Screen::NotReady => screens::not_ready(app, body, buf),
+        Screen::CheckpointQr => {}
+    }
+    if let Some(text) = &app.notice {
+        Paragraph::new(Line::from(vec![
+            Span::styled(" ! ", Style::new().fg(Color::Black).bg(WARN)),
+            Span::styled(format!(" {text}"), Style::new().fg(WARN)),
+        ]))
+        .render(notice, buf);
+    }
+    render_footer(app, footer, buf);
+    if let Some(overlay) = app.overlay {
+        render_overlay(app, overlay, body, buf);
     }
 }
 
@@ -83,6 +95,8 @@ fn render_too_small(area: Rect, buf: &mut Buffer) {
 
 fn screen_title(screen: Screen) -> &'static str {
     match screen {
+        Screen::NotReady => "Stick not ready",
+        Screen::CheckpointQr => "Checkpoint",
         Screen::SignIn => "Operator sign-in",
         Screen::Vault => "Images in the vault",
         Screen::ImageDetails => "Image details",
@@ -141,8 +155,11 @@ pub fn footer_keys(app: &App) -> Vec<(&'static str, &'static str)> {
         };
     }
     match app.screen {
+        Screen::NotReady => vec![("r", "check again"), ("o", "power off"), ("q", "quit")],
+        Screen::CheckpointQr => vec![("Esc", "back to the result")],
         Screen::SignIn => vec![
-            ("Enter", "sign in"),
+            ("Enter", "next / sign in"),
+            ("Tab", "switch field"),
             ("Esc", "clear"),
             ("?", "help"),
             ("Ctrl-C", "quit"),
@@ -171,14 +188,18 @@ pub fn footer_keys(app: &App) -> Vec<(&'static str, &'static str)> {
             ("q", "quit"),
         ],
         Screen::Confirm => vec![
-            ("Enter", "start restore"),
+            ("Tab", "next field"),
+            ("<- ->", "meaning"),
+            ("Enter", "next / start"),
             ("Esc", "back"),
             ("?", "help"),
             ("Ctrl-C", "quit"),
         ],
         Screen::Restoring => vec![("Esc", "cancel restore…"), ("?", "help"), ("q", "quit…")],
         Screen::Result => vec![
-            ("Enter", "back to vault"),
+            ("Enter", "vault"),
+            ("o", "power off"),
+            ("c", "QR code"),
             ("l", "audit log"),
             ("?", "help"),
             ("q", "quit"),
@@ -205,6 +226,11 @@ fn render_footer(app: &App, area: Rect, buf: &mut Buffer) {
     let key = Style::new().fg(Color::Black).bg(Color::Gray);
     let mut spans = Vec::new();
     for (k, what) in footer_keys(app) {
+        let (k, what) = if app.console_font {
+            (console::key_name(k), console::text(what))
+        } else {
+            (k.to_string(), what.to_string())
+        };
         spans.push(Span::styled(k, key));
         if !what.is_empty() {
             spans.push(Span::raw(format!(" {what}")));
@@ -310,6 +336,7 @@ fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
         ("/", "filter (audit log)"),
         ("l", "open the audit log (vault screen)"),
         ("v", "verify every chunk of the selected image"),
+        ("c / o", "result: checkpoint QR code / power off"),
         ("?", "this help"),
         ("q", "quit (asks first while a restore runs)"),
         ("Ctrl-C", "quit, also while typing"),

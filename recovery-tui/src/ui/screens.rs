@@ -12,7 +12,7 @@ use ratatui::widgets::{
 
 use super::format::{bytes, clip, date, date_time, disk_size, duration};
 use super::{centered, half_block_lines, ACCENT, BAD, GOOD, MUTED, WARN};
-use crate::app::{App, AuditPane};
+use crate::app::{App, AuditPane, ConfirmField, SignInField};
 use crate::model::{FullCheck, ImageSummary, ResultOutcome, TargetKind, TrustStatus, VaultEntry};
 use reliquary_appliance::restore::Stage;
 
@@ -41,23 +41,48 @@ fn titled(title: &str) -> Block<'static> {
 }
 
 pub fn sign_in(app: &App, area: Rect, buf: &mut Buffer) {
-    let rect = centered(area, 64, 13);
+    let rect = centered(area, 70, 17);
     let block = titled("Operator sign-in");
     let inner = block.inner(rect);
     block.render(rect, buf);
+    let field = |focused: bool| {
+        if focused {
+            Style::new().fg(Color::Black).bg(Color::White)
+        } else {
+            Style::new().fg(Color::Black).bg(Color::Gray)
+        }
+    };
+    let cursor = |focused: bool| if focused { "_" } else { "" };
+    let id_focused = app.sign_in_field == SignInField::Id;
     let mut lines = vec![
-        Line::from(" Type your operator id and press Enter."),
-        Line::from(" Every record in the audit log names the operator."),
+        Line::from(" Type your operator id and PIN. Every record in the audit"),
+        Line::from(" log names the operator; signing in is your signature."),
         Line::from(""),
         Line::from(vec![
             Span::raw(" Operator id  "),
             Span::styled(
-                format!(" {:<20}", format!("{}_", app.sign_in.text)),
-                Style::new().fg(Color::Black).bg(Color::White),
+                format!(
+                    " {:<20}",
+                    format!("{}{}", app.sign_in.text, cursor(id_focused))
+                ),
+                field(id_focused),
             ),
         ]),
-        Line::from(""),
     ];
+    if app.operators.is_some() {
+        lines.push(Line::from(""));
+        lines.push(Line::from(vec![
+            Span::raw(" PIN          "),
+            Span::styled(
+                format!(
+                    " {:<20}",
+                    format!("{}{}", "*".repeat(app.pin.len()), cursor(!id_focused))
+                ),
+                field(!id_focused),
+            ),
+        ]));
+    }
+    lines.push(Line::from(""));
     match &app.sign_in.error {
         Some(error) => lines.push(Line::styled(
             format!(" {error}"),
@@ -68,7 +93,7 @@ pub fn sign_in(app: &App, area: Rect, buf: &mut Buffer) {
     lines.push(Line::from(""));
     let list_note = match &app.operators {
         Some(list) => format!(
-            " Only the {} operators listed on this stick may sign in.",
+            " Only listed operators ({}) may sign in; 5 wrong PINs lock an id.",
             list.entries.len()
         ),
         None => " This stick has no operators list: any id is accepted.".to_string(),
@@ -79,10 +104,14 @@ pub fn sign_in(app: &App, area: Rect, buf: &mut Buffer) {
             " Demo: the image is signed with a throwaway key.",
             Style::new().fg(WARN),
         ));
-        if let Some(list) = &app.operators {
-            let ids: Vec<&str> = list.entries.iter().map(|e| e.id.as_str()).collect();
+        if !app.demo_pins.is_empty() {
+            let pairs: Vec<String> = app
+                .demo_pins
+                .iter()
+                .map(|(id, pin)| format!("{id} PIN {pin}"))
+                .collect();
             lines.push(Line::styled(
-                format!(" Demo operator ids: {}", ids.join(", ")),
+                format!(" Demo operators: {}", pairs.join(", ")),
                 Style::new().fg(WARN),
             ));
         }
@@ -92,8 +121,116 @@ pub fn sign_in(app: &App, area: Rect, buf: &mut Buffer) {
         .render(inner, buf);
 }
 
+pub fn not_ready(app: &App, area: Rect, buf: &mut Buffer) {
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_style(Style::new().fg(BAD))
+        .title(Span::styled(
+            " Stick not ready: no restore can start ",
+            Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+        ));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let mut lines = vec![
+        Line::from(format!(
+            "This stick found {} problem(s) in itself. Nothing has been written.",
+            app.problems.len()
+        )),
+        Line::from(""),
+    ];
+    for p in &app.problems {
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{}: ", p.part),
+                Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+            ),
+            Span::raw(p.problem.clone()),
+        ]));
+        lines.push(Line::from(vec![
+            Span::styled("  What to do: ", Style::new().fg(ACCENT)),
+            Span::raw(p.remedy.clone()),
+        ]));
+        lines.push(Line::from(""));
+    }
+    lines.push(Line::styled(
+        "Press r to check again once the problem is fixed, o to power off.",
+        Style::new().fg(MUTED),
+    ));
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: true })
+        .render(inner, buf);
+}
+
+/// The checkpoint's QR code on a screen of its own, so it fits 80x25,
+/// with its short form as the caption.
+pub fn checkpoint_qr(app: &App, area: Rect, buf: &mut Buffer) {
+    let Some(r) = &app.result else { return };
+    let [code_area, caption_area] =
+        Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(area);
+    let fits = |lines: &Vec<String>| {
+        lines.len() as u16 <= code_area.height
+            && lines.first().map_or(0, |l| l.chars().count()) as u16 <= code_area.width
+    };
+    // The whole signed note when it fits; else its body (origin, size and
+    // root: the tree head itself), which fits 80x25. The signed note stays
+    // in the audit partition and on the text screen.
+    let note = r.checkpoint_note.as_deref();
+    let body = note
+        .and_then(|n| n.split_once("\n\n"))
+        .map(|(body, _)| format!("{body}\n"));
+    let signed = note.and_then(half_block_lines).filter(fits);
+    let (lines, what) = match signed {
+        Some(lines) => (Some(lines), ""),
+        None => (
+            body.as_deref().and_then(half_block_lines).filter(fits),
+            " (note body, unsigned)",
+        ),
+    };
+    let caption = format!(
+        "checkpoint: {}{what}   Esc: back",
+        r.checkpoint_short.as_deref().unwrap_or("none")
+    );
+    Paragraph::new(Line::styled(
+        caption,
+        Style::new().add_modifier(Modifier::BOLD),
+    ))
+    .alignment(ratatui::layout::Alignment::Center)
+    .render(caption_area, buf);
+    match lines {
+        Some(lines) => {
+            let width = lines.first().map_or(0, |l| l.chars().count()) as u16;
+            let rect = centered(code_area, width, lines.len() as u16);
+            let lines: Vec<Line> = lines
+                .into_iter()
+                .map(|l| Line::styled(l, Style::new().fg(Color::White).bg(Color::Black)))
+                .collect();
+            Paragraph::new(lines).render(rect, buf);
+        }
+        None => {
+            let text = match note {
+                Some(note) => {
+                    format!("The QR code does not fit this screen. The checkpoint note:\n\n{note}")
+                }
+                None => "No checkpoint was written for this restore.".to_string(),
+            };
+            Paragraph::new(text)
+                .wrap(Wrap { trim: false })
+                .render(code_area, buf);
+        }
+    }
+}
+
 pub fn vault(app: &App, area: Rect, buf: &mut Buffer) {
-    let list_height = (app.vault.len() as u16 + 3).clamp(5, area.height.saturating_sub(10).max(5));
+    let row_lines: usize = (0..app.vault.len())
+        .map(|i| {
+            1 + wrap_parts(
+                &vault_row_parts(&app.vault, i),
+                usize::from(area.width).saturating_sub(6),
+            )
+            .len()
+        })
+        .sum();
+    let list_height = (row_lines as u16 + 3).clamp(5, area.height.saturating_sub(8).max(5));
     let [list_area, detail_area] =
         Layout::vertical([Constraint::Length(list_height), Constraint::Min(0)]).areas(area);
     let block = titled(&format!("Vault: {} image file(s)", app.vault.len()));
@@ -112,18 +249,20 @@ pub fn vault(app: &App, area: Rect, buf: &mut Buffer) {
         Paragraph::new("The vault holds no .rimg image files.").render(inner, buf);
         return;
     }
-    let name_width = usize::from(inner.width).saturating_sub(46).max(12);
+    let name_width = usize::from(inner.width).saturating_sub(36).max(12);
     let header = Line::styled(
         format!(
-            "  {:<10} {:<name_width$} {:<8} {:>10}  {:<10}",
-            "STATUS", "NAME", "VERSION", "DISK", "CREATED"
+            "  {:<10} {:<name_width$} {:>10}  {:<10}",
+            "STATUS", "NAME", "DISK", "CREATED"
         ),
         Style::new().fg(MUTED),
     );
+    let row_width = usize::from(inner.width).saturating_sub(4);
     let items: Vec<ListItem> = app
         .vault
         .iter()
-        .map(|entry| {
+        .enumerate()
+        .map(|(index, entry)| {
             let selectable = entry.refusal().is_none();
             let text_style = if selectable {
                 Style::new()
@@ -134,23 +273,26 @@ pub fn vault(app: &App, area: Rect, buf: &mut Buffer) {
                 FullCheck::Failed { .. } => TrustStatus::Damaged,
                 _ => entry.trust,
             };
-            let (version, size, created) = match &entry.summary {
-                Some(s) => (s.version.clone(), bytes(s.disk_bytes), date(s.created_unix)),
-                None => ("-".into(), "-".into(), "-".into()),
+            let (size, created) = match &entry.summary {
+                Some(s) => (bytes(s.disk_bytes), date(s.created_unix)),
+                None => ("-".into(), "-".into()),
             };
-            ListItem::new(Line::from(vec![
+            let mut lines = vec![Line::from(vec![
                 Span::styled(format!("{:<10} ", status.word()), trust_style(status)),
                 Span::styled(
                     format!(
-                        "{:<name_width$} {:<8} {:>10}  {:<10}",
+                        "{:<name_width$} {:>10}  {:<10}",
                         clip(&entry.display_name(), name_width),
-                        clip(&version, 8),
                         size,
                         created
                     ),
                     text_style,
                 ),
-            ]))
+            ])];
+            for text in wrap_parts(&vault_row_parts(&app.vault, index), row_width) {
+                lines.push(Line::styled(format!("  {text}"), Style::new().fg(MUTED)));
+            }
+            ListItem::new(lines)
         })
         .collect();
     let [header_area, rows_area] =
@@ -168,6 +310,87 @@ pub fn vault(app: &App, area: Rect, buf: &mut Buffer) {
     if let Some(entry) = app.selected_image() {
         vault_entry_details(entry, detail_area, buf);
     }
+}
+
+/// What tells vault rows apart: the full version, the file name, the
+/// image id's first 8 hex digits, and other files holding the same image.
+fn vault_row_parts(vault: &[VaultEntry], index: usize) -> Vec<String> {
+    let Some(entry) = vault.get(index) else {
+        return Vec::new();
+    };
+    let mut parts = Vec::new();
+    if let Some(s) = &entry.summary {
+        parts.push(format!("version {}", s.version));
+    }
+    parts.push(format!("file {}", entry.file_name));
+    if let Some(s) = &entry.summary {
+        let id: String = s
+            .uuid
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .take(8)
+            .collect();
+        parts.push(format!("id {id}"));
+        let twins: Vec<&str> = vault
+            .iter()
+            .enumerate()
+            .filter(|(i, other)| {
+                *i != index
+                    && other
+                        .summary
+                        .as_ref()
+                        .is_some_and(|o| o.manifest_sha256 == s.manifest_sha256)
+            })
+            .map(|(_, other)| other.file_name.as_str())
+            .collect();
+        if !twins.is_empty() {
+            parts.push(format!("SAME IMAGE as {}", twins.join(", ")));
+        }
+    }
+    parts
+}
+
+/// Joins `parts` with `, ` into lines of at most `width` characters,
+/// breaking only between parts, or inside a part at its spaces when one
+/// part alone is too long: text is wrapped, never cut.
+pub(crate) fn wrap_parts(parts: &[String], width: usize) -> Vec<String> {
+    let width = width.max(16);
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for part in parts {
+        let sep = if line.is_empty() { "" } else { ", " };
+        if line.chars().count() + sep.len() + part.chars().count() <= width {
+            line.push_str(sep);
+            line.push_str(part);
+            continue;
+        }
+        if !line.is_empty() {
+            lines.push(std::mem::take(&mut line));
+        }
+        for word in part.split(' ') {
+            let mut word = word.to_string();
+            while word.chars().count() > width {
+                let head: String = word.chars().take(width).collect();
+                word = word.chars().skip(width).collect();
+                if !line.is_empty() {
+                    lines.push(std::mem::take(&mut line));
+                }
+                lines.push(head);
+            }
+            let sep = if line.is_empty() { "" } else { " " };
+            if line.chars().count() + sep.len() + word.chars().count() > width {
+                lines.push(std::mem::take(&mut line));
+                line = word;
+            } else {
+                line.push_str(sep);
+                line.push_str(&word);
+            }
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 fn vault_entry_details(entry: &VaultEntry, area: Rect, buf: &mut Buffer) {
@@ -556,6 +779,47 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
         Style::new().fg(BAD).add_modifier(Modifier::BOLD),
     ));
     lines.push(Line::from(""));
+    let focus = |field: ConfirmField| {
+        if app.confirm_field == field {
+            Style::new().fg(Color::Black).bg(Color::White)
+        } else {
+            Style::new().fg(Color::Black).bg(Color::Gray)
+        }
+    };
+    let mark = |field: ConfirmField| {
+        if app.confirm_field == field {
+            "▸ "
+        } else {
+            "  "
+        }
+    };
+    lines.push(Line::from(vec![
+        Span::raw(mark(ConfirmField::Meaning)),
+        Span::raw("meaning "),
+        Span::styled(
+            format!("< {} >", app.meaning.words()),
+            focus(ConfirmField::Meaning),
+        ),
+    ]));
+    lines.push(Line::from(vec![
+        Span::raw(mark(ConfirmField::Reason)),
+        Span::raw("work order or reason "),
+        Span::styled(
+            format!(
+                " {:<30}",
+                format!(
+                    "{}{}",
+                    app.reason,
+                    if app.confirm_field == ConfirmField::Reason {
+                        "_"
+                    } else {
+                        ""
+                    }
+                )
+            ),
+            focus(ConfirmField::Reason),
+        ),
+    ]));
     let ask = if target.code_is_serial {
         "To confirm, type the last 4 characters of the disk's serial (highlighted):".to_string()
     } else {
@@ -574,10 +838,22 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
     }
     lines.push(Line::from(ask_line));
     lines.push(Line::from(vec![
-        Span::raw("  code  "),
+        Span::raw(mark(ConfirmField::Code)),
+        Span::raw("code  "),
         Span::styled(
-            format!(" {:<9}", format!("{}_", app.confirm.text)),
-            Style::new().fg(Color::Black).bg(Color::White),
+            format!(
+                " {:<9}",
+                format!(
+                    "{}{}",
+                    app.confirm.text,
+                    if app.confirm_field == ConfirmField::Code {
+                        "_"
+                    } else {
+                        ""
+                    }
+                )
+            ),
+            focus(ConfirmField::Code),
         ),
         Span::raw("  then Enter starts the restore"),
     ]));
@@ -665,10 +941,24 @@ pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
     spark_block.render(spark_area, buf);
     let visible = usize::from(spark_inner.width);
     let samples = &view.throughput[view.throughput.len().saturating_sub(visible)..];
-    Sparkline::default()
+    let mut sparkline = Sparkline::default()
         .data(samples)
-        .style(Style::new().fg(ACCENT))
-        .render(spark_inner, buf);
+        .style(Style::new().fg(ACCENT));
+    if app.console_font {
+        // The console font has no eighth blocks: whole `#` bars only.
+        sparkline = sparkline.bar_set(ratatui::symbols::bar::Set {
+            full: "#",
+            seven_eighths: "#",
+            three_quarters: "#",
+            five_eighths: "#",
+            half: "#",
+            three_eighths: " ",
+            one_quarter: " ",
+            one_eighth: " ",
+            empty: " ",
+        });
+    }
+    sparkline.render(spark_inner, buf);
 
     let status_line = if view.cancel_requested {
         Line::styled(
@@ -691,33 +981,22 @@ pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
 
 pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
     let Some(r) = &app.result else { return };
-    let qr = r
-        .checkpoint_note
-        .as_deref()
-        .and_then(half_block_lines)
-        .filter(|lines| {
-            let width = lines.first().map_or(0, |l| l.chars().count()) as u16;
-            width + 60 <= area.width && lines.len() as u16 + 2 <= area.height
-        });
-    let qr_width = qr
-        .as_ref()
-        .and_then(|l| l.first())
-        .map_or(0, |l| l.chars().count() as u16 + 2);
-    let [text_area, qr_area] =
-        Layout::horizontal([Constraint::Min(0), Constraint::Length(qr_width)]).areas(area);
-    let (headline, colour, wiped) = match &r.outcome {
-        ResultOutcome::Success => ("RESTORE SUCCEEDED".to_string(), GOOD, false),
-        ResultOutcome::Failed { .. } => ("RESTORE FAILED".to_string(), BAD, true),
-        ResultOutcome::Cancelled => ("RESTORE CANCELLED".to_string(), WARN, true),
-        ResultOutcome::Refused { .. } => (
-            "RESTORE REFUSED: nothing was written".to_string(),
-            WARN,
-            false,
-        ),
+    let (headline, colour) = match &r.outcome {
+        ResultOutcome::Success => ("RESTORE SUCCEEDED", GOOD),
+        ResultOutcome::Failed { .. } => ("RESTORE FAILED", BAD),
+        ResultOutcome::Cancelled => ("RESTORE CANCELLED: the disk was left wiped", WARN),
+        ResultOutcome::Refused { .. } => ("RESTORE REFUSED: nothing was written", WARN),
     };
     let block = titled("Result");
-    let inner = block.inner(text_area);
-    block.render(text_area, buf);
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let [text_area, next_area] =
+        Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(inner);
+    let finished = app.finished.as_ref();
+    let image = match finished.and_then(|f| f.image_version.as_deref()) {
+        Some(version) => format!("{} version {version}", r.image_name),
+        None => r.image_name.clone(),
+    };
     let mut lines = vec![
         Line::styled(
             format!(" {headline} "),
@@ -726,10 +1005,15 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
                 .bg(colour)
                 .add_modifier(Modifier::BOLD),
         ),
-        Line::from(""),
-        Line::from(vec![label("Image"), Span::raw(r.image_name.clone())]),
+        Line::from(vec![label("Image"), Span::raw(image)]),
         Line::from(vec![label("Target"), Span::raw(r.target_label.clone())]),
     ];
+    if let Some(f) = finished {
+        lines.push(Line::from(vec![
+            label("Meaning"),
+            Span::raw(format!("{}; {}", f.intent.meaning.words(), f.intent.reason)),
+        ]));
+    }
     match &r.outcome {
         ResultOutcome::Failed {
             reason,
@@ -744,7 +1028,7 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
                 let at = sectors.map_or(String::new(), |(a, b)| format!(", sectors {a}..{b}"));
                 lines.push(Line::from(vec![
                     label("Chunk"),
-                    Span::raw(format!("{chunk}{at}")),
+                    Span::raw(format!("{chunk}{at}: the image is marked damaged")),
                 ]));
             }
         }
@@ -756,36 +1040,25 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
         }
         ResultOutcome::Success | ResultOutcome::Cancelled => {}
     }
-    if wiped {
-        lines.push(Line::styled(
-            "The disk's partition tables were wiped: it will not boot until a restore completes.",
-            Style::new().fg(WARN),
-        ));
-    }
     if !matches!(r.outcome, ResultOutcome::Refused { .. }) {
+        let stages: Vec<String> = r
+            .stage_seconds
+            .iter()
+            .map(|(s, t)| format!("{s} {t} s"))
+            .collect();
         lines.push(Line::from(vec![
             label("Written"),
-            Span::raw(bytes(r.bytes_written)),
+            Span::raw(if stages.is_empty() {
+                bytes(r.bytes_written)
+            } else {
+                format!("{} ({})", bytes(r.bytes_written), stages.join(", "))
+            }),
         ]));
-        if !r.stage_seconds.is_empty() {
-            let stages: Vec<String> = r
-                .stage_seconds
-                .iter()
-                .map(|(s, t)| format!("{s} {t} s"))
-                .collect();
-            lines.push(Line::from(vec![
-                label("Stages"),
-                Span::raw(stages.join(", ")),
-            ]));
-        }
     }
     if let Some(digest) = &r.readback_digest {
         lines.push(Line::from(vec![
             label("Read-back"),
-            Span::raw(format!(
-                "sha256 {}",
-                clip(digest, usize::from(inner.width).saturating_sub(20))
-            )),
+            Span::raw(format!("sha256 {digest}")),
         ]));
     }
     for warning in &r.warnings {
@@ -794,7 +1067,6 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
             Span::styled(warning.clone(), Style::new().fg(WARN)),
         ]));
     }
-    lines.push(Line::from(""));
     if let Some(seq) = r.audit_seq {
         lines.push(Line::from(vec![
             label("Audit record"),
@@ -811,11 +1083,8 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
                     .bg(Color::White)
                     .add_modifier(Modifier::BOLD),
             ),
+            Span::styled("  (c: QR code)", Style::new().fg(MUTED)),
         ]));
-        lines.push(Line::styled(
-            "Copy the audit record and checkpoint onto the work order.",
-            Style::new().fg(MUTED),
-        ));
     }
     if let Some(problem) = &r.audit_problem {
         lines.push(Line::styled(
@@ -825,16 +1094,46 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
     }
     Paragraph::new(lines)
         .wrap(Wrap { trim: false })
-        .render(inner, buf);
-    if let Some(qr) = qr {
-        let block = titled("Checkpoint");
-        let inner = block.inner(qr_area);
-        block.render(qr_area, buf);
-        let lines: Vec<Line> = qr
-            .into_iter()
-            .map(|l| Line::styled(l, Style::new().fg(Color::White).bg(Color::Black)))
-            .collect();
-        Paragraph::new(lines).render(inner, buf);
+        .render(text_area, buf);
+    Paragraph::new(Line::from(vec![
+        Span::styled(
+            "Next: ",
+            Style::new().fg(ACCENT).add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(next_step(&r.outcome)),
+    ]))
+    .wrap(Wrap { trim: true })
+    .block(
+        Block::default()
+            .borders(Borders::TOP)
+            .border_style(Style::new().fg(MUTED)),
+    )
+    .render(next_area, buf);
+}
+
+/// What the technician does after each outcome; every one offers to power off.
+pub fn next_step(outcome: &ResultOutcome) -> &'static str {
+    match outcome {
+        ResultOutcome::Success => {
+            "copy the audit record and checkpoint onto the work order, press o to power off, \
+             remove the Reliquary stick, and start the machine from its disk."
+        }
+        ResultOutcome::Failed { chunk: Some(_), .. } => {
+            "this copy of the image is damaged. Press Enter to restore another copy, or o to \
+             power off and report the image to the engineer."
+        }
+        ResultOutcome::Failed { .. } => {
+            "the disk will not boot. Press Enter to try again or choose another image; if the \
+             disk is failing, press o to power off and replace it."
+        }
+        ResultOutcome::Cancelled => {
+            "the disk was left wiped and will not boot. Press Enter to restore an image onto \
+             it, or o to power off."
+        }
+        ResultOutcome::Refused { .. } => {
+            "nothing was written. Press Enter to choose another target or image, or o to \
+             power off."
+        }
     }
 }
 
@@ -907,15 +1206,21 @@ pub fn audit_log(app: &App, area: Rect, buf: &mut Buffer) {
             } else {
                 result
             };
-            let line = format!(
-                "{:>4} {:<19} {:<15} {:<8} {:<11} {}",
+            // The result is never cut; the summary gets what room is left.
+            let prefix = format!(
+                "{:>4} {:<19} {:<15} {:<8} {:<11}",
                 r.seq,
                 r.time,
                 r.kind,
                 clip(&r.operator, 8),
                 result,
-                r.summary
             );
+            let room = width.saturating_sub(prefix.chars().count() + 1);
+            let line = if room >= 8 {
+                format!("{prefix} {}", clip(&r.summary, room))
+            } else {
+                prefix.trim_end().to_string()
+            };
             let style = if r.is_alarming() {
                 Style::new().fg(BAD).add_modifier(Modifier::BOLD)
             } else {

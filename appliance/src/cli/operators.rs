@@ -1,0 +1,117 @@
+//! `reliquary operators add|remove|list`: keep the trust store's list of
+//! operators who may sign in on the stick, each with a hashed PIN.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use reliquary_appliance::operators::{OperatorList, OPERATORS_FILE};
+
+use super::UsageError;
+
+#[derive(Debug, Args)]
+pub struct OperatorsArgs {
+    #[command(subcommand)]
+    command: OperatorsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorsCommand {
+    /// Add an operator. The PIN is read from the first line of stdin and
+    /// only its Argon2id hash is written.
+    ///
+    /// Example: `echo 4711 | reliquary operators add --trust trust/ op7 --name "Alice Jones"`
+    Add {
+        /// The trust-store directory holding the `operators` file.
+        #[arg(long, value_name = "DIR")]
+        trust: PathBuf,
+        /// The operator id typed at sign-in (letters, digits, `.`, `_`, `-`, `@`).
+        id: String,
+        /// The operator's full name, as the audit log records it.
+        #[arg(long)]
+        name: String,
+    },
+    /// Remove an operator.
+    ///
+    /// Example: `reliquary operators remove --trust trust/ op7`
+    Remove {
+        /// The trust-store directory holding the `operators` file.
+        #[arg(long, value_name = "DIR")]
+        trust: PathBuf,
+        /// The operator id to remove.
+        id: String,
+    },
+    /// List the operators' ids and names (never their PIN hashes).
+    ///
+    /// Example: `reliquary operators list --trust trust/`
+    List {
+        /// The trust-store directory holding the `operators` file.
+        #[arg(long, value_name = "DIR")]
+        trust: PathBuf,
+    },
+}
+
+pub fn run(args: OperatorsArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        OperatorsCommand::Add { trust, id, name } => {
+            let file = trust.join(OPERATORS_FILE);
+            let mut list = read_list(&file)?;
+            let mut pin = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut pin)
+                .context("could not read the PIN from stdin")?;
+            let pin = pin.trim_end_matches(['\n', '\r']);
+            list.add(&id, &name, pin)
+                .map_err(|e| UsageError(e.to_string()))?;
+            write_list(&file, &list)?;
+            eprintln!("added operator {id} ({name}) to {}", file.display());
+        }
+        OperatorsCommand::Remove { trust, id } => {
+            let file = trust.join(OPERATORS_FILE);
+            let mut list = read_list(&file)?;
+            if !list.remove(&id) {
+                return Err(UsageError(format!(
+                    "operator `{id}` is not listed in {}",
+                    file.display()
+                ))
+                .into());
+            }
+            write_list(&file, &list)?;
+            eprintln!("removed operator {id} from {}", file.display());
+        }
+        OperatorsCommand::List { trust } => {
+            let file = trust.join(OPERATORS_FILE);
+            let list = read_list(&file)?;
+            let mut out = std::io::stdout().lock();
+            for e in &list.entries {
+                writeln!(out, "{}\t{}", e.id, e.name)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The list in `file`; an absent file is an empty list.
+fn read_list(file: &Path) -> anyhow::Result<OperatorList> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => Ok(OperatorList::parse(&text, file)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(OperatorList::default()),
+        Err(e) => Err(e).with_context(|| format!("could not read {}", file.display())),
+    }
+}
+
+/// Replaces `file` whole: written beside it, synced, then renamed.
+fn write_list(file: &Path, list: &OperatorList) -> anyhow::Result<()> {
+    let tmp = file.with_extension("new");
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(list.to_text().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)
+    };
+    write().with_context(|| format!("could not write {}", file.display()))
+}

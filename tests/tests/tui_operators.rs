@@ -1,0 +1,86 @@
+//! `reliquary operators add|remove|list` keeps the trust store's operators
+//! file that the TUI's sign-in checks: PINs go in on stdin and only their
+//! Argon2id hashes come out.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use reliquary_appliance::operators::{OperatorList, SignInRefusal, OPERATORS_FILE};
+use reliquary_tests::reliquary_bin;
+
+fn operators(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(reliquary_bin())
+        .arg("operators")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs reliquary");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("writes the PIN");
+    let out = child.wait_with_output().expect("waits");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn operators_are_added_listed_and_removed_with_hashed_pins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trust = dir.path().to_str().expect("utf-8 path");
+    let (code, _, err) = operators(
+        &["add", "--trust", trust, "op7", "--name", "Alice Jones"],
+        "4711\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = operators(
+        &["add", "--trust", trust, "svc12", "--name", "Bob Smith"],
+        "s3cret!\n",
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let text = std::fs::read_to_string(dir.path().join(OPERATORS_FILE)).expect("written");
+    assert!(
+        !text.contains("4711") && !text.contains("s3cret!"),
+        "{text}"
+    );
+    let list = OperatorList::parse(&text, dir.path()).expect("parses");
+    assert_eq!(
+        list.verify("op7", "4711").map(|e| e.name.as_str()),
+        Ok("Alice Jones")
+    );
+    assert_eq!(list.verify("op7", "s3cret!"), Err(SignInRefusal::WrongPin));
+
+    let (code, out, _) = operators(&["list", "--trust", trust], "");
+    assert_eq!(code, 0);
+    assert_eq!(out, "op7\tAlice Jones\nsvc12\tBob Smith\n");
+
+    // Refusals are usage errors (exit 2) and change nothing.
+    let (code, _, err) = operators(
+        &["add", "--trust", trust, "op7", "--name", "Again"],
+        "1234\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already listed"), "{err}");
+    let (code, _, err) = operators(&["add", "--trust", trust, "op8", "--name", "Short"], "12\n");
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = operators(
+        &["add", "--trust", trust, "bad id", "--name", "X"],
+        "1234\n",
+    );
+    assert_eq!(code, 2, "{err}");
+
+    let (code, _, err) = operators(&["remove", "--trust", trust, "op7"], "");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = operators(&["remove", "--trust", trust, "op7"], "");
+    assert_eq!(code, 2, "{err}");
+    let (_, out, _) = operators(&["list", "--trust", trust], "");
+    assert_eq!(out, "svc12\tBob Smith\n");
+}
