@@ -2093,3 +2093,81 @@ fn a_resume_rewrites_an_extent_altered_after_the_kill() {
     );
     audit_verifies(&audit);
 }
+
+// ---------------------------------------------------------------- sign-in
+
+#[test]
+fn with_an_operators_list_restore_needs_a_valid_id_and_its_pin() {
+    let Some(fx) = Fixture::new(&["sfdisk"]) else {
+        return;
+    };
+    let (raw, image) = small_image(&fx);
+    let trust = fx.path("trust");
+    std::fs::create_dir(&trust).expect("trust dir");
+    std::fs::copy(fx.trust(), trust.join("eng.pub")).expect("key");
+    let mut add = Command::new(reliquary_bin())
+        .args(["operators", "add", "--trust"])
+        .arg(&trust)
+        .args(["tech1", "--name", "A. Tech"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("operators add");
+    add.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"4711\n")
+        .expect("pin");
+    assert!(add.wait().expect("wait").success());
+    let audit = audit_dir(&fx);
+    let Some(lo) = patterned_loop(32 * MIB, None) else {
+        return;
+    };
+    let restore = |operator: &str, pin: Option<&str>| {
+        let mut cmd = Command::new(reliquary_bin());
+        cmd.arg("restore")
+            .arg(&image)
+            .arg(lo.path())
+            .arg("--trust")
+            .arg(&trust)
+            .arg("--audit")
+            .arg(&audit)
+            .args(["--operator", operator, "--yes", "--reason", "WO-4711"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if pin.is_some() {
+            cmd.arg("--pin-stdin");
+        }
+        let mut child = cmd.spawn().expect("restore");
+        if let Some(pin) = pin {
+            let _ = child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(format!("{pin}\n").as_bytes());
+        }
+        child.wait_with_output().expect("wait")
+    };
+    let out = restore("bad id with spaces", None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = restore("tech1", None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("PIN"), "{}", text(&out));
+    let out = restore("tech1", Some("0000"));
+    assert_refused(&out, &["tech1"]);
+    assert_untouched(lo.path());
+    let records = audit_records(&audit);
+    let failed = records.last().expect("a record");
+    assert_eq!(failed["record"]["kind"], "SignInFailed", "{failed}");
+    assert!(
+        !failed.to_string().contains("0000"),
+        "the PIN was recorded: {failed}"
+    );
+    let out = restore("tech1", Some("4711"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_same_bytes(&raw, lo.path());
+    let records = audit_records(&audit);
+    let start = &records[records.len() - 2]["record"];
+    assert_eq!(start["meta"]["operator"]["name"], "A. Tech", "{start}");
+    assert_eq!(start["payload"]["reason"], "WO-4711", "{start}");
+}

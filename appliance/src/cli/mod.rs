@@ -76,7 +76,7 @@ enum Command {
     Stick(stick::StickArgs),
     /// Manage the operators who may sign in, each with a hashed PIN.
     #[command(
-        after_help = "Example:\n  echo 4711 | reliquary operators add --trust /etc/reliquary/trust --id tech1 --name \"A. Tech\""
+        after_help = "Example:\n  echo 4711 | reliquary operators add --trust /etc/reliquary/trust tech1 --name \"A. Tech\""
     )]
     Operators(operators::OperatorsArgs),
     /// Print a shell completion script.

@@ -13,9 +13,11 @@ use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 
 use reliquary_appliance::audit::{
-    AuditLog, CheckResult, Digest, Environment, Operator, Payload, RESTORE_RESERVE_BYTES,
+    AuditLog, CheckResult, Digest, Environment, Operator, Payload, SignInFailed,
+    RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::exit::ExitClass;
+use reliquary_appliance::operators::{authorize, AuthorizeError};
 use reliquary_appliance::restore::records::{interrupted_restore, target_ref};
 use reliquary_appliance::restore::{
     self, check_disk, AuditRecording, CancelToken, Outcome, Progress, RestoreMode, RestoreOptions,
@@ -103,6 +105,10 @@ pub struct RestoreArgs {
     /// already holds an older copy of it (read back and compared first).
     #[arg(long = "only-differences")]
     only_differences: bool,
+    /// Read the operator's PIN from the first line of standard input; needed
+    /// when the trust store has an operators list.
+    #[arg(long = "pin-stdin")]
+    pin_stdin: bool,
     /// Create TARGET as a regular file if it does not exist (never under /dev).
     #[arg(long = "create-file")]
     create_file: bool,
@@ -197,7 +203,10 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         Some(log) => lock(log).ensure_space(RESTORE_RESERVE_BYTES)?,
         None => eprintln!("warning: --no-audit: this restore is recorded nowhere"),
     }
-    let operator = args.audit.operator();
+    let mut operator = args.audit.operator();
+    if let Some(log) = &log {
+        operator.name = sign_in(&trust, &args, &operator, log)?.or(operator.name);
+    }
     let rules = TargetRules {
         image_path: &args.image,
         vault: args.vault.as_deref(),
@@ -383,6 +392,42 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     match class {
         None => Ok(ExitCode::SUCCESS),
         Some(class) => Err(AlreadyReported(class).into()),
+    }
+}
+
+/// Checks the operator against the trust store's operators list, as the
+/// TUI's sign-in does (id and PIN, 21 CFR Part 11 §11.200); a refused PIN
+/// is recorded, never the PIN itself. Returns the name from the list.
+fn sign_in(
+    trust: &TrustStore,
+    args: &RestoreArgs,
+    operator: &Operator,
+    log: &Mutex<AuditLog>,
+) -> anyhow::Result<Option<String>> {
+    let pin = if args.pin_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Some(line.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        None
+    };
+    match authorize(trust, &args.trust, &operator.id, pin.as_deref()) {
+        Ok(name) => Ok(name),
+        Err(e @ (AuthorizeError::BadId(_) | AuthorizeError::PinRequired(_))) => {
+            Err(UsageError(e.to_string()).into())
+        }
+        Err(e @ AuthorizeError::Refused { .. }) => {
+            lock(log).append(
+                operator,
+                Payload::SignInFailed(SignInFailed {
+                    operator_id: operator.id.clone(),
+                    attempt: 1,
+                    locked: false,
+                }),
+            )?;
+            Err(CliRefusal(format!("{e}; nothing was written")).into())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
