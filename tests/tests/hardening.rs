@@ -655,3 +655,133 @@ fn the_tui_vault_scan_of_hostile_images_stays_within_the_memory_target() {
     eprintln!("vault scan of 3 hostile images: peak RSS {kib} KiB");
     assert!(kib <= RSS_LIMIT_KIB, "the vault scan peaked at {kib} KiB");
 }
+
+/// The peak resident set (`VmHWM`) of a running process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Runs `cmd` for at most `limit`, sampling its peak RSS; returns the peak
+/// and whether it was still running (then it is killed).
+fn peak_rss_while_running(cmd: &mut Command, limit: Duration) -> (u64, bool) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    let mut peak = 0;
+    let running = loop {
+        if let Some(kib) = peak_rss_kib(child.id()) {
+            peak = peak.max(kib);
+        }
+        if child.try_wait().expect("try_wait").is_some() {
+            break false;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (peak, running)
+}
+
+#[test]
+fn checking_a_2tib_disk_against_a_zero_image_stays_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("zero-2t.rimg");
+    reliquary_tests::hostile::zero_disk(&image, &key, 2 << 40, 64 << 10).expect("generate");
+    let disk = tmp.path().join("disk-2t.raw");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(2 << 40))
+        .expect("a sparse 2 TiB disk");
+    // Before the read-back streamed, this grew past 1.36 GB within 30 s.
+    let (peak, running) = peak_rss_while_running(
+        Command::new(reliquary_bin())
+            .arg("check")
+            .arg(&image)
+            .arg(&disk)
+            .arg("--trust")
+            .arg(&trust),
+        Duration::from_secs(8),
+    );
+    assert!(running, "check of 2 TiB ended within 8 s");
+    assert!(
+        peak <= RSS_LIMIT_KIB,
+        "check peaked at {peak} KiB, over {RSS_LIMIT_KIB}"
+    );
+    eprintln!(
+        "check of a 2 TiB disk: peak RSS {} MiB after 8 s",
+        peak / 1024
+    );
+}
+
+#[test]
+fn a_restore_with_64mib_chunks_stays_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_, trust) = hostile_key(tmp.path());
+    let raw = tmp.path().join("disk.raw");
+    let mut bytes = vec![0u8; 256 << 20];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    std::fs::write(&raw, &bytes).expect("raw disk");
+    drop(bytes);
+    let image = tmp.path().join("big-chunks.rimg");
+    let out = Command::new(reliquary_bin())
+        .arg("capture")
+        .arg(&raw)
+        .arg("-o")
+        .arg(&image)
+        .arg("--key")
+        .arg(tmp.path().join("hostile"))
+        .args([
+            "--name",
+            "big",
+            "--chunk-size",
+            "64M",
+            "--sector-size",
+            "512",
+        ])
+        .output()
+        .expect("capture");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let target = tmp.path().join("target.raw");
+    let (peak, running) = peak_rss_while_running(
+        Command::new(reliquary_bin())
+            .arg("restore")
+            .arg(&image)
+            .arg(&target)
+            .arg("--trust")
+            .arg(&trust)
+            .args(["--no-audit", "--yes", "--create-file"]),
+        Duration::from_secs(120),
+    );
+    assert!(!running, "the restore did not finish within 120 s");
+    assert_eq!(
+        std::fs::read(&target).expect("target"),
+        std::fs::read(&raw).expect("raw")
+    );
+    // (3 × cores + 4) buffers of 64 MiB were 660 MB on 2 cores before the
+    // pool was sized by bytes.
+    assert!(
+        peak <= RSS_LIMIT_KIB,
+        "restore peaked at {peak} KiB, over {RSS_LIMIT_KIB}"
+    );
+    eprintln!("restore with 64 MiB chunks: peak RSS {} MiB", peak / 1024);
+}
