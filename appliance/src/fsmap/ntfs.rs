@@ -24,15 +24,37 @@ const RESUME_SIGNATURES: [&[u8; 4]; 4] = [b"hibr", b"wake", b"rstr", b"link"];
 pub(super) fn free_space<S: ReadAt + ?Sized>(
     bytes: &PartitionBytes<'_, S>,
 ) -> Result<FreeSpace, FsError> {
-    let mut fs = Reader { bytes, position: 0 };
-    let mut ntfs = Ntfs::new(&mut fs).map_err(damaged)?;
+    let mut fs = Reader {
+        bytes,
+        position: 0,
+        failed: None,
+    };
+    // The crate turns a read error met inside one of its structures into a
+    // panic (`unreachable!` on binrw's wrapped errors), so the reader never
+    // fails: it reads zeros past the end or after an error and keeps the
+    // error, and a panic that still escapes is caught and reported.
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_volume(&mut fs)))
+        .unwrap_or_else(|_| {
+            Err(FsError::Corrupt(
+                "the ntfs crate gave up on this volume's structures".into(),
+            ))
+        });
+    match fs.failed.take() {
+        Some((offset, source)) => Err(FsError::Read { offset, source }),
+        None => found,
+    }
+}
+
+fn read_volume<S: ReadAt + ?Sized>(fs: &mut Reader<'_, '_, S>) -> Result<FreeSpace, FsError> {
+    let bytes = fs.bytes;
+    let mut ntfs = Ntfs::new(fs).map_err(damaged)?;
     let serial = ntfs.serial_number();
-    let flags = ntfs.volume_info(&mut fs).map_err(damaged)?.flags();
+    let flags = ntfs.volume_info(fs).map_err(damaged)?.flags();
     if flags.contains(NtfsVolumeFlags::IS_DIRTY) {
         return Err(FsError::NotClean("the NTFS dirty flag is set"));
     }
-    ntfs.read_upcase_table(&mut fs).map_err(damaged)?;
-    if holds_resume_image(&ntfs, &mut fs)? {
+    ntfs.read_upcase_table(fs).map_err(damaged)?;
+    if holds_resume_image(&ntfs, fs)? {
         return Err(FsError::NotClean(
             "Windows is hibernated: hiberfil.sys holds a resume image",
         ));
@@ -48,14 +70,14 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
         )));
     }
     let bitmap_file = ntfs
-        .file(&mut fs, KnownNtfsFileRecordNumber::Bitmap as u64)
+        .file(fs, KnownNtfsFileRecordNumber::Bitmap as u64)
         .map_err(damaged)?;
     let item = bitmap_file
-        .data(&mut fs, "")
+        .data(fs, "")
         .ok_or_else(|| FsError::Corrupt("$Bitmap has no data".into()))?
         .map_err(damaged)?;
     let attribute = item.to_attribute().map_err(damaged)?;
-    let mut value = attribute.value(&mut fs).map_err(damaged)?;
+    let mut value = attribute.value(fs).map_err(damaged)?;
     if value.len() < clusters.div_ceil(8) {
         return Err(FsError::Corrupt(format!(
             "$Bitmap holds {} bytes, too few for the volume's {clusters} clusters",
@@ -69,7 +91,7 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
     let mut lcn = 0u64;
     while lcn < clusters {
         let want = ((clusters - lcn).div_ceil(8) as usize).min(BITMAP_PIECE);
-        read_exact(&mut value, &mut fs, &mut piece[..want])?;
+        read_exact(&mut value, fs, &mut piece[..want])?;
         for byte in &piece[..want] {
             for bit in 0..8 {
                 if lcn >= clusters {
@@ -99,7 +121,7 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
         KnownNtfsFileRecordNumber::MFTMirr,
         KnownNtfsFileRecordNumber::LogFile,
     ] {
-        keep.extend(data_extents(&ntfs, &mut fs, record as u64)?);
+        keep.extend(data_extents(&ntfs, fs, record as u64)?);
     }
     Ok(FreeSpace {
         kind: FileSystemKind::Ntfs,
@@ -202,21 +224,28 @@ fn damaged(e: NtfsError) -> FsError {
     FsError::Corrupt(e.to_string())
 }
 
-/// `Read + Seek` over the partition, as the `ntfs` crate wants it.
+/// `Read + Seek` over the partition, as the `ntfs` crate wants it: past
+/// the partition's end, or after a failed read, it reads zeros (which no
+/// NTFS structure validates) and keeps the first error for the caller.
 struct Reader<'a, 'b, S: ReadAt + ?Sized> {
     bytes: &'a PartitionBytes<'b, S>,
     position: u64,
+    failed: Option<(u64, std::io::Error)>,
 }
 
 impl<S: ReadAt + ?Sized> Read for Reader<'_, '_, S> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let left = self.bytes.len().saturating_sub(self.position);
         let n = (buf.len() as u64).min(left) as usize;
-        self.bytes
-            .read(&mut buf[..n], self.position)
-            .map_err(std::io::Error::other)?;
-        self.position += n as u64;
-        Ok(n)
+        buf.fill(0);
+        if self.failed.is_none() {
+            if let Err(e) = self.bytes.read(&mut buf[..n], self.position) {
+                buf.fill(0);
+                self.failed = Some((self.position, std::io::Error::other(e)));
+            }
+        }
+        self.position += buf.len() as u64;
+        Ok(buf.len())
     }
 }
 
