@@ -22,8 +22,7 @@ pub struct OperatorsArgs {
 enum OperatorsCommand {
     /// Add an operator. The PIN is read from the first line of stdin and
     /// only its Argon2id hash is written.
-    ///
-    /// Example: `echo 4711 | reliquary operators add --trust trust/ op7 --name "Alice Jones"`
+    #[command(after_help = "Example:\n  echo 4711 | reliquary operators add --trust trust/ op7 --name \"Alice Jones\"")]
     Add {
         /// The trust-store directory holding the `operators` file.
         #[arg(long, value_name = "DIR")]
@@ -35,8 +34,7 @@ enum OperatorsCommand {
         name: String,
     },
     /// Remove an operator.
-    ///
-    /// Example: `reliquary operators remove --trust trust/ op7`
+    #[command(after_help = "Example:\n  reliquary operators remove --trust trust/ op7")]
     Remove {
         /// The trust-store directory holding the `operators` file.
         #[arg(long, value_name = "DIR")]
@@ -45,8 +43,7 @@ enum OperatorsCommand {
         id: String,
     },
     /// List the operators' ids and names (never their PIN hashes).
-    ///
-    /// Example: `reliquary operators list --trust trust/`
+    #[command(after_help = "Example:\n  reliquary operators list --trust trust/")]
     List {
         /// The trust-store directory holding the `operators` file.
         #[arg(long, value_name = "DIR")]

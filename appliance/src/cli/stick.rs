@@ -18,6 +18,9 @@ pub struct StickArgs {
 enum StickCommand {
     /// Check every partition but audit, the boot code and the verity root
     /// hash against the manifest the stick's build wrote.
+    #[command(
+        after_help = "Example:\n  reliquary stick verify /dev/sdc --manifest reliquary-stick.img.manifest"
+    )]
     Verify(VerifyArgs),
 }
 
