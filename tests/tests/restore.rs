@@ -70,7 +70,9 @@ impl Fixture {
         self.path("key.pub")
     }
 
-    /// Captures `raw` into `<name>.rimg` with the given chunk size.
+    /// Captures every sector of `raw` (`--all-sectors`: these tests compare
+    /// whole disks, noise in free clusters included) into `<name>.rimg`
+    /// with the given chunk size.
     fn capture(&self, raw: &Path, name: &str, chunk_size: &str, sector_size: u32) -> PathBuf {
         let image = self.path(&format!("{name}.rimg"));
         let out = Command::new(reliquary_bin())
@@ -80,7 +82,8 @@ impl Fixture {
             .arg(&image)
             .arg("--key")
             .arg(self.key())
-            .args(["--name", name, "--chunk-size", chunk_size, "--sector-size"])
+            .args(["--name", name, "--chunk-size", chunk_size, "--all-sectors"])
+            .arg("--sector-size")
             .arg(sector_size.to_string())
             .output()
             .expect("run reliquary capture");
