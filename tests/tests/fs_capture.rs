@@ -370,16 +370,16 @@ const PART_START: u64 = MIB;
 const PART_LEN: u64 = DISK - 4 * MIB;
 
 /// Attaches `file` (a whole disk) and returns the loop device and the node
-/// of its first partition, made with `partx -a` where the kernel does not
+/// of its first partition, made with `partx -u` where the kernel does not
 /// parse partition tables.
 fn attach_with_partition(file: &Path) -> Option<(LoopDevice, PathBuf)> {
     let backing = tempfile::NamedTempFile::new().expect("backing");
     std::fs::copy(file, backing.path()).expect("copy the disk");
     let lo = LoopDevice::attach_file(backing, None)?;
     let node = PathBuf::from(format!("{}p1", lo.path().display()));
-    if !node.exists() {
-        run(Command::new("partx").arg("-a").arg(lo.path()));
-    }
+    // `-u`, not `-a`: partitions added to an earlier user of this loop
+    // number outlive its detach, with that disk's sizes.
+    run(Command::new("partx").arg("-u").arg(lo.path()));
     for _ in 0..100 {
         if node.exists() {
             return Some((lo, node));
