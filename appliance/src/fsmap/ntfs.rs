@@ -24,7 +24,30 @@ const RESUME_SIGNATURES: [&[u8; 4]; 4] = [b"hibr", b"wake", b"rstr", b"link"];
 pub(super) fn free_space<S: ReadAt + ?Sized>(
     bytes: &PartitionBytes<'_, S>,
 ) -> Result<FreeSpace, FsError> {
-    let mut fs = Reader { bytes, position: 0 };
+    let mut fs = Reader {
+        bytes,
+        position: 0,
+        overran: false,
+    };
+    // The crate panics (`unreachable!`) on some I/O errors inside its
+    // parsers; a panic there means an unreadable volume, not a bug here.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_volume(&mut fs)))
+        .unwrap_or_else(|_| {
+            Err(FsError::Corrupt(
+                "the NTFS reader failed on this volume".into(),
+            ))
+        });
+    if fs.overran {
+        return Err(FsError::Corrupt(
+            "an NTFS structure lies beyond the partition".into(),
+        ));
+    }
+    result
+}
+
+fn read_volume<S: ReadAt + ?Sized>(reader: &mut Reader<'_, '_, S>) -> Result<FreeSpace, FsError> {
+    let bytes = reader.bytes;
+    let mut fs = reader;
     let mut ntfs = Ntfs::new(&mut fs).map_err(damaged)?;
     let serial = ntfs.serial_number();
     let flags = ntfs.volume_info(&mut fs).map_err(damaged)?.flags();
@@ -202,10 +225,13 @@ fn damaged(e: NtfsError) -> FsError {
     FsError::Corrupt(e.to_string())
 }
 
-/// `Read + Seek` over the partition, as the `ntfs` crate wants it.
+/// `Read + Seek` over the partition, as the `ntfs` crate wants it. Past
+/// the end it reads zeros and remembers that it did: the crate panics on a
+/// short read inside its parsers, and the caller refuses the volume anyway.
 struct Reader<'a, 'b, S: ReadAt + ?Sized> {
     bytes: &'a PartitionBytes<'b, S>,
     position: u64,
+    overran: bool,
 }
 
 impl<S: ReadAt + ?Sized> Read for Reader<'_, '_, S> {
@@ -215,8 +241,12 @@ impl<S: ReadAt + ?Sized> Read for Reader<'_, '_, S> {
         self.bytes
             .read(&mut buf[..n], self.position)
             .map_err(std::io::Error::other)?;
-        self.position += n as u64;
-        Ok(n)
+        if n < buf.len() {
+            buf[n..].fill(0);
+            self.overran = true;
+        }
+        self.position = self.position.saturating_add(buf.len() as u64);
+        Ok(buf.len())
     }
 }
 
