@@ -66,9 +66,13 @@ for table in mbr gpt; do
   [ -f "corpus/partition_table/$table" ] && head -c 8192 "corpus/partition_table/$table" >"corpus/sector_size/$table"
 done
 
+# ntfs_bitmap is not in this loop: the ntfs crate (0.4) panics on hostile
+# volumes (unreachable!() on short reads, arithmetic overflow), which
+# capture catches and turns into "keep every sector"; libFuzzer aborts on
+# any panic. Run it by hand to look for new ones.
 mkdir -p logs
 for target in preamble manifest index chunk audit_log checkpoint mountinfo partition_table \
-  ext_bitmaps fat_table ntfs_bitmap sector_size; do
+  ext_bitmaps fat_table sector_size; do
   echo "== fuzz $target for ${secs}s"
   if ! cargo +nightly fuzz run "$target" "corpus/$target" -- \
     -max_total_time="$secs" -malloc_limit_mb=512 -timeout=10 -print_final_stats=1 \
