@@ -68,7 +68,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 attach() { # FILE -> prints the loop device; its partition 1 is ${dev}p1
   local dev
   dev=$(losetup -f --show "$1")
-  [ -e "${dev}p1" ] || partx -a "$dev" 2>/dev/null || true
+  # -u: an earlier user's partitions outlive its detach, with its sizes.
+  partx -u "$dev" 2>/dev/null || true
   for _ in $(seq 50); do [ -e "${dev}p1" ] && break; sleep 0.1; done
   echo "$dev"
 }
@@ -129,7 +130,7 @@ for variant in clean dirty; do
   res_s=$secs
   best "" "zstd -dc '$dir/$variant.raw.zst' | dd of='$tgt' bs=4M oflag=direct iflag=fullblock status=none"
   dd_s=$secs
-  [ -e "${tgt}p1" ] || partx -a "$tgt" 2>/dev/null || true
+  partx -u "$tgt" 2>/dev/null || true
   best "" "zstd -dc '$dir/$variant.pc.zst' | partclone.ntfs -q -r -s - -o '${tgt}p1' 2>/dev/null"
   pcr_s=$secs
   losetup -d "$tgt"

@@ -79,6 +79,11 @@ pub enum Action {
     },
     CancelRestore,
     LoadAuditLog,
+    /// Write the restore certificate of audit record `seq` (a PDF) to the
+    /// audit partition.
+    WriteCertificate {
+        seq: u64,
+    },
 }
 
 /// Results of work done off the UI thread.
@@ -105,6 +110,8 @@ pub enum WorkerEvent {
         rows: Vec<AuditRow>,
         banner: ChainBanner,
     },
+    /// Where the restore certificate was written, or why it was not.
+    CertificateWritten(Result<String, String>),
 }
 
 /// Who is signed in.
@@ -248,6 +255,9 @@ pub struct App {
     /// The restore the result screen reports on (its image, version, intent).
     pub finished: Option<RestoreView>,
     pub result: Option<ResultView>,
+    /// The restore certificate written from the result screen (`p`): its
+    /// path, or why it could not be written.
+    pub certificate: Option<Result<String, String>>,
     pub audit: AuditView,
     /// A one-line message about the last refused key, shown above the footer.
     pub notice: Option<String>,
@@ -285,6 +295,7 @@ impl App {
             reason: String::new(),
             restore: None,
             finished: None,
+            certificate: None,
             result: None,
             audit: AuditView::default(),
             notice: None,
@@ -384,6 +395,7 @@ impl App {
                     return Action::Quit;
                 }
             }
+            WorkerEvent::CertificateWritten(written) => self.certificate = Some(written),
             WorkerEvent::AuditLoaded { rows, banner } => {
                 self.audit.rows = rows;
                 self.audit.banner = Some(banner);
@@ -899,7 +911,14 @@ fn restoring_key(app: &mut App, code: KeyCode) -> Action {
 
 fn result_key(app: &mut App, code: KeyCode) -> Action {
     match code {
+        KeyCode::Char('p') => {
+            if let Some(seq) = app.result.as_ref().and_then(|r| r.audit_seq) {
+                app.certificate = None;
+                return Action::WriteCertificate { seq };
+            }
+        }
         KeyCode::Enter | KeyCode::Esc => {
+            app.certificate = None;
             app.result = None;
             app.screen = Screen::Vault;
         }

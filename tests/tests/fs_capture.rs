@@ -370,16 +370,16 @@ const PART_START: u64 = MIB;
 const PART_LEN: u64 = DISK - 4 * MIB;
 
 /// Attaches `file` (a whole disk) and returns the loop device and the node
-/// of its first partition, made with `partx -a` where the kernel does not
+/// of its first partition, made with `partx -u` where the kernel does not
 /// parse partition tables.
 fn attach_with_partition(file: &Path) -> Option<(LoopDevice, PathBuf)> {
     let backing = tempfile::NamedTempFile::new().expect("backing");
     std::fs::copy(file, backing.path()).expect("copy the disk");
     let lo = LoopDevice::attach_file(backing, None)?;
     let node = PathBuf::from(format!("{}p1", lo.path().display()));
-    if !node.exists() {
-        run(Command::new("partx").arg("-a").arg(lo.path()));
-    }
+    // `-u`, not `-a`: partitions added to an earlier user of this loop
+    // number outlive its detach, with that disk's sizes.
+    run(Command::new("partx").arg("-u").arg(lo.path()));
     for _ in 0..100 {
         if node.exists() {
             return Some((lo, node));
@@ -999,4 +999,34 @@ fn all_sectors_keeps_the_free_space_of_a_clean_volume() {
     let out = fx.restore(&image, target.path());
     assert!(out.status.success(), "restore: {}", text(&out));
     assert!(same_bytes(&raw, target.backing_file()));
+}
+
+#[test]
+fn a_hibernated_windows_is_captured_whole_and_the_manifest_says_why() {
+    let Some(fx) = Fixture::new(&["sfdisk", "partx", "ntfs-3g", "setfattr", "mkntfs"]) else {
+        return;
+    };
+    let raw = used_disk(&fx, &NTFS, false);
+    {
+        // A resume image's header, as Windows leaves it on hibernation.
+        let (lo, part) = attach_with_partition(&raw).expect("attach");
+        let volume = Volume::open(&NTFS, &part, fx.path("hibernate"), false);
+        let mut image = b"HIBR".to_vec();
+        image.extend(noise(12, 2 * MIB as usize));
+        volume.write("hiberfil.sys", &image);
+        drop(volume);
+        std::fs::copy(lo.backing_file(), &raw).expect("copy back");
+    }
+    let (image, out) = fx.capture(&raw, "hibernated", &[]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let j = fx.inspect_json(&image);
+    let capture = &j["partitions"][0]["capture"];
+    assert_eq!(capture["mode"], "all-sectors", "{j}");
+    assert!(
+        capture["fallback_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("hibernated")),
+        "{j}"
+    );
+    assert_eq!(j["extents"]["unmapped_bytes"], 0, "{j}");
 }

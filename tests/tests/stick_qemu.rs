@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use reliquary_tests::{reliquary_bin, running_as_root, skip_or_fail};
 
 const OPERATOR: &str = "tech1";
+/// The operator's PIN (21 CFR Part 11: an id and a secret).
+const PIN: &str = "2468";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// From power-on to the sign-in screen, under TCG.
@@ -252,6 +254,8 @@ fn first_boot_public_key(serial: &str) -> String {
 fn sign_in(vm: &mut Qemu, operator: &str) {
     vm.type_text(operator);
     vm.send(b"\r");
+    vm.type_text(PIN);
+    vm.send(b"\r");
 }
 
 /// From the vault list: picks `image`, the target whose device name is
@@ -268,6 +272,10 @@ fn restore(vm: &mut Qemu, image: &str, device: &str, serial: &str) -> Duration {
     vm.select_row(device);
     vm.send(b"\r");
     vm.wait_screen("To confirm", SCREEN_TIMEOUT);
+    // The first meaning of the list, the work order, then the code.
+    vm.send(b"\r");
+    vm.type_text("WO-STICK");
+    vm.send(b"\r");
     vm.type_text(&serial[serial.len() - 4..]);
     let started = Instant::now();
     vm.send(b"\r");
@@ -380,11 +388,20 @@ fn build_fixture() -> Result<Fixture, String> {
     let trust = root.join("trust");
     std::fs::create_dir(&trust).map_err(|e| e.to_string())?;
     std::fs::copy(root.join("eng.key.pub"), trust.join("eng.pub")).map_err(|e| e.to_string())?;
-    std::fs::write(
-        trust.join("operators"),
-        format!("{OPERATOR} Stick Test Technician\n"),
-    )
-    .map_err(|e| e.to_string())?;
+    let mut add = Command::new(&reliquary)
+        .args(["operators", "add", "--trust"])
+        .arg(&trust)
+        .args([OPERATOR, "--name", "Stick Test Technician"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    if let Some(mut stdin) = add.stdin.take() {
+        std::io::Write::write_all(&mut stdin, format!("{PIN}\n").as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    if !add.wait().map_err(|e| e.to_string())?.success() {
+        return Err("reliquary operators add failed".into());
+    }
 
     let vault = root.join("vault");
     std::fs::create_dir(&vault).map_err(|e| e.to_string())?;

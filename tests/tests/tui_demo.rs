@@ -78,6 +78,16 @@ fn demo_restores_the_image_and_logs_it_with_the_operator() {
     assert!(screen.contains('▀') || screen.contains('▄'), "{screen}");
     tmux.keys(&["Escape"]);
     tmux.wait_for("RESTORE SUCCEEDED", SCREEN_TIMEOUT);
+    // The restore certificate, written to the audit partition.
+    tmux.keys(&["p"]);
+    let screen = tmux.wait_for("Certificate", SCREEN_TIMEOUT);
+    let certificate = demo
+        .paths
+        .audit
+        .join(format!("certificate-{audit_seq}.pdf"));
+    assert!(screen.contains("written to"), "{screen}");
+    let pdf = std::fs::read(&certificate).expect("the certificate was written");
+    assert!(pdf.starts_with(b"%PDF"), "not a PDF");
     tmux.keys(&["q"]);
     let screen = tmux.wait_for("EXITED 0", SCREEN_TIMEOUT);
     assert!(screen.contains("The demo's files are kept in"), "{screen}");

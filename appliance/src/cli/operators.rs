@@ -22,7 +22,9 @@ pub struct OperatorsArgs {
 enum OperatorsCommand {
     /// Add an operator. The PIN is read from the first line of stdin and
     /// only its Argon2id hash is written.
-    #[command(after_help = "Example:\n  echo 4711 | reliquary operators add --trust trust/ op7 --name \"Alice Jones\"")]
+    #[command(
+        after_help = "Example:\n  echo 4711 | reliquary operators add --trust trust/ op7 --name \"Alice Jones\""
+    )]
     Add {
         /// The trust-store directory holding the `operators` file.
         #[arg(long, value_name = "DIR")]

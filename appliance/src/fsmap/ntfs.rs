@@ -27,34 +27,35 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
     let mut fs = Reader {
         bytes,
         position: 0,
-        failed: None,
+        overran: false,
     };
-    // The crate turns a read error met inside one of its structures into a
-    // panic (`unreachable!` on binrw's wrapped errors), so the reader never
-    // fails: it reads zeros past the end or after an error and keeps the
-    // error, and a panic that still escapes is caught and reported.
-    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_volume(&mut fs)))
+    // The crate panics (`unreachable!`) on some I/O errors inside its
+    // parsers; a panic there means an unreadable volume, not a bug here.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_volume(&mut fs)))
         .unwrap_or_else(|_| {
             Err(FsError::Corrupt(
-                "the ntfs crate gave up on this volume's structures".into(),
+                "the NTFS reader failed on this volume".into(),
             ))
         });
-    match fs.failed.take() {
-        Some((offset, source)) => Err(FsError::Read { offset, source }),
-        None => found,
+    if fs.overran {
+        return Err(FsError::Corrupt(
+            "an NTFS structure lies beyond the partition".into(),
+        ));
     }
+    result
 }
 
-fn read_volume<S: ReadAt + ?Sized>(fs: &mut Reader<'_, '_, S>) -> Result<FreeSpace, FsError> {
-    let bytes = fs.bytes;
-    let mut ntfs = Ntfs::new(fs).map_err(damaged)?;
+fn read_volume<S: ReadAt + ?Sized>(reader: &mut Reader<'_, '_, S>) -> Result<FreeSpace, FsError> {
+    let bytes = reader.bytes;
+    let mut fs = reader;
+    let mut ntfs = Ntfs::new(&mut fs).map_err(damaged)?;
     let serial = ntfs.serial_number();
-    let flags = ntfs.volume_info(fs).map_err(damaged)?.flags();
+    let flags = ntfs.volume_info(&mut fs).map_err(damaged)?.flags();
     if flags.contains(NtfsVolumeFlags::IS_DIRTY) {
         return Err(FsError::NotClean("the NTFS dirty flag is set"));
     }
-    ntfs.read_upcase_table(fs).map_err(damaged)?;
-    if holds_resume_image(&ntfs, fs)? {
+    ntfs.read_upcase_table(&mut fs).map_err(damaged)?;
+    if holds_resume_image(&ntfs, &mut fs)? {
         return Err(FsError::NotClean(
             "Windows is hibernated: hiberfil.sys holds a resume image",
         ));
@@ -70,14 +71,14 @@ fn read_volume<S: ReadAt + ?Sized>(fs: &mut Reader<'_, '_, S>) -> Result<FreeSpa
         )));
     }
     let bitmap_file = ntfs
-        .file(fs, KnownNtfsFileRecordNumber::Bitmap as u64)
+        .file(&mut fs, KnownNtfsFileRecordNumber::Bitmap as u64)
         .map_err(damaged)?;
     let item = bitmap_file
-        .data(fs, "")
+        .data(&mut fs, "")
         .ok_or_else(|| FsError::Corrupt("$Bitmap has no data".into()))?
         .map_err(damaged)?;
     let attribute = item.to_attribute().map_err(damaged)?;
-    let mut value = attribute.value(fs).map_err(damaged)?;
+    let mut value = attribute.value(&mut fs).map_err(damaged)?;
     if value.len() < clusters.div_ceil(8) {
         return Err(FsError::Corrupt(format!(
             "$Bitmap holds {} bytes, too few for the volume's {clusters} clusters",
@@ -91,7 +92,7 @@ fn read_volume<S: ReadAt + ?Sized>(fs: &mut Reader<'_, '_, S>) -> Result<FreeSpa
     let mut lcn = 0u64;
     while lcn < clusters {
         let want = ((clusters - lcn).div_ceil(8) as usize).min(BITMAP_PIECE);
-        read_exact(&mut value, fs, &mut piece[..want])?;
+        read_exact(&mut value, &mut fs, &mut piece[..want])?;
         for byte in &piece[..want] {
             for bit in 0..8 {
                 if lcn >= clusters {
@@ -121,7 +122,7 @@ fn read_volume<S: ReadAt + ?Sized>(fs: &mut Reader<'_, '_, S>) -> Result<FreeSpa
         KnownNtfsFileRecordNumber::MFTMirr,
         KnownNtfsFileRecordNumber::LogFile,
     ] {
-        keep.extend(data_extents(&ntfs, fs, record as u64)?);
+        keep.extend(data_extents(&ntfs, &mut fs, record as u64)?);
     }
     Ok(FreeSpace {
         kind: FileSystemKind::Ntfs,
@@ -224,27 +225,29 @@ fn damaged(e: NtfsError) -> FsError {
     FsError::Corrupt(e.to_string())
 }
 
-/// `Read + Seek` over the partition, as the `ntfs` crate wants it: past
-/// the partition's end, or after a failed read, it reads zeros (which no
-/// NTFS structure validates) and keeps the first error for the caller.
+/// `Read + Seek` over the partition, as the `ntfs` crate wants it. Past
+/// the end it reads zeros and remembers that it did: the crate panics on a
+/// short read inside its parsers, and the caller refuses the volume anyway.
 struct Reader<'a, 'b, S: ReadAt + ?Sized> {
     bytes: &'a PartitionBytes<'b, S>,
     position: u64,
-    failed: Option<(u64, std::io::Error)>,
+    overran: bool,
 }
 
 impl<S: ReadAt + ?Sized> Read for Reader<'_, '_, S> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let left = self.bytes.len().saturating_sub(self.position);
         let n = (buf.len() as u64).min(left) as usize;
-        buf.fill(0);
-        if self.failed.is_none() {
-            if let Err(e) = self.bytes.read(&mut buf[..n], self.position) {
-                buf.fill(0);
-                self.failed = Some((self.position, std::io::Error::other(e)));
-            }
+        if n > 0 {
+            self.bytes
+                .read(&mut buf[..n], self.position)
+                .map_err(std::io::Error::other)?;
         }
-        self.position += buf.len() as u64;
+        if n < buf.len() {
+            buf[n..].fill(0);
+            self.overran = true;
+        }
+        self.position = self.position.saturating_add(buf.len() as u64);
         Ok(buf.len())
     }
 }
@@ -266,6 +269,23 @@ impl<S: ReadAt + ?Sized> Seek for Reader<'_, '_, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `ntfs_bitmap` fuzz target: the crate overflows an
+    /// addition in `index_record.rs` (a panic with overflow checks on).
+    #[test]
+    fn a_volume_that_makes_the_crate_panic_is_refused() {
+        let compressed = include_bytes!("fixtures/ntfs_index_record_add_overflow.zst");
+        let data = zstd::stream::decode_all(&compressed[..]).expect("fixture decompresses");
+        let disk = data.clone();
+        let bytes = PartitionBytes {
+            disk: &disk,
+            start: 0,
+            len: data.len() as u64,
+        };
+        // The crate panics inside (tests run with overflow checks); capture
+        // gets an error and keeps every sector.
+        assert!(matches!(free_space(&bytes), Err(FsError::Corrupt(_))));
+    }
 
     #[test]
     fn kept_ranges_are_cut_out_of_free_ones() {

@@ -168,6 +168,53 @@ impl<'a> Restore<'a> {
     }
 }
 
+/// Writes the certificate of record `seq` of the audit log in `dir` to
+/// `dir/certificate-SEQ.pdf`, as the stick's result screen does, and
+/// returns its path. The log must verify against its own public key.
+pub fn write_certificate(dir: &Path, seq: u64) -> Result<PathBuf, CertificateError> {
+    let key_path = dir.join(crate::audit::PUBLIC_KEY_FILE);
+    let (key, _) = reliquary_image::keys::PublicKey::load(&key_path)
+        .map_err(|e| CertificateError::Key(e.to_string()))?;
+    let report = crate::audit::verify_dir(dir, &key, None)?;
+    if let Some(problem) = report.first_problem() {
+        return Err(CertificateError::Log(
+            crate::audit::AuditError::Verification {
+                path: report.path.clone(),
+                problem: problem.clone(),
+            },
+        ));
+    }
+    let checkpoint =
+        CheckpointText::for_record(&report, seq, &dir.join(crate::audit::CHECKPOINT_FILE), &key);
+    let pdf = certificate(&report, seq, &checkpoint)?;
+    let path = dir.join(format!("certificate-{seq}.pdf"));
+    let written = std::fs::File::create(&path).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, &pdf)?;
+        file.sync_all()
+    });
+    written.map_err(|source| CertificateError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}
+
+/// Why [`write_certificate`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error("cannot load the appliance's public key: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Log(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// The one-page restore certificate of the restore that record `seq`
 /// starts or finishes.
 pub fn certificate(

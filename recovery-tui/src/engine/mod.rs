@@ -268,6 +268,15 @@ impl Effects for Session {
                     cancel.cancel();
                 }
             }
+            (Action::WriteCertificate { seq }, _) => {
+                let (dir, events, seq) = (self.config.audit.clone(), self.events.clone(), *seq);
+                std::thread::spawn(move || {
+                    let written = reliquary_appliance::report::write_certificate(&dir, seq)
+                        .map(|path| path.display().to_string())
+                        .map_err(|e| error_chain(&e));
+                    let _ = events.send(AppEvent::worker(WorkerEvent::CertificateWritten(written)));
+                });
+            }
             (Action::LoadAuditLog, _) => {
                 let dir = self.config.audit.clone();
                 let events = self.events.clone();

@@ -1083,8 +1083,19 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
                     .bg(Color::White)
                     .add_modifier(Modifier::BOLD),
             ),
-            Span::styled("  (c: QR code)", Style::new().fg(MUTED)),
+            Span::styled("  (c: QR code, p: certificate)", Style::new().fg(MUTED)),
         ]));
+    }
+    match &app.certificate {
+        Some(Ok(path)) => lines.push(Line::from(vec![
+            label("Certificate"),
+            Span::styled(format!("written to {path}"), Style::new().fg(GOOD)),
+        ])),
+        Some(Err(problem)) => lines.push(Line::from(vec![
+            label("Certificate"),
+            Span::styled(format!("not written: {problem}"), Style::new().fg(BAD)),
+        ])),
+        None => {}
     }
     if let Some(problem) = &r.audit_problem {
         lines.push(Line::styled(
