@@ -1182,3 +1182,82 @@ fn a_long_policy_is_read_whole_and_an_oversized_one_refused() {
         describe(&out)
     );
 }
+
+#[test]
+fn refusing_to_overwrite_an_existing_file_exits_4_for_every_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(reliquary_tests::reliquary_bin())
+            .args(args)
+            .output()
+            .expect("run reliquary")
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let key = path("k");
+    assert!(run(&[
+        &os("keygen"),
+        &os("--out"),
+        key.as_os_str(),
+        &os("--name"),
+        &os("x")
+    ])
+    .status
+    .success());
+    let raw = path("d.raw");
+    std::fs::write(&raw, vec![7u8; 1 << 20]).expect("raw");
+    let image = path("d.rimg");
+    let capture = [
+        os("capture"),
+        raw.clone().into_os_string(),
+        os("-o"),
+        image.clone().into_os_string(),
+        os("--key"),
+        key.clone().into_os_string(),
+        os("--name"),
+        os("t"),
+    ];
+    let capture: Vec<&std::ffi::OsStr> = capture.iter().map(|s| s.as_os_str()).collect();
+    assert!(run(&capture).status.success());
+    let extracted = path("out.raw");
+    let pubkey = path("k.pub");
+    let extract = [
+        os("extract"),
+        image.clone().into_os_string(),
+        os("-o"),
+        extracted.clone().into_os_string(),
+        os("--trust"),
+        pubkey.into_os_string(),
+    ];
+    let extract: Vec<&std::ffi::OsStr> = extract.iter().map(|s| s.as_os_str()).collect();
+    assert!(run(&extract).status.success());
+    for (what, args) in [
+        (
+            "keygen",
+            vec![
+                os("keygen"),
+                os("--out"),
+                key.clone().into_os_string(),
+                os("--name"),
+                os("x"),
+            ],
+        ),
+        (
+            "capture",
+            capture.iter().map(|s| s.to_os_string()).collect(),
+        ),
+        (
+            "extract",
+            extract.iter().map(|s| s.to_os_string()).collect(),
+        ),
+    ] {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|s| s.as_os_str()).collect();
+        let out = run(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{what} over an existing file: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

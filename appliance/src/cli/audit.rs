@@ -370,7 +370,16 @@ fn report_cmd(a: ReportArgs) -> anyhow::Result<ExitCode> {
         }
         None => report::review(&report, since, until)?,
     };
-    std::fs::write(&a.output, &pdf).map_err(|e| FileError::new("cannot write", &a.output, e))?;
+    // Never over an existing file: a certificate is a record, not a cache.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&a.output)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, &pdf)?;
+            file.sync_all()
+        })
+        .map_err(|e| FileError::new("cannot write", &a.output, e))?;
     let summary = json!({"output": a.output, "bytes": pdf.len(), "seq": a.seq});
     print_result(&summary, || println!("wrote {}", a.output.display()))?;
     Ok(ExitCode::SUCCESS)

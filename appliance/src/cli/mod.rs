@@ -177,6 +177,20 @@ fn write_man_pages(
 /// Maps an error to its exit class by finding the first typed library error
 /// in its chain.
 pub fn exit_class(err: &anyhow::Error) -> ExitClass {
+    // Refusing to overwrite an existing file is a safety refusal, whichever
+    // command and layer noticed it.
+    let exists = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::AlreadyExists)
+            || matches!(
+                cause.downcast_ref::<reliquary_image::keys::KeyError>(),
+                Some(reliquary_image::keys::KeyError::Exists(_))
+            )
+    });
+    if exists {
+        return ExitClass::Refused;
+    }
     for cause in err.chain() {
         if cause.downcast_ref::<UsageError>().is_some() {
             return ExitClass::Usage;
