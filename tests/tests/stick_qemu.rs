@@ -662,7 +662,7 @@ impl Qemu {
             let screen = self.screen();
             if screen
                 .lines()
-                .any(|line| line.contains('▸') && line.contains(text))
+                .any(|line| is_selected(line) && line.contains(text))
             {
                 return;
             }
@@ -828,4 +828,10 @@ fn which(tool: &str) -> Option<PathBuf> {
             .map(|dir| dir.join(tool))
             .find(|p| p.is_file())
     })
+}
+
+/// Whether a list row is the selected one: `▸` in Unicode, `>` on the
+/// Linux console's CP437 font (the serial console runs with TERM=linux).
+fn is_selected(line: &str) -> bool {
+    line.contains('▸') || line.trim_start_matches('│').starts_with('>')
 }

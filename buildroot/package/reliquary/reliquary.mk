@@ -33,6 +33,8 @@ define RELIQUARY_INSTALL_TARGET_CMDS
 	$(INSTALL) -D -m 0755 \
 		$(@D)/target/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)/recovery-tui \
 		$(TARGET_DIR)/usr/bin/recovery-tui
+	$(@D)/target/$(RUSTC_TARGET_NAME)/$(if $(BR2_ENABLE_DEBUG),debug,release)/reliquary \
+		man --out $(TARGET_DIR)/usr/share/man/man1
 endef
 
 $(eval $(cargo-package))
