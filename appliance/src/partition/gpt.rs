@@ -113,6 +113,9 @@ fn read_header_sector<S: ReadAt>(disk: &S, sector_size: u32) -> Result<Vec<u8>, 
 }
 
 /// Reads the primary header at LBA 1 and summarises the used entries.
+/// Hand-written rather than through the `gpt` crate, which sizes its entry
+/// array from the untrusted header unchecked; [`validate_gpt`] has the
+/// crate read every table a restore writes.
 pub(super) fn read_primary<S: ReadAt>(
     disk: &S,
     sector_size: u32,

@@ -1,5 +1,8 @@
-//! Partition tables: a summary for the manifest, and the fix-up that moves
-//! the backup GPT to the end of a larger target disk.
+//! Partition tables: a summary for the manifest, the sector size a disk
+//! file's table implies, the plan that moves the backup GPT to the end of a
+//! larger target disk, and the validation (with the `gpt` crate) of every
+//! table a restore writes. The on-disk offsets live in `mbr.rs` and
+//! `gpt.rs`.
 //!
 //! The parsers read untrusted bytes; every length and offset is checked
 //! before it is used.
