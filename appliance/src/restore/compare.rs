@@ -91,14 +91,14 @@ enum Verdict {
 
 /// At most this many mismatches are listed in a report; the rest are
 /// counted, so a disk that differs everywhere costs no more memory.
-pub const MAX_LISTED_MISMATCHES: usize = 10_000;
+const MAX_LISTED_MISMATCHES: usize = 10_000;
 
 /// Reads every data and zero extent of `image` from `disk` (and unmapped
 /// ones when `unmapped_as_zero`) and compares, in batches. `edits` are
 /// bytes the restore wrote over the image's (see [`TablePlan`]): the disk
 /// must hold them, and the image's digest is recomputed with the image's
 /// own bytes put back in their place. `progress` gets bytes read.
-pub fn compare_disk(
+pub(crate) fn compare_disk(
     image: &Image<File>,
     disk: &File,
     unmapped_as_zero: bool,

@@ -32,13 +32,10 @@ use std::time::Duration;
 
 use reliquary_image::ImageError;
 
-pub use compare::{
-    check_disk, compare_disk, CheckReport, ExtentMismatch, MismatchKind, MAX_LISTED_MISMATCHES,
-};
+pub use compare::{check_disk, CheckReport, ExtentMismatch, MismatchKind};
 pub use engine::{restore, AuditRecording, RecordedEnd, RestoreRequest, RestoreRun};
 pub use pipeline::WipeArea;
-pub use tables::{Edit, TablePlan};
-pub use target::{inspect_target, open_confirmed, Target, TargetIdentity, TargetInfo, TargetRules};
+pub use target::{inspect_target, Target, TargetIdentity, TargetInfo, TargetRules};
 
 pub use crate::audit::{RestoreMode, Unmapped};
 use crate::discover::DiscoverError;
