@@ -149,6 +149,23 @@ pub struct Target {
     pub(super) file: File,
 }
 
+impl TargetInfo {
+    /// A discovered disk as the operator confirms it.
+    pub fn of_disk(disk: &Disk) -> Self {
+        TargetInfo {
+            path: disk.path.clone(),
+            is_block_device: true,
+            model: disk.model.clone(),
+            serial: disk.serial.clone(),
+            wwn: disk.wwn.clone(),
+            size_bytes: disk.size_bytes,
+            logical_sector_size: disk.logical_sector_size,
+            physical_sector_size: disk.physical_sector_size,
+            identity: TargetIdentity::of_disk(disk),
+        }
+    }
+}
+
 impl Target {
     pub fn info(&self) -> &TargetInfo {
         &self.info
@@ -193,14 +210,7 @@ pub fn inspect_target(
         check_target(&disk, &requirement)?;
         Ok(TargetInfo {
             path: path.to_path_buf(),
-            is_block_device: true,
-            model: disk.model.clone(),
-            serial: disk.serial.clone(),
-            wwn: disk.wwn.clone(),
-            size_bytes: disk.size_bytes,
-            logical_sector_size: disk.logical_sector_size,
-            physical_sector_size: disk.physical_sector_size,
-            identity: TargetIdentity::of_disk(&disk),
+            ..TargetInfo::of_disk(&disk)
         })
     } else if meta.file_type().is_file() {
         refuse_the_image_itself(path, &meta, rules.image_path)?;

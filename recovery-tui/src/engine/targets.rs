@@ -83,17 +83,7 @@ pub fn disk_candidate(disk: &Disk, requirement: &TargetRequirement) -> TargetCan
             .collect(),
         confirm_code,
         code_is_serial,
-        confirmed: Some(TargetInfo {
-            path: disk.path.clone(),
-            is_block_device: true,
-            model: disk.model.clone(),
-            serial: disk.serial.clone(),
-            wwn: disk.wwn.clone(),
-            size_bytes: disk.size_bytes,
-            logical_sector_size: disk.logical_sector_size,
-            physical_sector_size: disk.physical_sector_size,
-            identity: TargetIdentity::of_disk(disk),
-        }),
+        confirmed: Some(TargetInfo::of_disk(disk)),
     }
 }
 
