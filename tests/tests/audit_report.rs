@@ -414,6 +414,8 @@ fn a_certificate_of_an_interrupted_restore_says_so_and_other_records_are_refused
     // Without a signed note beside the log, the checkpoint is computed from
     // the verified log and marked unsigned.
     std::fs::remove_file(dir.join("checkpoint")).expect("remove checkpoint");
+    // `audit report` never writes over a file.
+    std::fs::remove_file(&pdf).expect("remove the first certificate");
     let out = run(&[
         "audit",
         "report",
