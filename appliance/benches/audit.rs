@@ -116,6 +116,7 @@ fn payload(i: u64, started: u64) -> Payload {
             name: "QA".into(),
             key_id: "fedcba9876543210".into(),
             meaning: "approved for production".into(),
+            signed_unix: Some(1_767_225_600),
         }],
     };
     let target = TargetRef {

@@ -81,11 +81,13 @@ fn image() -> ImageRef {
                 name: "Engineering".into(),
                 key_id: "0123456789abcdef".into(),
                 meaning: "authored".into(),
+                signed_unix: Some(1_767_225_600),
             },
             SignerRef {
                 name: "QA".into(),
                 key_id: "fedcba9876543210".into(),
                 meaning: "approved for production".into(),
+                signed_unix: Some(1_767_225_600),
             },
         ],
     }

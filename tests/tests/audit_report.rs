@@ -58,11 +58,13 @@ fn image() -> ImageRef {
                 name: "Engineering".into(),
                 key_id: "0123456789abcdef".into(),
                 meaning: "authored".into(),
+                signed_unix: Some(1_767_225_600),
             },
             SignerRef {
                 name: "Quality".into(),
                 key_id: "fedcba9876543210".into(),
                 meaning: "approved".into(),
+                signed_unix: Some(1_767_225_600),
             },
         ],
     }
@@ -332,7 +334,11 @@ fn the_certificate_renders_and_holds_every_field_of_the_record() {
         "signed by the appliance".into(),
     ]);
     for s in &img.signers {
-        expected.push(format!("{}: {} (key {})", s.name, s.meaning, s.key_id));
+        let signed = format_time(s.signed_unix.expect("a signing time") * 1000);
+        expected.push(format!(
+            "{}: {}, signed {signed} (key {})",
+            s.name, s.meaning, s.key_id
+        ));
     }
     for want in &expected {
         assert!(

@@ -95,6 +95,9 @@ pub struct SignerRef {
     pub key_id: String,
     /// E.g. "authored", "approved for production".
     pub meaning: String,
+    /// When the signer signed, by the signer's clock (seconds since the
+    /// Unix epoch, UTC); `None` in a version 1 record, which did not say.
+    pub signed_unix: Option<i64>,
 }
 
 /// Which image a record is about.
@@ -306,14 +309,53 @@ struct OperatorNoteBody {
 
 // Body version 1 shapes, read only: old logs must still verify and show.
 #[derive(Deserialize)]
+struct SignerRefV1 {
+    name: String,
+    key_id: String,
+    meaning: String,
+}
+#[derive(Deserialize)]
+struct ImageRefV1 {
+    uuid: String,
+    name: String,
+    version: String,
+    manifest_digest: Digest,
+    signers: Vec<SignerRefV1>,
+}
+impl From<ImageRefV1> for ImageRef {
+    fn from(v1: ImageRefV1) -> Self {
+        ImageRef {
+            uuid: v1.uuid,
+            name: v1.name,
+            version: v1.version,
+            manifest_digest: v1.manifest_digest,
+            signers: v1
+                .signers
+                .into_iter()
+                .map(|s| SignerRef {
+                    name: s.name,
+                    key_id: s.key_id,
+                    meaning: s.meaning,
+                    signed_unix: None,
+                })
+                .collect(),
+        }
+    }
+}
+#[derive(Deserialize)]
+struct ImageVerifiedV1 {
+    image: ImageRefV1,
+    result: CheckResult,
+}
+#[derive(Deserialize)]
 struct RestoreStartedV1 {
-    image: ImageRef,
+    image: ImageRefV1,
     target: TargetRef,
 }
 #[derive(Deserialize)]
 struct RestoreFinishedV1 {
     started_seq: u64,
-    image: ImageRef,
+    image: ImageRefV1,
     target: TargetRef,
     outcome: RestoreOutcome,
     bytes_written: u64,
@@ -394,7 +436,7 @@ impl Payload {
                     let (b, rest) =
                         postcard::take_from_bytes::<RestoreStartedV1>(bytes).map_err(decode_err)?;
                     let started = RestoreStarted {
-                        image: b.image,
+                        image: b.image.into(),
                         target: b.target,
                         ..Default::default()
                     };
@@ -405,7 +447,7 @@ impl Payload {
                         .map_err(decode_err)?;
                     let finished = RestoreFinished {
                         started_seq: b.started_seq,
-                        image: b.image,
+                        image: b.image.into(),
                         target: b.target,
                         outcome: b.outcome,
                         bytes_written: b.bytes_written,
@@ -414,6 +456,15 @@ impl Payload {
                         readback_digest: b.readback_digest,
                     };
                     return Ok((Payload::RestoreFinished(finished), rest));
+                }
+                Kind::ImageVerified => {
+                    let (b, rest) =
+                        postcard::take_from_bytes::<ImageVerifiedV1>(bytes).map_err(decode_err)?;
+                    let verified = Payload::ImageVerified {
+                        image: b.image.into(),
+                        result: b.result,
+                    };
+                    return Ok((verified, rest));
                 }
                 Kind::SignInFailed => return Err(BodyDefect::KindTooNew { kind, body_version }),
                 _ => {}

@@ -257,9 +257,13 @@ pub fn certificate(
     }
     for (i, s) in image.signers.iter().enumerate() {
         let label = if i == 0 { "Signers" } else { "" };
+        let when = s.signed_unix.map_or_else(
+            || "time not recorded".to_string(),
+            |t| format!("signed {}", crate::audit::query::format_time(t.saturating_mul(1000))),
+        );
         doc.field(
             label,
-            &format!("{}: {} (key {})", s.name, s.meaning, s.key_id),
+            &format!("{}: {}, {when} (key {})", s.name, s.meaning, s.key_id),
         );
     }
 

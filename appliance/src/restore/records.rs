@@ -132,6 +132,7 @@ pub fn image_ref(image: &Image<File>) -> ImageRef {
                 name: s.name.clone(),
                 key_id: s.key_id.clone(),
                 meaning: s.statement.meaning.as_str().to_string(),
+                signed_unix: Some(s.statement.signed_unix),
             })
             .collect(),
     }
