@@ -259,7 +259,12 @@ pub fn certificate(
         let label = if i == 0 { "Signers" } else { "" };
         let when = s.signed_unix.map_or_else(
             || "time not recorded".to_string(),
-            |t| format!("signed {}", crate::audit::query::format_time(t.saturating_mul(1000))),
+            |t| {
+                format!(
+                    "signed {}",
+                    crate::audit::query::format_time(t.saturating_mul(1000))
+                )
+            },
         );
         doc.field(
             label,
