@@ -1150,7 +1150,7 @@ fn not_an_image_and_missing_files() {
         "--name",
         "s",
     ]);
-    fails(&out, 1, &[s(&img), "exists"]);
+    fails(&out, 4, &[s(&img), "exists"]);
     ok(&verify(&img, &pub_of(&key)));
     assert!(!work.path("s.rimg.partial").exists());
 }
