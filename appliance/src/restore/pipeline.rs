@@ -364,7 +364,6 @@ fn write_table_areas(
                     zero_range(target, from, end - from, discard)?;
                 }
                 for edit in &tables.in_image {
-                    edit.patch(&mut first_sector, 0, false);
                     let (e_from, e_end) = (edit.offset.max(from), edit.end().min(end));
                     if e_from < e_end {
                         let bytes = &edit.bytes[(e_from - edit.offset) as usize..];
@@ -373,6 +372,11 @@ fn write_table_areas(
                 }
             }
         }
+    }
+    // The protective MBR's edit lands in the held-back sector whatever the
+    // extent holding it.
+    for edit in &tables.in_image {
+        edit.patch(&mut first_sector, 0, false);
     }
     Ok(first_sector)
 }
