@@ -133,6 +133,13 @@ pub struct AuditLog {
     recovery: Option<Recovery>,
 }
 
+/// A log shared between threads, even after a panic elsewhere poisoned its
+/// lock: each append is whole or recovered on open, so the log itself is
+/// never half-updated.
+pub fn lock_shared(log: &std::sync::Mutex<AuditLog>) -> std::sync::MutexGuard<'_, AuditLog> {
+    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl AuditLog {
     /// Creates `dir` (if needed), a new appliance key pair in it, and a log
     /// whose first record is `LogCreated`. Refuses to overwrite anything.

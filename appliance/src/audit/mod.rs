@@ -39,7 +39,7 @@ mod verify;
 
 pub use checkpoint::{Checkpoint, CheckpointError};
 pub use log::{
-    AppendedRecord, AuditLog, Clock, Environment, FixedClock, Recovery, SystemClock,
+    lock_shared, AppendedRecord, AuditLog, Clock, Environment, FixedClock, Recovery, SystemClock,
     BUILD_UNIX_SECONDS, RESTORE_RESERVE_BYTES,
 };
 pub use record::{

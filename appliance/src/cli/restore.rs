@@ -13,7 +13,7 @@ use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 
 use reliquary_appliance::audit::{
-    AuditLog, CheckResult, Digest, Environment, Operator, Payload, SignInFailed,
+    lock_shared, AuditLog, CheckResult, Digest, Environment, Operator, Payload, SignInFailed,
     RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::exit::ExitClass;
@@ -200,7 +200,7 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     print_signers(&image);
     let log = args.audit.open_log(&trust)?.map(Mutex::new);
     match &log {
-        Some(log) => lock(log).ensure_space(RESTORE_RESERVE_BYTES)?,
+        Some(log) => lock_shared(log).ensure_space(RESTORE_RESERVE_BYTES)?,
         None => eprintln!("warning: --no-audit: this restore is recorded nowhere"),
     }
     let mut operator = args.audit.operator();
@@ -215,7 +215,7 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let confirmed = restore::inspect_target(&args.target, &image, &rules)?;
     let mode = if args.resume {
         let interrupted = match &log {
-            Some(log) => interrupted_restore(&lock(log), &image, &confirmed)?,
+            Some(log) => interrupted_restore(&lock_shared(log), &image, &confirmed)?,
             None => None,
         };
         let Some(interrupted_seq) = interrupted else {
@@ -417,7 +417,7 @@ fn sign_in(
             Err(UsageError(e.to_string()).into())
         }
         Err(e @ AuthorizeError::Refused { .. }) => {
-            lock(log).append(
+            lock_shared(log).append(
                 operator,
                 Payload::SignInFailed(SignInFailed {
                     operator_id: operator.id.clone(),
@@ -464,10 +464,6 @@ fn worse(a: ExitClass, b: ExitClass) -> ExitClass {
 #[derive(Debug, thiserror::Error)]
 #[error("")]
 pub struct AlreadyReported(pub ExitClass);
-
-fn lock(log: &Mutex<AuditLog>) -> std::sync::MutexGuard<'_, AuditLog> {
-    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let trust = TrustStore::load(&args.trust)?;

@@ -353,13 +353,7 @@ pub fn check_disk(
     if tables.beyond.is_empty() || !explained_by_edits {
         return Ok(exact);
     }
-    let buffered = File::open(format!("/proc/self/fd/{}", disk.as_raw_fd())).map_err(|source| {
-        RestoreError::TargetIo {
-            operation: "reopen",
-            offset: 0,
-            source,
-        }
-    })?;
+    let buffered = buffered_view(disk)?;
     let moved_tables_hold = validate_gpt(&buffered, image.sector_size(), disk_bytes / sector)
         .is_ok()
         && tables.beyond.iter().all(|edit| {
@@ -373,4 +367,17 @@ pub fn check_disk(
     let mut moved = compare_disk(image, disk, false, &tables.in_image, &|_| {}, cancel)?;
     moved.gpt_moved = moved.matches();
     Ok(if moved.matches() { moved } else { exact })
+}
+
+/// A buffered handle on the same open target, for small unaligned reads
+/// that an O_DIRECT handle cannot do. Reopened through /proc, never by
+/// path, so it is the very file that was written.
+pub(super) fn buffered_view(file: &File) -> Result<File, RestoreError> {
+    File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|source| {
+        RestoreError::TargetIo {
+            operation: "reopen",
+            offset: 0,
+            source,
+        }
+    })
 }

@@ -12,7 +12,7 @@ use super::records::{log_started, StartDetails};
 use super::target::{open_confirmed, TargetRules};
 use super::TargetInfo;
 use super::{pipeline, CancelToken, Progress, RestoreError, RestoreOptions, RestoreReport};
-use crate::audit::{AuditError, AuditLog, Operator, RestoreMode};
+use crate::audit::{lock_shared, AuditError, AuditLog, Operator, RestoreMode};
 
 /// What to restore where.
 #[derive(Debug, Clone, Copy)]
@@ -90,7 +90,7 @@ pub fn restore(
     let info = target.info().clone();
     let started = match audit {
         Some(audit) => {
-            let mut log = lock(audit.log);
+            let mut log = lock_shared(audit.log);
             let how = StartDetails {
                 meaning: request.meaning.map(str::to_owned),
                 reason: request.reason.map(str::to_owned),
@@ -110,7 +110,7 @@ pub fn restore(
     let started_seq = started.as_ref().map(|s| s.seq);
     let finished = match (audit, started) {
         (Some(audit), Some(started)) => {
-            let mut log = lock(audit.log);
+            let mut log = lock_shared(audit.log);
             Some(
                 started
                     .log_finished(&mut log, audit.operator, &report)
@@ -128,10 +128,4 @@ pub fn restore(
         started_seq,
         finished,
     }
-}
-
-/// The log, even after a panic elsewhere poisoned its lock: each append
-/// is whole or recovered on open, so the log itself is never half-updated.
-fn lock(log: &Mutex<AuditLog>) -> std::sync::MutexGuard<'_, AuditLog> {
-    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

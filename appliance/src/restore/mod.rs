@@ -193,6 +193,11 @@ pub enum RestoreError {
     },
     #[error("the GPT cannot be moved to the end of this disk: {0}")]
     Gpt(#[from] GptError),
+    #[error(
+        "the GPT read back from the disk does not validate ({0}); the disk did not \
+         store what was written: replace it"
+    )]
+    WrittenGpt(#[source] GptError),
     #[error("cannot wipe the partition-table areas: {0}")]
     Wipe(String),
     #[error("the moved backup GPT at byte {offset} read back differently: the disk did not store what was written")]

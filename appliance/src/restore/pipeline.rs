@@ -17,7 +17,7 @@ use reliquary_image::{
     SectionName,
 };
 
-use super::compare::{compare_disk, walk_extents};
+use super::compare::{buffered_view, compare_disk, walk_extents};
 use super::tables::{Edit, TablePlan};
 use super::{
     CancelToken, Outcome, Progress, RestoreError, RestoreOptions, RestoreReport, Stage, Target,
@@ -134,16 +134,13 @@ fn run_stages(
         ExtentSet::default()
     };
 
-    let data_bytes: u64 = image
+    let (data_bytes, data_chunks) = image
         .extents()
         .filter(|e| matches!(e.kind, ExtentKind::Data { .. }) && !already.contains(e.ordinal))
-        .map(|e| e.sector_count * sector)
-        .sum();
-    let data_chunks = image
-        .extents()
-        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }) && !already.contains(e.ordinal))
-        .count();
-    let meter = Meter::new(progress, Stage::Writing, data_bytes, data_chunks as u64);
+        .fold((0, 0), |(bytes, chunks), e| {
+            (bytes + e.sector_count * sector, chunks + 1)
+        });
+    let meter = Meter::new(progress, Stage::Writing, data_bytes, data_chunks);
     meter.send(true);
     let bulk = image
         .extents()
@@ -205,7 +202,8 @@ fn run_stages(
                 &buffered_view(&target.file)?,
                 image.sector_size(),
                 target.info.size_bytes / sector,
-            )?;
+            )
+            .map_err(RestoreError::WrittenGpt)?;
         }
         report.readback_digest = Some(check.digest);
         end_stage(report, Stage::ReadingBack);
@@ -401,19 +399,6 @@ fn check_beyond_image(target: &Target, beyond: &[Edit]) -> Result<(), RestoreErr
         }
     }
     Ok(())
-}
-
-/// A buffered handle on the same open target, for small unaligned reads
-/// that an O_DIRECT handle cannot do. Reopened through /proc, never by
-/// path, so it is the very file that was written.
-fn buffered_view(file: &File) -> Result<File, RestoreError> {
-    File::open(format!("/proc/self/fd/{}", file.as_raw_fd())).map_err(|source| {
-        RestoreError::TargetIo {
-            operation: "reopen",
-            offset: 0,
-            source,
-        }
-    })
 }
 
 /// The areas a wipe zeroes, each on its own so that one failing does not

@@ -10,12 +10,12 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reliquary_appliance::audit::{
-    AuditLog, CheckResult, Digest, Environment, Operator, Payload, CHECKPOINT_FILE,
+    lock_shared, AuditLog, CheckResult, Digest, Environment, Operator, Payload, CHECKPOINT_FILE,
 };
 use reliquary_appliance::restore::records::image_ref;
 use reliquary_appliance::restore::{
@@ -306,9 +306,7 @@ fn with_log<T>(
     let log = audit
         .as_ref()
         .map_err(|e| format!("the audit log is unavailable: {e}"))?;
-    let mut guard: MutexGuard<'_, AuditLog> =
-        log.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    f(&mut guard).map_err(|e| error_chain(&e))
+    f(&mut lock_shared(log)).map_err(|e| error_chain(&e))
 }
 
 /// Everything the restore thread needs.
