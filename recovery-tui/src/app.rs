@@ -70,6 +70,9 @@ pub enum Action {
         image: usize,
         target: usize,
         intent: RestoreIntent,
+        /// The interrupted restore to resume (its `RestoreStarted`), when
+        /// the operator chose to resume rather than start over.
+        resume: Option<u64>,
     },
     /// A sign-in was refused: record it (the id, never the PIN).
     RecordSignInFailure {
@@ -132,6 +135,9 @@ pub enum SignInField {
 /// Which confirmation field has the keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConfirmField {
+    /// Resume the interrupted restore, or start over (offered only when
+    /// the audit log shows one for this image and disk).
+    Mode,
     #[default]
     Meaning,
     Reason,
@@ -251,6 +257,9 @@ pub struct App {
     pub meaning: RestoreMeaning,
     /// The work order or reason, as typed.
     pub reason: String,
+    /// Resume the interrupted restore the chosen target offers, rather
+    /// than start over.
+    pub resume_chosen: bool,
     pub restore: Option<RestoreView>,
     /// The restore the result screen reports on (its image, version, intent).
     pub finished: Option<RestoreView>,
@@ -293,6 +302,7 @@ impl App {
             confirm_field: ConfirmField::Meaning,
             meaning: RestoreMeaning::default(),
             reason: String::new(),
+            resume_chosen: true,
             restore: None,
             finished: None,
             certificate: None,
@@ -783,8 +793,14 @@ fn targets_key(app: &mut App, code: KeyCode) -> Action {
                 app.notice = Some(format!("This target cannot be chosen: {why}"));
                 return Action::None;
             }
+            let offers_resume = target.resume.is_some();
             app.confirm = TextField::default();
-            app.confirm_field = ConfirmField::Meaning;
+            app.resume_chosen = offers_resume;
+            app.confirm_field = if offers_resume {
+                ConfirmField::Mode
+            } else {
+                ConfirmField::Meaning
+            };
             app.screen = Screen::Confirm;
         }
         _ => {}
@@ -792,22 +808,41 @@ fn targets_key(app: &mut App, code: KeyCode) -> Action {
     Action::None
 }
 
+/// The confirmation fields in Tab order; the choice to resume only when
+/// the chosen target offers one.
+fn confirm_fields(app: &App) -> &'static [ConfirmField] {
+    const ALL: [ConfirmField; 4] = [
+        ConfirmField::Mode,
+        ConfirmField::Meaning,
+        ConfirmField::Reason,
+        ConfirmField::Code,
+    ];
+    if app.selected_target().is_some_and(|t| t.resume.is_some()) {
+        &ALL
+    } else {
+        &ALL[1..]
+    }
+}
+
+/// The field `step` places after (1) or before (-1) the current one, wrapping.
+fn confirm_field_after(app: &App, step: isize) -> ConfirmField {
+    let fields = confirm_fields(app);
+    let here = fields
+        .iter()
+        .position(|f| *f == app.confirm_field)
+        .unwrap_or(0);
+    let count = fields.len() as isize;
+    fields[(here as isize + step).rem_euclid(count) as usize]
+}
+
 fn confirm_key(app: &mut App, code: KeyCode) -> Action {
     match (code, app.confirm_field) {
-        (KeyCode::Tab | KeyCode::Down, field) => {
-            app.confirm_field = match field {
-                ConfirmField::Meaning => ConfirmField::Reason,
-                ConfirmField::Reason => ConfirmField::Code,
-                ConfirmField::Code => ConfirmField::Meaning,
-            };
+        (KeyCode::Tab | KeyCode::Down, _) => app.confirm_field = confirm_field_after(app, 1),
+        (KeyCode::BackTab | KeyCode::Up, _) => app.confirm_field = confirm_field_after(app, -1),
+        (KeyCode::Left | KeyCode::Right | KeyCode::Char(' '), ConfirmField::Mode) => {
+            app.resume_chosen = !app.resume_chosen;
         }
-        (KeyCode::BackTab | KeyCode::Up, field) => {
-            app.confirm_field = match field {
-                ConfirmField::Meaning => ConfirmField::Code,
-                ConfirmField::Reason => ConfirmField::Meaning,
-                ConfirmField::Code => ConfirmField::Reason,
-            };
-        }
+        (KeyCode::Enter, ConfirmField::Mode) => app.confirm_field = ConfirmField::Meaning,
         (KeyCode::Left, ConfirmField::Meaning) => app.meaning = app.meaning.previous(),
         (KeyCode::Right | KeyCode::Char(' '), ConfirmField::Meaning) => {
             app.meaning = app.meaning.next();
@@ -877,12 +912,18 @@ fn submit_confirm(app: &mut App) -> Action {
         meaning: app.meaning,
         reason,
     };
+    let resume = target
+        .resume
+        .as_ref()
+        .filter(|_| app.resume_chosen)
+        .map(|offer| offer.interrupted_seq);
     app.restore = Some(RestoreView {
         image_name,
         image_version,
         image_index: app.vault_cursor,
         target_label,
         intent: intent.clone(),
+        resumes: resume,
         started_seq: None,
         progress: None,
         written: false,
@@ -897,6 +938,7 @@ fn submit_confirm(app: &mut App) -> Action {
         image: app.vault_cursor,
         target: app.target_cursor,
         intent,
+        resume,
     }
 }
 

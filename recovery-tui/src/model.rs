@@ -158,6 +158,34 @@ pub struct TargetCandidate {
     /// The target as the operator confirms it, identity included; the
     /// restore refuses any other device. `None` when it could not be read.
     pub confirmed: Option<TargetInfo>,
+    /// An interrupted restore of the chosen image onto this very disk, as
+    /// the audit log records it: the restore can be resumed.
+    pub resume: Option<ResumeOffer>,
+}
+
+/// A restore that can be resumed instead of started over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeOffer {
+    /// The sequence number of the interrupted `RestoreStarted`.
+    pub interrupted_seq: u64,
+    /// About how much of the image the disk already holds, in percent, or
+    /// why the disk could not be sampled.
+    pub percent_written: Result<u8, String>,
+}
+
+impl ResumeOffer {
+    /// `about 62 % already written`.
+    pub fn written(&self) -> String {
+        match &self.percent_written {
+            Ok(percent) => format!("about {percent} % already written"),
+            Err(_) => "how much is written is unknown".to_string(),
+        }
+    }
+
+    /// `Resume (about 62 % already written)`.
+    pub fn label(&self) -> String {
+        format!("Resume ({})", self.written())
+    }
 }
 
 impl TargetCandidate {
@@ -274,6 +302,8 @@ pub struct RestoreView {
     pub image_index: usize,
     pub target_label: String,
     pub intent: RestoreIntent,
+    /// The interrupted restore this one resumes (its `RestoreStarted`).
+    pub resumes: Option<u64>,
     /// `None` until the engine has accepted the target and the start is logged.
     pub started_seq: Option<u64>,
     pub progress: Option<ProgressView>,
@@ -307,6 +337,8 @@ pub struct ResultView {
     pub image_name: String,
     pub target_label: String,
     pub bytes_written: u64,
+    /// Bytes already correct on the disk and not rewritten (a resume).
+    pub bytes_skipped: u64,
     /// (stage, seconds with one decimal), in order.
     pub stage_seconds: Vec<(String, String)>,
     pub readback_digest: Option<String>,

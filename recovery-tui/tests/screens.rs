@@ -140,6 +140,31 @@ fn confirm() {
 }
 
 #[test]
+fn an_interrupted_restore_is_offered_on_the_targets_and_the_confirmation() {
+    let mut app = signed_in();
+    app.screen = Screen::Targets;
+    app.targets = fixtures::targets();
+    offer_resume(&mut app);
+    snapshot("targets_resume", &app);
+    let mut app = confirming(0);
+    offer_resume(&mut app);
+    app.confirm_field = recovery_tui::app::ConfirmField::Mode;
+    snapshot("confirm_resume", &app);
+    let mut resuming = fixtures::restoring();
+    if let Some(view) = &mut resuming.restore {
+        view.resumes = Some(3);
+    }
+    snapshot("restoring_resume", &resuming);
+    let mut result = fixtures::result(ResultOutcome::Success);
+    result.finished = resuming.restore.clone();
+    if let Some(r) = &mut result.result {
+        r.bytes_written = 3_221_225_472;
+        r.bytes_skipped = 6_442_450_944;
+    }
+    snapshot("result_resumed", &result);
+}
+
+#[test]
 fn restoring() {
     let app = fixtures::restoring();
     snapshot("restoring", &app);

@@ -11,7 +11,7 @@ use ratatui::Terminal;
 
 use fixtures::*;
 use recovery_tui::app::{
-    handle_key, Action, App, AuditPane, Overlay, Screen, SignInField, WorkerEvent,
+    handle_key, Action, App, AuditPane, ConfirmField, Overlay, Screen, SignInField, WorkerEvent,
 };
 use recovery_tui::model::{
     ChainBanner, FullCheck, ProgressView, RestoreIntent, RestoreMeaning, ResultOutcome, TargetList,
@@ -320,6 +320,7 @@ fn the_right_code_then_enter_starts_the_restore() {
             image: 0,
             target: 0,
             intent: wo_4711(),
+            resume: None,
         }
     );
     assert_eq!(app.screen, Screen::Restoring);
@@ -334,6 +335,7 @@ fn the_right_code_then_enter_starts_the_restore() {
             image: 0,
             target: 2,
             intent: wo_4711(),
+            resume: None,
         }
     );
 }
@@ -579,4 +581,63 @@ fn run_drives_the_app_from_keys_and_worker_reports_on_a_test_backend() {
     assert!(frames >= 2, "the first frame and at least one after keys");
     let screen = format!("{}", terminal.backend());
     assert!(screen.contains("Samsung SSD 870 EVO"), "{screen}");
+}
+
+#[test]
+fn an_interrupted_restore_is_offered_as_resume_first_and_can_start_over() {
+    let mut app = signed_in();
+    app.screen = Screen::Targets;
+    app.targets = targets();
+    offer_resume(&mut app);
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.screen, Screen::Confirm);
+    assert_eq!(app.confirm_field, ConfirmField::Mode);
+    assert!(app.resume_chosen, "resume is the first choice");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.confirm_field, ConfirmField::Meaning);
+    press(&mut app, KeyCode::Enter);
+    type_text(&mut app, "WO-4711");
+    press(&mut app, KeyCode::Enter);
+    type_text(&mut app, "345A");
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Action::StartRestore {
+            image: 0,
+            target: 0,
+            intent: wo_4711(),
+            resume: Some(3),
+        }
+    );
+    assert_eq!(app.restore.as_ref().and_then(|r| r.resumes), Some(3));
+
+    // Start over: the same flow with the other choice.
+    let mut app = confirming(0);
+    offer_resume(&mut app);
+    app.confirm_field = ConfirmField::Mode;
+    press(&mut app, KeyCode::Right);
+    assert!(!app.resume_chosen);
+    press(&mut app, KeyCode::BackTab);
+    assert_eq!(app.confirm_field, ConfirmField::Code, "Tab order wraps");
+    type_text(&mut app, "345A");
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Action::StartRestore {
+            image: 0,
+            target: 0,
+            intent: wo_4711(),
+            resume: None,
+        }
+    );
+}
+
+#[test]
+fn without_an_interrupted_restore_tab_never_reaches_the_resume_choice() {
+    let mut app = confirming(0);
+    app.confirm_field = ConfirmField::Meaning;
+    for _ in 0..6 {
+        press(&mut app, KeyCode::Tab);
+        assert_ne!(app.confirm_field, ConfirmField::Mode);
+    }
+    press(&mut app, KeyCode::BackTab);
+    assert_ne!(app.confirm_field, ConfirmField::Mode);
 }

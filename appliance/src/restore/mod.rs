@@ -20,6 +20,7 @@
 
 mod compare;
 mod engine;
+mod estimate;
 mod pipeline;
 pub mod records;
 mod tables;
@@ -34,6 +35,7 @@ use reliquary_image::ImageError;
 
 pub use compare::{check_disk, CheckReport, ExtentMismatch, MismatchKind};
 pub use engine::{restore, AuditRecording, RecordedEnd, RestoreRequest, RestoreRun};
+pub use estimate::already_written_percent;
 pub use pipeline::WipeArea;
 pub use target::{inspect_target, Target, TargetIdentity, TargetInfo, TargetRules};
 

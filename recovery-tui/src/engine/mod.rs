@@ -194,6 +194,7 @@ impl Session {
         let path = entry.path.clone();
         let config = self.config.clone();
         let events = self.events.clone();
+        let audit = self.audit.clone();
         std::thread::spawn(move || {
             let m = image.manifest();
             let query = TargetQuery {
@@ -206,9 +207,11 @@ impl Session {
                 include_loop: config.include_loop,
                 target_files: &config.target_files,
             };
-            let _ = events.send(AppEvent::worker(WorkerEvent::TargetsLoaded(
-                targets::load_targets(&query),
-            )));
+            let mut list = targets::load_targets(&query);
+            if let Ok(log) = &audit {
+                targets::offer_resumes(&mut list, &image, &lock_shared(log));
+            }
+            let _ = events.send(AppEvent::worker(WorkerEvent::TargetsLoaded(list)));
         });
     }
 
@@ -217,6 +220,7 @@ impl Session {
         app: &App,
         image_index: usize,
         intent: &RestoreIntent,
+        resume: Option<u64>,
         operator: Operator,
     ) {
         let (Some(Some(image)), Some(entry), Some(target)) = (
@@ -239,6 +243,10 @@ impl Session {
             operator,
             meaning: intent.meaning.words(),
             reason: intent.reason.clone(),
+            mode: match resume {
+                Some(interrupted_seq) => RestoreMode::Resume { interrupted_seq },
+                None => RestoreMode::Full,
+            },
             audit: self.audit.clone(),
             events: self.events.clone(),
             cancel,
@@ -260,9 +268,15 @@ impl Effects for Session {
         match (action, operator) {
             (Action::VerifyImage(i), Some(op)) => self.verify(*i, op),
             (Action::LoadTargets(i), _) => self.load_targets(app, *i),
-            (Action::StartRestore { image, intent, .. }, Some(op)) => {
-                self.start_restore(app, *image, intent, op)
-            }
+            (
+                Action::StartRestore {
+                    image,
+                    intent,
+                    resume,
+                    ..
+                },
+                Some(op),
+            ) => self.start_restore(app, *image, intent, *resume, op),
             (Action::CancelRestore, _) => {
                 if let Some(cancel) = &self.cancel {
                     cancel.cancel();
@@ -322,6 +336,8 @@ struct RestoreJob {
     /// The meaning and the reason the operator gave (21 CFR Part 11).
     meaning: &'static str,
     reason: String,
+    /// A full restore, or the resume of an interrupted one.
+    mode: RestoreMode,
     audit: Result<Arc<Mutex<AuditLog>>, String>,
     events: Sender<AppEvent>,
     cancel: CancelToken,
@@ -346,10 +362,13 @@ impl RestoreJob {
             vault: Some(&self.vault),
             // Files are targets only when named with --target-file.
             create_file: true,
-            options: RestoreOptions::default(),
+            options: RestoreOptions {
+                only_differences: self.mode != RestoreMode::Full,
+                ..RestoreOptions::default()
+            },
             meaning: Some(self.meaning),
             reason: Some(self.reason.as_str()).filter(|r| !r.trim().is_empty()),
-            mode: RestoreMode::Full,
+            mode: self.mode,
         };
         let (progress_tx, progress_rx) = mpsc::channel::<Progress>();
         let events = self.events.clone();
@@ -388,6 +407,7 @@ impl RestoreJob {
             image_name: self.image_name.clone(),
             target_label: self.target_label.clone(),
             bytes_written: report.map_or(0, |r| r.bytes_written),
+            bytes_skipped: report.map_or(0, |r| r.bytes_skipped),
             stage_seconds: report.map_or_else(Vec::new, |r| {
                 r.stage_durations
                     .iter()

@@ -2,15 +2,19 @@
 //! a disk may not be.
 
 use std::collections::hash_map::RandomState;
+use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use reliquary_appliance::audit::AuditLog;
 use reliquary_appliance::discover::{discover_system, Disk, SystemPaths};
-use reliquary_appliance::restore::{TargetIdentity, TargetInfo};
+use reliquary_appliance::restore::records::interrupted_restore;
+use reliquary_appliance::restore::{already_written_percent, TargetIdentity, TargetInfo};
 use reliquary_appliance::safety::{refusals, Refusal, TargetRequirement};
+use reliquary_image::Image;
 
-use crate::model::{TargetCandidate, TargetKind, TargetList};
+use crate::model::{ResumeOffer, TargetCandidate, TargetKind, TargetList};
 
 /// Letters and digits that cannot be mistaken for each other on a console.
 const CODE_ALPHABET: &[u8] = b"ACDEFHJKLMNPRTUVWXY34679";
@@ -44,6 +48,25 @@ pub fn load_targets(query: &TargetQuery<'_>) -> TargetList {
         loading: false,
         items,
         discovery_error,
+    }
+}
+
+/// Marks each target the audit log shows an interrupted restore of
+/// `image` onto, with about how much of the image it already holds. A log
+/// that cannot be read offers no resume: the restore then starts over.
+pub fn offer_resumes(list: &mut TargetList, image: &Image<File>, log: &AuditLog) {
+    for target in list.items.iter_mut().filter(|t| t.is_selectable()) {
+        let Some(info) = &target.confirmed else {
+            continue;
+        };
+        let Ok(Some(interrupted_seq)) = interrupted_restore(log, image, info) else {
+            continue;
+        };
+        target.resume = Some(ResumeOffer {
+            interrupted_seq,
+            percent_written: already_written_percent(image, &info.path)
+                .map_err(|e| error_chain(&e)),
+        });
     }
 }
 
@@ -84,6 +107,7 @@ pub fn disk_candidate(disk: &Disk, requirement: &TargetRequirement) -> TargetCan
         confirm_code,
         code_is_serial,
         confirmed: Some(TargetInfo::of_disk(disk)),
+        resume: None,
     }
 }
 
@@ -151,6 +175,7 @@ fn file_candidate(path: &Path, query: &TargetQuery<'_>) -> TargetCandidate {
             physical_sector_size: query.requirement.logical_sector_size,
             identity,
         }),
+        resume: None,
     }
 }
 

@@ -15,7 +15,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Widget, Wrap};
 
-use crate::app::{App, Overlay, Screen};
+use crate::app::{App, ConfirmField, Overlay, Screen};
 
 pub use format::{bytes, date_time, disk_size};
 pub use qr::half_block_lines;
@@ -189,7 +189,14 @@ pub fn footer_keys(app: &App) -> Vec<(&'static str, &'static str)> {
         ],
         Screen::Confirm => vec![
             ("Tab", "next field"),
-            ("<- ->", "meaning"),
+            (
+                "<- ->",
+                if app.confirm_field == ConfirmField::Mode {
+                    "resume / start over"
+                } else {
+                    "meaning"
+                },
+            ),
             ("Enter", "next / start"),
             ("Esc", "back"),
             ("?", "help"),

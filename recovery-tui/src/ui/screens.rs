@@ -683,6 +683,17 @@ pub fn targets(app: &App, area: Rect, buf: &mut Buffer) {
                     Style::new().fg(WARN),
                 ));
             }
+            if let Some(offer) = &t.resume {
+                let interrupted = format!(
+                    "interrupted restore (audit record {}): {}",
+                    offer.interrupted_seq,
+                    offer.written()
+                );
+                lines.push(Line::styled(
+                    format!("  {}", clip(&interrupted, width.saturating_sub(2))),
+                    Style::new().fg(ACCENT),
+                ));
+            }
             ListItem::new(Text::from(lines))
         })
         .collect();
@@ -793,6 +804,28 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
             "  "
         }
     };
+    if let Some(offer) = &target.resume {
+        let choice = |chosen: bool, text: String| {
+            if chosen {
+                Span::styled(format!("< {text} >"), focus(ConfirmField::Mode))
+            } else {
+                Span::styled(format!("  {text}  "), Style::new().fg(MUTED))
+            }
+        };
+        lines.push(Line::from(vec![
+            Span::raw(mark(ConfirmField::Mode)),
+            Span::raw("restore "),
+            choice(app.resume_chosen, offer.label()),
+            Span::raw(" "),
+            choice(!app.resume_chosen, "Start over".into()),
+        ]));
+        if let Err(why) = &offer.percent_written {
+            lines.push(Line::styled(
+                format!("  the disk could not be sampled: {why}"),
+                Style::new().fg(WARN),
+            ));
+        }
+    }
     lines.push(Line::from(vec![
         Span::raw(mark(ConfirmField::Meaning)),
         Span::raw("meaning "),
@@ -870,7 +903,13 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
 
 pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
     let Some(view) = &app.restore else { return };
-    let block = titled(&format!("Restoring {}", view.image_name));
+    let block = titled(&match view.resumes {
+        Some(seq) => format!(
+            "Resuming {} (interrupted at audit record {seq})",
+            view.image_name
+        ),
+        None => format!("Restoring {}", view.image_name),
+    });
     let inner = block.inner(area);
     block.render(area, buf);
     let [info, write_label, write_gauge, read_label, read_gauge, rates, _, spark_area, status] =
@@ -900,7 +939,9 @@ pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
     .render(info, buf);
 
     let (write_ratio, read_ratio) = match &view.progress {
-        Some(p) if p.stage == Stage::Writing => (ratio(p.bytes_done, p.bytes_total), 0.0),
+        Some(p) if matches!(p.stage, Stage::Comparing | Stage::Writing) => {
+            (ratio(p.bytes_done, p.bytes_total), 0.0)
+        }
         Some(p) if p.stage == Stage::ReadingBack => (1.0, ratio(p.bytes_done, p.bytes_total)),
         Some(p) if p.stage == Stage::Finalising => (1.0, if view.written { 1.0 } else { 0.0 }),
         _ => (0.0, 0.0),
@@ -1053,6 +1094,19 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
             } else {
                 format!("{} ({})", bytes(r.bytes_written), stages.join(", "))
             }),
+        ]));
+    }
+    if let Some(seq) = finished.and_then(|f| f.resumes) {
+        lines.push(Line::from(vec![
+            label("Resumed"),
+            Span::raw(format!("the restore interrupted at audit record {seq}")),
+        ]));
+        lines.push(Line::from(vec![
+            label("Skipped"),
+            Span::raw(format!(
+                "{} already correct, not rewritten",
+                bytes(r.bytes_skipped)
+            )),
         ]));
     }
     if let Some(digest) = &r.readback_digest {

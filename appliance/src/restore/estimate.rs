@@ -1,0 +1,187 @@
+//! How much of an image a disk already holds, estimated from a sample, so
+//! the operator can be told what a resume would save before choosing it.
+
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use reliquary_image::{ExtentKind, Image, PlacedExtent};
+
+use super::compare::{walk_extents, ExtentCheck};
+use super::{CancelToken, RestoreError};
+
+/// At most this many data extents are read: the estimate costs a few
+/// hundred MiB of reading at most, whatever the image's size.
+pub const MAX_SAMPLED_EXTENTS: usize = 64;
+
+/// The share of the image's data, in percent (0 to 100), that `target`
+/// already holds: data extents evenly spaced across the image are read
+/// with O_DIRECT (where the file system allows it) and hashed against the
+/// signed chunk digests. A target that cannot be opened or read is an
+/// error, never a number.
+pub fn already_written_percent(image: &Image<File>, target: &Path) -> Result<u8, RestoreError> {
+    let disk = open_for_reading(target)?;
+    let data_extents = image
+        .extents()
+        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
+        .count();
+    let samples = data_extents.min(MAX_SAMPLED_EXTENTS);
+    if samples == 0 {
+        return Ok(0);
+    }
+    // The ordinals, among data extents, of the sampled ones: evenly spaced.
+    let mut sampled: Vec<usize> = (0..samples).map(|i| i * data_extents / samples).collect();
+    sampled.dedup();
+    let mut data_seen = 0;
+    let chosen: Vec<usize> = image
+        .extents()
+        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
+        .filter_map(|e| {
+            let pick = sampled.binary_search(&data_seen).is_ok();
+            data_seen += 1;
+            pick.then_some(e.ordinal)
+        })
+        .collect();
+    let read = |e: &PlacedExtent| chosen.binary_search(&e.ordinal).is_ok();
+    let sector = u64::from(image.sector_size());
+    let (mut read_bytes, mut matching_bytes) = (0u64, 0u64);
+    let mut visit = |e: &PlacedExtent, check: Option<ExtentCheck>| {
+        let Some(check) = check else {
+            return;
+        };
+        let bytes = e.sector_count * sector;
+        read_bytes += bytes;
+        if check.mismatch.is_none() {
+            matching_bytes += bytes;
+        }
+    };
+    walk_extents(
+        image,
+        &disk,
+        &read,
+        &[],
+        &|_| {},
+        &CancelToken::new(),
+        &mut visit,
+    )?;
+    if read_bytes == 0 {
+        return Ok(0);
+    }
+    Ok(((matching_bytes as u128 * 100) / read_bytes as u128) as u8)
+}
+
+/// Opens the target read-only, with O_DIRECT so the page cache cannot
+/// vouch for bytes the disk does not hold; file systems that refuse
+/// O_DIRECT (tmpfs) are read through the cache.
+fn open_for_reading(path: &Path) -> Result<File, RestoreError> {
+    let io_error = |source| RestoreError::TargetIo {
+        operation: "open for the estimate",
+        offset: 0,
+        source,
+    };
+    match File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(file) => Ok(file),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => File::open(path).map_err(io_error),
+        Err(e) => Err(io_error(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
+    use reliquary_image::keys::SigningKey;
+    use reliquary_image::{Meaning, SignerStatement};
+
+    use super::*;
+    use crate::capture::{capture, CaptureOptions};
+
+    const CHUNK: u64 = 64 << 10;
+    /// 256 chunks of data: more than are sampled.
+    const DISK: u64 = 256 * CHUNK;
+
+    /// A disk of distinct, non-zero chunks and its image.
+    fn disk_and_image(dir: &Path) -> (Vec<u8>, Image<File>) {
+        let bytes: Vec<u8> = (0..DISK)
+            .map(|i| ((i / 4096) as u8).wrapping_mul(31).wrapping_add(i as u8) | 1)
+            .collect();
+        let source_path = dir.join("source.raw");
+        File::create(&source_path)
+            .and_then(|mut f| f.write_all(&bytes))
+            .expect("writes the source");
+        let (key, _) = SigningKey::generate().expect("key");
+        let opts = CaptureOptions {
+            name: "estimate".into(),
+            description: String::new(),
+            version: "1".into(),
+            compatible: Vec::new(),
+            statement: SignerStatement {
+                signer_name: "test".into(),
+                meaning: Meaning::Authored,
+                signed_unix: 0,
+            },
+            chunk_size: CHUNK as u32,
+            level: 1,
+            zero_grain: 4096,
+            logical_sector_size: 512,
+            physical_sector_size: 4096,
+            model: None,
+            serial: None,
+            threads: 2,
+            created_unix: 0,
+            all_sectors: true,
+        };
+        let image_path = dir.join("image.rimg");
+        let source = File::open(&source_path).expect("opens the source");
+        capture(&source, DISK, &image_path, &key, &opts, &|_, _| {}).expect("captures");
+        let image = reliquary_image::open(File::open(&image_path).expect("opens the image"))
+            .and_then(|sealed| sealed.open_unverified())
+            .expect("reads the image");
+        (bytes, image)
+    }
+
+    #[test]
+    fn the_estimate_follows_how_much_of_the_target_holds_the_image() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (bytes, image) = disk_and_image(dir.path());
+        let target = dir.path().join("target.raw");
+        let file = File::create(&target).expect("creates the target");
+        file.set_len(DISK).expect("sizes the target");
+        assert_eq!(already_written_percent(&image, &target).expect("reads"), 0);
+
+        // The first half written, as a restore killed halfway leaves it.
+        file.write_all_at(&bytes[..(DISK / 2) as usize], 0)
+            .expect("writes");
+        let half = already_written_percent(&image, &target).expect("reads");
+        assert!((45..=55).contains(&half), "{half} %");
+
+        file.write_all_at(&bytes, 0).expect("writes");
+        assert_eq!(
+            already_written_percent(&image, &target).expect("reads"),
+            100
+        );
+
+        // One flipped byte in a sampled chunk (the first) lowers it.
+        file.write_all_at(&[0], 100).expect("writes");
+        assert!(already_written_percent(&image, &target).expect("reads") < 100);
+    }
+
+    #[test]
+    fn an_unreadable_target_is_an_error_not_a_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, image) = disk_and_image(dir.path());
+        let missing = dir.path().join("missing.raw");
+        assert!(already_written_percent(&image, &missing).is_err());
+        // Too short to hold the sampled extents: reading fails.
+        let short = dir.path().join("short.raw");
+        File::create(&short)
+            .and_then(|f| f.set_len(CHUNK))
+            .expect("creates");
+        assert!(already_written_percent(&image, &short).is_err());
+    }
+}
