@@ -100,7 +100,14 @@ pub fn restore(
     };
     let mut options = request.options;
     options.only_differences |= request.mode != RestoreMode::Full;
-    let reports = pipeline::run(request.image, targets, &options, progress, cancel);
+    let reports = pipeline::run(
+        request.image,
+        targets,
+        &options,
+        request.mode,
+        progress,
+        cancel,
+    );
     let runs = infos
         .into_iter()
         .zip(reports)

@@ -4,6 +4,7 @@
 //! thread writing them with O_DIRECT. A pool of buffers within a fixed byte
 //! budget bounds memory.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -23,7 +24,7 @@ use super::{
     CancelToken, Outcome, Progress, RestoreError, RestoreOptions, RestoreReport, Stage, Target,
     WIPE_BYTES,
 };
-use crate::audit::Unmapped;
+use crate::audit::{RestoreMode, Unmapped};
 use crate::partition::validate_gpt;
 use crate::sys::{self, AlignedBuf};
 
@@ -43,6 +44,7 @@ pub fn run(
     image: &Image<File>,
     targets: Vec<Target>,
     opts: &RestoreOptions,
+    mode: RestoreMode,
     progress: &Sender<Progress>,
     cancel: &CancelToken,
 ) -> Vec<RestoreReport> {
@@ -51,7 +53,7 @@ pub fn run(
         .enumerate()
         .map(|(index, target)| Lane::new(index, target))
         .collect();
-    run_stages(image, &mut lanes, opts, progress, cancel);
+    run_stages(image, &mut lanes, opts, mode, progress, cancel);
     lanes
         .into_iter()
         .map(|lane| lane.finish(image, progress))
@@ -150,6 +152,7 @@ fn run_stages(
     image: &Image<File>,
     lanes: &mut [Lane],
     opts: &RestoreOptions,
+    mode: RestoreMode,
     progress: &Sender<Progress>,
     cancel: &CancelToken,
 ) {
@@ -179,18 +182,19 @@ fn run_stages(
     }
 
     if opts.only_differences {
+        let resume = matches!(mode, RestoreMode::Resume { .. });
         std::thread::scope(|scope| {
             for lane in lanes.iter_mut().filter(|l| l.live()) {
-                scope.spawn(
-                    move || match matching_extents(image, lane, opts, progress, cancel) {
+                scope.spawn(move || {
+                    match matching_extents(image, lane, opts, resume, progress, cancel) {
                         Ok(found) => {
                             lane.report.bytes_skipped = found.bytes;
                             lane.already = found.extents;
                             lane.end_stage(Stage::Comparing);
                         }
                         Err(e) => lane.fail(e),
-                    },
-                );
+                    }
+                });
             }
         });
     }
@@ -259,14 +263,23 @@ fn finish_writing(
 
     let (target, tables) = (&lane.target, &lane.tables);
     if opts.readback {
-        let total = readback_bytes(image, opts.unmapped != Unmapped::Left);
+        let zero_unmapped = opts.unmapped != Unmapped::Left;
+        // Extents found matching by this run's comparison were read back
+        // then and not written since.
+        let already = |e: &PlacedExtent| lane.already.contains(e.ordinal);
+        let total: u64 = image
+            .extents()
+            .filter(|e| (zero_unmapped || e.kind != ExtentKind::Unmapped) && !already(e))
+            .map(|e| e.sector_count * sector)
+            .sum();
         let meter = Meter::new(progress, lane.index, Stage::ReadingBack, total, 0);
         meter.send(true);
         let check = compare_disk(
             image,
             &target.file,
-            opts.unmapped != Unmapped::Left,
+            zero_unmapped,
             &tables.in_image,
+            &already,
             &|n| meter.add(n, 0),
             cancel,
         )?;
@@ -337,20 +350,30 @@ struct Matching {
     bytes: u64,
 }
 
+/// An interrupted restore wrote the bulk in image order, with at most the
+/// pool's buffers in flight: past this many bytes of data extents in a
+/// row that do not match, it wrote nothing further.
+const FRONTIER_RUN_BYTES: u64 = 2 * POOL_BUDGET_BYTES as u64;
+
 /// Reads every extent outside the partition-table areas back with
 /// O_DIRECT, on every core, and keeps those whose bytes already hash to
 /// the signed digest (or read as zeros where they should): those need no
-/// write. The areas themselves are always rewritten, in order.
+/// write. The areas themselves are always rewritten, in order. A resume
+/// stops reading at the interrupted restore's frontier (see
+/// [`FRONTIER_RUN_BYTES`]); everything after it is written.
 fn matching_extents(
     image: &Image<File>,
     lane: &Lane,
     opts: &RestoreOptions,
+    resume: bool,
     progress: &Sender<Progress>,
     cancel: &CancelToken,
 ) -> Result<Matching, RestoreError> {
     let sector = u64::from(image.sector_size());
+    let past_frontier = Cell::new(false);
     let read = |e: &PlacedExtent| {
         !lane.tables.in_areas(e)
+            && !past_frontier.get()
             && match e.kind {
                 ExtentKind::Data { .. } | ExtentKind::Zero => true,
                 ExtentKind::Unmapped => opts.unmapped != Unmapped::Left,
@@ -367,6 +390,7 @@ fn matching_extents(
         extents: ExtentSet::default(),
         bytes: 0,
     };
+    let mut differing_run = 0;
     walk_extents(
         image,
         &lane.target.file,
@@ -375,9 +399,15 @@ fn matching_extents(
         &|n| meter.add(n, 0),
         cancel,
         &mut |e, check| {
-            if check.is_some_and(|c| c.mismatch.is_none()) {
+            let Some(check) = check else { return };
+            let data = matches!(e.kind, ExtentKind::Data { .. });
+            if check.mismatch.is_none() {
                 found.extents.insert(e.ordinal);
                 found.bytes += e.sector_count * sector;
+                differing_run = if data { 0 } else { differing_run };
+            } else if data && resume {
+                differing_run += e.sector_count * sector;
+                past_frontier.set(differing_run >= FRONTIER_RUN_BYTES);
             }
         },
     )?;
@@ -1084,14 +1114,6 @@ fn sync(target: &Target) -> Result<(), RestoreError> {
             offset: 0,
             source,
         })
-}
-
-fn readback_bytes(image: &Image<File>, zero_unmapped: bool) -> u64 {
-    image
-        .extents()
-        .filter(|e| zero_unmapped || !matches!(e.kind, ExtentKind::Unmapped))
-        .map(|e| e.sector_count * u64::from(image.sector_size()))
-        .sum()
 }
 
 /// The chunk and sectors a failure names, for the report.
