@@ -98,6 +98,10 @@ pub enum Refusal {
         found: String,
     },
     #[error(
+        "refusing to restore: {first} and {second} are the same disk or file; name each target once"
+    )]
+    NamedTwice { first: PathBuf, second: PathBuf },
+    #[error(
         "refusing to write {path}: it does not exist; a restore creates a file only when \
          asked with --create-file, and never under /dev"
     )]

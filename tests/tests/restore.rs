@@ -2190,3 +2190,206 @@ fn with_an_operators_list_restore_needs_a_valid_id_and_its_pin() {
     assert_eq!(start["meta"]["operator"]["name"], "A. Tech", "{start}");
     assert_eq!(start["payload"]["reason"], "WO-4711", "{start}");
 }
+
+// ---------------------------------------------------------------- several targets
+
+/// A loop device of `size` bytes over a file in a tmpfs of `fs_bytes`:
+/// once the tmpfs is full, writes to the device fail as on a dying disk.
+fn loop_on_small_tmpfs(fx: &Fixture, size: u64, fs_bytes: u64) -> Option<(Mount, LoopDevice)> {
+    let dir = tempfile::tempdir_in(fx.dir.path()).expect("mount point");
+    let out = run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o"])
+        .arg(format!("size={fs_bytes}"))
+        .arg("tmpfs")
+        .arg(dir.path()));
+    if !out.status.success() {
+        skip_or_fail(&format!("cannot mount a tmpfs: {}", text(&out)));
+        return None;
+    }
+    let mount = Mount { dir };
+    let backing = tempfile::NamedTempFile::new_in(mount.dir.path()).expect("backing file");
+    backing.as_file().set_len(size).expect("size backing file");
+    let lo = LoopDevice::attach_file(backing, None)?;
+    Some((mount, lo))
+}
+
+/// The `--json` report of a restore or check onto several targets.
+fn json_targets(out: &Output) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)));
+    v["targets"].as_array().expect("targets").clone()
+}
+
+#[test]
+fn three_targets_from_one_read_carry_on_when_one_is_cut_off_and_one_fails() {
+    let Some(fx) = Fixture::new(&["sfdisk", "mount"]) else {
+        return;
+    };
+    let size = 128 * MIB;
+    let raw = random_disk(&fx, "spares", size, false, 21);
+    let image = fx.capture(&raw, "spares", "1M", 512);
+    let audit = audit_dir(&fx);
+    let (Some(good1), Some(good2), Some(cut)) = (
+        patterned_loop(size, None),
+        patterned_loop(size, None),
+        patterned_loop(size, None),
+    ) else {
+        return;
+    };
+    // The fourth fails its writes part way: its tmpfs holds 40 MiB.
+    let Some((_tmpfs, failing)) = loop_on_small_tmpfs(&fx, size, 40 * MIB) else {
+        return;
+    };
+    // Throttled, the cut-off target sets the pace, so the cut lands mid-run.
+    let Some(throttle) = Throttle::writes(cut.path(), 24 << 20) else {
+        skip_or_fail("the cgroup v1 blkio controller is needed to pace the restore");
+        return;
+    };
+    let mut args = recorded(&audit, &["--json"]);
+    args.extend(
+        [good2.path(), cut.path(), failing.path()]
+            .iter()
+            .map(|p| p.display().to_string()),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = throttle
+        .command(&fx.restore_cmd(&image, good1.path(), &args))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Halfway through (128 MiB at 24 MB/s), the cut-off disk loses what
+    // it was given so far: the backing file is truncated under it.
+    std::thread::sleep(Duration::from_millis(2500));
+    File::options()
+        .write(true)
+        .open(cut.backing_file())
+        .and_then(|f| f.set_len(0))
+        .expect("truncate the backing file");
+    let out = child.wait_with_output().expect("wait");
+    drop(throttle);
+    // Both failures are I/O errors of their disks: a runtime failure.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let targets = json_targets(&out);
+    let outcomes: Vec<&str> = targets
+        .iter()
+        .map(|t| t["outcome"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["success", "success", "failed", "failed"],
+        "{}",
+        text(&out)
+    );
+    assert_same_bytes(&raw, good1.path());
+    assert_same_bytes(&raw, good2.path());
+    for (lo, t) in [(&cut, &targets[2]), (&failing, &targets[3])] {
+        assert!(
+            !has_valid_mbr(lo.path()),
+            "a failed target was left with a valid MBR: {t}"
+        );
+        assert!(
+            read_range(lo.path(), 0, MIB).iter().all(|&b| b == 0),
+            "a failed target's first MiB was not left wiped: {t}"
+        );
+        assert!(t["wiped"].as_array().is_some_and(|w| !w.is_empty()), "{t}");
+    }
+    // One start and one finish per target, each with its own outcome.
+    let records = audit_records(&audit);
+    let payloads: Vec<&serde_json::Value> =
+        records.iter().map(|r| &r["record"]["payload"]).collect();
+    // A start names its mode; a finish, the start it ends.
+    let starts = payloads
+        .iter()
+        .filter(|p| !p["mode"].is_null() && p["started_seq"].is_null())
+        .count();
+    let finishes: Vec<String> = payloads
+        .iter()
+        .filter(|p| !p["started_seq"].is_null())
+        .map(|f| {
+            format!(
+                "{} {}",
+                f["target"]["path"].as_str().unwrap_or_default(),
+                if f["outcome"] == "Success" {
+                    "success"
+                } else {
+                    "failed"
+                }
+            )
+        })
+        .collect();
+    assert_eq!(starts, 4, "{payloads:?}");
+    let expected: Vec<String> = [
+        (&good1, "success"),
+        (&good2, "success"),
+        (&cut, "failed"),
+        (&failing, "failed"),
+    ]
+    .iter()
+    .map(|(lo, o)| format!("{} {o}", lo.path().display()))
+    .collect();
+    assert_eq!(finishes, expected);
+    audit_verifies(&audit);
+
+    // The shelf check: every disk at once, each with its own verdict.
+    let out = Command::new(reliquary_bin())
+        .args(["--json", "check"])
+        .arg(&image)
+        .args([good1.path(), good2.path(), failing.path()])
+        .arg("--trust")
+        .arg(fx.trust())
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let verdicts: Vec<bool> = json_targets(&out)
+        .iter()
+        .map(|t| t["matches"].as_bool().unwrap_or(true))
+        .collect();
+    assert_eq!(verdicts, [true, true, false], "{}", text(&out));
+}
+
+/// The `pread64` calls on `image` in an `strace -f -y` log.
+fn image_reads(log: &str, image: &Path) -> usize {
+    let name = format!("<{}>", image.display());
+    log.lines()
+        .filter(|l| l.contains("pread64(") && l.contains(&name))
+        .count()
+}
+
+#[test]
+fn several_targets_read_each_chunk_of_the_image_once_as_strace_sees_it() {
+    let Some(fx) = Fixture::new(&["sfdisk", "strace"]) else {
+        return;
+    };
+    let size = 64 * MIB;
+    let raw = random_disk(&fx, "once", size, false, 33);
+    let image = fx.capture(&raw, "once", "1M", 512);
+    let reads = |targets: &[PathBuf]| {
+        let log = fx.path("strace.log");
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-y", "-e", "trace=pread64", "-o"])
+            .arg(&log)
+            .arg(reliquary_bin())
+            .arg("restore")
+            .arg(&image)
+            .args(targets)
+            .args(["--create-file", "--no-audit", "--yes", "--trust"])
+            .arg(fx.trust());
+        let out = run(&mut cmd);
+        assert!(out.status.success(), "{}", text(&out));
+        for t in targets {
+            assert_same_bytes(&raw, t);
+        }
+        image_reads(&std::fs::read_to_string(&log).expect("strace log"), &image)
+    };
+    let one = reads(&[fx.path("one.disk")]);
+    let three = reads(&[fx.path("a.disk"), fx.path("b.disk"), fx.path("c.disk")]);
+    let chunks = inspect(&image)["chunks"].as_u64().expect("chunk count");
+    assert!(one as u64 >= chunks, "{one} reads for {chunks} chunks");
+    // Only the chunks in the partition-table areas (the first and last
+    // MiB: one 1 MiB chunk each) are read again for each further target.
+    assert!(
+        three <= one + 2 * 2,
+        "three targets read the image {three} times, one target {one} times"
+    );
+}

@@ -20,8 +20,9 @@ use reliquary_appliance::exit::ExitClass;
 use reliquary_appliance::operators::{authorize, AuthorizeError};
 use reliquary_appliance::restore::records::{interrupted_restore, target_ref};
 use reliquary_appliance::restore::{
-    self, check_disk, AuditRecording, CancelToken, Outcome, Progress, RestoreMode, RestoreOptions,
-    RestoreRequest, RestoreRun, Stage, TargetIdentity, TargetInfo, TargetRules, Unmapped,
+    self, check_disk, AuditRecording, CancelToken, CheckReport, Outcome, Progress, RestoreError,
+    RestoreMode, RestoreOptions, RestoreRequest, RestoreRun, Stage, TargetIdentity, TargetInfo,
+    TargetRules, TargetRun, Unmapped,
 };
 use reliquary_image::{Image, TrustStore};
 
@@ -72,8 +73,10 @@ pub struct RestoreArgs {
     /// The signed image to restore.
     #[arg(value_name = "IMAGE.rimg")]
     image: PathBuf,
-    /// The whole disk to overwrite, or a regular file (created or extended).
-    target: PathBuf,
+    /// The whole disks to overwrite, or regular files (created or
+    /// extended). Several are written at once from one read of the image.
+    #[arg(value_name = "TARGET", required = true)]
+    targets: Vec<PathBuf>,
     /// A .pub file or a trust-store directory.
     #[arg(long, value_name = "PATH")]
     trust: PathBuf,
@@ -98,7 +101,8 @@ pub struct RestoreArgs {
     reason: Option<String>,
     /// Continue the interrupted restore of this image onto this disk that the
     /// audit log records: extents already correct are read back and kept,
-    /// the rest written, and the tables written last as always.
+    /// the rest written, and the tables written last as always. One target
+    /// only.
     #[arg(long, requires = "audit", conflicts_with = "only_differences")]
     resume: bool,
     /// Write only the extents that differ from the image on a disk that
@@ -130,8 +134,10 @@ pub struct CheckArgs {
     /// The signed image to compare with.
     #[arg(value_name = "IMAGE.rimg")]
     image: PathBuf,
-    /// The disk or raw file to compare with the image (read only).
-    target: PathBuf,
+    /// The disks or raw files to compare with the image (read only), all
+    /// at once: a shelf of spare disks is proven in one run.
+    #[arg(value_name = "TARGET", required = true)]
+    targets: Vec<PathBuf>,
     /// A .pub file or a trust-store directory.
     #[arg(long, value_name = "PATH")]
     trust: PathBuf,
@@ -184,10 +190,18 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         });
     }
 
+    if args.resume && args.targets.len() > 1 {
+        return Err(UsageError(
+            "--resume continues one interrupted restore: name one target".into(),
+        )
+        .into());
+    }
     let trust = TrustStore::load(&args.trust)?;
     let (tx, rx) = channel::<Progress>();
-    let drawer = std::thread::spawn(move || draw_progress(rx));
+    let several = args.targets.len() > 1;
+    let drawer = std::thread::spawn(move || draw_progress(rx, several));
     let _ = tx.send(Progress {
+        target: 0,
         stage: Stage::CheckingSignatures,
         bytes_done: 0,
         bytes_total: 0,
@@ -212,17 +226,21 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         vault: args.vault.as_deref(),
         create_file: args.create_file,
     };
-    let confirmed = restore::inspect_target(&args.target, &image, &rules)?;
+    let confirmed = args
+        .targets
+        .iter()
+        .map(|target| restore::inspect_target(target, &image, &rules))
+        .collect::<Result<Vec<_>, _>>()?;
     let mode = if args.resume {
         let interrupted = match &log {
-            Some(log) => interrupted_restore(&lock_shared(log), &image, &confirmed)?,
+            Some(log) => interrupted_restore(&lock_shared(log), &image, &confirmed[0])?,
             None => None,
         };
         let Some(interrupted_seq) = interrupted else {
             return Err(CliRefusal(format!(
                 "refusing to resume onto {}: the audit log records no interrupted restore of \
                  image {} onto this disk; start over without --resume",
-                args.target.display(),
+                args.targets[0].display(),
                 image.manifest().name
             ))
             .into());
@@ -243,7 +261,7 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let request = RestoreRequest {
         image: &image,
         image_path: &args.image,
-        confirmed: &confirmed,
+        targets: &confirmed,
         vault: args.vault.as_deref(),
         create_file: args.create_file,
         options: RestoreOptions {
@@ -269,129 +287,167 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     drop(tx);
     let _ = drawer.join();
 
-    let (report, started_seq, finished) = match run {
+    let runs = match run {
         RestoreRun::NotStarted(e) => return Err(e.into()),
-        RestoreRun::Ran {
-            report,
-            started_seq,
-            finished,
-            ..
-        } => (report, started_seq, finished),
+        RestoreRun::Ran(runs) => runs,
     };
-    for warning in &report.warnings {
-        output::warn(warning);
-    }
-    // The outcome is printed first, whatever happens to its record.
-    let outcome = match &report.outcome {
-        Outcome::Success => Ok(()),
-        Outcome::Cancelled => Err(Unsuccessful {
-            message: format!(
-                "the restore was cancelled; {}",
-                wiped_sentence(&report.wiped)
-            ),
-            class: ExitClass::Interrupted,
-        }),
-        Outcome::Failed { error, .. } => Err(Unsuccessful {
-            message: format!(
-                "the restore failed: {}; {}",
-                reliquary_appliance::error_chain(error),
-                wiped_sentence(&report.wiped)
-            ),
-            class: error.exit_class(),
-        }),
+    let results: Vec<TargetResult> = runs
+        .iter()
+        .zip(&args.targets)
+        .map(|(run, path)| TargetResult::of(run, path, &image))
+        .collect();
+    let class = results.iter().filter_map(|r| r.class).reduce(worse);
+    let json = if several {
+        json!({
+            "outcome": if class.is_none() { "success" } else { "failed" },
+            "image": image.manifest().name,
+            "image_id": image.manifest().image_uuid.to_string(),
+            "targets": results.iter().map(|r| &r.json).collect::<Vec<_>>(),
+        })
+    } else {
+        results[0].json.clone()
     };
-    let recorded = match finished {
-        Some(Ok(end)) => Ok(Some(end)),
-        Some(Err(e)) => Err(e),
-        None => Ok(None),
-    };
-    let class = match (&outcome, &recorded) {
-        (Ok(()), Ok(_)) => None,
-        (Ok(()), Err(_)) => Some(ExitClass::Runtime),
-        (Err(failure), Ok(_)) => Some(failure.class),
-        (Err(failure), Err(_)) => Some(worse(failure.class, ExitClass::Runtime)),
-    };
-    let mut problems: Vec<String> = Vec::new();
-    if let Err(failure) = &outcome {
-        problems.push(failure.message.clone());
-    }
-    if let Err(e) = &recorded {
-        problems.push(format!(
-            "the end of the restore could not be recorded in the audit log: {}",
-            reliquary_appliance::error_chain(e)
-        ));
-    }
-    let end = recorded.as_ref().ok().and_then(Option::as_ref);
-    let mut json = json!({
-        "outcome": match &report.outcome {
-            Outcome::Success => "success",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Failed { .. } => "failed",
-        },
-        "image": image.manifest().name,
-        "image_id": image.manifest().image_uuid.to_string(),
-        "target": args.target.display().to_string(),
-        "bytes_written": report.bytes_written,
-        "bytes_skipped": report.bytes_skipped,
-        "readback_digest": report.readback_digest.map(hex::encode),
-        "backup_gpt_moved": report.backup_gpt_moved,
-        "wiped": report.wiped.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "stage_seconds": report.stage_durations.iter()
-            .map(|(stage, d)| json!([stage.to_string(), d.as_secs_f64()]))
-            .collect::<Vec<_>>(),
-        "warnings": report.warnings,
-        "audit_started_seq": started_seq,
-        "audit_finished_seq": end.map(|e| e.seq),
-        "checkpoint": end.map(|e| e.checkpoint.clone()),
-    });
-    if let Some(class) = class {
-        json["error"] = json!({
-            "class": output::class_name(class),
-            "message": problems.join("; "),
-            "path": args.target.display().to_string(),
-        });
-    }
     output::print_result(&json, || {
-        for (stage, duration) in &report.stage_durations {
-            println!("  {stage:<14} {:>8.1} s", duration.as_secs_f64());
-        }
-        if report.is_success() {
-            println!(
-                "RESTORED {} onto {}: {} written{}{}{}",
-                image.manifest().name,
-                args.target.display(),
-                human_bytes(report.bytes_written),
-                if report.bytes_skipped > 0 {
-                    format!(", {} already correct", human_bytes(report.bytes_skipped))
-                } else {
-                    String::new()
-                },
-                match report.readback_digest {
-                    Some(d) => format!(", read back and matching (digest {})", hex::encode(d)),
-                    None => ", NOT read back (--no-readback)".into(),
-                },
-                if report.backup_gpt_moved {
-                    "; backup GPT moved to the end of the disk"
-                } else {
-                    ""
-                },
-            );
-        }
-        if let Some(end) = end {
-            println!(
-                "audit record {} (restore started at record {}); checkpoint {}",
-                end.seq,
-                started_seq.unwrap_or_default(),
-                end.checkpoint
-            );
-        }
-        for problem in &problems {
-            eprintln!("error: {problem}");
+        for result in &results {
+            (result.print)();
         }
     })?;
     match class {
         None => Ok(ExitCode::SUCCESS),
         Some(class) => Err(AlreadyReported(class).into()),
+    }
+}
+
+/// What the CLI says of one target's restore: its JSON object, the lines
+/// printed for it, and its exit class if it did not fully succeed.
+struct TargetResult<'a> {
+    json: serde_json::Value,
+    class: Option<ExitClass>,
+    print: Box<dyn Fn() + 'a>,
+}
+
+impl<'a> TargetResult<'a> {
+    fn of(run: &'a TargetRun, path: &'a Path, image: &'a Image<File>) -> Self {
+        let report = &run.report;
+        for warning in &report.warnings {
+            output::warn(format!("{}: {warning}", path.display()));
+        }
+        // The outcome is printed first, whatever happens to its record.
+        let outcome = match &report.outcome {
+            Outcome::Success => Ok(()),
+            Outcome::Cancelled => Err(Unsuccessful {
+                message: format!(
+                    "the restore onto {} was cancelled; {}",
+                    path.display(),
+                    wiped_sentence(&report.wiped)
+                ),
+                class: ExitClass::Interrupted,
+            }),
+            Outcome::Failed { error, .. } => Err(Unsuccessful {
+                message: format!(
+                    "the restore onto {} failed: {}; {}",
+                    path.display(),
+                    reliquary_appliance::error_chain(error),
+                    wiped_sentence(&report.wiped)
+                ),
+                class: error.exit_class(),
+            }),
+        };
+        let recorded = match &run.finished {
+            Some(Ok(end)) => Ok(Some(end)),
+            Some(Err(e)) => Err(e),
+            None => Ok(None),
+        };
+        let class = match (&outcome, &recorded) {
+            (Ok(()), Ok(_)) => None,
+            (Ok(()), Err(_)) => Some(ExitClass::Runtime),
+            (Err(failure), Ok(_)) => Some(failure.class),
+            (Err(failure), Err(_)) => Some(worse(failure.class, ExitClass::Runtime)),
+        };
+        let mut problems: Vec<String> = Vec::new();
+        if let Err(failure) = &outcome {
+            problems.push(failure.message.clone());
+        }
+        if let Err(e) = &recorded {
+            problems.push(format!(
+                "the end of the restore onto {} could not be recorded in the audit log: {}",
+                path.display(),
+                reliquary_appliance::error_chain(*e)
+            ));
+        }
+        let end = recorded.as_ref().ok().copied().flatten();
+        let mut json = json!({
+            "outcome": match &report.outcome {
+                Outcome::Success => "success",
+                Outcome::Cancelled => "cancelled",
+                Outcome::Failed { .. } => "failed",
+            },
+            "image": image.manifest().name,
+            "image_id": image.manifest().image_uuid.to_string(),
+            "target": path.display().to_string(),
+            "bytes_written": report.bytes_written,
+            "bytes_skipped": report.bytes_skipped,
+            "readback_digest": report.readback_digest.map(hex::encode),
+            "backup_gpt_moved": report.backup_gpt_moved,
+            "wiped": report.wiped.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "stage_seconds": report.stage_durations.iter()
+                .map(|(stage, d)| json!([stage.to_string(), d.as_secs_f64()]))
+                .collect::<Vec<_>>(),
+            "warnings": report.warnings,
+            "audit_started_seq": run.started_seq,
+            "audit_finished_seq": end.map(|e| e.seq),
+            "checkpoint": end.map(|e| e.checkpoint.clone()),
+        });
+        if let Some(class) = class {
+            json["error"] = json!({
+                "class": output::class_name(class),
+                "message": problems.join("; "),
+                "path": path.display().to_string(),
+            });
+        }
+        let print = move || {
+            for (stage, duration) in &report.stage_durations {
+                println!("  {stage:<14} {:>8.1} s", duration.as_secs_f64());
+            }
+            if report.is_success() {
+                println!(
+                    "RESTORED {} onto {}: {} written{}{}{}",
+                    image.manifest().name,
+                    path.display(),
+                    human_bytes(report.bytes_written),
+                    if report.bytes_skipped > 0 {
+                        format!(", {} already correct", human_bytes(report.bytes_skipped))
+                    } else {
+                        String::new()
+                    },
+                    match report.readback_digest {
+                        Some(d) => format!(", read back and matching (digest {})", hex::encode(d)),
+                        None => ", NOT read back (--no-readback)".into(),
+                    },
+                    if report.backup_gpt_moved {
+                        "; backup GPT moved to the end of the disk"
+                    } else {
+                        ""
+                    },
+                );
+            }
+            if let Some(end) = end {
+                println!(
+                    "audit record {} (restore started at record {}); checkpoint {}",
+                    end.seq,
+                    run.started_seq.unwrap_or_default(),
+                    end.checkpoint
+                );
+            }
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+        };
+        Self {
+            json,
+            class,
+            print: Box::new(print),
+        }
     }
 }
 
@@ -468,7 +524,244 @@ pub struct AlreadyReported(pub ExitClass);
 pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let trust = TrustStore::load(&args.trust)?;
     let image = open_image(&args.image)?.verify(&trust)?;
-    let disk = open_for_check(&args.target)?;
+    let disks = args
+        .targets
+        .iter()
+        .map(|path| open_for_check(path, &image))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let several = disks.len() > 1;
+    let meter = (!several).then(|| Meter::terminal_only("check", image.manifest().logical_bytes()));
+    let cancel = CancelToken::new();
+    // Each disk is read on its own threads; the image is not read at all,
+    // only its signed digests, so every disk is checked in one run.
+    let reports: Vec<_> = std::thread::scope(|scope| {
+        let checks: Vec<_> = disks
+            .iter()
+            .map(|(disk, bytes)| {
+                let (image, meter, cancel) = (&image, &meter, &cancel);
+                scope.spawn(move || {
+                    check_disk(
+                        image,
+                        disk,
+                        *bytes,
+                        &|n| {
+                            if let Some(meter) = meter {
+                                meter.add(n);
+                            }
+                        },
+                        cancel,
+                    )
+                })
+            })
+            .collect();
+        checks
+            .into_iter()
+            .map(|check| {
+                check.join().unwrap_or_else(|_| {
+                    Err(RestoreError::TargetIo {
+                        operation: "check",
+                        offset: 0,
+                        source: std::io::Error::other("the check thread panicked"),
+                    })
+                })
+            })
+            .collect()
+    });
+    if let Some(meter) = meter {
+        meter.finish();
+    }
+    let mut log = args.audit.open_log(&trust)?;
+    let unmapped_extents = image
+        .extents()
+        .filter(|e| e.kind == reliquary_image::ExtentKind::Unmapped)
+        .count();
+    let mut summaries = Vec::new();
+    let mut differing = Vec::new();
+    let mut failure = None;
+    for ((path, (_, disk_bytes)), report) in args.targets.iter().zip(&disks).zip(reports) {
+        let report = match report {
+            Ok(report) => report,
+            Err(e) => {
+                output::warn(format!(
+                    "{}: {}",
+                    path.display(),
+                    reliquary_appliance::error_chain(&e)
+                ));
+                failure.get_or_insert(e);
+                continue;
+            }
+        };
+        let audit_seq = match &mut log {
+            Some(log) => {
+                let seq = record_check(
+                    log,
+                    &args.audit.operator(),
+                    path,
+                    *disk_bytes,
+                    &image,
+                    &report,
+                )?;
+                output::info(format!("{}: audit record {seq}", path.display()));
+                Some(seq)
+            }
+            None => None,
+        };
+        if !report.matches() {
+            differing.push(format!(
+                "{} does not match the image: {} extents differ",
+                path.display(),
+                report.mismatches.len()
+            ));
+        }
+        summaries.push((path, report, audit_seq));
+    }
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let json_of = |(path, report, audit_seq): &(&PathBuf, CheckReport, Option<u64>)| {
+        let mismatches: Vec<_> = report
+            .mismatches
+            .iter()
+            .map(|m| json!({"extent": m.extent, "start_sector": m.start_sector, "end_sector": m.end_sector, "problem": m.kind.describe()}))
+            .collect();
+        json!({
+            "target": path,
+            "matches": report.matches(),
+            "extents_compared": report.extents_compared,
+            "unmapped_extents_not_compared": unmapped_extents,
+            "extents_matching": report.extents_matching,
+            "mismatches": mismatches,
+            "backup_gpt_moved": report.gpt_moved,
+            "disk_digest": hex::encode(report.digest),
+            "image_digest": hex::encode(image.manifest().image_digest),
+            "audit_record": audit_seq,
+        })
+    };
+    let summary = if several {
+        json!({
+            "matches": differing.is_empty(),
+            "targets": summaries.iter().map(json_of).collect::<Vec<_>>(),
+        })
+    } else {
+        json_of(&summaries[0])
+    };
+    // Under --json a mismatch is reported by the report itself and the
+    // exit code; the error envelope would be a second JSON document.
+    let json_mode = output::get().json;
+    output::print_result(&summary, || {
+        for (path, report, _) in &summaries {
+            print_check(path, report, unmapped_extents, &image, several);
+        }
+    })?;
+    if differing.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else if json_mode {
+        Ok(ExitCode::from(ExitClass::Integrity.code()))
+    } else {
+        Err(Unsuccessful {
+            message: differing.join("; "),
+            class: ExitClass::Integrity,
+        }
+        .into())
+    }
+}
+
+/// Records a check in the audit log and returns the record's number.
+fn record_check(
+    log: &mut AuditLog,
+    operator: &Operator,
+    path: &Path,
+    disk_bytes: u64,
+    image: &Image<File>,
+    report: &CheckReport,
+) -> anyhow::Result<u64> {
+    let info = TargetInfo {
+        path: path.to_path_buf(),
+        is_block_device: false,
+        model: None,
+        serial: None,
+        wwn: None,
+        size_bytes: disk_bytes,
+        logical_sector_size: image.sector_size(),
+        physical_sector_size: image.manifest().source.physical_sector_size,
+        identity: TargetIdentity::NewFile,
+    };
+    let result = if report.matches() {
+        CheckResult::Passed
+    } else {
+        CheckResult::Failed {
+            reason: format!(
+                "{} of {} extents differ",
+                report.mismatches.len(),
+                report.extents_compared
+            ),
+        }
+    };
+    let record = log.append(
+        operator,
+        Payload::DiskChecked {
+            target: target_ref(&info),
+            result,
+        },
+    )?;
+    Ok(record.seq)
+}
+
+fn print_check(
+    path: &Path,
+    report: &CheckReport,
+    unmapped_extents: usize,
+    image: &Image<File>,
+    several: bool,
+) {
+    let prefix = if several {
+        format!("{}: ", path.display())
+    } else {
+        String::new()
+    };
+    for m in &report.mismatches {
+        println!(
+            "{prefix}MISMATCH extent {} (sectors {}..{}) {}",
+            m.extent,
+            m.start_sector,
+            m.end_sector,
+            m.kind.describe()
+        );
+    }
+    println!(
+        "{prefix}{} of {} extents match (data and zero extents only{})",
+        report.extents_matching,
+        report.extents_compared,
+        if unmapped_extents > 0 {
+            format!(
+                "; {unmapped_extents} unmapped extents, free space the image did not keep, \
+                 are not compared"
+            )
+        } else {
+            String::new()
+        }
+    );
+    if report.gpt_moved {
+        println!(
+            "{prefix}the backup GPT was moved to the end of this larger disk by the restore; \
+             the moved tables are valid and nothing else differs there"
+        );
+    }
+    if report.matches() {
+        println!(
+            "MATCH: {} equals image {} over its {} bytes",
+            path.display(),
+            image.manifest().name,
+            image.manifest().logical_bytes()
+        );
+    }
+}
+
+/// Opens a disk read-only, with O_DIRECT where the file system allows it,
+/// and returns it with its size; a disk smaller than the image cannot
+/// match.
+fn open_for_check(path: &Path, image: &Image<File>) -> anyhow::Result<(File, u64)> {
+    let disk = open_read_only(path)?;
     let disk_bytes = disk
         .metadata()
         .ok()
@@ -479,137 +772,18 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         return Err(Unsuccessful {
             message: format!(
                 "{} holds {disk_bytes} bytes, fewer than the image's {}: it cannot match",
-                args.target.display(),
+                path.display(),
                 image.manifest().logical_bytes()
             ),
             class: ExitClass::Integrity,
         }
         .into());
     }
-    let unmapped_extents = image
-        .extents()
-        .filter(|e| e.kind == reliquary_image::ExtentKind::Unmapped)
-        .count();
-    let meter = Meter::terminal_only("check", image.manifest().logical_bytes());
-    let mut audit_seq = None;
-    let report = check_disk(
-        &image,
-        &disk,
-        disk_bytes,
-        &|n| meter.add(n),
-        &CancelToken::new(),
-    )?;
-    meter.finish();
-    if let Some(mut log) = args.audit.open_log(&trust)? {
-        let info = TargetInfo {
-            path: args.target.clone(),
-            is_block_device: false,
-            model: None,
-            serial: None,
-            wwn: None,
-            size_bytes: disk_bytes,
-            logical_sector_size: image.sector_size(),
-            physical_sector_size: image.manifest().source.physical_sector_size,
-            identity: TargetIdentity::NewFile,
-        };
-        let result = if report.matches() {
-            CheckResult::Passed
-        } else {
-            CheckResult::Failed {
-                reason: format!(
-                    "{} of {} extents differ",
-                    report.mismatches.len(),
-                    report.extents_compared
-                ),
-            }
-        };
-        let record = log.append(
-            &args.audit.operator(),
-            Payload::DiskChecked {
-                target: target_ref(&info),
-                result,
-            },
-        )?;
-        audit_seq = Some(record.seq);
-        output::info(format!("audit record {}", record.seq));
-    }
-    let mismatches: Vec<_> = report
-        .mismatches
-        .iter()
-        .map(|m| json!({"extent": m.extent, "start_sector": m.start_sector, "end_sector": m.end_sector, "problem": m.kind.describe()}))
-        .collect();
-    let summary = json!({
-        "target": args.target,
-        "matches": report.matches(),
-        "extents_compared": report.extents_compared,
-        "unmapped_extents_not_compared": unmapped_extents,
-        "extents_matching": report.extents_matching,
-        "mismatches": mismatches,
-        "backup_gpt_moved": report.gpt_moved,
-        "disk_digest": hex::encode(report.digest),
-        "image_digest": hex::encode(image.manifest().image_digest),
-        "audit_record": audit_seq,
-    });
-    // Under --json a mismatch is reported by the report itself and the
-    // exit code; the error envelope would be a second JSON document.
-    let json_mode = output::get().json;
-    output::print_result(&summary, || {
-        for m in &report.mismatches {
-            println!(
-                "MISMATCH extent {} (sectors {}..{}) {}",
-                m.extent,
-                m.start_sector,
-                m.end_sector,
-                m.kind.describe()
-            );
-        }
-        println!(
-            "{} of {} extents match (data and zero extents only{})",
-            report.extents_matching,
-            report.extents_compared,
-            if unmapped_extents > 0 {
-                format!(
-                    "; {unmapped_extents} unmapped extents, free space the image did not keep, \
-                     are not compared"
-                )
-            } else {
-                String::new()
-            }
-        );
-        if report.gpt_moved {
-            println!(
-                "the backup GPT was moved to the end of this larger disk by the restore; \
-                 the moved tables are valid and nothing else differs there"
-            );
-        }
-        if report.matches() {
-            println!(
-                "MATCH: {} equals image {} over its {} bytes",
-                args.target.display(),
-                image.manifest().name,
-                image.manifest().logical_bytes()
-            );
-        }
-    })?;
-    if report.matches() {
-        Ok(ExitCode::SUCCESS)
-    } else if json_mode {
-        Ok(ExitCode::from(ExitClass::Integrity.code()))
-    } else {
-        Err(Unsuccessful {
-            message: format!(
-                "{} does not match the image: {} extents differ",
-                args.target.display(),
-                report.mismatches.len()
-            ),
-            class: ExitClass::Integrity,
-        }
-        .into())
-    }
+    Ok((disk, disk_bytes))
 }
 
 /// Opens a disk read-only, with O_DIRECT where the file system allows it.
-fn open_for_check(path: &Path) -> anyhow::Result<File> {
+fn open_read_only(path: &Path) -> anyhow::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let direct = File::options()
         .read(true)
@@ -636,24 +810,31 @@ fn print_signers(image: &Image<File>) {
     }
 }
 
-/// Asks the operator to confirm on a terminal; refuses without one.
-fn confirm(info: &TargetInfo, image: &Image<File>) -> anyhow::Result<()> {
+/// Asks the operator to confirm every target on a terminal; refuses
+/// without one.
+fn confirm(targets: &[TargetInfo], image: &Image<File>) -> anyhow::Result<()> {
     if !std::io::stdin().is_terminal() {
+        let paths: Vec<String> = targets
+            .iter()
+            .map(|t| t.path.display().to_string())
+            .collect();
         return Err(CliRefusal(format!(
             "refusing to overwrite {} without confirmation: no terminal to ask on; pass --yes",
-            info.path.display()
+            paths.join(", ")
         ))
         .into());
     }
     eprintln!("About to OVERWRITE every byte of:");
-    eprintln!("  {}", info.path.display());
-    eprintln!(
-        "  model {}  serial {}  size {}  sectors {} B",
-        info.model.as_deref().unwrap_or("-"),
-        info.serial.as_deref().unwrap_or("-"),
-        human_bytes(info.size_bytes),
-        info.logical_sector_size
-    );
+    for info in targets {
+        eprintln!("  {}", info.path.display());
+        eprintln!(
+            "    model {}  serial {}  size {}  sectors {} B",
+            info.model.as_deref().unwrap_or("-"),
+            info.serial.as_deref().unwrap_or("-"),
+            human_bytes(info.size_bytes),
+            info.logical_sector_size
+        );
+    }
     eprintln!(
         "with image {} version {}.",
         image.manifest().name,
@@ -669,7 +850,22 @@ fn confirm(info: &TargetInfo, image: &Image<File>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn draw_progress(rx: std::sync::mpsc::Receiver<Progress>) {
+/// Draws a bar per stage for one target; for several, a line each time a
+/// target enters a stage.
+fn draw_progress(rx: std::sync::mpsc::Receiver<Progress>, several: bool) {
+    if several {
+        let mut stages: Vec<Option<Stage>> = Vec::new();
+        for p in rx {
+            if stages.len() <= p.target {
+                stages.resize(p.target + 1, None);
+            }
+            if stages[p.target] != Some(p.stage) {
+                stages[p.target] = Some(p.stage);
+                output::info(format!("target {}: {}", p.target + 1, stage_label(p.stage)));
+            }
+        }
+        return;
+    }
     let terminal = std::io::stderr().is_terminal();
     let mut current: Option<(Stage, Meter)> = None;
     for p in rx {

@@ -97,12 +97,16 @@ const MAX_LISTED_MISMATCHES: usize = 10_000;
 /// ones when `unmapped_as_zero`) and compares, in batches. `edits` are
 /// bytes the restore wrote over the image's (see [`TablePlan`]): the disk
 /// must hold them, and the image's digest is recomputed with the image's
-/// own bytes put back in their place. `progress` gets bytes read.
+/// own bytes put back in their place. Extents for which `already_read`
+/// is true were read from this disk and found matching earlier in the same
+/// run (a resume's comparison) and are counted as matching without being
+/// read again. `progress` gets bytes read.
 pub(crate) fn compare_disk(
     image: &Image<File>,
     disk: &File,
     unmapped_as_zero: bool,
     edits: &[Edit],
+    already_read: &dyn Fn(&PlacedExtent) -> bool,
     progress: &(dyn Fn(u64) + Sync),
     cancel: &CancelToken,
 ) -> Result<CheckReport, RestoreError> {
@@ -111,7 +115,15 @@ pub(crate) fn compare_disk(
     let (mut compared, mut differing) = (0, 0);
     let mut visit = |e: &PlacedExtent, verdict: Option<ExtentCheck>| {
         let Some(check) = verdict else {
-            digest.add(e.sector_count, e.kind, None);
+            let matched_sha = match e.kind {
+                _ if !already_read(e) => None,
+                ExtentKind::Data { chunk } => {
+                    image.index().chunks.get(chunk as usize).map(|c| c.sha256)
+                }
+                ExtentKind::Zero | ExtentKind::Unmapped => None,
+            };
+            compared += usize::from(already_read(e));
+            digest.add(e.sector_count, e.kind, matched_sha.as_ref());
             return;
         };
         compared += 1;
@@ -131,6 +143,7 @@ pub(crate) fn compare_disk(
         }
     };
     let read = |e: &PlacedExtent| match e.kind {
+        _ if already_read(e) => false,
         ExtentKind::Data { .. } | ExtentKind::Zero => true,
         ExtentKind::Unmapped => unmapped_as_zero,
     };
@@ -338,7 +351,7 @@ pub fn check_disk(
     progress: &(dyn Fn(u64) + Sync),
     cancel: &CancelToken,
 ) -> Result<CheckReport, RestoreError> {
-    let exact = compare_disk(image, disk, false, &[], progress, cancel)?;
+    let exact = compare_disk(image, disk, false, &[], &|_| false, progress, cancel)?;
     if exact.matches() {
         return Ok(exact);
     }
@@ -364,7 +377,15 @@ pub fn check_disk(
     if !moved_tables_hold {
         return Ok(exact);
     }
-    let mut moved = compare_disk(image, disk, false, &tables.in_image, &|_| {}, cancel)?;
+    let mut moved = compare_disk(
+        image,
+        disk,
+        false,
+        &tables.in_image,
+        &|_| false,
+        &|_| {},
+        cancel,
+    )?;
     moved.gpt_moved = moved.matches();
     Ok(if moved.matches() { moved } else { exact })
 }

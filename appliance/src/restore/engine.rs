@@ -4,15 +4,16 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::mpsc::Sender;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use reliquary_image::Image;
 
-use super::records::{log_started, StartDetails};
-use super::target::{open_confirmed, TargetRules};
+use super::records::{log_started, StartDetails, StartedRestore};
+use super::target::{open_confirmed, Target, TargetRules};
 use super::TargetInfo;
 use super::{pipeline, CancelToken, Progress, RestoreError, RestoreOptions, RestoreReport};
 use crate::audit::{lock_shared, AuditError, AuditLog, Operator, RestoreMode};
+use crate::safety::Refusal;
 
 /// What to restore where.
 #[derive(Debug, Clone, Copy)]
@@ -20,9 +21,10 @@ pub struct RestoreRequest<'a> {
     /// An image whose signatures met the trust policy.
     pub image: &'a Image<File>,
     pub image_path: &'a Path,
-    /// The target exactly as the operator confirmed it (from
-    /// [`inspect_target`](super::inspect_target) or discovery).
-    pub confirmed: &'a TargetInfo,
+    /// The targets exactly as the operator confirmed them (from
+    /// [`inspect_target`](super::inspect_target) or discovery): one, or
+    /// several written at once from one read of the image.
+    pub targets: &'a [TargetInfo],
     /// The vault the image comes from; its disk is never a target.
     pub vault: Option<&'a Path>,
     /// Whether a confirmed target that does not exist may be created as a
@@ -45,19 +47,24 @@ pub struct AuditRecording<'a> {
 /// How a restore went, with what was recorded of it.
 #[derive(Debug)]
 pub enum RestoreRun {
-    /// Refused, or failed before the first write: nothing was written and
-    /// no start was recorded.
+    /// Refused, or failed before the first write: nothing was written on
+    /// any target and no start was recorded.
     NotStarted(RestoreError),
-    /// The restore ran; `report.outcome` says how it ended.
-    Ran {
-        target: Box<TargetInfo>,
-        report: Box<RestoreReport>,
-        /// The sequence number of `RestoreStarted`, when recorded.
-        started_seq: Option<u64>,
-        /// The `RestoreFinished` record's sequence number and the log's
-        /// checkpoint, or why the end could not be recorded.
-        finished: Option<Result<RecordedEnd, AuditError>>,
-    },
+    /// The restore ran: one entry per target, in the request's order.
+    Ran(Vec<TargetRun>),
+}
+
+/// How the restore went on one target.
+#[derive(Debug)]
+pub struct TargetRun {
+    pub target: Box<TargetInfo>,
+    /// `report.outcome` says how it ended.
+    pub report: Box<RestoreReport>,
+    /// The sequence number of `RestoreStarted`, when recorded.
+    pub started_seq: Option<u64>,
+    /// The `RestoreFinished` record's sequence number and the log's
+    /// checkpoint, or why the end could not be recorded.
+    pub finished: Option<Result<RecordedEnd, AuditError>>,
 }
 
 /// The recorded end of a restore.
@@ -68,64 +75,117 @@ pub struct RecordedEnd {
     pub checkpoint: String,
 }
 
-/// Opens the confirmed target (refusing any other device), records the
-/// start (synced before the first byte reaches the target), restores, and
-/// records the end. The outcome is returned even when recording the end
-/// fails, so it can always be shown.
+/// Opens every confirmed target (refusing any other device, and a disk
+/// named twice), records each start (synced before the first byte reaches
+/// any target), restores them all from one read of the image, and records
+/// each end. The outcomes are returned even when recording an end fails,
+/// so they can always be shown.
 pub fn restore(
     request: &RestoreRequest<'_>,
     audit: Option<AuditRecording<'_>>,
     progress: &Sender<Progress>,
     cancel: &CancelToken,
 ) -> RestoreRun {
-    let rules = TargetRules {
-        image_path: request.image_path,
-        vault: request.vault,
-        create_file: request.create_file,
-    };
-    let target = match open_confirmed(request.confirmed, request.image, &rules) {
-        Ok(target) => target,
+    let targets = match open_all(request) {
+        Ok(targets) => targets,
         Err(e) => return RestoreRun::NotStarted(e),
     };
-    let info = target.info().clone();
+    let infos: Vec<TargetInfo> = targets.iter().map(|t| t.info().clone()).collect();
     let started = match audit {
-        Some(audit) => {
-            let mut log = lock_shared(audit.log);
-            let how = StartDetails {
-                meaning: request.meaning.map(str::to_owned),
-                reason: request.reason.map(str::to_owned),
-                mode: request.mode,
-                unmapped: request.options.unmapped,
-            };
-            match log_started(&mut log, audit.operator, request.image, &info, &how) {
-                Ok(started) => Some(started),
-                Err(e) => return RestoreRun::NotStarted(RestoreError::AuditStart(e)),
-            }
-        }
-        None => None,
+        Some(audit) => match log_all_started(request, audit, &infos) {
+            Ok(started) => started.into_iter().map(Some).collect(),
+            Err(e) => return RestoreRun::NotStarted(e),
+        },
+        None => infos.iter().map(|_| None).collect::<Vec<_>>(),
     };
     let mut options = request.options;
     options.only_differences |= request.mode != RestoreMode::Full;
-    let report = pipeline::run(request.image, target, &options, progress, cancel);
-    let started_seq = started.as_ref().map(|s| s.seq);
-    let finished = match (audit, started) {
-        (Some(audit), Some(started)) => {
-            let mut log = lock_shared(audit.log);
-            Some(
+    let reports = pipeline::run(
+        request.image,
+        targets,
+        &options,
+        request.mode,
+        progress,
+        cancel,
+    );
+    let runs = infos
+        .into_iter()
+        .zip(reports)
+        .zip(started)
+        .map(|((info, report), started)| {
+            let started_seq = started.as_ref().map(|s| s.seq);
+            let finished = audit.zip(started).map(|(audit, started)| {
+                let mut log = lock_shared(audit.log);
                 started
                     .log_finished(&mut log, audit.operator, &report)
                     .map(|record| RecordedEnd {
                         seq: record.seq,
                         checkpoint: log.checkpoint().short_form(),
-                    }),
-            )
-        }
-        _ => None,
+                    })
+            });
+            TargetRun {
+                target: Box::new(info),
+                report: Box::new(report),
+                started_seq,
+                finished,
+            }
+        })
+        .collect();
+    RestoreRun::Ran(runs)
+}
+
+/// Opens every target, or none: a refusal of one refuses the restore.
+fn open_all(request: &RestoreRequest<'_>) -> Result<Vec<Target>, RestoreError> {
+    let rules = TargetRules {
+        image_path: request.image_path,
+        vault: request.vault,
+        create_file: request.create_file,
     };
-    RestoreRun::Ran {
-        target: Box::new(info),
-        report: Box::new(report),
-        started_seq,
-        finished,
+    let mut opened: Vec<Target> = Vec::with_capacity(request.targets.len());
+    for confirmed in request.targets {
+        let target = open_confirmed(confirmed, request.image, &rules)?;
+        if let Some(earlier) = opened.iter().find(|t| t.info().same_bytes(target.info())) {
+            return Err(Refusal::NamedTwice {
+                first: earlier.info().path.clone(),
+                second: target.info().path.clone(),
+            }
+            .into());
+        }
+        opened.push(target);
     }
+    Ok(opened)
+}
+
+/// Records every target's start, synced, before anything is written. If
+/// one cannot be recorded, the starts already recorded get their end
+/// (failed, nothing written) and the restore does not start.
+fn log_all_started(
+    request: &RestoreRequest<'_>,
+    audit: AuditRecording<'_>,
+    targets: &[TargetInfo],
+) -> Result<Vec<StartedRestore>, RestoreError> {
+    let mut log = lock_shared(audit.log);
+    let how = StartDetails {
+        meaning: request.meaning.map(str::to_owned),
+        reason: request.reason.map(str::to_owned),
+        mode: request.mode,
+        unmapped: request.options.unmapped,
+    };
+    let mut started = Vec::with_capacity(targets.len());
+    for info in targets {
+        match log_started(&mut log, audit.operator, request.image, info, &how) {
+            Ok(s) => started.push(s),
+            Err(e) if started.is_empty() => return Err(RestoreError::AuditStart(e)),
+            Err(e) => {
+                let error = Arc::new(RestoreError::AuditStart(e));
+                for s in started {
+                    let report =
+                        RestoreReport::not_written(RestoreError::AllTargets(Arc::clone(&error)));
+                    let _ = s.log_finished(&mut log, audit.operator, &report);
+                }
+                return Err(RestoreError::AllTargets(error));
+            }
+        }
+    }
+    Ok(started)
 }

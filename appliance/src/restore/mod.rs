@@ -34,7 +34,7 @@ use std::time::Duration;
 use reliquary_image::ImageError;
 
 pub use compare::{check_disk, CheckReport, ExtentMismatch, MismatchKind};
-pub use engine::{restore, AuditRecording, RecordedEnd, RestoreRequest, RestoreRun};
+pub use engine::{restore, AuditRecording, RecordedEnd, RestoreRequest, RestoreRun, TargetRun};
 pub use estimate::already_written_percent;
 pub use pipeline::WipeArea;
 pub use target::{inspect_target, Target, TargetIdentity, TargetInfo, TargetRules};
@@ -101,6 +101,8 @@ impl fmt::Display for Stage {
 /// A progress event, sent over a channel to whoever draws it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
+    /// The target this is about: its position in the request.
+    pub target: usize,
     pub stage: Stage,
     pub bytes_done: u64,
     pub bytes_total: u64,
@@ -206,6 +208,10 @@ pub enum RestoreError {
     BackupGptReadback { offset: u64 },
     #[error("the restore was cancelled")]
     Cancelled,
+    /// A failure of the shared reading of the image, which stops every
+    /// target of a restore onto several at once.
+    #[error("{0}")]
+    AllTargets(Arc<RestoreError>),
     #[error("the start of the restore could not be recorded, so nothing was written: {0}")]
     AuditStart(#[source] crate::audit::AuditError),
 }
@@ -217,6 +223,7 @@ impl RestoreError {
             | RestoreError::NotAWholeDisk { .. }
             | RestoreError::TargetIsImage { .. } => ExitClass::Refused,
             RestoreError::Sys(e) => e.exit_class(),
+            RestoreError::AllTargets(e) => e.exit_class(),
             RestoreError::Image(e) if e.is_integrity_failure() => ExitClass::Integrity,
             RestoreError::Readback { .. } | RestoreError::BackupGptReadback { .. } => {
                 ExitClass::Integrity
@@ -234,6 +241,32 @@ impl RestoreError {
 }
 
 impl RestoreReport {
+    /// A successful restore that has done nothing yet.
+    pub(crate) fn new() -> Self {
+        Self {
+            outcome: Outcome::Success,
+            bytes_written: 0,
+            bytes_skipped: 0,
+            stage_durations: Vec::new(),
+            readback_digest: None,
+            backup_gpt_moved: false,
+            wiped: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// A restore that failed before writing anything.
+    pub(crate) fn not_written(error: RestoreError) -> Self {
+        Self {
+            outcome: Outcome::Failed {
+                error,
+                chunk: None,
+                sectors: None,
+            },
+            ..Self::new()
+        }
+    }
+
     pub fn is_success(&self) -> bool {
         matches!(self.outcome, Outcome::Success)
     }

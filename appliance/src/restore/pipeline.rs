@@ -4,12 +4,13 @@
 //! thread writing them with O_DIRECT. A pool of buffers within a fixed byte
 //! budget bounds memory.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reliquary_image::{
@@ -23,7 +24,7 @@ use super::{
     CancelToken, Outcome, Progress, RestoreError, RestoreOptions, RestoreReport, Stage, Target,
     WIPE_BYTES,
 };
-use crate::audit::Unmapped;
+use crate::audit::{RestoreMode, Unmapped};
 use crate::partition::validate_gpt;
 use crate::sys::{self, AlignedBuf};
 
@@ -33,43 +34,95 @@ const IO_ALIGNMENT: usize = 4096;
 /// chunk size and the number of cores.
 const POOL_BUDGET_BYTES: usize = 192 << 20;
 
-/// Restores `image` onto `target`. Never panics on bad data; every failure
-/// is in the report's outcome, and a failed or cancelled restore that
-/// wrote anything leaves the partition-table areas wiped.
+/// Restores `image` onto every target at once, and returns one report per
+/// target, in order. Each chunk is read and verified once and written to
+/// every target that needs it. Never panics on bad data; every failure is
+/// in its target's report, and a target that failed or was cancelled after
+/// its first write is left with its partition-table areas wiped while the
+/// others carry on.
 pub fn run(
     image: &Image<File>,
-    target: Target,
+    targets: Vec<Target>,
     opts: &RestoreOptions,
+    mode: RestoreMode,
     progress: &Sender<Progress>,
     cancel: &CancelToken,
-) -> RestoreReport {
-    let mut report = RestoreReport {
-        outcome: Outcome::Success,
-        bytes_written: 0,
-        bytes_skipped: 0,
-        stage_durations: Vec::new(),
-        readback_digest: None,
-        backup_gpt_moved: false,
-        wiped: Vec::new(),
-        warnings: Vec::new(),
-    };
-    let result = run_stages(image, &target, opts, progress, cancel, &mut report);
-    if let Err(error) = result {
-        if !report.wiped.is_empty() {
+) -> Vec<RestoreReport> {
+    let mut lanes: Vec<Lane> = targets
+        .into_iter()
+        .enumerate()
+        .map(|(index, target)| Lane::new(index, target))
+        .collect();
+    run_stages(image, &mut lanes, opts, mode, progress, cancel);
+    lanes
+        .into_iter()
+        .map(|lane| lane.finish(image, progress))
+        .collect()
+}
+
+/// One target's state through the phases.
+struct Lane {
+    /// The target's position in the request, as [`Progress::target`] names it.
+    index: usize,
+    target: Target,
+    tables: TablePlan,
+    /// Extents the target already holds (a resume, `--only-differences`).
+    already: ExtentSet,
+    report: RestoreReport,
+    /// The first failure; the lane does no more work once it is set.
+    error: Option<RestoreError>,
+    stage_started: Instant,
+}
+
+impl Lane {
+    fn new(index: usize, target: Target) -> Self {
+        Self {
+            index,
+            target,
+            tables: TablePlan::default(),
+            already: ExtentSet::default(),
+            report: RestoreReport::new(),
+            error: None,
+            stage_started: Instant::now(),
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.error.is_none()
+    }
+
+    fn fail(&mut self, error: RestoreError) {
+        self.error.get_or_insert(error);
+    }
+
+    fn end_stage(&mut self, stage: Stage) {
+        self.report
+            .stage_durations
+            .push((stage, self.stage_started.elapsed()));
+        self.stage_started = Instant::now();
+    }
+
+    /// Settles the outcome; a target that failed after writing anything
+    /// has its partition-table areas wiped again.
+    fn finish(mut self, image: &Image<File>, progress: &Sender<Progress>) -> RestoreReport {
+        let Some(error) = self.error.take() else {
+            return self.report;
+        };
+        if !self.report.wiped.is_empty() {
             let wipe_started = Instant::now();
-            Meter::new(progress, Stage::Wiping, 0, 0).send(true);
-            let wipe = wipe(image, &target);
+            Meter::new(progress, self.index, Stage::Wiping, 0, 0).send(true);
+            let wipe = wipe(image, &self.target);
             if let Some(failure) = wipe.failure() {
-                report.warnings.push(format!(
+                self.report.warnings.push(format!(
                     "after the failure, {failure}; do not boot this disk, and wipe it before reuse"
                 ));
             }
-            report.wiped = wipe.wiped;
-            report
+            self.report.wiped = wipe.wiped;
+            self.report
                 .stage_durations
                 .push((Stage::Wiping, wipe_started.elapsed()));
         }
-        report.outcome = match error {
+        self.report.outcome = match error {
             RestoreError::Cancelled => Outcome::Cancelled,
             error => {
                 let (chunk, sectors) = locate(&error);
@@ -80,13 +133,13 @@ pub fn run(
                 }
             }
         };
+        self.report
     }
-    report
 }
 
-/// The write phases, each ending with a flush:
+/// The write phases of every target, each ending with a flush:
 /// 1. wipe the partition-table areas;
-/// 2. every extent outside them, in parallel;
+/// 2. every extent outside them, in parallel, shared by all targets;
 /// 3. the extents in them, in order, but for the disk's first physical
 ///    sector, with the GPT edits for a larger disk;
 /// 4. on a larger GPT disk, the relocated backup GPT;
@@ -94,93 +147,139 @@ pub fn run(
 ///    valid MBR or protective MBR and boots nowhere.
 ///
 /// Nothing is written after phase 5; the read-back then checks it all.
+/// Phases 3 to 5 and the read-back run for each target on its own thread.
 fn run_stages(
     image: &Image<File>,
-    target: &Target,
+    lanes: &mut [Lane],
     opts: &RestoreOptions,
+    mode: RestoreMode,
     progress: &Sender<Progress>,
     cancel: &CancelToken,
-    report: &mut RestoreReport,
-) -> Result<(), RestoreError> {
-    let mut stage_started = Instant::now();
-    let mut end_stage = |report: &mut RestoreReport, stage| {
-        report
-            .stage_durations
-            .push((stage, stage_started.elapsed()));
-        stage_started = Instant::now();
-    };
+) {
     if cancel.is_cancelled() {
-        return Err(RestoreError::Cancelled);
+        lanes
+            .iter_mut()
+            .for_each(|l| l.fail(RestoreError::Cancelled));
+        return;
     }
     let sector = u64::from(image.sector_size());
-    // Planned before the first write: an image whose table cannot be
-    // moved fails here, with the disk untouched.
-    let tables = TablePlan::new(image, target.info.size_bytes / sector)?;
-
-    Meter::new(progress, Stage::Wiping, 0, 0).send(true);
-    let wipe = wipe(image, target);
-    report.wiped.clone_from(&wipe.wiped);
-    if let Some(failure) = wipe.failure() {
-        return Err(RestoreError::Wipe(failure));
+    for lane in lanes.iter_mut() {
+        // Planned before the first write: an image whose table cannot be
+        // moved fails here, with the disk untouched.
+        match TablePlan::new(image, lane.target.info.size_bytes / sector) {
+            Ok(tables) => lane.tables = tables,
+            Err(e) => lane.fail(e),
+        }
     }
-    end_stage(report, Stage::Wiping);
+    for lane in lanes.iter_mut().filter(|l| l.live()) {
+        Meter::new(progress, lane.index, Stage::Wiping, 0, 0).send(true);
+        let wipe = wipe(image, &lane.target);
+        lane.report.wiped.clone_from(&wipe.wiped);
+        match wipe.failure() {
+            Some(failure) => lane.fail(RestoreError::Wipe(failure)),
+            None => lane.end_stage(Stage::Wiping),
+        }
+    }
 
-    let already = if opts.only_differences {
-        let found = matching_extents(image, target, &tables, opts, progress, cancel)?;
-        report.bytes_skipped = found.bytes;
-        end_stage(report, Stage::Comparing);
-        found.extents
-    } else {
-        ExtentSet::default()
-    };
-
-    let (data_bytes, data_chunks) = image
-        .extents()
-        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }) && !already.contains(e.ordinal))
-        .fold((0, 0), |(bytes, chunks), e| {
-            (bytes + e.sector_count * sector, chunks + 1)
+    if opts.only_differences {
+        let resume = matches!(mode, RestoreMode::Resume { .. });
+        std::thread::scope(|scope| {
+            for lane in lanes.iter_mut().filter(|l| l.live()) {
+                scope.spawn(move || {
+                    match matching_extents(image, lane, opts, resume, progress, cancel) {
+                        Ok(found) => {
+                            lane.report.bytes_skipped = found.bytes;
+                            lane.already = found.extents;
+                            lane.end_stage(Stage::Comparing);
+                        }
+                        Err(e) => lane.fail(e),
+                    }
+                });
+            }
         });
-    let meter = Meter::new(progress, Stage::Writing, data_bytes, data_chunks);
-    meter.send(true);
-    let bulk = image
-        .extents()
-        .filter(|e| !tables.in_areas(e) && !already.contains(e.ordinal));
-    write_extents(
-        image,
-        target,
-        bulk,
-        opts,
-        &meter,
-        cancel,
-        &mut report.bytes_written,
-    )?;
-    sync(target)?;
+    }
 
-    let first_sector = write_table_areas(image, target, &tables, opts, &meter, cancel, report)?;
+    let meters: Vec<Meter> = lanes
+        .iter()
+        .map(|lane| {
+            let (bytes, chunks) = image
+                .extents()
+                .filter(|e| {
+                    matches!(e.kind, ExtentKind::Data { .. }) && !lane.already.contains(e.ordinal)
+                })
+                .fold((0, 0), |(bytes, chunks), e| {
+                    (bytes + e.sector_count * sector, chunks + 1)
+                });
+            Meter::new(progress, lane.index, Stage::Writing, bytes, chunks)
+        })
+        .collect();
+    for (lane, meter) in lanes.iter().zip(&meters) {
+        if lane.live() {
+            meter.send(true);
+        }
+    }
+    write_bulk(image, lanes, &meters, opts, cancel);
+
+    std::thread::scope(|scope| {
+        for (lane, meter) in lanes.iter_mut().zip(&meters).filter(|(l, _)| l.live()) {
+            scope.spawn(move || {
+                if let Err(e) = finish_writing(image, lane, opts, meter, progress, cancel) {
+                    lane.fail(e);
+                }
+            });
+        }
+    });
+}
+
+/// Phases 3 to 5, the read-back and the kernel's reread, for one target
+/// whose bulk is written.
+fn finish_writing(
+    image: &Image<File>,
+    lane: &mut Lane,
+    opts: &RestoreOptions,
+    meter: &Meter,
+    progress: &Sender<Progress>,
+    cancel: &CancelToken,
+) -> Result<(), RestoreError> {
+    let sector = u64::from(image.sector_size());
+    let target = &lane.target;
+    sync(target)?;
+    let first_sector = write_table_areas(image, lane, opts, meter, cancel)?;
+    let (target, tables) = (&lane.target, &lane.tables);
     sync(target)?;
 
     for edit in &tables.beyond {
         write_bytes(target, &edit.bytes, edit.offset, "write the backup GPT")?;
-        report.bytes_written += edit.bytes.len() as u64;
+        lane.report.bytes_written += edit.bytes.len() as u64;
     }
-    report.backup_gpt_moved = !tables.beyond.is_empty();
+    lane.report.backup_gpt_moved = !tables.beyond.is_empty();
     sync(target)?;
 
     write_bytes(target, &first_sector, 0, "write the first sector")?;
-    report.bytes_written += first_sector.len() as u64;
+    lane.report.bytes_written += first_sector.len() as u64;
     sync(target)?;
     meter.send(true);
-    end_stage(report, Stage::Writing);
+    lane.end_stage(Stage::Writing);
 
+    let (target, tables) = (&lane.target, &lane.tables);
     if opts.readback {
-        let total = readback_bytes(image, opts.unmapped != Unmapped::Left);
-        let meter = Meter::new(progress, Stage::ReadingBack, total, 0);
+        let zero_unmapped = opts.unmapped != Unmapped::Left;
+        // Extents found matching by this run's comparison were read back
+        // then and not written since.
+        let already = |e: &PlacedExtent| lane.already.contains(e.ordinal);
+        let total: u64 = image
+            .extents()
+            .filter(|e| (zero_unmapped || e.kind != ExtentKind::Unmapped) && !already(e))
+            .map(|e| e.sector_count * sector)
+            .sum();
+        let meter = Meter::new(progress, lane.index, Stage::ReadingBack, total, 0);
         meter.send(true);
         let check = compare_disk(
             image,
             &target.file,
-            opts.unmapped != Unmapped::Left,
+            zero_unmapped,
             &tables.in_image,
+            &already,
             &|n| meter.add(n, 0),
             cancel,
         )?;
@@ -205,20 +304,20 @@ fn run_stages(
             )
             .map_err(RestoreError::WrittenGpt)?;
         }
-        report.readback_digest = Some(check.digest);
-        end_stage(report, Stage::ReadingBack);
+        lane.report.readback_digest = Some(check.digest);
+        lane.end_stage(Stage::ReadingBack);
     }
 
-    Meter::new(progress, Stage::Finalising, 0, 0).send(true);
-    if target.info.is_block_device {
-        if let Err(e) = sys::reread_partitions(&target.file) {
-            report.warnings.push(format!(
+    Meter::new(progress, lane.index, Stage::Finalising, 0, 0).send(true);
+    if lane.target.info.is_block_device {
+        if let Err(e) = sys::reread_partitions(&lane.target.file) {
+            lane.report.warnings.push(format!(
                 "the disk is restored, but the kernel did not reread its partition table ({e}); \
                  it will on the next boot"
             ));
         }
     }
-    end_stage(report, Stage::Finalising);
+    lane.end_stage(Stage::Finalising);
     Ok(())
 }
 
@@ -251,21 +350,30 @@ struct Matching {
     bytes: u64,
 }
 
+/// An interrupted restore wrote the bulk in image order, with at most the
+/// pool's buffers in flight: past this many bytes of data extents in a
+/// row that do not match, it wrote nothing further.
+const FRONTIER_RUN_BYTES: u64 = 2 * POOL_BUDGET_BYTES as u64;
+
 /// Reads every extent outside the partition-table areas back with
 /// O_DIRECT, on every core, and keeps those whose bytes already hash to
 /// the signed digest (or read as zeros where they should): those need no
-/// write. The areas themselves are always rewritten, in order.
+/// write. The areas themselves are always rewritten, in order. A resume
+/// stops reading at the interrupted restore's frontier (see
+/// [`FRONTIER_RUN_BYTES`]); everything after it is written.
 fn matching_extents(
     image: &Image<File>,
-    target: &Target,
-    tables: &TablePlan,
+    lane: &Lane,
     opts: &RestoreOptions,
+    resume: bool,
     progress: &Sender<Progress>,
     cancel: &CancelToken,
 ) -> Result<Matching, RestoreError> {
     let sector = u64::from(image.sector_size());
+    let past_frontier = Cell::new(false);
     let read = |e: &PlacedExtent| {
-        !tables.in_areas(e)
+        !lane.tables.in_areas(e)
+            && !past_frontier.get()
             && match e.kind {
                 ExtentKind::Data { .. } | ExtentKind::Zero => true,
                 ExtentKind::Unmapped => opts.unmapped != Unmapped::Left,
@@ -276,23 +384,30 @@ fn matching_extents(
         .filter(|e| read(e))
         .map(|e| e.sector_count * sector)
         .sum();
-    let meter = Meter::new(progress, Stage::Comparing, total, 0);
+    let meter = Meter::new(progress, lane.index, Stage::Comparing, total, 0);
     meter.send(true);
     let mut found = Matching {
         extents: ExtentSet::default(),
         bytes: 0,
     };
+    let mut differing_run = 0;
     walk_extents(
         image,
-        &target.file,
+        &lane.target.file,
         &read,
         &[],
         &|n| meter.add(n, 0),
         cancel,
         &mut |e, check| {
-            if check.is_some_and(|c| c.mismatch.is_none()) {
+            let Some(check) = check else { return };
+            let data = matches!(e.kind, ExtentKind::Data { .. });
+            if check.mismatch.is_none() {
                 found.extents.insert(e.ordinal);
                 found.bytes += e.sector_count * sector;
+                differing_run = if data { 0 } else { differing_run };
+            } else if data && resume {
+                differing_run += e.sector_count * sector;
+                past_frontier.set(differing_run >= FRONTIER_RUN_BYTES);
             }
         },
     )?;
@@ -305,13 +420,12 @@ fn matching_extents(
 /// sector's final bytes (edits included) for phase 5.
 fn write_table_areas(
     image: &Image<File>,
-    target: &Target,
-    tables: &TablePlan,
+    lane: &mut Lane,
     opts: &RestoreOptions,
     meter: &Meter,
     cancel: &CancelToken,
-    report: &mut RestoreReport,
 ) -> Result<Vec<u8>, RestoreError> {
+    let (target, tables, report) = (&lane.target, &lane.tables, &mut lane.report);
     let sector = u64::from(image.sector_size());
     let physical = u64::from(target.info.physical_sector_size.max(image.sector_size()));
     let held_len = physical.min(image.manifest().logical_bytes()) as usize;
@@ -508,44 +622,132 @@ struct DecodeJob {
     buf: AlignedBuf,
 }
 
-/// Phase 2: reads, verifies and writes `extents` with a reader thread,
-/// decoders on every core and this thread as the writer. Order does not
-/// matter here: none of these extents is in a partition-table area.
-fn write_extents(
+/// A verified chunk shared by the targets' writers; the last one to drop
+/// it returns the buffer to the pool.
+struct SharedChunk {
+    buf: Option<AlignedBuf>,
+    len: usize,
+    pool: SyncSender<AlignedBuf>,
+}
+
+impl SharedChunk {
+    fn bytes(&self) -> &[u8] {
+        self.buf.as_ref().map_or(&[], |b| &b.as_slice()[..self.len])
+    }
+}
+
+impl Drop for SharedChunk {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            // The pool has room for every buffer, so this never blocks;
+            // it also wakes a reader waiting to stop.
+            let _ = self.pool.send(buf);
+        }
+    }
+}
+
+/// Work for one target's writer.
+enum TargetJob {
+    Write(PlacedExtent, Arc<SharedChunk>),
+    Zero(PlacedExtent),
+}
+
+/// Phase 2 for every live target: one reader thread, decoders on every
+/// core verifying each chunk once, this thread handing each verified chunk
+/// to every target that needs it, and one O_DIRECT writer thread per
+/// target. A target whose write fails drops out and the others carry on;
+/// a chunk that fails its check, a read error or a cancel stops them all,
+/// since nothing unverified may be written anywhere. Order does not matter
+/// here: none of these extents is in a partition-table area.
+fn write_bulk(
     image: &Image<File>,
-    target: &Target,
-    extents: impl Iterator<Item = PlacedExtent> + Send,
+    lanes: &mut [Lane],
+    meters: &[Meter],
     opts: &RestoreOptions,
-    meter: &Meter,
     cancel: &CancelToken,
-    bytes_written: &mut u64,
-) -> Result<(), RestoreError> {
+) {
+    let live: Vec<usize> = (0..lanes.len()).filter(|&i| lanes[i].live()).collect();
+    if live.is_empty() {
+        return;
+    }
+    let (results, shared_error) = spread_chunks(image, lanes, &live, meters, opts, cancel);
+    for (&i, result) in live.iter().zip(results) {
+        lanes[i].report.bytes_written += result.written;
+        if let Some(e) = result.error {
+            lanes[i].fail(e);
+        }
+    }
+    let Some(error) = shared_error else { return };
+    let still: Vec<usize> = live.into_iter().filter(|&i| lanes[i].live()).collect();
+    match (error, still.as_slice()) {
+        (RestoreError::Cancelled, _) => still
+            .iter()
+            .for_each(|&i| lanes[i].fail(RestoreError::Cancelled)),
+        (error, &[only]) => lanes[only].fail(error),
+        (error, _) => {
+            let error = Arc::new(error);
+            still
+                .iter()
+                .for_each(|&i| lanes[i].fail(RestoreError::AllTargets(Arc::clone(&error))));
+        }
+    }
+}
+
+/// Whether `lane` writes `extent` in phase 2.
+fn in_bulk(lane: &Lane, extent: &PlacedExtent) -> bool {
+    !lane.tables.in_areas(extent) && !lane.already.contains(extent.ordinal)
+}
+
+/// What one target's writer did.
+struct WriterResult {
+    written: u64,
+    error: Option<RestoreError>,
+}
+
+/// Runs phase 2's threads; returns each live lane's writer result and the
+/// error that stopped them all, if any.
+fn spread_chunks(
+    image: &Image<File>,
+    lanes: &[Lane],
+    live: &[usize],
+    meters: &[Meter],
+    opts: &RestoreOptions,
+    cancel: &CancelToken,
+) -> (Vec<WriterResult>, Option<RestoreError>) {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk_size = image.manifest().chunk_size as usize;
     // Buffers are counted against a byte budget, two thirds for decoded
     // chunks and one third for stored ones, so 64 MiB chunks on many cores
-    // cannot multiply into gigabytes.
+    // cannot multiply into gigabytes. The targets share the decoded ones.
     let fit = |share: usize, wanted: usize| (share / chunk_size.max(1)).clamp(1, wanted);
     let buffers = fit(POOL_BUDGET_BYTES * 2 / 3, threads * 2 + 2).max(2);
-    let (pool_tx, pool_rx) = sync_channel::<AlignedBuf>(buffers);
-    for _ in 0..buffers {
-        let _ = pool_tx.send(AlignedBuf::new(chunk_size, IO_ALIGNMENT)?);
-    }
     // Stored bytes are read into reused buffers too: allocating and
     // zero-filling a fresh one per chunk costs as much as a core's hashing.
     let stored_buffers = fit(POOL_BUDGET_BYTES / 3, threads + 2);
+    let (pool_tx, pool_rx) = sync_channel::<AlignedBuf>(buffers);
     let (stored_tx, stored_rx) = sync_channel::<AlignedBuf>(stored_buffers);
-    for _ in 0..stored_buffers {
-        let _ = stored_tx.send(AlignedBuf::new(chunk_size, IO_ALIGNMENT)?);
+    for (pool, count) in [(&pool_tx, buffers), (&stored_tx, stored_buffers)] {
+        for _ in 0..count {
+            match AlignedBuf::new(chunk_size, IO_ALIGNMENT) {
+                Ok(buf) => {
+                    let _ = pool.send(buf);
+                }
+                Err(e) => return (Vec::new(), Some(e.into())),
+            }
+        }
     }
     let (decode_tx, decode_rx) = sync_channel::<DecodeJob>(threads);
     let (job_tx, job_rx) = sync_channel::<Job>(buffers);
     let decode_rx = Mutex::new(decode_rx);
     let stop = AtomicBool::new(false);
+    let failed: Vec<AtomicBool> = live.iter().map(|_| AtomicBool::new(false)).collect();
 
     std::thread::scope(|scope| {
         let reader_jobs = job_tx.clone();
         let stop = &stop;
+        let extents = image
+            .extents()
+            .filter(|e| live.iter().any(|&i| in_bulk(&lanes[i], e)));
         scope.spawn(move || {
             read_stored_chunks(
                 image,
@@ -568,55 +770,117 @@ fn write_extents(
         }
         drop(job_tx);
 
-        let mut first_error = None;
+        let mut senders = Vec::with_capacity(live.len());
+        let mut writers = Vec::with_capacity(live.len());
+        for (slot, &i) in live.iter().enumerate() {
+            let (tx, rx) = sync_channel::<TargetJob>(buffers);
+            senders.push(tx);
+            let (lane, meter, failed) = (&lanes[i], &meters[i], &failed[slot]);
+            writers.push(scope.spawn(move || write_target(image, lane, meter, opts, &rx, failed)));
+        }
+
+        let mut shared_error = None;
         for job in job_rx {
-            if first_error.is_none() && cancel.is_cancelled() {
-                first_error = Some(RestoreError::Cancelled);
+            if shared_error.is_none() && cancel.is_cancelled() {
+                shared_error = Some(RestoreError::Cancelled);
                 stop.store(true, Ordering::SeqCst);
             }
-            match job {
+            let (extent, chunk) = match job {
                 Job::Failed(e) => {
                     stop.store(true, Ordering::SeqCst);
-                    first_error.get_or_insert(e);
+                    shared_error.get_or_insert(e);
+                    continue;
                 }
-                Job::Write { extent, buf, len } => {
-                    if first_error.is_none() {
-                        let offset = extent.start_sector * u64::from(image.sector_size());
-                        match write_bytes_aligned(target, &buf.as_slice()[..len], offset, "write") {
-                            Ok(()) => {
-                                *bytes_written += len as u64;
-                                meter.add(len as u64, 1);
-                            }
-                            Err(e) => {
-                                stop.store(true, Ordering::SeqCst);
-                                first_error = Some(e);
-                            }
-                        }
-                    }
-                    // Returning the buffer also wakes a reader waiting to stop.
-                    let _ = pool_tx.send(buf);
+                Job::Write { extent, buf, len } => (
+                    extent,
+                    Some(Arc::new(SharedChunk {
+                        buf: Some(buf),
+                        len,
+                        pool: pool_tx.clone(),
+                    })),
+                ),
+                Job::Zero(extent) => (extent, None),
+            };
+            if shared_error.is_some() {
+                continue;
+            }
+            for (slot, &i) in live.iter().enumerate() {
+                if failed[slot].load(Ordering::SeqCst) || !in_bulk(&lanes[i], &extent) {
+                    continue;
                 }
-                Job::Zero(extent) => {
-                    if first_error.is_none() {
-                        let sector = u64::from(image.sector_size());
-                        let (offset, len) =
-                            (extent.start_sector * sector, extent.sector_count * sector);
-                        let discard = extent.kind == ExtentKind::Unmapped
-                            && opts.unmapped == Unmapped::Discarded;
-                        if let Err(e) = zero_range(target, offset, len, discard) {
-                            stop.store(true, Ordering::SeqCst);
-                            first_error = Some(e);
-                        }
-                    }
-                }
+                let job = match &chunk {
+                    Some(chunk) => TargetJob::Write(extent, Arc::clone(chunk)),
+                    None => TargetJob::Zero(extent),
+                };
+                let _ = senders[slot].send(job);
+            }
+            if failed.iter().all(|f| f.load(Ordering::SeqCst)) {
+                stop.store(true, Ordering::SeqCst);
             }
         }
-        match first_error {
-            Some(e) => Err(e),
-            None if cancel.is_cancelled() => Err(RestoreError::Cancelled),
-            None => Ok(()),
-        }
+        drop(senders);
+        let results = writers
+            .into_iter()
+            .map(|writer| {
+                writer.join().unwrap_or_else(|_| WriterResult {
+                    written: 0,
+                    error: Some(RestoreError::TargetIo {
+                        operation: "write",
+                        offset: 0,
+                        source: std::io::Error::other("the writer thread panicked"),
+                    }),
+                })
+            })
+            .collect();
+        (results, shared_error)
     })
+}
+
+/// One target's writer in phase 2. After a failed write it only drains
+/// its queue, so the chunks it holds go back to the pool.
+fn write_target(
+    image: &Image<File>,
+    lane: &Lane,
+    meter: &Meter,
+    opts: &RestoreOptions,
+    jobs: &Receiver<TargetJob>,
+    failed: &AtomicBool,
+) -> WriterResult {
+    let sector = u64::from(image.sector_size());
+    let mut result = WriterResult {
+        written: 0,
+        error: None,
+    };
+    for job in jobs {
+        if result.error.is_some() {
+            continue;
+        }
+        let written = match &job {
+            TargetJob::Write(extent, chunk) => {
+                let bytes = chunk.bytes();
+                write_bytes_aligned(&lane.target, bytes, extent.start_sector * sector, "write").map(
+                    |()| {
+                        meter.add(bytes.len() as u64, 1);
+                        bytes.len() as u64
+                    },
+                )
+            }
+            TargetJob::Zero(extent) => {
+                let discard =
+                    extent.kind == ExtentKind::Unmapped && opts.unmapped == Unmapped::Discarded;
+                let (offset, len) = (extent.start_sector * sector, extent.sector_count * sector);
+                zero_range(&lane.target, offset, len, discard).map(|()| 0)
+            }
+        };
+        match written {
+            Ok(n) => result.written += n,
+            Err(e) => {
+                failed.store(true, Ordering::SeqCst);
+                result.error = Some(e);
+            }
+        }
+    }
+    result
 }
 
 /// The reader's sources of reusable buffers.
@@ -852,18 +1116,11 @@ fn sync(target: &Target) -> Result<(), RestoreError> {
         })
 }
 
-fn readback_bytes(image: &Image<File>, zero_unmapped: bool) -> u64 {
-    image
-        .extents()
-        .filter(|e| zero_unmapped || !matches!(e.kind, ExtentKind::Unmapped))
-        .map(|e| e.sector_count * u64::from(image.sector_size()))
-        .sum()
-}
-
 /// The chunk and sectors a failure names, for the report.
 fn locate(error: &RestoreError) -> (Option<u32>, Option<(u64, u64)>) {
     use reliquary_image::ImageError;
     match error {
+        RestoreError::AllTargets(error) => locate(error),
         RestoreError::Image(ImageError::ChunkDigestMismatch {
             chunk,
             start_sector,
@@ -888,6 +1145,7 @@ fn locate(error: &RestoreError) -> (Option<u32>, Option<(u64, u64)>) {
 /// Sends throttled progress events for one stage.
 struct Meter<'a> {
     tx: &'a Sender<Progress>,
+    target: usize,
     stage: Stage,
     total: u64,
     chunks_total: u64,
@@ -902,9 +1160,16 @@ struct MeterState {
 }
 
 impl<'a> Meter<'a> {
-    fn new(tx: &'a Sender<Progress>, stage: Stage, total: u64, chunks_total: u64) -> Self {
+    fn new(
+        tx: &'a Sender<Progress>,
+        target: usize,
+        stage: Stage,
+        total: u64,
+        chunks_total: u64,
+    ) -> Self {
         Self {
             tx,
+            target,
             stage,
             total,
             chunks_total,
@@ -944,6 +1209,7 @@ impl<'a> Meter<'a> {
         let eta = (rate > 0.0 && s.done <= self.total)
             .then(|| Duration::from_secs_f64((self.total - s.done) as f64 / rate));
         let _ = self.tx.send(Progress {
+            target: self.target,
             stage: self.stage,
             bytes_done: s.done,
             bytes_total: self.total,

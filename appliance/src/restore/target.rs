@@ -150,6 +150,49 @@ pub struct Target {
 }
 
 impl TargetInfo {
+    /// Whether writing `self` also writes `other`: the same disk, the same
+    /// file, or a loop device and the file behind it.
+    pub fn same_bytes(&self, other: &TargetInfo) -> bool {
+        use TargetIdentity::{Disk, File};
+        let file_of = |path: &Path| {
+            std::fs::metadata(path).ok().map(|m| {
+                (
+                    std::os::unix::fs::MetadataExt::dev(&m),
+                    std::os::unix::fs::MetadataExt::ino(&m),
+                )
+            })
+        };
+        match (&self.identity, &other.identity) {
+            (Disk { devnum: a, .. }, Disk { devnum: b, .. }) if a == b => true,
+            (
+                Disk {
+                    backing_file: Some(a),
+                    ..
+                },
+                Disk {
+                    backing_file: Some(b),
+                    ..
+                },
+            ) => file_of(a).is_some() && file_of(a) == file_of(b),
+            (File { dev, ino }, File { dev: d, ino: i }) => (dev, ino) == (d, i),
+            (
+                Disk {
+                    backing_file: Some(backing),
+                    ..
+                },
+                File { dev, ino },
+            )
+            | (
+                File { dev, ino },
+                Disk {
+                    backing_file: Some(backing),
+                    ..
+                },
+            ) => file_of(backing) == Some((*dev, *ino)),
+            _ => self.path == other.path,
+        }
+    }
+
     /// A discovered disk as the operator confirms it.
     pub fn of_disk(disk: &Disk) -> Self {
         TargetInfo {

@@ -20,7 +20,7 @@ use reliquary_appliance::audit::{
 use reliquary_appliance::restore::records::image_ref;
 use reliquary_appliance::restore::{
     self, AuditRecording, CancelToken, Outcome, Progress, RestoreMode, RestoreOptions,
-    RestoreReport, RestoreRequest, RestoreRun, Stage, TargetInfo,
+    RestoreReport, RestoreRequest, RestoreRun, Stage, TargetInfo, TargetRun,
 };
 use reliquary_appliance::safety::TargetRequirement;
 use reliquary_appliance::verify::verify_chunks;
@@ -358,7 +358,7 @@ impl RestoreJob {
         let request = RestoreRequest {
             image: &self.image,
             image_path: &self.image_path,
-            confirmed,
+            targets: std::slice::from_ref(confirmed),
             vault: Some(&self.vault),
             // Files are targets only when named with --target-file.
             create_file: true,
@@ -382,9 +382,13 @@ impl RestoreJob {
         let _ = forwarder.join();
         match run {
             RestoreRun::NotStarted(e) => refused(error_chain(&e)),
-            RestoreRun::Ran {
-                report, finished, ..
-            } => {
+            RestoreRun::Ran(runs) => {
+                let Some(TargetRun {
+                    report, finished, ..
+                }) = runs.into_iter().next()
+                else {
+                    return refused("the restore named no target".into());
+                };
                 let mut view = self.result(outcome_of(&report), Some(&report));
                 match finished {
                     Some(Ok(end)) => {

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Resume and several targets (issue 13), in one run, on the 4 GiB benchmark
+# disk of benches/restore.sh (run that first: it builds WORK/disk.rimg).
+#
+#   benches/resume_multi.sh            as root, from the repository root
+#   WORK=/work/bench-restore           where disk.rimg and key.pub are
+#
+# 1. Resume: a full restore onto a loop device (over a sparse file on
+#    WORK's disk) is timed; a second one is killed (SIGKILL) at half that
+#    time, and `restore --resume` finishes it. Both with read-back on, the
+#    page cache dropped before each.
+# 2. Three targets: three loop devices over files on a tmpfs (independent
+#    devices); a restore onto each alone, then one restore onto all three.
+#    Wall time, CPU seconds (user + system) and peak RSS from
+#    /usr/bin/time, with read-back on and off.
+# Results go to WORK/resume_multi.tsv and stdout. Not throttled.
+# Needs: time (/usr/bin/time), bc, python3, cmp.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REL=${RELIQUARY:-$PWD/target/release/reliquary}
+WORK=${WORK:-/work/bench-restore}
+IMG=$WORK/disk.rimg
+TRUST=$WORK/key.pub
+[ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
+[ -x "$REL" ] || { echo "build first: cargo build --release -p reliquary-appliance" >&2; exit 1; }
+[ -f "$IMG" ] || { echo "run benches/restore.sh first: it builds $IMG" >&2; exit 1; }
+command -v /usr/bin/time >/dev/null || { echo "missing /usr/bin/time (apt-get install time)" >&2; exit 1; }
+
+SIZE=$(stat -c %s "$WORK/disk.raw")
+RUN=$(mktemp -d "$WORK/resume-multi.XXXX")
+LOOPS=()
+cleanup() {
+  set +e
+  for lo in "${LOOPS[@]}"; do losetup -d "$lo"; done
+  mountpoint -q "$RUN/tmpfs" && umount "$RUN/tmpfs"
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+log() { echo "[$(date +%T)] $*" >&2; }
+attach() { local lo; truncate -s "$SIZE" "$1"; lo=$(losetup -f --show "$1"); LOOPS+=("$lo"); echo "$lo"; }
+cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+# timed NAME CMD...: runs CMD under /usr/bin/time; prints "wall cpu rss_kib".
+timed() {
+  local name=$1; shift
+  cold
+  /usr/bin/time -f '%e %U %S %M' -o "$RUN/$name.time" "$@" >"$RUN/$name.out" 2>"$RUN/$name.err" \
+    || { echo "$name failed:" >&2; cat "$RUN/$name.err" >&2; exit 1; }
+  awk '{ printf "%.2f %.2f %d\n", $1, $2 + $3, $4 }' "$RUN/$name.time"
+}
+restore() { "$REL" restore "$IMG" "$@" --trust "$TRUST" --yes; }
+
+# ------------------------------------------------------------------ resume
+log "resume: full restore"
+"$REL" audit init --dir "$RUN/audit" >/dev/null
+LO=$(attach "$RUN/resume.disk")
+AUDIT=(--audit "$RUN/audit" --operator bench)
+read -r full_wall full_cpu full_rss < <(timed full restore "$LO" "${AUDIT[@]}")
+log "resume: killed at half of ${full_wall} s"
+cold
+restore "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
+pid=$!
+sleep "$(echo "$full_wall / 2" | bc -l)"
+kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+read -r resume_wall resume_cpu resume_rss < <(timed resume restore "$LO" "${AUDIT[@]}" --resume --json)
+skipped=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_skipped"])' "$RUN/resume.out")
+cmp -n "$SIZE" "$WORK/disk.raw" "$LO" >/dev/null || { echo "the resumed disk differs" >&2; exit 1; }
+"$REL" audit verify --dir "$RUN/audit" --key "$RUN/audit/appliance.pub" >/dev/null
+
+# ------------------------------------------------------------ three targets
+log "three targets: on a tmpfs"
+mkdir -p "$RUN/tmpfs"
+mount -t tmpfs -o size=$(( SIZE * 3 + (1 << 30) )) tmpfs "$RUN/tmpfs"
+T=()
+for n in 1 2 3; do T+=("$(attach "$RUN/tmpfs/t$n.disk")"); done
+rows=()
+for readback in on off; do
+  flag=(); [ $readback = off ] && flag=(--no-readback)
+  slowest=0 slowest_cpu=0 single_rss=0
+  for n in 0 1 2; do
+    read -r w c r < <(timed "single$n-$readback" restore "${T[$n]}" --no-audit "${flag[@]}")
+    log "single target $((n + 1)), read-back $readback: $w s, $c CPU s"
+    if (( $(echo "$w > $slowest" | bc) )); then slowest=$w slowest_cpu=$c; fi
+    single_rss=$r
+  done
+  read -r w3 c3 r3 < <(timed "three-$readback" restore "${T[0]}" "${T[1]}" "${T[2]}" --no-audit "${flag[@]}")
+  log "three targets, read-back $readback: $w3 s, $c3 CPU s"
+  for lo in "${T[@]}"; do
+    cmp -n "$SIZE" "$WORK/disk.raw" "$lo" >/dev/null || { echo "$lo differs" >&2; exit 1; }
+  done
+  rows+=("$readback $slowest $slowest_cpu $single_rss $w3 $c3 $r3")
+done
+
+{
+  printf 'resume\tfull_s\tresume_s\tratio\tskipped_bytes\tfull_rss_kib\tresume_rss_kib\n'
+  printf 'resume\t%s\t%s\t%.2f\t%s\t%s\t%s\n' "$full_wall" "$resume_wall" \
+    "$(echo "$resume_wall / $full_wall" | bc -l)" "$skipped" "$full_rss" "$resume_rss"
+  printf 'three\treadback\tslowest_single_s\tsingle_cpu_s\tsingle_rss_kib\tthree_s\tthree_cpu_s\tthree_rss_kib\twall_ratio\tcpu_ratio\n'
+  for row in "${rows[@]}"; do
+    read -r rb s sc sr w3 c3 r3 <<<"$row"
+    printf 'three\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.2f\n' "$rb" "$s" "$sc" "$sr" "$w3" "$c3" "$r3" \
+      "$(echo "$w3 / $s" | bc -l)" "$(echo "$c3 / $sc" | bc -l)"
+  done
+} | tee "$WORK/resume_multi.tsv"
