@@ -10,7 +10,8 @@ use reliquary_appliance::restore::Stage;
 
 use crate::model::{
     AuditRow, ChainBanner, FullCheck, ProgressView, RestoreIntent, RestoreMeaning, RestoreView,
-    ResultOutcome, ResultView, TargetCandidate, TargetList, TrustStatus, VaultEntry,
+    ResultOutcome, ResultView, TargetCandidate, TargetList, TargetProgress, TrustStatus,
+    VaultEntry,
 };
 use crate::operators::{
     is_id_char, is_valid_id, Lockout, OperatorList, SignInRefusal, MAX_FAILED_ATTEMPTS, MAX_ID_LEN,
@@ -64,11 +65,12 @@ pub enum Action {
     VerifyImage(usize),
     /// Discover the targets for vault image N.
     LoadTargets(usize),
-    /// Restore vault image `image` onto target `target` of the target list,
-    /// with the operator's stated meaning and reason for the record.
+    /// Restore vault image `image` onto `targets` of the target list (one,
+    /// or several at once), with the operator's stated meaning and reason
+    /// for the record.
     StartRestore {
         image: usize,
-        target: usize,
+        targets: Vec<usize>,
         intent: RestoreIntent,
         /// The interrupted restore to resume (its `RestoreStarted`), when
         /// the operator chose to resume rather than start over.
@@ -252,6 +254,8 @@ pub struct App {
     pub vault_error: Option<String>,
     pub targets: TargetList,
     pub target_cursor: usize,
+    /// Targets marked with Space to be restored at once, in list order.
+    pub marked: Vec<usize>,
     pub confirm: TextField,
     pub confirm_field: ConfirmField,
     pub meaning: RestoreMeaning,
@@ -298,6 +302,7 @@ impl App {
             vault_error: None,
             targets: TargetList::default(),
             target_cursor: 0,
+            marked: Vec::new(),
             confirm: TextField::default(),
             confirm_field: ConfirmField::Meaning,
             meaning: RestoreMeaning::default(),
@@ -338,6 +343,24 @@ impl App {
         self.targets.items.get(self.target_cursor)
     }
 
+    /// Whether the confirmation is for several marked targets at once.
+    pub fn confirming_several(&self) -> bool {
+        self.marked.len() > 1
+    }
+
+    /// The targets the confirmation is for: the marked ones, or the one
+    /// under the cursor.
+    pub fn confirmed_targets(&self) -> Vec<&TargetCandidate> {
+        if self.confirming_several() {
+            self.marked
+                .iter()
+                .filter_map(|i| self.targets.items.get(*i))
+                .collect()
+        } else {
+            self.selected_target().into_iter().collect()
+        }
+    }
+
     pub fn restore_running(&self) -> bool {
         self.screen == Screen::Restoring
     }
@@ -363,6 +386,7 @@ impl App {
             }
             WorkerEvent::TargetsLoaded(list) => {
                 self.targets = list;
+                self.marked.clear();
                 self.target_cursor = first_selectable(&self.targets.items).unwrap_or(0);
             }
             WorkerEvent::RestoreStarted { seq } => {
@@ -372,6 +396,12 @@ impl App {
             }
             WorkerEvent::RestoreProgress(progress) => {
                 if let Some(view) = &mut self.restore {
+                    if let Some(row) = view.rows.get_mut(progress.target) {
+                        row.progress = Some(progress.clone());
+                    }
+                    if progress.target != 0 {
+                        return Action::None;
+                    }
                     if progress.stage != Stage::Writing
                         && view
                             .progress
@@ -769,6 +799,7 @@ fn details_key(app: &mut App, code: KeyCode) -> Action {
                 ..TargetList::default()
             };
             app.target_cursor = 0;
+            app.marked.clear();
             app.screen = Screen::Targets;
             return Action::LoadTargets(app.vault_cursor);
         }
@@ -785,15 +816,38 @@ fn targets_key(app: &mut App, code: KeyCode) -> Action {
                 (app.target_cursor + 1).min(app.targets.items.len().saturating_sub(1));
         }
         KeyCode::Esc => app.screen = Screen::ImageDetails,
-        KeyCode::Enter => {
+        KeyCode::Char(' ') => {
             let Some(target) = app.selected_target() else {
                 return Action::None;
             };
             if let Some(why) = target.refusals.first() {
-                app.notice = Some(format!("This target cannot be chosen: {why}"));
+                app.notice = Some(format!("This target cannot be marked: {why}"));
                 return Action::None;
             }
-            let offers_resume = target.resume.is_some();
+            match app.marked.binary_search(&app.target_cursor) {
+                Ok(at) => {
+                    app.marked.remove(at);
+                }
+                Err(at) => app.marked.insert(at, app.target_cursor),
+            }
+        }
+        KeyCode::Enter => {
+            // One marked target is the same as choosing it.
+            if let [only] = app.marked[..] {
+                app.target_cursor = only;
+                app.marked.clear();
+            }
+            let Some(target) = app.selected_target() else {
+                return Action::None;
+            };
+            if !app.confirming_several() {
+                if let Some(why) = target.refusals.first() {
+                    app.notice = Some(format!("This target cannot be chosen: {why}"));
+                    return Action::None;
+                }
+            }
+            // Only a single target is resumed.
+            let offers_resume = !app.confirming_several() && target.resume.is_some();
             app.confirm = TextField::default();
             app.resume_chosen = offers_resume;
             app.confirm_field = if offers_resume {
@@ -817,7 +871,7 @@ fn confirm_fields(app: &App) -> &'static [ConfirmField] {
         ConfirmField::Reason,
         ConfirmField::Code,
     ];
-    if app.selected_target().is_some_and(|t| t.resume.is_some()) {
+    if !app.confirming_several() && app.selected_target().is_some_and(|t| t.resume.is_some()) {
         &ALL
     } else {
         &ALL[1..]
@@ -878,11 +932,12 @@ fn confirm_key(app: &mut App, code: KeyCode) -> Action {
 }
 
 fn submit_confirm(app: &mut App) -> Action {
-    let (Some(image), Some(target)) = (app.selected_image(), app.selected_target()) else {
+    let (Some(image), targets) = (app.selected_image(), app.confirmed_targets()) else {
         return Action::None;
     };
     // The refusals are checked again: a refresh may have changed them.
-    if image.refusal().is_some() || !target.is_selectable() {
+    if image.refusal().is_some() || targets.is_empty() || !targets.iter().all(|t| t.is_selectable())
+    {
         app.confirm.error = Some("This image or target can no longer be chosen; go back.".into());
         return Action::None;
     }
@@ -893,12 +948,19 @@ fn submit_confirm(app: &mut App) -> Action {
         app.confirm_field = ConfirmField::Reason;
         return Action::None;
     }
-    if !app.confirm.text.eq_ignore_ascii_case(&target.confirm_code) {
-        let what = if target.code_is_serial {
-            "the last 4 characters of the serial"
-        } else {
-            "the code shown"
-        };
+    let several = app.confirming_several();
+    let (code, what) = match targets[..] {
+        [only] if !several => (
+            only.confirm_code.as_str(),
+            if only.code_is_serial {
+                "the last 4 characters of the serial"
+            } else {
+                "the code shown"
+            },
+        ),
+        _ => (app.targets.group_code.as_str(), "the code shown"),
+    };
+    if !app.confirm.text.eq_ignore_ascii_case(code) {
         app.confirm.error = Some(format!(
             "\"{}\" does not match {what}. Nothing was written.",
             app.confirm.text
@@ -906,22 +968,32 @@ fn submit_confirm(app: &mut App) -> Action {
         app.confirm.text.clear();
         return Action::None;
     }
-    let (image_name, target_label) = (image.display_name(), target.label());
+    let image_name = image.display_name();
     let image_version = image.summary.as_ref().map(|s| s.version.clone());
+    let labels: Vec<String> = targets.iter().map(|t| t.label()).collect();
+    let resume = targets[0]
+        .resume
+        .as_ref()
+        .filter(|_| app.resume_chosen && !several)
+        .map(|offer| offer.interrupted_seq);
+    let indices = if several {
+        app.marked.clone()
+    } else {
+        vec![app.target_cursor]
+    };
     let intent = RestoreIntent {
         meaning: app.meaning,
         reason,
     };
-    let resume = target
-        .resume
-        .as_ref()
-        .filter(|_| app.resume_chosen)
-        .map(|offer| offer.interrupted_seq);
     app.restore = Some(RestoreView {
         image_name,
         image_version,
         image_index: app.vault_cursor,
-        target_label,
+        target_label: if several {
+            format!("{} disks", labels.len())
+        } else {
+            labels.concat()
+        },
         intent: intent.clone(),
         resumes: resume,
         started_seq: None,
@@ -929,14 +1001,26 @@ fn submit_confirm(app: &mut App) -> Action {
         written: false,
         throughput: Vec::new(),
         cancel_requested: false,
+        rows: if several {
+            labels
+                .into_iter()
+                .map(|target_label| TargetProgress {
+                    target_label,
+                    progress: None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     });
     app.result = None;
     app.confirm = TextField::default();
     app.reason.clear();
+    app.marked.clear();
     app.screen = Screen::Restoring;
     Action::StartRestore {
         image: app.vault_cursor,
-        target: app.target_cursor,
+        targets: indices,
         intent,
         resume,
     }

@@ -217,11 +217,16 @@ pub struct TargetList {
     pub items: Vec<TargetCandidate>,
     /// Why disks could not be listed, if they could not.
     pub discovery_error: Option<String>,
+    /// What the operator types to confirm several targets at once: a
+    /// short code shown on screen, since no one serial names them all.
+    pub group_code: String,
 }
 
 /// A snapshot of the restore's progress, as last reported by the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProgressView {
+    /// The target this is about: its position among those restored.
+    pub target: usize,
     pub stage: Stage,
     pub bytes_done: u64,
     pub bytes_total: u64,
@@ -312,6 +317,16 @@ pub struct RestoreView {
     /// Throughput samples in MB/s, oldest first, for the sparkline.
     pub throughput: Vec<u64>,
     pub cancel_requested: bool,
+    /// One row per target when several are restored at once (empty for
+    /// one: `progress` then says it all).
+    pub rows: Vec<TargetProgress>,
+}
+
+/// One target's row on the restore screen of a restore onto several.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetProgress {
+    pub target_label: String,
+    pub progress: Option<ProgressView>,
 }
 
 /// How a restore ended, in words.
@@ -350,6 +365,22 @@ pub struct ResultView {
     /// The signed checkpoint note, for the QR code.
     pub checkpoint_note: Option<String>,
     /// Why the audit log could not record the end of the restore.
+    pub audit_problem: Option<String>,
+    /// One result per target when several were restored at once (empty
+    /// for one: the fields above then say it all).
+    pub per_target: Vec<TargetResult>,
+}
+
+/// How the restore went on one of several targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetResult {
+    pub target_label: String,
+    pub outcome: ResultOutcome,
+    pub bytes_written: u64,
+    pub readback_digest: Option<String>,
+    /// The target's `RestoreFinished` record.
+    pub audit_seq: Option<u64>,
+    /// Why the audit log could not record this target's end.
     pub audit_problem: Option<String>,
 }
 

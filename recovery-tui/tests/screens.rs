@@ -165,6 +165,18 @@ fn an_interrupted_restore_is_offered_on_the_targets_and_the_confirmation() {
 }
 
 #[test]
+fn several_targets_are_marked_confirmed_with_one_code_and_shown_row_by_row() {
+    let mut app = signed_in();
+    app.screen = Screen::Targets;
+    app.targets = fixtures::targets();
+    app.marked = vec![0, 2];
+    snapshot("targets_marked", &app);
+    snapshot("confirm_several", &confirming_several());
+    snapshot("restoring_several", &fixtures::restoring_several());
+    snapshot("result_several", &fixtures::result_several());
+}
+
+#[test]
 fn restoring() {
     let app = fixtures::restoring();
     snapshot("restoring", &app);

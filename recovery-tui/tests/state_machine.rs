@@ -314,30 +314,14 @@ fn a_wrong_confirmation_code_starts_nothing() {
 fn the_right_code_then_enter_starts_the_restore() {
     let mut app = confirming(0);
     type_text(&mut app, "345a");
-    assert_eq!(
-        press(&mut app, KeyCode::Enter),
-        Action::StartRestore {
-            image: 0,
-            target: 0,
-            intent: wo_4711(),
-            resume: None,
-        }
-    );
+    assert_eq!(press(&mut app, KeyCode::Enter), starts(&[0], None));
     assert_eq!(app.screen, Screen::Restoring);
     let view = app.restore.as_ref().expect("restore view");
     assert!(view.target_label.contains("S6PTNM0T812345A"));
 
     let mut app = confirming(2);
     type_text(&mut app, "K7QX");
-    assert_eq!(
-        press(&mut app, KeyCode::Enter),
-        Action::StartRestore {
-            image: 0,
-            target: 2,
-            intent: wo_4711(),
-            resume: None,
-        }
-    );
+    assert_eq!(press(&mut app, KeyCode::Enter), starts(&[2], None));
 }
 
 #[test]
@@ -415,6 +399,7 @@ fn progress_feeds_the_gauges_and_the_sparkline() {
     let mut app = restoring();
     app.apply(WorkerEvent::RestoreStarted { seq: 9 });
     let progress = |stage: Stage| ProgressView {
+        target: 0,
         stage,
         bytes_done: 1,
         bytes_total: 2,
@@ -599,15 +584,7 @@ fn an_interrupted_restore_is_offered_as_resume_first_and_can_start_over() {
     type_text(&mut app, "WO-4711");
     press(&mut app, KeyCode::Enter);
     type_text(&mut app, "345A");
-    assert_eq!(
-        press(&mut app, KeyCode::Enter),
-        Action::StartRestore {
-            image: 0,
-            target: 0,
-            intent: wo_4711(),
-            resume: Some(3),
-        }
-    );
+    assert_eq!(press(&mut app, KeyCode::Enter), starts(&[0], Some(3)));
     assert_eq!(app.restore.as_ref().and_then(|r| r.resumes), Some(3));
 
     // Start over: the same flow with the other choice.
@@ -619,15 +596,7 @@ fn an_interrupted_restore_is_offered_as_resume_first_and_can_start_over() {
     press(&mut app, KeyCode::BackTab);
     assert_eq!(app.confirm_field, ConfirmField::Code, "Tab order wraps");
     type_text(&mut app, "345A");
-    assert_eq!(
-        press(&mut app, KeyCode::Enter),
-        Action::StartRestore {
-            image: 0,
-            target: 0,
-            intent: wo_4711(),
-            resume: None,
-        }
-    );
+    assert_eq!(press(&mut app, KeyCode::Enter), starts(&[0], None));
 }
 
 #[test]
@@ -640,4 +609,97 @@ fn without_an_interrupted_restore_tab_never_reaches_the_resume_choice() {
     }
     press(&mut app, KeyCode::BackTab);
     assert_ne!(app.confirm_field, ConfirmField::Mode);
+}
+
+#[test]
+fn space_marks_several_targets_and_one_code_confirms_them_all() {
+    let mut app = signed_in();
+    app.screen = Screen::Targets;
+    app.targets = targets();
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Down);
+    // The disk that holds the running system cannot be marked.
+    press(&mut app, KeyCode::Char(' '));
+    assert!(app
+        .notice
+        .as_deref()
+        .unwrap_or_default()
+        .contains("cannot be marked"));
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Char(' '));
+    assert_eq!(app.marked, vec![0, 2]);
+    // Space again unmarks, and marks again.
+    press(&mut app, KeyCode::Char(' '));
+    assert_eq!(app.marked, vec![0]);
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.screen, Screen::Confirm);
+    assert!(app.confirming_several());
+    assert_eq!(app.confirm_field, ConfirmField::Meaning, "no resume choice");
+    press(&mut app, KeyCode::Enter);
+    type_text(&mut app, "WO-4711");
+    press(&mut app, KeyCode::Enter);
+    // One disk's own code does not confirm them all.
+    type_text(&mut app, "345A");
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert!(app.confirm.error.is_some());
+    type_text(&mut app, "m4rk");
+    assert_eq!(press(&mut app, KeyCode::Enter), starts(&[0, 2], None));
+    let view = app.restore.as_ref().expect("restore view");
+    assert_eq!(view.rows.len(), 2);
+    assert!(app.marked.is_empty());
+}
+
+#[test]
+fn one_marked_target_is_the_single_flow_and_may_resume() {
+    let mut app = signed_in();
+    app.screen = Screen::Targets;
+    app.targets = targets();
+    offer_resume(&mut app);
+    press(&mut app, KeyCode::Char(' '));
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.target_cursor, 0, "the marked target is the one chosen");
+    assert!(!app.confirming_several());
+    assert_eq!(app.confirm_field, ConfirmField::Mode);
+}
+
+#[test]
+fn progress_of_several_targets_goes_to_their_rows() {
+    let mut app = confirming_several();
+    type_text(&mut app, "M4RK");
+    press(&mut app, KeyCode::Enter);
+    let progress = |target: usize, stage: Stage| ProgressView {
+        target,
+        stage,
+        bytes_done: 5,
+        bytes_total: 10,
+        chunks_done: 1,
+        chunks_total: 2,
+        bytes_per_second: 1e6,
+        eta_seconds: Some(1),
+    };
+    app.apply(WorkerEvent::RestoreProgress(progress(
+        1,
+        Stage::ReadingBack,
+    )));
+    app.apply(WorkerEvent::RestoreProgress(progress(0, Stage::Writing)));
+    let view = app.restore.as_ref().expect("restore view");
+    let stages: Vec<Option<Stage>> = view
+        .rows
+        .iter()
+        .map(|r| r.progress.as_ref().map(|p| p.stage))
+        .collect();
+    assert_eq!(stages, vec![Some(Stage::Writing), Some(Stage::ReadingBack)]);
+}
+
+/// The restore of the trusted image onto `targets` with WO-4711.
+fn starts(targets: &[usize], resume: Option<u64>) -> Action {
+    Action::StartRestore {
+        image: 0,
+        targets: targets.to_vec(),
+        intent: wo_4711(),
+        resume,
+    }
 }

@@ -7,10 +7,8 @@
 
 mod tui;
 
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,23 +26,10 @@ fn a_killed_restore_is_offered_for_resume_and_the_resume_ends_byte_exact() {
     };
     let p = &demo.paths;
     let interrupted_seq = kill_a_restore_midway(p);
-    let reference = p.root.join("reference.raw");
-    let (ok, out) = run(Command::new(reliquary_bin())
-        .arg("restore")
-        .arg(&p.image)
-        .arg(&reference)
-        .arg("--trust")
-        .arg(&p.trust)
-        .args(["--no-audit", "--yes", "--create-file"]));
-    assert!(ok, "the reference restore failed:\n{out}");
+    let reference = demo.reference_restore();
 
     let tmux = demo.on_stick("tui");
-    tmux.wait_for("Operator id", SCREEN_TIMEOUT);
-    sign_in(&tmux, "tech1", "1111");
-    tmux.wait_for("Images in the vault", SCREEN_TIMEOUT);
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("Image details", SCREEN_TIMEOUT);
-    tmux.keys(&["Enter"]);
+    open_targets(&tmux);
     let screen = tmux.wait_for("interrupted restore", SCREEN_TIMEOUT);
     assert!(
         screen.contains(&format!("(audit record {interrupted_seq})")),
@@ -168,35 +153,4 @@ fn percent_offered(screen: &str) -> u32 {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no number after \"Resume (about\":\n{screen}"))
-}
-
-/// The two files hold the same bytes.
-fn assert_same_bytes(expected: &Path, actual: &Path) {
-    let (mut a, mut b) = (
-        File::open(expected).expect("opens"),
-        File::open(actual).expect("opens"),
-    );
-    assert_eq!(
-        a.metadata().expect("stat").len(),
-        b.metadata().expect("stat").len(),
-        "{} and {} differ in size",
-        expected.display(),
-        actual.display()
-    );
-    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    let mut offset = 0u64;
-    loop {
-        let n = a.read(&mut x).expect("reads");
-        if n == 0 {
-            return;
-        }
-        b.read_exact(&mut y[..n]).expect("reads");
-        assert!(
-            x[..n] == y[..n],
-            "{} differs from {} in the MiB at byte {offset}",
-            actual.display(),
-            expected.display()
-        );
-        offset += n as u64;
-    }
 }

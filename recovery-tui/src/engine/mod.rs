@@ -6,6 +6,7 @@ pub mod audit_view;
 pub mod targets;
 pub mod vault;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +28,10 @@ use reliquary_appliance::verify::verify_chunks;
 use reliquary_image::{Image, TrustStore};
 
 use crate::app::{Action, App, SignedIn, WorkerEvent};
-use crate::model::{FullCheck, ProgressView, RestoreIntent, ResultOutcome, ResultView, VaultEntry};
+use crate::model::{
+    FullCheck, ProgressView, RestoreIntent, ResultOutcome, ResultView, TargetCandidate,
+    TargetResult, VaultEntry,
+};
 use crate::operators::{OperatorList, OperatorsError};
 use crate::runner::{AppEvent, Effects};
 use targets::{error_chain, TargetQuery};
@@ -219,25 +223,29 @@ impl Session {
         &mut self,
         app: &App,
         image_index: usize,
+        target_indices: &[usize],
         intent: &RestoreIntent,
         resume: Option<u64>,
         operator: Operator,
     ) {
-        let (Some(Some(image)), Some(entry), Some(target)) = (
+        let (Some(Some(image)), Some(entry)) = (
             self.images.get(image_index).cloned(),
             app.vault.get(image_index),
-            app.selected_target(),
         ) else {
             return;
         };
+        let chosen: Vec<&TargetCandidate> = target_indices
+            .iter()
+            .filter_map(|i| app.targets.items.get(*i))
+            .collect();
         let cancel = CancelToken::new();
         self.cancel = Some(cancel.clone());
         let job = RestoreJob {
             image,
             image_path: entry.path.clone(),
             image_name: entry.display_name(),
-            target: target.confirmed.clone(),
-            target_label: target.label(),
+            targets: chosen.iter().map(|t| t.confirmed.clone()).collect(),
+            target_labels: chosen.iter().map(|t| t.label()).collect(),
             vault: self.config.vault.clone(),
             audit_dir: self.config.audit.clone(),
             operator,
@@ -271,12 +279,12 @@ impl Effects for Session {
             (
                 Action::StartRestore {
                     image,
+                    targets,
                     intent,
                     resume,
-                    ..
                 },
                 Some(op),
-            ) => self.start_restore(app, *image, intent, *resume, op),
+            ) => self.start_restore(app, *image, targets, intent, *resume, op),
             (Action::CancelRestore, _) => {
                 if let Some(cancel) = &self.cancel {
                     cancel.cancel();
@@ -328,8 +336,9 @@ struct RestoreJob {
     image: Arc<Image<File>>,
     image_path: PathBuf,
     image_name: String,
-    target: Option<TargetInfo>,
-    target_label: String,
+    /// Each target as confirmed, `None` for one that could not be read.
+    targets: Vec<Option<TargetInfo>>,
+    target_labels: Vec<String>,
     vault: PathBuf,
     audit_dir: PathBuf,
     operator: Operator,
@@ -348,9 +357,12 @@ impl RestoreJob {
     /// and what it recorded, into the result screen.
     fn run(&self) -> ResultView {
         let refused = |reason: String| self.result(ResultOutcome::Refused { reason }, None);
-        let Some(confirmed) = &self.target else {
-            return refused("the disk could not be identified; list the disks again".into());
+        let Some(confirmed) = self.targets.iter().cloned().collect::<Option<Vec<_>>>() else {
+            return refused("a disk could not be identified; list the disks again".into());
         };
+        if confirmed.is_empty() {
+            return refused("no target was chosen".into());
+        }
         let log = match &self.audit {
             Ok(log) => log,
             Err(e) => return refused(format!("the audit log is unavailable: {e}")),
@@ -358,7 +370,7 @@ impl RestoreJob {
         let request = RestoreRequest {
             image: &self.image,
             image_path: &self.image_path,
-            targets: std::slice::from_ref(confirmed),
+            targets: &confirmed,
             vault: Some(&self.vault),
             // Files are targets only when named with --target-file.
             create_file: true,
@@ -382,34 +394,83 @@ impl RestoreJob {
         let _ = forwarder.join();
         match run {
             RestoreRun::NotStarted(e) => refused(error_chain(&e)),
-            RestoreRun::Ran(runs) => {
-                let Some(TargetRun {
+            RestoreRun::Ran(mut runs) if runs.len() == 1 => {
+                let TargetRun {
                     report, finished, ..
-                }) = runs.into_iter().next()
-                else {
-                    return refused("the restore named no target".into());
-                };
+                } = runs.remove(0);
                 let mut view = self.result(outcome_of(&report), Some(&report));
                 match finished {
                     Some(Ok(end)) => {
                         view.audit_seq = Some(end.seq);
                         view.checkpoint_short = Some(end.checkpoint);
-                        view.checkpoint_note =
-                            std::fs::read_to_string(self.audit_dir.join(CHECKPOINT_FILE)).ok();
+                        view.checkpoint_note = self.checkpoint_note();
                     }
                     Some(Err(e)) => view.audit_problem = Some(error_chain(&e)),
                     None => {}
                 }
                 view
             }
+            RestoreRun::Ran(runs) => self.several_results(runs),
         }
+    }
+
+    /// The result of a restore onto several targets: one row each, and
+    /// overall the first failure (or success when every target succeeded).
+    fn several_results(&self, runs: Vec<TargetRun>) -> ResultView {
+        let overall = runs
+            .iter()
+            .map(|run| outcome_of(&run.report))
+            .find(|outcome| *outcome != ResultOutcome::Success)
+            .unwrap_or(ResultOutcome::Success);
+        let mut view = self.result(overall, None);
+        view.target_label = format!("{} disks", runs.len());
+        view.bytes_written = runs.iter().map(|run| run.report.bytes_written).sum();
+        view.warnings = runs
+            .iter()
+            .flat_map(|run| run.report.warnings.iter().cloned())
+            .collect();
+        view.checkpoint_short = runs
+            .iter()
+            .filter_map(|run| run.finished.as_ref()?.as_ref().ok())
+            .map(|end| end.checkpoint.clone())
+            .next_back();
+        view.checkpoint_note = view
+            .checkpoint_short
+            .as_ref()
+            .and_then(|_| self.checkpoint_note());
+        view.per_target = runs
+            .iter()
+            .zip(&self.target_labels)
+            .map(|(run, label)| TargetResult {
+                target_label: label.clone(),
+                outcome: outcome_of(&run.report),
+                bytes_written: run.report.bytes_written,
+                readback_digest: run.report.readback_digest.map(hex::encode),
+                audit_seq: run
+                    .finished
+                    .as_ref()
+                    .and_then(|f| f.as_ref().ok())
+                    .map(|end| end.seq),
+                audit_problem: run
+                    .finished
+                    .as_ref()
+                    .and_then(|f| f.as_ref().err())
+                    .map(|e| error_chain(e)),
+            })
+            .collect();
+        view
+    }
+
+    /// The signed checkpoint note the last recorded end left, for the QR code.
+    fn checkpoint_note(&self) -> Option<String> {
+        std::fs::read_to_string(self.audit_dir.join(CHECKPOINT_FILE)).ok()
     }
 
     fn result(&self, outcome: ResultOutcome, report: Option<&RestoreReport>) -> ResultView {
         ResultView {
             outcome,
             image_name: self.image_name.clone(),
-            target_label: self.target_label.clone(),
+            target_label: self.target_labels.concat(),
             bytes_written: report.map_or(0, |r| r.bytes_written),
             bytes_skipped: report.map_or(0, |r| r.bytes_skipped),
             stage_seconds: report.map_or_else(Vec::new, |r| {
@@ -424,6 +485,7 @@ impl RestoreJob {
             checkpoint_short: None,
             checkpoint_note: None,
             audit_problem: None,
+            per_target: Vec::new(),
         }
     }
 }
@@ -444,40 +506,48 @@ fn outcome_of(report: &RestoreReport) -> ResultOutcome {
     }
 }
 
-/// Forwards the engine's progress to the UI, at most one report per
-/// [`PROGRESS_INTERVAL`] except on a change of stage.
+/// Forwards the engine's progress to the UI: for each target, at most
+/// one report per [`PROGRESS_INTERVAL`] except on a change of its stage.
 fn forward_progress(rx: mpsc::Receiver<Progress>, events: &Sender<AppEvent>) {
-    let mut last_sent: Option<(Instant, Stage)> = None;
-    let mut pending: Option<ProgressView> = None;
+    let mut last_sent: Option<Instant> = None;
+    let mut last_stage: BTreeMap<usize, Stage> = BTreeMap::new();
+    let mut pending: BTreeMap<usize, ProgressView> = BTreeMap::new();
+    let send = |view: ProgressView| {
+        events
+            .send(AppEvent::worker(WorkerEvent::RestoreProgress(view)))
+            .is_ok()
+    };
     loop {
-        let received = rx.recv_timeout(PROGRESS_INTERVAL);
-        match received {
-            Ok(p) => pending = Some(progress_view(&p)),
+        match rx.recv_timeout(PROGRESS_INTERVAL) {
+            Ok(p) => {
+                pending.insert(p.target, progress_view(&p));
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        let Some(view) = &pending else { continue };
-        let due = last_sent
-            .as_ref()
-            .is_none_or(|(at, stage)| at.elapsed() >= PROGRESS_INTERVAL || *stage != view.stage);
-        if due {
-            last_sent = Some((Instant::now(), view.stage));
-            if events
-                .send(AppEvent::worker(WorkerEvent::RestoreProgress(view.clone())))
-                .is_err()
-            {
+        let stage_changed = pending
+            .values()
+            .any(|v| last_stage.get(&v.target) != Some(&v.stage));
+        let due = last_sent.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) || stage_changed;
+        if !due || pending.is_empty() {
+            continue;
+        }
+        last_sent = Some(Instant::now());
+        for (target, view) in std::mem::take(&mut pending) {
+            last_stage.insert(target, view.stage);
+            if !send(view) {
                 return;
             }
-            pending = None;
         }
     }
-    if let Some(view) = pending {
-        let _ = events.send(AppEvent::worker(WorkerEvent::RestoreProgress(view)));
+    for view in pending.into_values() {
+        send(view);
     }
 }
 
 fn progress_view(p: &Progress) -> ProgressView {
     ProgressView {
+        target: p.target,
         stage: p.stage,
         bytes_done: p.bytes_done,
         bytes_total: p.bytes_total,

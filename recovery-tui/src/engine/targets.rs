@@ -48,6 +48,7 @@ pub fn load_targets(query: &TargetQuery<'_>) -> TargetList {
         loading: false,
         items,
         discovery_error,
+        group_code: random_code(),
     }
 }
 

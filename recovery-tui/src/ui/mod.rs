@@ -182,6 +182,7 @@ pub fn footer_keys(app: &App) -> Vec<(&'static str, &'static str)> {
         ],
         Screen::Targets => vec![
             ("↑↓", "move"),
+            ("Space", "mark several"),
             ("Enter", "choose"),
             ("Esc", "back"),
             ("?", "help"),
@@ -203,15 +204,22 @@ pub fn footer_keys(app: &App) -> Vec<(&'static str, &'static str)> {
             ("Ctrl-C", "quit"),
         ],
         Screen::Restoring => vec![("Esc", "cancel restore…"), ("?", "help"), ("q", "quit…")],
-        Screen::Result => vec![
-            ("Enter", "vault"),
-            ("o", "power off"),
-            ("c", "QR code"),
-            ("p", "certificate"),
-            ("l", "audit log"),
-            ("?", "help"),
-            ("q", "quit"),
-        ],
+        Screen::Result => {
+            // A certificate is per restore record: one target's restore.
+            let certificate = app.result.as_ref().is_none_or(|r| r.per_target.is_empty());
+            [
+                ("Enter", "vault"),
+                ("o", "power off"),
+                ("c", "QR code"),
+                ("p", "certificate"),
+                ("l", "audit log"),
+                ("?", "help"),
+                ("q", "quit"),
+            ]
+            .into_iter()
+            .filter(|(key, _)| certificate || *key != "p")
+            .collect()
+        }
         Screen::AuditLog if app.audit.editing_filter => {
             vec![
                 ("type", "filter"),
@@ -339,6 +347,7 @@ fn render_help(app: &App, area: Rect, buf: &mut Buffer) {
     let rows = [
         ("↑ ↓  or  j k", "move"),
         ("Enter", "choose or advance"),
+        ("Space", "mark several targets to restore at once"),
         ("Esc", "go back (during a restore: cancel, asks first)"),
         ("Tab", "switch panes (audit log)"),
         ("/", "filter (audit log)"),

@@ -13,7 +13,9 @@ use ratatui::widgets::{
 use super::format::{bytes, clip, date, date_time, disk_size, duration};
 use super::{centered, half_block_lines, ACCENT, BAD, GOOD, MUTED, WARN};
 use crate::app::{App, AuditPane, ConfirmField, SignInField};
-use crate::model::{FullCheck, ImageSummary, ResultOutcome, TargetKind, TrustStatus, VaultEntry};
+use crate::model::{
+    FullCheck, ImageSummary, ResultOutcome, TargetCandidate, TargetKind, TrustStatus, VaultEntry,
+};
 use reliquary_appliance::restore::Stage;
 
 fn trust_style(status: TrustStatus) -> Style {
@@ -634,11 +636,14 @@ pub fn targets(app: &App, area: Rect, buf: &mut Buffer) {
         .wrap(Wrap { trim: true })
         .render(head_area, buf);
     let width = usize::from(inner.width).saturating_sub(6);
+    // Marks are shown once the first target is marked with Space.
+    let marking = !app.marked.is_empty();
     let items: Vec<ListItem> = app
         .targets
         .items
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(index, t)| {
             let ok = t.is_selectable();
             let main = if ok {
                 Style::new().add_modifier(Modifier::BOLD)
@@ -673,6 +678,11 @@ pub fn targets(app: &App, area: Rect, buf: &mut Buffer) {
                 "{} B logical / {} B physical sectors, {}; {contents}",
                 t.logical_sector_size, t.physical_sector_size, t.transport,
             );
+            let first = match (marking, app.marked.binary_search(&index).is_ok()) {
+                (false, _) => first,
+                (true, true) => format!("[x] {first}"),
+                (true, false) => format!("[ ] {first}"),
+            };
             let mut lines = vec![
                 Line::styled(clip(&first, width), main),
                 Line::styled(format!("  {}", clip(&second, width.saturating_sub(2))), sub),
@@ -709,13 +719,19 @@ pub fn targets(app: &App, area: Rect, buf: &mut Buffer) {
 }
 
 pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
-    let (Some(entry), Some(target)) = (app.selected_image(), app.selected_target()) else {
+    let targets = app.confirmed_targets();
+    let (Some(entry), Some(target)) = (app.selected_image(), targets.first().copied()) else {
         return;
     };
+    let several = app.confirming_several();
     let block = titled("Check before anything is written");
     let inner = block.inner(area);
     block.render(area, buf);
     let bold = Style::new().add_modifier(Modifier::BOLD);
+    let code_style = Style::new()
+        .fg(Color::Black)
+        .bg(WARN)
+        .add_modifier(Modifier::BOLD);
     let mut lines = vec![Line::from("You are about to restore")];
     if let Some(s) = &entry.summary {
         lines.push(Line::from(vec![
@@ -733,62 +749,11 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
             Span::raw(signers.join(", ")),
         ]));
     }
-    lines.push(Line::from("onto"));
-    match target.kind {
-        TargetKind::Disk => {
-            lines.push(Line::from(vec![
-                label("  disk"),
-                Span::styled(
-                    target
-                        .model
-                        .clone()
-                        .unwrap_or_else(|| "unknown model".into()),
-                    bold,
-                ),
-                Span::raw(format!(
-                    "  {}  {}",
-                    disk_size(target.size_bytes),
-                    target.path.display()
-                )),
-            ]));
-            let serial = target.serial.clone().unwrap_or_default();
-            let split = serial.len().saturating_sub(4);
-            let (head, tail) = if target.code_is_serial && serial.is_char_boundary(split) {
-                serial.split_at(split)
-            } else {
-                (serial.as_str(), "")
-            };
-            lines.push(Line::from(vec![
-                label("  serial"),
-                Span::raw(head.to_string()),
-                Span::styled(
-                    tail.to_string(),
-                    Style::new()
-                        .fg(Color::Black)
-                        .bg(WARN)
-                        .add_modifier(Modifier::BOLD),
-                ),
-            ]));
-        }
-        TargetKind::File => lines.push(Line::from(vec![
-            label("  file"),
-            Span::styled(target.path.display().to_string(), bold),
-            Span::raw(format!("  {}", disk_size(target.size_bytes))),
-        ])),
-    }
-    lines.push(Line::from(""));
-    let destroyed = if target.partitions.is_empty() {
-        "Everything on it will be destroyed.".to_string()
+    if several {
+        several_targets_lines(&targets, &mut lines);
     } else {
-        format!(
-            "Everything on it will be destroyed, including {}.",
-            target.partitions.join(", ")
-        )
-    };
-    lines.push(Line::styled(
-        destroyed,
-        Style::new().fg(BAD).add_modifier(Modifier::BOLD),
-    ));
+        single_target_lines(target, code_style, &mut lines);
+    }
     lines.push(Line::from(""));
     let focus = |field: ConfirmField| {
         if app.confirm_field == field {
@@ -804,7 +769,7 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
             "  "
         }
     };
-    if let Some(offer) = &target.resume {
+    if let Some(offer) = target.resume.as_ref().filter(|_| !several) {
         let choice = |chosen: bool, text: String| {
             if chosen {
                 Span::styled(format!("< {text} >"), focus(ConfirmField::Mode))
@@ -853,21 +818,26 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
             focus(ConfirmField::Reason),
         ),
     ]));
-    let ask = if target.code_is_serial {
-        "To confirm, type the last 4 characters of the disk's serial (highlighted):".to_string()
+    let (ask, shown_code) = if several {
+        (
+            format!("To confirm all {} targets, type this code:", targets.len()),
+            Some(&app.targets.group_code),
+        )
+    } else if target.code_is_serial {
+        (
+            "To confirm, type the last 4 characters of the disk's serial (highlighted):".into(),
+            None,
+        )
     } else {
-        "To confirm, type this code:".to_string()
+        (
+            "To confirm, type this code:".into(),
+            Some(&target.confirm_code),
+        )
     };
     let mut ask_line = vec![Span::raw(ask)];
-    if !target.code_is_serial {
+    if let Some(code) = shown_code {
         ask_line.push(Span::raw(" "));
-        ask_line.push(Span::styled(
-            format!(" {} ", target.confirm_code),
-            Style::new()
-                .fg(Color::Black)
-                .bg(WARN)
-                .add_modifier(Modifier::BOLD),
-        ));
+        ask_line.push(Span::styled(format!(" {code} "), code_style));
     }
     lines.push(Line::from(ask_line));
     lines.push(Line::from(vec![
@@ -901,8 +871,103 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
         .render(inner, buf);
 }
 
+/// The one disk or file about to be overwritten; the serial's last four
+/// characters are highlighted when they are the code.
+fn single_target_lines(target: &TargetCandidate, code_style: Style, lines: &mut Vec<Line>) {
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    lines.push(Line::from("onto"));
+    match target.kind {
+        TargetKind::Disk => {
+            lines.push(Line::from(vec![
+                label("  disk"),
+                Span::styled(
+                    target
+                        .model
+                        .clone()
+                        .unwrap_or_else(|| "unknown model".into()),
+                    bold,
+                ),
+                Span::raw(format!(
+                    "  {}  {}",
+                    disk_size(target.size_bytes),
+                    target.path.display()
+                )),
+            ]));
+            let serial = target.serial.clone().unwrap_or_default();
+            let split = serial.len().saturating_sub(4);
+            let (head, tail) = if target.code_is_serial && serial.is_char_boundary(split) {
+                serial.split_at(split)
+            } else {
+                (serial.as_str(), "")
+            };
+            lines.push(Line::from(vec![
+                label("  serial"),
+                Span::raw(head.to_string()),
+                Span::styled(tail.to_string(), code_style),
+            ]));
+        }
+        TargetKind::File => lines.push(Line::from(vec![
+            label("  file"),
+            Span::styled(target.path.display().to_string(), bold),
+            Span::raw(format!("  {}", disk_size(target.size_bytes))),
+        ])),
+    }
+    lines.push(Line::from(""));
+    let destroyed = if target.partitions.is_empty() {
+        "Everything on it will be destroyed.".to_string()
+    } else {
+        format!(
+            "Everything on it will be destroyed, including {}.",
+            target.partitions.join(", ")
+        )
+    };
+    lines.push(Line::styled(
+        destroyed,
+        Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+    ));
+}
+
+/// Every marked disk or file, one line each with its model, serial and size.
+fn several_targets_lines(targets: &[&TargetCandidate], lines: &mut Vec<Line>) {
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    lines.push(Line::from(format!(
+        "onto {} targets at once",
+        targets.len()
+    )));
+    for t in targets {
+        let (what, rest) = match t.kind {
+            TargetKind::Disk => (
+                t.model.clone().unwrap_or_else(|| "unknown model".into()),
+                format!(
+                    "  serial {}  {}  {}",
+                    t.serial.as_deref().unwrap_or("(none)"),
+                    disk_size(t.size_bytes),
+                    t.path.display()
+                ),
+            ),
+            TargetKind::File => (
+                format!("file {}", t.path.display()),
+                format!("  {}", disk_size(t.size_bytes)),
+            ),
+        };
+        lines.push(Line::from(vec![
+            Span::raw("  "),
+            Span::styled(what, bold),
+            Span::raw(rest),
+        ]));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::styled(
+        "Everything on every one of them will be destroyed.",
+        Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+    ));
+}
+
 pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
     let Some(view) = &app.restore else { return };
+    if !view.rows.is_empty() {
+        return restoring_several(view, area, buf);
+    }
     let block = titled(&match view.resumes {
         Some(seq) => format!(
             "Resuming {} (interrupted at audit record {seq})",
@@ -1001,7 +1066,14 @@ pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
     }
     sparkline.render(spark_inner, buf);
 
-    let status_line = if view.cancel_requested {
+    Paragraph::new(restore_status(view))
+        .wrap(Wrap { trim: true })
+        .render(status, buf);
+}
+
+/// The line under a running restore: a cancel under way, or its record.
+fn restore_status(view: &crate::model::RestoreView) -> Line<'static> {
+    if view.cancel_requested {
         Line::styled(
             "Cancelling at the next chunk boundary; the disk will be wiped and left unusable.",
             Style::new().fg(BAD).add_modifier(Modifier::BOLD),
@@ -1014,19 +1086,83 @@ pub fn restoring(app: &App, area: Rect, buf: &mut Buffer) {
             ),
             None => Line::from(""),
         }
-    };
-    Paragraph::new(status_line)
+    }
+}
+
+/// A restore onto several targets: one row each with its stage, bytes,
+/// rate and time left, since the targets may run at different speeds.
+fn restoring_several(view: &crate::model::RestoreView, area: Rect, buf: &mut Buffer) {
+    let block = titled(&format!(
+        "Restoring {} onto {} targets",
+        view.image_name,
+        view.rows.len()
+    ));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let [rows_area, status] =
+        Layout::vertical([Constraint::Min(0), Constraint::Length(2)]).areas(inner);
+    let width = usize::from(inner.width);
+    let mut lines = Vec::new();
+    for row in &view.rows {
+        lines.push(Line::styled(
+            clip(&row.target_label, width),
+            Style::new().add_modifier(Modifier::BOLD),
+        ));
+        let detail = match &row.progress {
+            Some(p) => {
+                let done = ratio(p.bytes_done, p.bytes_total);
+                let filled = (done * 10.0).round() as usize;
+                format!(
+                    "  {:<13} [{}{}] {:>3}%  {} of {}  {:.0} MB/s  ETA {}",
+                    p.stage.to_string(),
+                    "#".repeat(filled),
+                    ".".repeat(10 - filled),
+                    (done * 100.0).round(),
+                    bytes(p.bytes_done),
+                    bytes(p.bytes_total),
+                    p.bytes_per_second / 1e6,
+                    p.eta_seconds.map_or("--:--".to_string(), duration)
+                )
+            }
+            None => "  starting".to_string(),
+        };
+        lines.push(Line::styled(clip(&detail, width), Style::new().fg(ACCENT)));
+    }
+    Paragraph::new(lines).render(rows_area, buf);
+    Paragraph::new(restore_status(view))
         .wrap(Wrap { trim: true })
         .render(status, buf);
 }
 
 pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
     let Some(r) = &app.result else { return };
+    let several = !r.per_target.is_empty();
     let (headline, colour) = match &r.outcome {
-        ResultOutcome::Success => ("RESTORE SUCCEEDED", GOOD),
-        ResultOutcome::Failed { .. } => ("RESTORE FAILED", BAD),
-        ResultOutcome::Cancelled => ("RESTORE CANCELLED: the disk was left wiped", WARN),
-        ResultOutcome::Refused { .. } => ("RESTORE REFUSED: nothing was written", WARN),
+        ResultOutcome::Success if several => (
+            format!("RESTORE SUCCEEDED on all {} targets", r.per_target.len()),
+            GOOD,
+        ),
+        ResultOutcome::Success => ("RESTORE SUCCEEDED".into(), GOOD),
+        ResultOutcome::Failed { .. } if several => {
+            let failed = r
+                .per_target
+                .iter()
+                .filter(|t| t.outcome != ResultOutcome::Success)
+                .count();
+            (
+                format!(
+                    "RESTORE FAILED on {failed} of {} targets",
+                    r.per_target.len()
+                ),
+                BAD,
+            )
+        }
+        ResultOutcome::Failed { .. } => ("RESTORE FAILED".into(), BAD),
+        ResultOutcome::Cancelled if several => {
+            ("RESTORE CANCELLED: the disks were left wiped".into(), WARN)
+        }
+        ResultOutcome::Cancelled => ("RESTORE CANCELLED: the disk was left wiped".into(), WARN),
+        ResultOutcome::Refused { .. } => ("RESTORE REFUSED: nothing was written".into(), WARN),
     };
     let block = titled("Result");
     let inner = block.inner(area);
@@ -1047,13 +1183,21 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
                 .add_modifier(Modifier::BOLD),
         ),
         Line::from(vec![label("Image"), Span::raw(image)]),
-        Line::from(vec![label("Target"), Span::raw(r.target_label.clone())]),
     ];
+    if !several {
+        lines.push(Line::from(vec![
+            label("Target"),
+            Span::raw(r.target_label.clone()),
+        ]));
+    }
     if let Some(f) = finished {
         lines.push(Line::from(vec![
             label("Meaning"),
             Span::raw(format!("{}; {}", f.intent.meaning.words(), f.intent.reason)),
         ]));
+    }
+    for t in &r.per_target {
+        target_result_lines(t, &mut lines);
     }
     match &r.outcome {
         ResultOutcome::Failed {
@@ -1061,10 +1205,12 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
             chunk,
             sectors,
         } => {
-            lines.push(Line::from(vec![
-                label("Reason"),
-                Span::styled(reason.clone(), Style::new().fg(BAD)),
-            ]));
+            if !several {
+                lines.push(Line::from(vec![
+                    label("Reason"),
+                    Span::styled(reason.clone(), Style::new().fg(BAD)),
+                ]));
+            }
             if let Some(chunk) = chunk {
                 let at = sectors.map_or(String::new(), |(a, b)| format!(", sectors {a}..{b}"));
                 lines.push(Line::from(vec![
@@ -1081,7 +1227,7 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
         }
         ResultOutcome::Success | ResultOutcome::Cancelled => {}
     }
-    if !matches!(r.outcome, ResultOutcome::Refused { .. }) {
+    if !several && !matches!(r.outcome, ResultOutcome::Refused { .. }) {
         let stages: Vec<String> = r
             .stage_seconds
             .iter()
@@ -1109,7 +1255,7 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
             )),
         ]));
     }
-    if let Some(digest) = &r.readback_digest {
+    if let Some(digest) = r.readback_digest.as_ref().filter(|_| !several) {
         lines.push(Line::from(vec![
             label("Read-back"),
             Span::raw(format!("sha256 {digest}")),
@@ -1137,7 +1283,14 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
                     .bg(Color::White)
                     .add_modifier(Modifier::BOLD),
             ),
-            Span::styled("  (c: QR code, p: certificate)", Style::new().fg(MUTED)),
+            Span::styled(
+                if several {
+                    "  (c: QR code)"
+                } else {
+                    "  (c: QR code, p: certificate)"
+                },
+                Style::new().fg(MUTED),
+            ),
         ]));
     }
     match &app.certificate {
@@ -1174,6 +1327,46 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
             .border_style(Style::new().fg(MUTED)),
     )
     .render(next_area, buf);
+}
+
+/// One target's line on the result of a restore onto several: how it
+/// went, then what was written and recorded, or why it failed.
+fn target_result_lines(t: &crate::model::TargetResult, lines: &mut Vec<Line>) {
+    let (word, colour) = match &t.outcome {
+        ResultOutcome::Success => ("OK", GOOD),
+        ResultOutcome::Failed { .. } => ("FAILED", BAD),
+        ResultOutcome::Cancelled => ("CANCELLED", WARN),
+        ResultOutcome::Refused { .. } => ("REFUSED", WARN),
+    };
+    lines.push(Line::from(vec![
+        Span::styled(
+            format!("{word:<13}"),
+            Style::new().fg(colour).add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(t.target_label.clone()),
+    ]));
+    let recorded = t
+        .audit_seq
+        .map_or(String::new(), |seq| format!(", audit record {seq}"));
+    let detail = match &t.outcome {
+        ResultOutcome::Success => Span::raw(format!(
+            "{} written, read back and matching{recorded}",
+            bytes(t.bytes_written)
+        )),
+        ResultOutcome::Failed { reason, .. } => Span::styled(
+            format!("left wiped: {reason}{recorded}"),
+            Style::new().fg(BAD),
+        ),
+        ResultOutcome::Cancelled => Span::raw(format!("left wiped{recorded}")),
+        ResultOutcome::Refused { reason } => Span::raw(reason.clone()),
+    };
+    lines.push(Line::from(vec![Span::raw(" ".repeat(13)), detail]));
+    if let Some(problem) = &t.audit_problem {
+        lines.push(Line::styled(
+            format!("{}AUDIT LOG PROBLEM: {problem}", " ".repeat(13)),
+            Style::new().fg(BAD).add_modifier(Modifier::BOLD),
+        ));
+    }
 }
 
 /// What the technician does after each outcome; every one offers to power off.

@@ -31,6 +31,17 @@ pub fn sign_in(tmux: &Tmux, id: &str, pin: &str) {
     tmux.keys(&["Enter"]);
 }
 
+/// Signs in as tech1 and chooses the vault's image: the target list.
+pub fn open_targets(tmux: &Tmux) {
+    tmux.wait_for("Operator id", SCREEN_TIMEOUT);
+    sign_in(tmux, "tech1", "1111");
+    tmux.wait_for("Images in the vault", SCREEN_TIMEOUT);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Image details", SCREEN_TIMEOUT);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Targets for", SCREEN_TIMEOUT);
+}
+
 /// Keeps the first meaning, types the work order, then the code, Enter.
 pub fn confirm_with(tmux: &Tmux, reason: &str, code: &str) {
     tmux.keys(&["Enter"]);
@@ -107,16 +118,40 @@ impl Demo {
 
     /// The TUI on the demo's files without `--demo`, as a stick runs it.
     pub fn on_stick(&self, name: &str) -> Tmux {
+        self.on_stick_with(name, &[&self.paths.target])
+    }
+
+    /// [`Demo::on_stick`] offering these files as targets.
+    pub fn on_stick_with(&self, name: &str, targets: &[&Path]) -> Tmux {
         let p = &self.paths;
+        let target_files: String = targets
+            .iter()
+            .map(|t| format!(" --target-file {}", t.display()))
+            .collect();
         let command = format!(
-            "{} --vault {} --trust {} --audit {} --target-file {}; echo EXITED $?; sleep 600",
+            "{} --vault {} --trust {} --audit {}{target_files}; echo EXITED $?; sleep 600",
             workspace_bin("recovery-tui").display(),
             p.vault.display(),
             p.trust.display(),
             p.audit.display(),
-            p.target.display()
         );
         Tmux::start(&format!("{}-{name}", self.tmux.socket), &command)
+    }
+
+    /// The demo image restored in full by `reliquary restore` onto a new
+    /// file: the bytes a restore in the TUI must leave.
+    pub fn reference_restore(&self) -> PathBuf {
+        let p = &self.paths;
+        let reference = p.root.join("reference.raw");
+        let (ok, out) = run(Command::new(reliquary_bin())
+            .arg("restore")
+            .arg(&p.image)
+            .arg(&reference)
+            .arg("--trust")
+            .arg(&p.trust)
+            .args(["--no-audit", "--yes", "--create-file"]));
+        assert!(ok, "the reference restore failed:\n{out}");
+        reference
     }
 }
 
@@ -256,4 +291,36 @@ pub fn find_record<'a>(records: &'a [serde_json::Value], kind: &str) -> &'a serd
         .rev()
         .find(|r| r["record"]["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind} record in {records:?}"))
+}
+
+/// The two files hold the same bytes.
+pub fn assert_same_bytes(expected: &Path, actual: &Path) {
+    use std::io::Read;
+    let (mut a, mut b) = (
+        std::fs::File::open(expected).expect("opens"),
+        std::fs::File::open(actual).expect("opens"),
+    );
+    assert_eq!(
+        a.metadata().expect("stat").len(),
+        b.metadata().expect("stat").len(),
+        "{} and {} differ in size",
+        expected.display(),
+        actual.display()
+    );
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut offset = 0u64;
+    loop {
+        let n = a.read(&mut x).expect("reads");
+        if n == 0 {
+            return;
+        }
+        b.read_exact(&mut y[..n]).expect("reads");
+        assert!(
+            x[..n] == y[..n],
+            "{} differs from {} in the MiB at byte {offset}",
+            actual.display(),
+            expected.display()
+        );
+        offset += n as u64;
+    }
 }
