@@ -48,21 +48,22 @@ timed() {
     || { echo "$name failed:" >&2; cat "$RUN/$name.err" >&2; exit 1; }
   awk '{ printf "%.2f %.2f %d\n", $1, $2 + $3, $4 }' "$RUN/$name.time"
 }
-restore() { "$REL" restore "$IMG" "$@" --trust "$TRUST" --yes; }
+# restore TARGET... FLAGS...: the command line of a restore of the image.
+RESTORE=("$REL" restore "$IMG" --trust "$TRUST" --yes)
 
 # ------------------------------------------------------------------ resume
 log "resume: full restore"
 "$REL" audit init --dir "$RUN/audit" >/dev/null
 LO=$(attach "$RUN/resume.disk")
 AUDIT=(--audit "$RUN/audit" --operator bench)
-read -r full_wall full_cpu full_rss < <(timed full restore "$LO" "${AUDIT[@]}")
+read -r full_wall full_cpu full_rss < <(timed full "${RESTORE[@]}" "$LO" "${AUDIT[@]}")
 log "resume: killed at half of ${full_wall} s"
 cold
-restore "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
+"${RESTORE[@]}" "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
 pid=$!
 sleep "$(echo "$full_wall / 2" | bc -l)"
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
-read -r resume_wall resume_cpu resume_rss < <(timed resume restore "$LO" "${AUDIT[@]}" --resume --json)
+read -r resume_wall resume_cpu resume_rss < <(timed resume "${RESTORE[@]}" "$LO" "${AUDIT[@]}" --resume --json)
 skipped=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_skipped"])' "$RUN/resume.out")
 cmp -n "$SIZE" "$WORK/disk.raw" "$LO" >/dev/null || { echo "the resumed disk differs" >&2; exit 1; }
 "$REL" audit verify --dir "$RUN/audit" --key "$RUN/audit/appliance.pub" >/dev/null
@@ -78,12 +79,12 @@ for readback in on off; do
   flag=(); [ $readback = off ] && flag=(--no-readback)
   slowest=0 slowest_cpu=0 single_rss=0
   for n in 0 1 2; do
-    read -r w c r < <(timed "single$n-$readback" restore "${T[$n]}" --no-audit "${flag[@]}")
+    read -r w c r < <(timed "single$n-$readback" "${RESTORE[@]}" "${T[$n]}" --no-audit "${flag[@]}")
     log "single target $((n + 1)), read-back $readback: $w s, $c CPU s"
     if (( $(echo "$w > $slowest" | bc) )); then slowest=$w slowest_cpu=$c; fi
     single_rss=$r
   done
-  read -r w3 c3 r3 < <(timed "three-$readback" restore "${T[0]}" "${T[1]}" "${T[2]}" --no-audit "${flag[@]}")
+  read -r w3 c3 r3 < <(timed "three-$readback" "${RESTORE[@]}" "${T[0]}" "${T[1]}" "${T[2]}" --no-audit "${flag[@]}")
   log "three targets, read-back $readback: $w3 s, $c3 CPU s"
   for lo in "${T[@]}"; do
     cmp -n "$SIZE" "$WORK/disk.raw" "$lo" >/dev/null || { echo "$lo differs" >&2; exit 1; }
