@@ -6,9 +6,10 @@
 #   WORK=/work/bench-restore           where disk.rimg and key.pub are
 #
 # 1. Resume: a full restore onto a loop device (over a sparse file on
-#    WORK's disk) is timed; a second one is killed (SIGKILL) at half that
-#    time, and `restore --resume` finishes it. Both with read-back on, the
-#    page cache dropped before each.
+#    WORK's disk) is timed; a second one is killed (SIGKILL) once it has
+#    written half of the image's data bytes (its write_bytes in
+#    /proc/PID/io), and `restore --resume` finishes it. Both with
+#    read-back on, the page cache dropped before each.
 # 2. Three targets: three loop devices over files on a tmpfs (independent
 #    devices); a restore onto each alone, then one restore onto all three.
 #    Wall time, CPU seconds (user + system) and peak RSS from
@@ -33,12 +34,15 @@ LOOPS=()
 cleanup() {
   set +e
   for lo in "${LOOPS[@]}"; do losetup -d "$lo"; done
-  mountpoint -q "$RUN/tmpfs" && umount "$RUN/tmpfs"
+  # A detached loop device lets go of its file a moment later.
+  for _ in 1 2 3 4 5; do mountpoint -q "$RUN/tmpfs" || break; umount "$RUN/tmpfs" 2>/dev/null || sleep 1; done
   rm -rf "$RUN"
 }
 trap cleanup EXIT
 log() { echo "[$(date +%T)] $*" >&2; }
-attach() { local lo; truncate -s "$SIZE" "$1"; lo=$(losetup -f --show "$1"); LOOPS+=("$lo"); echo "$lo"; }
+# attach FILE: a loop device over a new sparse FILE, in $ATTACHED (not in a
+# subshell, so that cleanup sees it in LOOPS).
+attach() { truncate -s "$SIZE" "$1"; ATTACHED=$(losetup -f --show "$1"); LOOPS+=("$ATTACHED"); }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # timed NAME CMD...: runs CMD under /usr/bin/time; prints "wall cpu rss_kib".
 timed() {
@@ -54,14 +58,19 @@ RESTORE=("$REL" restore "$IMG" --trust "$TRUST" --yes)
 # ------------------------------------------------------------------ resume
 log "resume: full restore"
 "$REL" audit init --dir "$RUN/audit" >/dev/null
-LO=$(attach "$RUN/resume.disk")
+attach "$RUN/resume.disk"; LO=$ATTACHED
 AUDIT=(--audit "$RUN/audit" --operator bench)
 read -r full_wall full_cpu full_rss < <(timed full "${RESTORE[@]}" "$LO" "${AUDIT[@]}")
-log "resume: killed at half of ${full_wall} s"
+data_bytes=$("$REL" --json inspect "$IMG" | python3 -c 'import json,sys; print(json.load(sys.stdin)["extents"]["data_bytes"])')
+log "resume: killed after writing half of $data_bytes data bytes"
 cold
 "${RESTORE[@]}" "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
 pid=$!
-sleep "$(echo "$full_wall / 2" | bc -l)"
+while kill -0 "$pid" 2>/dev/null; do
+  written=$(awk '/^write_bytes/ { print $2 }' "/proc/$pid/io" 2>/dev/null || echo 0)
+  [ "${written:-0}" -ge $(( data_bytes / 2 )) ] && break
+  sleep 0.05
+done
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 read -r resume_wall resume_cpu resume_rss < <(timed resume "${RESTORE[@]}" "$LO" "${AUDIT[@]}" --resume --json)
 skipped=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_skipped"])' "$RUN/resume.out")
@@ -73,7 +82,7 @@ log "three targets: on a tmpfs"
 mkdir -p "$RUN/tmpfs"
 mount -t tmpfs -o size=$(( SIZE * 3 + (1 << 30) )) tmpfs "$RUN/tmpfs"
 T=()
-for n in 1 2 3; do T+=("$(attach "$RUN/tmpfs/t$n.disk")"); done
+for n in 1 2 3; do attach "$RUN/tmpfs/t$n.disk"; T+=("$ATTACHED"); done
 rows=()
 for readback in on off; do
   flag=(); [ $readback = off ] && flag=(--no-readback)
