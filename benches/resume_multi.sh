@@ -6,9 +6,10 @@
 #   WORK=/work/bench-restore           where disk.rimg and key.pub are
 #
 # 1. Resume: a full restore onto a loop device (over a sparse file on
-#    WORK's disk) is timed; a second one is killed (SIGKILL) at half that
-#    time, and `restore --resume` finishes it. Both with read-back on, the
-#    page cache dropped before each.
+#    WORK's disk) is timed; a second one is killed (SIGKILL) once it has
+#    written half of the image's data bytes (its write_bytes in
+#    /proc/PID/io), and `restore --resume` finishes it. Both with
+#    read-back on, the page cache dropped before each.
 # 2. Three targets: three loop devices over files on a tmpfs (independent
 #    devices); a restore onto each alone, then one restore onto all three.
 #    Wall time, CPU seconds (user + system) and peak RSS from
@@ -33,12 +34,15 @@ LOOPS=()
 cleanup() {
   set +e
   for lo in "${LOOPS[@]}"; do losetup -d "$lo"; done
-  mountpoint -q "$RUN/tmpfs" && umount "$RUN/tmpfs"
+  # A detached loop device lets go of its file a moment later.
+  for _ in 1 2 3 4 5; do mountpoint -q "$RUN/tmpfs" || break; umount "$RUN/tmpfs" 2>/dev/null || sleep 1; done
   rm -rf "$RUN"
 }
 trap cleanup EXIT
 log() { echo "[$(date +%T)] $*" >&2; }
-attach() { local lo; truncate -s "$SIZE" "$1"; lo=$(losetup -f --show "$1"); LOOPS+=("$lo"); echo "$lo"; }
+# attach FILE: a loop device over a new sparse FILE, in $ATTACHED (not in a
+# subshell, so that cleanup sees it in LOOPS).
+attach() { truncate -s "$SIZE" "$1"; ATTACHED=$(losetup -f --show "$1"); LOOPS+=("$ATTACHED"); }
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # timed NAME CMD...: runs CMD under /usr/bin/time; prints "wall cpu rss_kib".
 timed() {
@@ -48,21 +52,27 @@ timed() {
     || { echo "$name failed:" >&2; cat "$RUN/$name.err" >&2; exit 1; }
   awk '{ printf "%.2f %.2f %d\n", $1, $2 + $3, $4 }' "$RUN/$name.time"
 }
-restore() { "$REL" restore "$IMG" "$@" --trust "$TRUST" --yes; }
+# restore TARGET... FLAGS...: the command line of a restore of the image.
+RESTORE=("$REL" restore "$IMG" --trust "$TRUST" --yes)
 
 # ------------------------------------------------------------------ resume
 log "resume: full restore"
 "$REL" audit init --dir "$RUN/audit" >/dev/null
-LO=$(attach "$RUN/resume.disk")
+attach "$RUN/resume.disk"; LO=$ATTACHED
 AUDIT=(--audit "$RUN/audit" --operator bench)
-read -r full_wall full_cpu full_rss < <(timed full restore "$LO" "${AUDIT[@]}")
-log "resume: killed at half of ${full_wall} s"
+read -r full_wall full_cpu full_rss < <(timed full "${RESTORE[@]}" "$LO" "${AUDIT[@]}")
+data_bytes=$("$REL" --json inspect "$IMG" | python3 -c 'import json,sys; print(json.load(sys.stdin)["extents"]["data_bytes"])')
+log "resume: killed after writing half of $data_bytes data bytes"
 cold
-restore "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
+"${RESTORE[@]}" "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
 pid=$!
-sleep "$(echo "$full_wall / 2" | bc -l)"
+while kill -0 "$pid" 2>/dev/null; do
+  written=$(awk '/^write_bytes/ { print $2 }' "/proc/$pid/io" 2>/dev/null || echo 0)
+  [ "${written:-0}" -ge $(( data_bytes / 2 )) ] && break
+  sleep 0.05
+done
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
-read -r resume_wall resume_cpu resume_rss < <(timed resume restore "$LO" "${AUDIT[@]}" --resume --json)
+read -r resume_wall resume_cpu resume_rss < <(timed resume "${RESTORE[@]}" "$LO" "${AUDIT[@]}" --resume --json)
 skipped=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_skipped"])' "$RUN/resume.out")
 cmp -n "$SIZE" "$WORK/disk.raw" "$LO" >/dev/null || { echo "the resumed disk differs" >&2; exit 1; }
 "$REL" audit verify --dir "$RUN/audit" --key "$RUN/audit/appliance.pub" >/dev/null
@@ -72,18 +82,18 @@ log "three targets: on a tmpfs"
 mkdir -p "$RUN/tmpfs"
 mount -t tmpfs -o size=$(( SIZE * 3 + (1 << 30) )) tmpfs "$RUN/tmpfs"
 T=()
-for n in 1 2 3; do T+=("$(attach "$RUN/tmpfs/t$n.disk")"); done
+for n in 1 2 3; do attach "$RUN/tmpfs/t$n.disk"; T+=("$ATTACHED"); done
 rows=()
 for readback in on off; do
   flag=(); [ $readback = off ] && flag=(--no-readback)
   slowest=0 slowest_cpu=0 single_rss=0
   for n in 0 1 2; do
-    read -r w c r < <(timed "single$n-$readback" restore "${T[$n]}" --no-audit "${flag[@]}")
+    read -r w c r < <(timed "single$n-$readback" "${RESTORE[@]}" "${T[$n]}" --no-audit "${flag[@]}")
     log "single target $((n + 1)), read-back $readback: $w s, $c CPU s"
     if (( $(echo "$w > $slowest" | bc) )); then slowest=$w slowest_cpu=$c; fi
     single_rss=$r
   done
-  read -r w3 c3 r3 < <(timed "three-$readback" restore "${T[0]}" "${T[1]}" "${T[2]}" --no-audit "${flag[@]}")
+  read -r w3 c3 r3 < <(timed "three-$readback" "${RESTORE[@]}" "${T[0]}" "${T[1]}" "${T[2]}" --no-audit "${flag[@]}")
   log "three targets, read-back $readback: $w3 s, $c3 CPU s"
   for lo in "${T[@]}"; do
     cmp -n "$SIZE" "$WORK/disk.raw" "$lo" >/dev/null || { echo "$lo differs" >&2; exit 1; }

@@ -14,6 +14,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
 use reliquary_image::keys::SigningKey;
+use reliquary_image::layout::MAX_CHUNKS;
 use reliquary_image::write::create_image_file;
 use reliquary_image::{
     ExtentKind, ImageError, ImageWriter, Manifest, ManifestDraft, PartitionCapture, PreparedChunk,
@@ -64,6 +65,17 @@ pub enum CaptureError {
     PartialSector { size: u64, sector_size: u32 },
     #[error("the zero grain {0} must be a power of two from 4 KiB to 64 KiB")]
     ZeroGrain(u32),
+    #[error(
+        "a chunk size of {chunk_size} bytes is too small for a disk of {size} bytes: an image \
+         holds at most {max_chunks} chunks; capture with --chunk-size {} or larger",
+        size_argument(*.min_chunk_size)
+    )]
+    ChunkSizeTooSmall {
+        size: u64,
+        chunk_size: u32,
+        min_chunk_size: u64,
+        max_chunks: u64,
+    },
     #[error("cannot move the finished image into place at {path}: {source}")]
     Rename {
         path: PathBuf,
@@ -92,6 +104,7 @@ impl CaptureError {
     pub fn exit_class(&self) -> ExitClass {
         match self {
             CaptureError::MountedWritable { .. } => ExitClass::Refused,
+            CaptureError::ChunkSizeTooSmall { .. } => ExitClass::Usage,
             CaptureError::Image(e) if e.is_integrity_failure() => ExitClass::Integrity,
             _ => ExitClass::Runtime,
         }
@@ -163,6 +176,16 @@ pub fn capture(
     }
     if !opts.zero_grain.is_power_of_two() || !(4096..=65536).contains(&opts.zero_grain) {
         return Err(CaptureError::ZeroGrain(opts.zero_grain));
+    }
+    // Refused before the disk is read rather than when the writer reaches
+    // the ceiling an hour later.
+    if size.div_ceil(u64::from(opts.chunk_size.max(1))) > MAX_WINDOWS {
+        return Err(CaptureError::ChunkSizeTooSmall {
+            size,
+            chunk_size: opts.chunk_size,
+            min_chunk_size: size.div_ceil(MAX_WINDOWS).next_power_of_two(),
+            max_chunks: MAX_CHUNKS,
+        });
     }
     let (partition_table, partition_note) =
         partition::summarize(source, sector, size / u64::from(sector));
@@ -242,6 +265,7 @@ fn write_image(
     let mut writer = ImageWriter::new(out, opts.chunk_size, opts.logical_sector_size)?;
     let window = u64::from(opts.chunk_size);
     let windows = size.div_ceil(window);
+    let min_zero_run = min_hole_bytes(size).max(u64::from(opts.zero_grain)) as usize;
     let threads = opts.threads.max(1);
     let in_flight = threads * 3;
 
@@ -286,7 +310,9 @@ fn write_image(
                 zstd::bulk::Compressor::new(opts.level).map_err(ImageError::Compress)?;
             let rx = Arc::clone(&window_rx);
             let tx = piece_tx.clone();
-            scope.spawn(move || compress_worker(compressor, &rx, &tx, opts, window, free));
+            scope.spawn(move || {
+                compress_worker(compressor, &rx, &tx, opts, window, min_zero_run, free)
+            });
         }
         drop(piece_tx);
 
@@ -350,6 +376,7 @@ fn compress_worker(
     tx: &std::sync::mpsc::SyncSender<(u64, Result<Vec<Piece>, CaptureError>)>,
     opts: &CaptureOptions,
     window: u64,
+    min_zero_run: usize,
     free: &[Range<u64>],
 ) {
     let sector = opts.logical_sector_size as usize;
@@ -368,9 +395,12 @@ fn compress_worker(
                 pieces.push(Piece::Unmapped((part.len() / sector) as u64));
                 continue;
             }
-            for (zero, run) in
-                split_window(part, opts.zero_grain as usize, opts.logical_sector_size)
-            {
+            for (zero, run) in split_window(
+                part,
+                opts.zero_grain as usize,
+                min_zero_run,
+                opts.logical_sector_size,
+            ) {
                 if zero {
                     pieces.push(Piece::Zero((run.len() / sector) as u64));
                     continue;
@@ -454,24 +484,57 @@ fn free_ranges(
     free
 }
 
+/// A power-of-two byte count as `--chunk-size` takes it (`128K`, `4M`).
+fn size_argument(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}M", b >> 20),
+        b if b % (1 << 10) == 0 => format!("{}K", b >> 10),
+        b => b.to_string(),
+    }
+}
+
+/// The most chunk-sized windows a disk may span: half the chunk ceiling,
+/// the other half being left for data runs split by holes.
+const MAX_WINDOWS: u64 = MAX_CHUNKS / 2;
+
+/// The shortest zero or free run captured as a hole (`Zero` or `Unmapped`)
+/// on a disk of `disk_bytes`; shorter ones are kept as data. Holes then
+/// number at most a quarter of [`MAX_CHUNKS`], so however the disk's bytes
+/// alternate, its data runs (at most holes + windows) stay within the chunk
+/// ceiling and its extents (holes + data runs) within the extent ceiling:
+/// a capture never makes an image that a reader refuses.
+pub fn min_hole_bytes(disk_bytes: u64) -> u64 {
+    (disk_bytes.saturating_mul(4) / MAX_CHUNKS).next_power_of_two()
+}
+
 /// Splits a window into alternating zero and data runs, detected in blocks
-/// of `grain` bytes (the tail block may be shorter, in whole sectors).
+/// of `grain` bytes (the tail block may be shorter, in whole sectors). Zero
+/// runs shorter than `min_zero_run` stay in the data around them.
 pub fn split_window(
     buf: &[u8],
     grain: usize,
+    min_zero_run: usize,
     sector_size: u32,
 ) -> Vec<(bool, std::ops::Range<usize>)> {
     debug_assert!(buf.len() % sector_size as usize == 0);
-    let mut runs: Vec<(bool, std::ops::Range<usize>)> = Vec::new();
+    let mut blocks: Vec<(bool, std::ops::Range<usize>)> = Vec::new();
     let mut at = 0;
     for block in buf.chunks(grain) {
         let zero = is_zero(block);
         let end = at + block.len();
-        match runs.last_mut() {
+        match blocks.last_mut() {
             Some((kind, range)) if *kind == zero => range.end = end,
-            _ => runs.push((zero, at..end)),
+            _ => blocks.push((zero, at..end)),
         }
         at = end;
+    }
+    let mut runs: Vec<(bool, std::ops::Range<usize>)> = Vec::with_capacity(blocks.len());
+    for (zero, range) in blocks {
+        let zero = zero && range.len() >= min_zero_run;
+        match runs.last_mut() {
+            Some((kind, last)) if *kind == zero => last.end = range.end,
+            _ => runs.push((zero, range)),
+        }
     }
     runs
 }
@@ -492,7 +555,7 @@ mod tests {
         let mut buf = vec![0u8; 16384];
         buf[5000] = 1; // block 1
         buf[16383] = 1; // block 3
-        let runs = split_window(&buf, 4096, 512);
+        let runs = split_window(&buf, 4096, 4096, 512);
         assert_eq!(
             runs,
             vec![
@@ -507,6 +570,39 @@ mod tests {
     #[test]
     fn split_window_handles_a_short_tail() {
         let buf = vec![7u8; 4096 + 512];
-        assert_eq!(split_window(&buf, 4096, 512), vec![(false, 0..4608)]);
+        assert_eq!(split_window(&buf, 4096, 4096, 512), vec![(false, 0..4608)]);
+    }
+
+    #[test]
+    fn split_window_keeps_short_zero_runs_in_the_data() {
+        let mut buf = vec![1u8; 8 * 4096];
+        buf[4096..8192].fill(0); // one zero block: too short
+        buf[16384..].fill(0); // four zero blocks: a hole
+        assert_eq!(
+            split_window(&buf, 4096, 16384, 512),
+            vec![(false, 0..16384), (true, 16384..32768)]
+        );
+    }
+
+    /// However a disk's bytes alternate, a capture stays within the
+    /// counts every reader accepts: holes of at least `min_hole_bytes`
+    /// number at most size / min_hole, data runs at most holes + windows,
+    /// extents at most holes + data runs.
+    #[test]
+    fn the_hole_size_keeps_every_disk_within_the_reader_ceilings() {
+        for shift in 20..=44 {
+            let size: u64 = 1 << shift;
+            let size = size + size / 3; // not only powers of two
+            let holes = size / min_hole_bytes(size) + 1;
+            let windows = size
+                .div_ceil(u64::from(reliquary_image::layout::MIN_CHUNK_SIZE))
+                .min(MAX_WINDOWS);
+            let chunks = holes + windows;
+            assert!(chunks <= MAX_CHUNKS, "{size}: {chunks} chunks");
+            assert!(
+                holes + chunks <= reliquary_image::layout::MAX_EXTENTS,
+                "{size}"
+            );
+        }
     }
 }

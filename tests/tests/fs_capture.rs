@@ -1030,3 +1030,117 @@ fn a_hibernated_windows_is_captured_whole_and_the_manifest_says_why() {
     );
     assert_eq!(j["extents"]["unmapped_bytes"], 0, "{j}");
 }
+
+/// Whether the loop device `lo` zeroes ranges without writing them, as
+/// its sysfs queue says.
+fn zeroes_without_writing(lo: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(lo).expect("stat").rdev();
+    let (major, minor) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    std::fs::read_to_string(format!(
+        "/sys/dev/block/{major}:{minor}/queue/write_zeroes_max_bytes"
+    ))
+    .ok()
+    .and_then(|t| t.trim().parse::<u64>().ok())
+    .is_some_and(|n| n > 0)
+}
+
+#[test]
+fn discarded_or_zeroed_free_space_reads_zeros_and_the_record_says_which() {
+    let fs = &EXT4;
+    let Some(fx) = Fixture::new(&["sfdisk", "partx", "mkfs.ext4", "mount"]) else {
+        return;
+    };
+    let raw = used_disk(&fx, fs, true);
+    let (image, out) = fx.capture(&raw, "discard", &[]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let (Some(discarded), Some(zeroed)) =
+        (filled_loop(DISK, None, 0xa5), filled_loop(DISK, None, 0xa5))
+    else {
+        return;
+    };
+    let file = fx.path("target.disk");
+    std::fs::write(&file, vec![0xa5u8; DISK as usize]).expect("file target");
+    let audit = fx.path("audit");
+    let out = reliquary(&[
+        "audit".as_ref(),
+        "init".as_ref(),
+        "--dir".as_ref(),
+        audit.as_os_str(),
+    ]);
+    assert!(out.status.success(), "audit init: {}", text(&out));
+    let restore = |targets: &[&Path], flag: &str| {
+        Command::new(reliquary_bin())
+            .arg("restore")
+            .arg(&image)
+            .args(targets)
+            .arg("--trust")
+            .arg(fx.trust())
+            .arg("--audit")
+            .arg(&audit)
+            .args(["--operator", "tech1", "--yes", flag])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run reliquary restore")
+    };
+    // One restore asks both the loop device and the file for a discard.
+    let out = restore(&[discarded.path(), &file], "--discard-unmapped");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("zeroed instead"),
+        "the file target does not say its free space was zeroed: {}",
+        text(&out)
+    );
+    let out = restore(&[zeroed.path()], "--zero-unmapped");
+    assert!(out.status.success(), "{}", text(&out));
+    // Discarded or zeroed, the free space reads as zeros on all three.
+    let expected = std::fs::read(zeroed.backing_file()).expect("read zeroed");
+    assert!(
+        expected.chunks(512).all(|sector| sector != [0xa5; 512]),
+        "the zeroed target still holds a sector of its old pattern"
+    );
+    for target in [discarded.backing_file(), file.as_path()] {
+        assert!(
+            std::fs::read(target).expect("read target") == expected,
+            "{} does not read as the zeroed target",
+            target.display()
+        );
+    }
+    // Each start record says what was done on its disk.
+    let out = reliquary(&[
+        "audit".as_ref(),
+        "export".as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+        "--dir".as_ref(),
+        audit.as_os_str(),
+    ]);
+    let recorded: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|r| r["record"]["payload"].clone())
+        .filter(|p| !p["mode"].is_null())
+        .map(|p| {
+            (
+                p["target"]["path"].as_str().unwrap_or_default().to_string(),
+                p["unmapped"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let loop_mode = if zeroes_without_writing(discarded.path()) {
+        "Discarded"
+    } else {
+        "Zeroed"
+    };
+    assert_eq!(
+        recorded,
+        [
+            (
+                discarded.path().display().to_string(),
+                loop_mode.to_string()
+            ),
+            (file.display().to_string(), "Zeroed".to_string()),
+            (zeroed.path().display().to_string(), "Zeroed".to_string()),
+        ]
+    );
+}

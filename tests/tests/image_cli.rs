@@ -273,6 +273,36 @@ fn mixed_source(seed: u64, repeat: bool) -> Vec<u8> {
 }
 
 #[test]
+fn a_chunk_size_too_small_for_the_disk_is_refused_before_reading_it() {
+    let work = Work::new();
+    let key = work.key("author");
+    // A sparse 40 GiB disk: 64 KiB chunks would make 655,360 windows, more
+    // than the 524,288 an image may span; nothing of it is read.
+    let src = work.path("big.raw");
+    std::fs::File::create(&src)
+        .and_then(|f| f.set_len(40 << 30))
+        .expect("sparse source");
+    let out = work.path("big.rimg");
+    let args = [
+        "capture",
+        s(&src),
+        "-o",
+        s(&out),
+        "--key",
+        s(&key),
+        "--name",
+        "big",
+        "--chunk-size",
+        "64K",
+    ];
+    let result = run(&args);
+    assert_eq!(result.status.code(), Some(2), "{result:?}");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("--chunk-size 128K or larger"), "{stderr}");
+    assert!(!out.exists(), "an image was written");
+}
+
+#[test]
 fn round_trip_mixed_content_64k_chunks() {
     let work = Work::new();
     let key = work.key("author");

@@ -2007,6 +2007,23 @@ fn a_killed_restore_resumes_to_an_exact_disk_at_ten_random_points() {
         "no late resume kept any already-written bytes"
     );
     audit_verifies(&audit);
+    // `audit show` links each resume to the start it continues.
+    let out = Command::new(reliquary_bin())
+        .args(["audit", "show", "--dir"])
+        .arg(&audit)
+        .output()
+        .expect("run audit show");
+    assert!(out.status.success(), "audit show: {}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    for start in audit_records(&audit)
+        .iter()
+        .filter_map(|r| r["record"]["payload"]["mode"]["Resume"]["interrupted_seq"].as_u64())
+    {
+        assert!(
+            shown.contains(&format!("resume of record {start}")),
+            "audit show does not link a resume to record {start}: {shown}"
+        );
+    }
 }
 
 #[test]

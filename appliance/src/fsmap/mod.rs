@@ -18,7 +18,8 @@ use std::ops::Range;
 use reliquary_image::{CaptureMode, FileSystemKind, PartitionCapture, PartitionTable, ReadAt};
 
 /// Free runs shorter than this are kept as data: they save little and
-/// would bloat the index on a fragmented volume.
+/// would bloat the index on a fragmented volume. Larger disks keep longer
+/// ones too (see [`min_hole_bytes`](crate::capture::min_hole_bytes)).
 pub const MIN_UNMAPPED_BYTES: u64 = 64 << 10;
 
 /// How one partition will be captured.
@@ -26,7 +27,8 @@ pub const MIN_UNMAPPED_BYTES: u64 = 64 << 10;
 pub struct PartitionPlan {
     pub record: PartitionCapture,
     /// Free byte ranges of the disk (absolute offsets), sorted, disjoint,
-    /// each at least [`MIN_UNMAPPED_BYTES`] and sector-aligned.
+    /// each at least [`MIN_UNMAPPED_BYTES`] (more on a large disk) and
+    /// sector-aligned.
     pub free: Vec<Range<u64>>,
 }
 
@@ -88,6 +90,7 @@ pub fn plan_partitions<S: ReadAt + ?Sized>(
     sector_size: u32,
     all_sectors: bool,
 ) -> Vec<PartitionPlan> {
+    let min_run = MIN_UNMAPPED_BYTES.max(crate::capture::min_hole_bytes(disk_bytes));
     table
         .partitions
         .iter()
@@ -127,7 +130,7 @@ pub fn plan_partitions<S: ReadAt + ?Sized>(
                     record.mode = CaptureMode::UsedClusters;
                     PartitionPlan {
                         record,
-                        free: absolute_runs(&found.free, start, len, sector),
+                        free: absolute_runs(&found.free, start, len, sector, min_run),
                     }
                 }
                 Err(e) => {
@@ -172,14 +175,20 @@ fn free_space<S: ReadAt + ?Sized>(
     }
 }
 
-/// Keeps the runs worth unmapping, shrunk to whole sectors inside the
-/// partition, as absolute disk offsets.
-fn absolute_runs(free: &[Range<u64>], start: u64, len: u64, sector: u64) -> Vec<Range<u64>> {
+/// Keeps the runs worth unmapping (at least `min_run` bytes), shrunk to
+/// whole sectors inside the partition, as absolute disk offsets.
+fn absolute_runs(
+    free: &[Range<u64>],
+    start: u64,
+    len: u64,
+    sector: u64,
+    min_run: u64,
+) -> Vec<Range<u64>> {
     free.iter()
         .filter_map(|r| {
             let begin = r.start.div_ceil(sector) * sector;
             let end = (r.end.min(len) / sector) * sector;
-            (end > begin && end - begin >= MIN_UNMAPPED_BYTES).then(|| start + begin..start + end)
+            (end > begin && end - begin >= min_run).then(|| start + begin..start + end)
         })
         .collect()
 }
@@ -212,7 +221,7 @@ mod tests {
     fn short_runs_are_dropped_and_runs_shrink_to_whole_sectors() {
         let free = vec![100..70_000, 80_000..90_000, 200_000..400_000];
         assert_eq!(
-            absolute_runs(&free, 1 << 20, 300_000, 512),
+            absolute_runs(&free, 1 << 20, 300_000, 512, MIN_UNMAPPED_BYTES),
             vec![
                 (1 << 20) + 512..(1 << 20) + 69_632,
                 (1 << 20) + 200_192..(1 << 20) + 299_520

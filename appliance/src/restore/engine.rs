@@ -12,7 +12,7 @@ use super::records::{log_started, StartDetails, StartedRestore};
 use super::target::{open_confirmed, Target, TargetRules};
 use super::TargetInfo;
 use super::{pipeline, CancelToken, Progress, RestoreError, RestoreOptions, RestoreReport};
-use crate::audit::{lock_shared, AuditError, AuditLog, Operator, RestoreMode};
+use crate::audit::{lock_shared, AuditError, AuditLog, Operator, RestoreMode, Unmapped};
 use crate::safety::Refusal;
 
 /// What to restore where.
@@ -91,8 +91,12 @@ pub fn restore(
         Err(e) => return RestoreRun::NotStarted(e),
     };
     let infos: Vec<TargetInfo> = targets.iter().map(|t| t.info().clone()).collect();
+    let unmapped: Vec<Unmapped> = targets
+        .iter()
+        .map(|t| pipeline::unmapped_for(request.options.unmapped, t))
+        .collect();
     let started = match audit {
-        Some(audit) => match log_all_started(request, audit, &infos) {
+        Some(audit) => match log_all_started(request, audit, &infos, &unmapped) {
             Ok(started) => started.into_iter().map(Some).collect(),
             Err(e) => return RestoreRun::NotStarted(e),
         },
@@ -102,7 +106,7 @@ pub fn restore(
     options.only_differences |= request.mode != RestoreMode::Full;
     let reports = pipeline::run(
         request.image,
-        targets,
+        targets.into_iter().zip(unmapped).collect(),
         &options,
         request.mode,
         progress,
@@ -163,16 +167,17 @@ fn log_all_started(
     request: &RestoreRequest<'_>,
     audit: AuditRecording<'_>,
     targets: &[TargetInfo],
+    unmapped: &[Unmapped],
 ) -> Result<Vec<StartedRestore>, RestoreError> {
     let mut log = lock_shared(audit.log);
-    let how = StartDetails {
-        meaning: request.meaning.map(str::to_owned),
-        reason: request.reason.map(str::to_owned),
-        mode: request.mode,
-        unmapped: request.options.unmapped,
-    };
     let mut started = Vec::with_capacity(targets.len());
-    for info in targets {
+    for (info, &unmapped) in targets.iter().zip(unmapped) {
+        let how = StartDetails {
+            meaning: request.meaning.map(str::to_owned),
+            reason: request.reason.map(str::to_owned),
+            mode: request.mode,
+            unmapped,
+        };
         match log_started(&mut log, audit.operator, request.image, info, &how) {
             Ok(s) => started.push(s),
             Err(e) if started.is_empty() => return Err(RestoreError::AuditStart(e)),

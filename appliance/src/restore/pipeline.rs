@@ -42,7 +42,7 @@ const POOL_BUDGET_BYTES: usize = 192 << 20;
 /// others carry on.
 pub fn run(
     image: &Image<File>,
-    targets: Vec<Target>,
+    targets: Vec<(Target, Unmapped)>,
     opts: &RestoreOptions,
     mode: RestoreMode,
     progress: &Sender<Progress>,
@@ -51,7 +51,17 @@ pub fn run(
     let mut lanes: Vec<Lane> = targets
         .into_iter()
         .enumerate()
-        .map(|(index, target)| Lane::new(index, target))
+        .map(|(index, (target, unmapped))| {
+            let mut lane = Lane::new(index, target, unmapped);
+            if opts.unmapped == Unmapped::Discarded && unmapped != Unmapped::Discarded {
+                lane.report.warnings.push(
+                    "this disk does not read zeros after a discard without writing them, so the \
+                     free space the image did not keep was zeroed instead"
+                        .into(),
+                );
+            }
+            lane
+        })
         .collect();
     run_stages(image, &mut lanes, opts, mode, progress, cancel);
     lanes
@@ -60,11 +70,28 @@ pub fn run(
         .collect()
 }
 
+/// What `target` does with unmapped extents when `requested` was asked:
+/// a discard only where the disk then reads zeros without a write, zeros
+/// elsewhere. Decided before the start is recorded, so the record says
+/// what is done.
+pub fn unmapped_for(requested: Unmapped, target: &Target) -> Unmapped {
+    match requested {
+        Unmapped::Discarded
+            if !(target.info.is_block_device && sys::discards_to_zero(&target.file)) =>
+        {
+            Unmapped::Zeroed
+        }
+        other => other,
+    }
+}
+
 /// One target's state through the phases.
 struct Lane {
     /// The target's position in the request, as [`Progress::target`] names it.
     index: usize,
     target: Target,
+    /// What this target does with unmapped extents (see [`unmapped_for`]).
+    unmapped: Unmapped,
     tables: TablePlan,
     /// Extents the target already holds (a resume, `--only-differences`).
     already: ExtentSet,
@@ -75,10 +102,11 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(index: usize, target: Target) -> Self {
+    fn new(index: usize, target: Target, unmapped: Unmapped) -> Self {
         Self {
             index,
             target,
+            unmapped,
             tables: TablePlan::default(),
             already: ExtentSet::default(),
             report: RestoreReport::new(),
@@ -472,7 +500,7 @@ fn write_table_areas(
             ExtentKind::Zero | ExtentKind::Unmapped => {
                 if from < end {
                     let discard =
-                        extent.kind == ExtentKind::Unmapped && opts.unmapped == Unmapped::Discarded;
+                        extent.kind == ExtentKind::Unmapped && lane.unmapped == Unmapped::Discarded;
                     zero_range(target, from, end - from, discard)?;
                 }
                 for edit in &tables.in_image {
@@ -776,7 +804,7 @@ fn spread_chunks(
             let (tx, rx) = sync_channel::<TargetJob>(buffers);
             senders.push(tx);
             let (lane, meter, failed) = (&lanes[i], &meters[i], &failed[slot]);
-            writers.push(scope.spawn(move || write_target(image, lane, meter, opts, &rx, failed)));
+            writers.push(scope.spawn(move || write_target(image, lane, meter, &rx, failed)));
         }
 
         let mut shared_error = None;
@@ -842,7 +870,6 @@ fn write_target(
     image: &Image<File>,
     lane: &Lane,
     meter: &Meter,
-    opts: &RestoreOptions,
     jobs: &Receiver<TargetJob>,
     failed: &AtomicBool,
 ) -> WriterResult {
@@ -867,7 +894,7 @@ fn write_target(
             }
             TargetJob::Zero(extent) => {
                 let discard =
-                    extent.kind == ExtentKind::Unmapped && opts.unmapped == Unmapped::Discarded;
+                    extent.kind == ExtentKind::Unmapped && lane.unmapped == Unmapped::Discarded;
                 let (offset, len) = (extent.start_sector * sector, extent.sector_count * sector);
                 zero_range(&lane.target, offset, len, discard).map(|()| 0)
             }

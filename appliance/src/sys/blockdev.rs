@@ -174,6 +174,26 @@ pub fn zero_out(file: &File, offset: u64, len: u64) -> Result<(), SysError> {
     }
 }
 
+/// Whether the block device open as `file` can zero ranges without
+/// writing them (`write_zeroes_max_bytes` in its sysfs queue), which is
+/// what [`discard_zeroing`] needs.
+pub fn discards_to_zero(file: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    let (major, minor) = (
+        nix::sys::stat::major(meta.rdev()),
+        nix::sys::stat::minor(meta.rdev()),
+    );
+    std::fs::read_to_string(format!(
+        "/sys/dev/block/{major}:{minor}/queue/write_zeroes_max_bytes"
+    ))
+    .ok()
+    .and_then(|text| text.trim().parse::<u64>().ok())
+    .is_some_and(|max| max > 0)
+}
+
 /// Discards `len` bytes at `offset` of a block device so that they read
 /// back as zero: `fallocate(PUNCH_HOLE)` on a block device discards only
 /// where the device guarantees zeroes afterwards, and fails with

@@ -21,9 +21,9 @@ use crate::exit::ExitClass;
 
 pub use aligned::{AlignError, AlignedBuf};
 pub use blockdev::{
-    device_size_bytes, discard_zeroing, flush_buffers, is_block_device, logical_sector_size,
-    open_exclusive_for_write, physical_sector_size, reread_partitions, zero_out, TargetKind,
-    WriteTarget,
+    device_size_bytes, discard_zeroing, discards_to_zero, flush_buffers, is_block_device,
+    logical_sector_size, open_exclusive_for_write, physical_sector_size, reread_partitions,
+    zero_out, TargetKind, WriteTarget,
 };
 pub use file::{punch_or_zero_range, ZeroMethod};
 
