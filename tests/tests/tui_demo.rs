@@ -8,11 +8,11 @@
 
 mod tui;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use reliquary_tests::{reliquary_bin, skip_or_fail};
+use reliquary_tests::reliquary_bin;
 use tui::*;
 
 #[test]
@@ -340,17 +340,9 @@ fn a_stick_without_room_on_the_audit_partition_is_not_ready() {
     };
     let p = &demo.paths;
     let small = p.root.join("small");
-    std::fs::create_dir(&small).expect("mkdir");
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"])
-        .arg(&small)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        skip_or_fail("cannot mount a small tmpfs (needs root)");
+    let Some(_unmount) = small_tmpfs(&small, "512k") else {
         return;
-    }
-    let _unmount = Unmount(small.clone());
+    };
     let (ok, out) = run(Command::new("cp").arg("-a").arg(&p.audit).arg(&small));
     assert!(ok, "{out}");
     std::fs::remove_dir_all(&p.audit).expect("rm");
@@ -416,13 +408,4 @@ fn flip_byte(path: &Path, offset: u64) {
     file.read_exact_at(&mut byte, offset).expect("reads");
     byte[0] ^= 0x5a;
     file.write_all_at(&byte, offset).expect("writes");
-}
-
-/// Unmounts a test mount when dropped.
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }

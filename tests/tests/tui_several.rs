@@ -1,7 +1,7 @@
 //! The TUI restores several targets at once: Space marks them, one typed
 //! code confirms them all, the restore screen shows one progress row per
 //! target and the result one row per target, and every target ends with
-//! the bytes of a full restore.
+//! the bytes of a full restore, or, where it failed, is wiped and says why.
 //!
 //! Needs `tmux` and the `recovery-tui` and `reliquary` binaries of this
 //! profile (`cargo build --workspace --bins`).
@@ -85,4 +85,46 @@ fn two_marked_targets_are_restored_at_once_with_a_row_each() {
     for record in finished {
         assert_eq!(record["result"], "success", "{record}");
     }
+}
+
+#[test]
+fn a_target_that_fails_is_wiped_and_reported_while_the_other_is_restored() {
+    let Some(demo) = Demo::prepared_with("onefails", 256) else {
+        return;
+    };
+    let p = &demo.paths;
+    // The second target's file system fills up long before the image fits.
+    let small = p.root.join("small");
+    let Some(_unmount) = small_tmpfs(&small, "24m") else {
+        return;
+    };
+    let full = small.join("full.raw");
+    let tmux = demo.on_stick_with("tui", &[&p.target, &full]);
+    open_targets(&tmux);
+    tmux.wait_for("full.raw", SCREEN_TIMEOUT);
+    tmux.keys(&["Space", "Down", "Space", "Enter"]);
+    let code = confirmation_code(&tmux.wait_for("type this code:", SCREEN_TIMEOUT));
+    confirm_with(&tmux, "WO-4717", &code);
+    let screen = tmux.wait_for("RESTORE FAILED on 1 of 2 targets", RESTORE_TIMEOUT);
+    let row = |word: &str, file: &str| screen.lines().any(|l| l.contains(word) && l.contains(file));
+    assert!(row("OK ", "target.raw"), "{screen}");
+    assert!(row("FAILED", "full.raw"), "{screen}");
+    assert!(screen.contains("left wiped:"), "{screen}");
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED 0", SCREEN_TIMEOUT);
+
+    assert_same_bytes(&demo.reference_restore(), &p.target);
+    let wiped = std::fs::read(&full).expect("the failed target exists");
+    assert!(
+        wiped.len() >= 1 << 20 && wiped[..1 << 20].iter().all(|&b| b == 0),
+        "the failed target's first MiB is wiped"
+    );
+    let records = verified_records(&p.audit);
+    let mut results: Vec<String> = records
+        .iter()
+        .filter(|r| r["record"]["kind"] == "RestoreFinished")
+        .map(|r| r["result"].as_str().unwrap_or_default().to_string())
+        .collect();
+    results.sort();
+    assert_eq!(results, ["failed", "success"], "{records:?}");
 }

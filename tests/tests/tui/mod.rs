@@ -324,3 +324,28 @@ pub fn assert_same_bytes(expected: &Path, actual: &Path) {
         offset += n as u64;
     }
 }
+
+/// Unmounts a test mount when dropped.
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size` (`mount -o size=`) on the new directory
+/// `dir`; `None` (after skip_or_fail) where mounting is not allowed.
+pub fn small_tmpfs(dir: &Path, size: &str) -> Option<Unmount> {
+    std::fs::create_dir(dir).expect("mkdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        skip_or_fail("cannot mount a small tmpfs (needs root)");
+        return None;
+    }
+    Some(Unmount(dir.to_path_buf()))
+}
