@@ -960,7 +960,7 @@ fn submit_confirm(app: &mut App) -> Action {
         ),
         _ => (app.targets.group_code.as_str(), "the code shown"),
     };
-    if !app.confirm.text.eq_ignore_ascii_case(code) {
+    if code.is_empty() || !app.confirm.text.eq_ignore_ascii_case(code) {
         app.confirm.error = Some(format!(
             "\"{}\" does not match {what}. Nothing was written.",
             app.confirm.text

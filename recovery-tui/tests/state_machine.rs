@@ -703,3 +703,11 @@ fn starts(targets: &[usize], resume: Option<u64>) -> Action {
         resume,
     }
 }
+
+#[test]
+fn several_targets_without_a_group_code_are_never_confirmed() {
+    let mut app = confirming_several();
+    app.targets.group_code.clear();
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert_eq!(app.screen, Screen::Confirm);
+}

@@ -234,9 +234,11 @@ impl Session {
         ) else {
             return;
         };
-        let chosen: Vec<&TargetCandidate> = target_indices
+        // A target no longer in the list is refused by the job, like one
+        // whose identity could not be read.
+        let chosen: Vec<Option<&TargetCandidate>> = target_indices
             .iter()
-            .filter_map(|i| app.targets.items.get(*i))
+            .map(|i| app.targets.items.get(*i))
             .collect();
         let cancel = CancelToken::new();
         self.cancel = Some(cancel.clone());
@@ -244,8 +246,14 @@ impl Session {
             image,
             image_path: entry.path.clone(),
             image_name: entry.display_name(),
-            targets: chosen.iter().map(|t| t.confirmed.clone()).collect(),
-            target_labels: chosen.iter().map(|t| t.label()).collect(),
+            targets: chosen
+                .iter()
+                .map(|t| t.and_then(|t| t.confirmed.clone()))
+                .collect(),
+            target_labels: chosen
+                .iter()
+                .map(|t| t.map_or_else(String::new, TargetCandidate::label))
+                .collect(),
             vault: self.config.vault.clone(),
             audit_dir: self.config.audit.clone(),
             operator,
