@@ -499,12 +499,12 @@ const MAX_WINDOWS: u64 = MAX_CHUNKS / 2;
 
 /// The shortest zero or free run captured as a hole (`Zero` or `Unmapped`)
 /// on a disk of `disk_bytes`; shorter ones are kept as data. Holes then
-/// number at most a quarter of [`MAX_CHUNKS`], so however the disk's bytes
+/// number at most an eighth of [`MAX_CHUNKS`], so however the disk's bytes
 /// alternate, its data runs (at most holes + windows) stay within the chunk
 /// ceiling and its extents (holes + data runs) within the extent ceiling:
 /// a capture never makes an image that a reader refuses.
 pub fn min_hole_bytes(disk_bytes: u64) -> u64 {
-    (disk_bytes.saturating_mul(4) / MAX_CHUNKS).next_power_of_two()
+    (disk_bytes.saturating_mul(8) / MAX_CHUNKS).next_power_of_two()
 }
 
 /// Splits a window into alternating zero and data runs, detected in blocks

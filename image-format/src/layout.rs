@@ -28,9 +28,10 @@ pub const MAX_INDEX_LEN: u64 = 256 << 20;
 /// Absolute ceilings on the index's counts, checked from their length
 /// prefixes before anything is allocated. With the per-image bounds (chunks
 /// <= data region / 4096, extents <= disk sectors) they keep a decoded
-/// index within about 180 MiB (see FORMAT.md, "Limits").
+/// index within about 120 MiB, and a capture never exceeds them (see
+/// FORMAT.md, "Limits").
 pub const MAX_CHUNKS: u64 = 1 << 20;
-pub const MAX_EXTENTS: u64 = 4 << 20;
+pub const MAX_EXTENTS: u64 = 1 << 20;
 
 /// Smallest and largest chunk size (both powers of two).
 pub const MIN_CHUNK_SIZE: u32 = 64 << 10;

@@ -520,7 +520,7 @@ fn a_134m_extent_index_is_refused_within_the_memory_target() {
         return;
     };
     for out in outs {
-        refused(&out, 3, &["134217725 extents, more than the 4194304"]);
+        refused(&out, 3, &["134217725 extents, more than the 1048576"]);
     }
 }
 
@@ -538,6 +538,87 @@ fn a_30m_extent_image_is_refused_within_the_memory_target() {
     for out in outs {
         refused(&out, 3, &["30000000 extents"]);
     }
+}
+
+/// `restore` (onto a new file) and `check` of `image`, each under the
+/// memory target; returns their outputs and the restore's wall time.
+fn bounded_restore_and_check(
+    image: &Path,
+    trust: &Path,
+    target: &Path,
+) -> Option<([Output; 2], Duration)> {
+    let started = std::time::Instant::now();
+    let restore = [
+        "restore",
+        s(image),
+        s(target),
+        "--trust",
+        s(trust),
+        "--create-file",
+        "--no-audit",
+        "--yes",
+    ];
+    let (restored, kib) = peak_rss(&restore)?;
+    let took = started.elapsed();
+    eprintln!(
+        "restore: peak RSS {kib} KiB, {took:?}, exit {:?}",
+        restored.status.code()
+    );
+    assert!(kib <= RSS_LIMIT_KIB, "restore peaked at {kib} KiB");
+    let (checked, kib) = peak_rss(&["check", s(image), s(target), "--trust", s(trust)])?;
+    eprintln!(
+        "check: peak RSS {kib} KiB, exit {:?}",
+        checked.status.code()
+    );
+    assert!(kib <= RSS_LIMIT_KIB, "check peaked at {kib} KiB");
+    Some(([restored, checked], took))
+}
+
+#[test]
+fn restoring_or_checking_a_30m_extent_image_is_refused_at_once_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("extents-30m.rimg");
+    reliquary_tests::hostile::one_sector_extents(&image, &key, 30_000_000, false)
+        .expect("generate");
+    let target = tmp.path().join("target.disk");
+    std::fs::write(&target, b"").expect("target");
+    let Some((outs, took)) = bounded_restore_and_check(&image, &trust, &target) else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    assert!(took < Duration::from_secs(30), "the refusal took {took:?}");
+    for out in outs {
+        refused(&out, 3, &["30000000 extents"]);
+    }
+    assert_eq!(
+        std::fs::metadata(&target).expect("stat").len(),
+        0,
+        "the target was written"
+    );
+}
+
+#[test]
+fn an_image_at_the_extent_ceiling_restores_in_under_30_s_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("extents-ceiling.rimg");
+    let ceiling = reliquary_image::layout::MAX_EXTENTS;
+    reliquary_tests::hostile::one_sector_extents(&image, &key, ceiling, true).expect("generate");
+    let target = tmp.path().join("target.disk");
+    let Some(([restored, checked], took)) = bounded_restore_and_check(&image, &trust, &target)
+    else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    for out in [&restored, &checked] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(took < Duration::from_secs(30), "the restore took {took:?}");
 }
 
 #[test]
@@ -564,7 +645,7 @@ fn a_signed_2tib_zero_disk_with_64k_chunks_inspects_and_verifies_within_the_memo
 fn an_index_at_the_extent_ceiling_decodes_within_the_memory_target() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (key, trust) = hostile_key(tmp.path());
-    let image = tmp.path().join("extents-4m.rimg");
+    let image = tmp.path().join("extents-ceiling.rimg");
     let ceiling = reliquary_image::layout::MAX_EXTENTS;
     reliquary_tests::hostile::one_sector_extents(&image, &key, ceiling, true).expect("generate");
     let Some(outs) = bounded_inspect_and_verify(&image, &trust) else {
