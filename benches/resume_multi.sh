@@ -6,9 +6,9 @@
 #   WORK=/work/bench-restore           where disk.rimg and key.pub are
 #
 # 1. Resume: a full restore onto a loop device (over a sparse file on
-#    WORK's disk) is timed; a second one is killed (SIGKILL) once it has
-#    written half of the image's data bytes (its write_bytes in
-#    /proc/PID/io), and `restore --resume` finishes it. Both with
+#    WORK's disk) is timed; a second one, onto another empty disk, is
+#    killed (SIGKILL) once that target holds the first MiB of data past the middle of the disk (read
+#    with O_DIRECT), and `restore --resume` finishes it. Both with
 #    read-back on, the page cache dropped before each.
 # 2. Three targets: three loop devices over files on a tmpfs (independent
 #    devices); a restore onto each alone, then one restore onto all three.
@@ -61,14 +61,33 @@ log "resume: full restore"
 attach "$RUN/resume.disk"; LO=$ATTACHED
 AUDIT=(--audit "$RUN/audit" --operator bench)
 read -r full_wall full_cpu full_rss < <(timed full "${RESTORE[@]}" "$LO" "${AUDIT[@]}")
-data_bytes=$("$REL" --json inspect "$IMG" | python3 -c 'import json,sys; print(json.load(sys.stdin)["extents"]["data_bytes"])')
-log "resume: killed after writing half of $data_bytes data bytes"
+# The first MiB at or after the middle of the disk that holds data: once
+# the target holds it too, about half of the disk has been written (the
+# bulk is written in disk order).
+mid=$(python3 - "$WORK/disk.raw" "$SIZE" <<'PY'
+import sys
+path, size = sys.argv[1], int(sys.argv[2])
+mib = 1 << 20
+with open(path, "rb") as f:
+    at = size // 2 // mib
+    while at * mib < size:
+        f.seek(at * mib)
+        if any(f.read(mib)):
+            print(at)
+            break
+        at += 1
+PY
+)
+log "resume: killed once MiB $mid of $((SIZE >> 20)) is written"
+# Onto a new, empty disk: the first one already holds the whole image.
+attach "$RUN/resume2.disk"; LO=$ATTACHED
 cold
 "${RESTORE[@]}" "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
 pid=$!
+dd if="$WORK/disk.raw" bs=1M skip="$mid" count=1 status=none > "$RUN/mid.expected"
 while kill -0 "$pid" 2>/dev/null; do
-  written=$(awk '/^write_bytes/ { print $2 }' "/proc/$pid/io" 2>/dev/null || echo 0)
-  [ "${written:-0}" -ge $(( data_bytes / 2 )) ] && break
+  dd if="$LO" bs=1M skip="$mid" count=1 iflag=direct status=none 2>/dev/null \
+    | cmp -s - "$RUN/mid.expected" && break
   sleep 0.05
 done
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
