@@ -93,47 +93,92 @@ enum Verdict {
 /// counted, so a disk that differs everywhere costs no more memory.
 const MAX_LISTED_MISMATCHES: usize = 10_000;
 
+/// One disk of a comparison: the open file, the bytes a restore wrote
+/// over the image's there (see [`TablePlan`]), and the extents already
+/// read from it and found matching earlier in the same run (a resume's
+/// comparison), which are counted as matching without being read again.
+pub(crate) struct DiskView<'a> {
+    pub file: &'a File,
+    pub edits: &'a [Edit],
+    pub already_read: &'a (dyn Fn(&PlacedExtent) -> bool + Sync),
+}
+
 /// Reads every data and zero extent of `image` from `disk` (and unmapped
-/// ones when `unmapped_as_zero`) and compares, in batches. `edits` are
-/// bytes the restore wrote over the image's (see [`TablePlan`]): the disk
-/// must hold them, and the image's digest is recomputed with the image's
-/// own bytes put back in their place. Extents for which `already_read`
-/// is true were read from this disk and found matching earlier in the same
-/// run (a resume's comparison) and are counted as matching without being
-/// read again. `progress` gets bytes read.
+/// ones when `unmapped_as_zero`) and compares, in batches: the one-disk
+/// case of [`compare_disks`].
 pub(crate) fn compare_disk(
     image: &Image<File>,
-    disk: &File,
+    disk: &DiskView<'_>,
     unmapped_as_zero: bool,
-    edits: &[Edit],
-    already_read: &dyn Fn(&PlacedExtent) -> bool,
     progress: &(dyn Fn(u64) + Sync),
     cancel: &CancelToken,
 ) -> Result<CheckReport, RestoreError> {
-    let mut digest = ImageDigest::new();
-    let mut mismatches = Vec::new();
-    let (mut compared, mut differing) = (0, 0);
-    let mut visit = |e: &PlacedExtent, verdict: Option<ExtentCheck>| {
+    let mut reports = compare_disks(
+        image,
+        std::slice::from_ref(disk),
+        unmapped_as_zero,
+        &|_, n| progress(n),
+        cancel,
+    )?;
+    reports.pop().unwrap_or(Err(RestoreError::Cancelled))
+}
+
+/// Compares several disks with the image in one pass: each piece is read
+/// from every disk, the first one's bytes hashed and the others' compared
+/// with them byte for byte (hashed only where they differ), so N disks
+/// cost one hashing, not N. Each disk's `edits` must hold and the image's
+/// digest is recomputed with the image's own bytes put back in their
+/// place. A disk that cannot be read gets its error and is read no
+/// further; the others carry on. `progress` gets (disk, bytes read).
+pub(crate) fn compare_disks(
+    image: &Image<File>,
+    disks: &[DiskView<'_>],
+    unmapped_as_zero: bool,
+    progress: &(dyn Fn(usize, u64) + Sync),
+    cancel: &CancelToken,
+) -> Result<Vec<Result<CheckReport, RestoreError>>, RestoreError> {
+    struct Tally {
+        digest: ImageDigest,
+        mismatches: Vec<ExtentMismatch>,
+        compared: usize,
+        differing: usize,
+    }
+    let mut tallies: Vec<Tally> = disks
+        .iter()
+        .map(|_| Tally {
+            digest: ImageDigest::new(),
+            mismatches: Vec::new(),
+            compared: 0,
+            differing: 0,
+        })
+        .collect();
+    let mut visit = |disk: usize, e: &PlacedExtent, verdict: Option<ExtentCheck>| {
+        let tally = &mut tallies[disk];
         let Some(check) = verdict else {
+            let already = (disks[disk].already_read)(e);
             let matched_sha = match e.kind {
-                _ if !already_read(e) => None,
+                _ if !already => None,
                 ExtentKind::Data { chunk } => {
                     image.index().chunks.get(chunk as usize).map(|c| c.sha256)
                 }
                 ExtentKind::Zero | ExtentKind::Unmapped => None,
             };
-            compared += usize::from(already_read(e));
-            digest.add(e.sector_count, e.kind, matched_sha.as_ref());
+            tally.compared += usize::from(already);
+            tally
+                .digest
+                .add(e.sector_count, e.kind, matched_sha.as_ref());
             return;
         };
-        compared += 1;
+        tally.compared += 1;
         // A zero extent that is not zero is reported as a mismatch; the
         // digest is meaningful only when there are none.
-        digest.add(e.sector_count, e.kind, check.data_sha.as_ref());
+        tally
+            .digest
+            .add(e.sector_count, e.kind, check.data_sha.as_ref());
         if let Some(kind) = check.mismatch {
-            differing += 1;
-            if mismatches.len() < MAX_LISTED_MISMATCHES {
-                mismatches.push(ExtentMismatch {
+            tally.differing += 1;
+            if tally.mismatches.len() < MAX_LISTED_MISMATCHES {
+                tally.mismatches.push(ExtentMismatch {
                     extent: e.ordinal,
                     start_sector: e.start_sector,
                     end_sector: e.end_sector(),
@@ -143,18 +188,23 @@ pub(crate) fn compare_disk(
         }
     };
     let read = |e: &PlacedExtent| match e.kind {
-        _ if already_read(e) => false,
         ExtentKind::Data { .. } | ExtentKind::Zero => true,
         ExtentKind::Unmapped => unmapped_as_zero,
     };
-    walk_extents(image, disk, &read, edits, progress, cancel, &mut visit)?;
-    Ok(CheckReport {
-        extents_compared: compared,
-        extents_matching: compared - differing,
-        mismatches,
-        digest: digest.finish(),
-        gpt_moved: false,
-    })
+    let outcomes = walk_disks(image, disks, &read, progress, cancel, &mut visit)?;
+    Ok(outcomes
+        .into_iter()
+        .zip(tallies)
+        .map(|(outcome, tally)| {
+            outcome.map(|()| CheckReport {
+                extents_compared: tally.compared,
+                extents_matching: tally.compared - tally.differing,
+                mismatches: tally.mismatches,
+                digest: tally.digest.finish(),
+                gpt_moved: false,
+            })
+        })
+        .collect())
 }
 
 /// What reading one extent back found.
@@ -168,7 +218,8 @@ pub(crate) struct ExtentCheck {
 /// Reads back, in batches of pieces judged on every core, each extent for
 /// which `read` is true (an unmapped one is expected to read as zeros),
 /// and calls `visit` for every extent of the image in order: with `None`
-/// for one not read. Memory stays bounded whatever the extent count.
+/// for one not read. Memory stays bounded whatever the extent count. The
+/// one-disk case of [`walk_disks`]: its first read error ends the walk.
 pub(crate) fn walk_extents(
     image: &Image<File>,
     disk: &File,
@@ -178,6 +229,34 @@ pub(crate) fn walk_extents(
     cancel: &CancelToken,
     visit: &mut dyn FnMut(&PlacedExtent, Option<ExtentCheck>),
 ) -> Result<(), RestoreError> {
+    let view = DiskView {
+        file: disk,
+        edits,
+        already_read: &|_| false,
+    };
+    let mut outcomes = walk_disks(
+        image,
+        std::slice::from_ref(&view),
+        read,
+        &|_, n| progress(n),
+        cancel,
+        &mut |_, e, check| visit(e, check),
+    )?;
+    outcomes.pop().unwrap_or(Ok(()))
+}
+
+/// [`walk_extents`] over several disks at once: each piece is read from
+/// every disk that still needs it, and `visit` gets (disk, extent,
+/// verdict). A disk whose read fails gets that error in the result and is
+/// read no further; only a cancel ends the walk for all.
+pub(crate) fn walk_disks(
+    image: &Image<File>,
+    disks: &[DiskView<'_>],
+    read: &dyn Fn(&PlacedExtent) -> bool,
+    progress: &(dyn Fn(usize, u64) + Sync),
+    cancel: &CancelToken,
+    visit: &mut dyn FnMut(usize, &PlacedExtent, Option<ExtentCheck>),
+) -> Result<Vec<Result<(), RestoreError>>, RestoreError> {
     let sector = u64::from(image.sector_size());
     let chunk = u64::from(image.manifest().chunk_size);
     let zero_piece = chunk.max(MIN_ZERO_PIECE);
@@ -209,66 +288,153 @@ pub(crate) fn walk_extents(
             }
         })
     });
-    let buffers = Mutex::new(Vec::<AlignedBuf>::new());
-    let buffer_len = chunk.max(zero_piece) as usize;
-    let mut current = ExtentVerdict::default();
-    loop {
+    let buffers = BufferPool {
+        free: Mutex::new(Vec::new()),
+        len: chunk.max(zero_piece) as usize,
+    };
+    let mut failed: Vec<Option<RestoreError>> = disks.iter().map(|_| None).collect();
+    let mut current: Vec<ExtentVerdict> = disks.iter().map(|_| ExtentVerdict::default()).collect();
+    while failed.iter().any(Option::is_none) {
         let batch: Vec<Piece> = pieces.by_ref().take(BATCH_PIECES).collect();
         if batch.is_empty() {
-            return Ok(());
+            break;
         }
+        let live: Vec<bool> = failed.iter().map(Option::is_none).collect();
         let verdicts = batch
             .par_iter()
             .map(|piece| {
                 if cancel.is_cancelled() {
                     return Err(RestoreError::Cancelled);
                 }
-                if piece.len == 0 {
-                    return Ok(Verdict::Skipped);
-                }
-                let taken = buffers.lock().ok().and_then(|mut b| b.pop());
-                let mut buf = match taken {
-                    Some(buf) => buf,
-                    None => AlignedBuf::new(buffer_len, IO_ALIGNMENT)?,
-                };
-                let verdict = judge(disk, piece, &mut buf, edits);
-                if let Ok(mut pool) = buffers.lock() {
-                    pool.push(buf);
-                }
-                if verdict.is_ok() {
-                    progress(piece.len as u64);
-                }
-                verdict
+                judge_piece(disks, &live, piece, &buffers, progress)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        for (piece, verdict) in batch.iter().zip(verdicts) {
-            current.add(verdict);
+        for (piece, per_disk) in batch.iter().zip(verdicts) {
+            for (d, verdict) in per_disk.into_iter().enumerate() {
+                match verdict {
+                    Ok(verdict) => current[d].add(verdict),
+                    Err(e) => {
+                        failed[d].get_or_insert(e);
+                    }
+                }
+            }
             if !piece.last {
                 continue;
             }
             let e = piece.extent;
-            let verdict = std::mem::take(&mut current);
-            if !verdict.read {
-                visit(&e, None);
-                continue;
-            }
-            let mismatch = match e.kind {
-                ExtentKind::Data { chunk } => {
-                    let expected = image.index().chunks.get(chunk as usize).map(|c| c.sha256);
-                    (verdict.data_sha != expected || !verdict.edits_hold)
-                        .then_some(MismatchKind::DataDiffers)
+            for (d, verdict) in current.iter_mut().enumerate() {
+                let verdict = std::mem::take(verdict);
+                if failed[d].is_some() {
+                    continue;
                 }
-                _ => (!verdict.zero || !verdict.edits_hold).then_some(MismatchKind::NotZero),
-            };
-            visit(
-                &e,
-                Some(ExtentCheck {
-                    data_sha: verdict.data_sha,
-                    mismatch,
-                }),
-            );
+                if !verdict.read {
+                    visit(d, &e, None);
+                    continue;
+                }
+                let mismatch = match e.kind {
+                    ExtentKind::Data { chunk } => {
+                        let expected = image.index().chunks.get(chunk as usize).map(|c| c.sha256);
+                        (verdict.data_sha != expected || !verdict.edits_hold)
+                            .then_some(MismatchKind::DataDiffers)
+                    }
+                    _ => (!verdict.zero || !verdict.edits_hold).then_some(MismatchKind::NotZero),
+                };
+                visit(
+                    d,
+                    &e,
+                    Some(ExtentCheck {
+                        data_sha: verdict.data_sha,
+                        mismatch,
+                    }),
+                );
+            }
         }
     }
+    Ok(failed.into_iter().map(|f| f.map_or(Ok(()), Err)).collect())
+}
+
+/// Reusable read buffers, each `len` bytes: as many as pieces in flight.
+struct BufferPool {
+    free: Mutex<Vec<AlignedBuf>>,
+    len: usize,
+}
+
+impl BufferPool {
+    fn take(&self) -> Result<AlignedBuf, RestoreError> {
+        match self.free.lock().ok().and_then(|mut free| free.pop()) {
+            Some(buf) => Ok(buf),
+            None => Ok(AlignedBuf::new(self.len, IO_ALIGNMENT)?),
+        }
+    }
+
+    fn give(&self, buf: AlignedBuf) {
+        if let Ok(mut free) = self.free.lock() {
+            free.push(buf);
+        }
+    }
+}
+
+/// Reads one piece from every live disk that still needs it and judges
+/// each against the image. A data piece is hashed once: the first disk's
+/// bytes are, and any other disk holding the same bytes shares the hash.
+fn judge_piece(
+    disks: &[DiskView<'_>],
+    live: &[bool],
+    piece: &Piece,
+    buffers: &BufferPool,
+    progress: &(dyn Fn(usize, u64) + Sync),
+) -> Result<Vec<Result<Verdict, RestoreError>>, RestoreError> {
+    let mut verdicts = Vec::with_capacity(disks.len());
+    let mut first: Option<(AlignedBuf, [u8; 32])> = None;
+    let mut scratch: Option<AlignedBuf> = None;
+    for (d, disk) in disks.iter().enumerate() {
+        if piece.len == 0 || !live[d] || (disk.already_read)(&piece.extent) {
+            verdicts.push(Ok(Verdict::Skipped));
+            continue;
+        }
+        let mut buf = match scratch.take() {
+            Some(buf) => buf,
+            None => buffers.take()?,
+        };
+        let bytes = &mut buf.as_mut_slice()[..piece.len];
+        if let Err(source) = FileExt::read_exact_at(disk.file, bytes, piece.offset) {
+            verdicts.push(Err(RestoreError::TargetIo {
+                operation: "read back",
+                offset: piece.offset,
+                source,
+            }));
+            scratch = Some(buf);
+            continue;
+        }
+        progress(d, piece.len as u64);
+        let mut edits_hold = true;
+        for edit in disk.edits {
+            edits_hold &= edit.holds(bytes, piece.offset);
+            edit.patch(bytes, piece.offset, true);
+        }
+        if piece.zero {
+            verdicts.push(Ok(Verdict::Zero {
+                zero: is_zero(bytes),
+                edits_hold,
+            }));
+            scratch = Some(buf);
+            continue;
+        }
+        let sha = match &first {
+            Some((seen, sha)) if seen.as_slice()[..piece.len] == *bytes => *sha,
+            _ => sha256(bytes),
+        };
+        verdicts.push(Ok(Verdict::Data { sha, edits_hold }));
+        if first.is_none() {
+            first = Some((buf, sha));
+        } else {
+            scratch = Some(buf);
+        }
+    }
+    for buf in first.map(|(buf, _)| buf).into_iter().chain(scratch) {
+        buffers.give(buf);
+    }
+    Ok(verdicts)
 }
 
 /// What the pieces of one extent said so far.
@@ -309,37 +475,6 @@ impl ExtentVerdict {
     }
 }
 
-/// Reads one piece and judges it against the image.
-fn judge(
-    disk: &File,
-    piece: &Piece,
-    buf: &mut AlignedBuf,
-    edits: &[Edit],
-) -> Result<Verdict, RestoreError> {
-    let bytes = &mut buf.as_mut_slice()[..piece.len];
-    FileExt::read_exact_at(disk, bytes, piece.offset).map_err(|source| RestoreError::TargetIo {
-        operation: "read back",
-        offset: piece.offset,
-        source,
-    })?;
-    let mut edits_hold = true;
-    for edit in edits {
-        edits_hold &= edit.holds(bytes, piece.offset);
-        edit.patch(bytes, piece.offset, true);
-    }
-    Ok(if piece.zero {
-        Verdict::Zero {
-            zero: is_zero(bytes),
-            edits_hold,
-        }
-    } else {
-        Verdict::Data {
-            sha: sha256(bytes),
-            edits_hold,
-        }
-    })
-}
-
 /// Compares a disk of `disk_bytes` with the image, as `reliquary check`
 /// does: the disk matches when it holds the image exactly, or exactly
 /// what a restore onto a disk of its size writes (a GPT's backup moved to
@@ -351,7 +486,17 @@ pub fn check_disk(
     progress: &(dyn Fn(u64) + Sync),
     cancel: &CancelToken,
 ) -> Result<CheckReport, RestoreError> {
-    let exact = compare_disk(image, disk, false, &[], &|_| false, progress, cancel)?;
+    let exact = compare_disk(
+        image,
+        &DiskView {
+            file: disk,
+            edits: &[],
+            already_read: &|_| false,
+        },
+        false,
+        progress,
+        cancel,
+    )?;
     if exact.matches() {
         return Ok(exact);
     }
@@ -379,10 +524,12 @@ pub fn check_disk(
     }
     let mut moved = compare_disk(
         image,
-        disk,
+        &DiskView {
+            file: disk,
+            edits: &tables.in_image,
+            already_read: &|_| false,
+        },
         false,
-        &tables.in_image,
-        &|_| false,
         &|_| {},
         cancel,
     )?;
@@ -401,4 +548,68 @@ pub(super) fn buffered_view(file: &File) -> Result<File, RestoreError> {
             source,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::super::test_image::{disk_and_image, CHUNK, DISK};
+    use super::*;
+
+    #[test]
+    fn several_disks_in_one_pass_are_judged_each_on_its_own_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (bytes, image) = disk_and_image(dir.path());
+        let disk = |name: &str, len: u64| {
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.path().join(name))
+                .expect("creates a disk");
+            file.write_all_at(&bytes[..len as usize], 0)
+                .expect("writes");
+            file
+        };
+        let exact = disk("exact.raw", DISK);
+        let changed = disk("changed.raw", DISK);
+        changed
+            .write_all_at(&[0], CHUNK + 10)
+            .expect("flips a byte");
+        let short = disk("short.raw", CHUNK);
+        let none = |_: &PlacedExtent| false;
+        let view = |file| DiskView {
+            file,
+            edits: &[],
+            already_read: &none,
+        };
+        // Whichever disk is read first, each verdict is the disk's own.
+        for order in [[&changed, &exact, &short], [&exact, &changed, &short]] {
+            let views: Vec<DiskView> = order.iter().map(|f| view(f)).collect();
+            let reports = compare_disks(&image, &views, false, &|_, _| {}, &CancelToken::new())
+                .expect("walks");
+            for (file, report) in order.iter().zip(&reports) {
+                if std::ptr::eq(*file, &exact) {
+                    let report = report.as_ref().expect("reads");
+                    assert!(report.matches());
+                    assert_eq!(report.digest, image.manifest().image_digest);
+                } else if std::ptr::eq(*file, &changed) {
+                    let report = report.as_ref().expect("reads");
+                    let sectors = CHUNK / 512;
+                    assert_eq!(
+                        report
+                            .mismatches
+                            .iter()
+                            .map(|m| (m.start_sector, m.kind))
+                            .collect::<Vec<_>>(),
+                        [(sectors, MismatchKind::DataDiffers)]
+                    );
+                } else {
+                    assert!(report.is_err(), "the short disk read as {report:?}");
+                }
+            }
+        }
+    }
 }

@@ -25,6 +25,8 @@ mod pipeline;
 pub mod records;
 mod tables;
 mod target;
+#[cfg(test)]
+mod test_image;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -18,7 +18,7 @@ use reliquary_image::{
     SectionName,
 };
 
-use super::compare::{buffered_view, compare_disk, walk_extents};
+use super::compare::{buffered_view, compare_disks, walk_extents, CheckReport, DiskView};
 use super::tables::{Edit, TablePlan};
 use super::{
     CancelToken, Outcome, Progress, RestoreError, RestoreOptions, RestoreReport, Stage, Target,
@@ -251,27 +251,38 @@ fn run_stages(
     std::thread::scope(|scope| {
         for (lane, meter) in lanes.iter_mut().zip(&meters).filter(|(l, _)| l.live()) {
             scope.spawn(move || {
-                if let Err(e) = finish_writing(image, lane, opts, meter, progress, cancel) {
+                if let Err(e) = write_tables(image, lane, opts, meter, cancel) {
                     lane.fail(e);
                 }
             });
         }
     });
+    if opts.readback {
+        read_back(image, lanes, opts, progress, cancel);
+    }
+    for lane in lanes.iter_mut().filter(|l| l.live()) {
+        Meter::new(progress, lane.index, Stage::Finalising, 0, 0).send(true);
+        if lane.target.info.is_block_device {
+            if let Err(e) = sys::reread_partitions(&lane.target.file) {
+                lane.report.warnings.push(format!(
+                    "the disk is restored, but the kernel did not reread its partition \
+                     table ({e}); it will on the next boot"
+                ));
+            }
+        }
+        lane.end_stage(Stage::Finalising);
+    }
 }
 
-/// Phases 3 to 5, the read-back and the kernel's reread, for one target
-/// whose bulk is written.
-fn finish_writing(
+/// Phases 3 to 5 for one target whose bulk is written.
+fn write_tables(
     image: &Image<File>,
     lane: &mut Lane,
     opts: &RestoreOptions,
     meter: &Meter,
-    progress: &Sender<Progress>,
     cancel: &CancelToken,
 ) -> Result<(), RestoreError> {
-    let sector = u64::from(image.sector_size());
-    let target = &lane.target;
-    sync(target)?;
+    sync(&lane.target)?;
     let first_sector = write_table_areas(image, lane, opts, meter, cancel)?;
     let (target, tables) = (&lane.target, &lane.tables);
     sync(target)?;
@@ -288,65 +299,115 @@ fn finish_writing(
     sync(target)?;
     meter.send(true);
     lane.end_stage(Stage::Writing);
-
-    let (target, tables) = (&lane.target, &lane.tables);
-    if opts.readback {
-        let zero_unmapped = opts.unmapped != Unmapped::Left;
-        // Extents found matching by this run's comparison were read back
-        // then and not written since.
-        let already = |e: &PlacedExtent| lane.already.contains(e.ordinal);
-        let total: u64 = image
-            .extents()
-            .filter(|e| (zero_unmapped || e.kind != ExtentKind::Unmapped) && !already(e))
-            .map(|e| e.sector_count * sector)
-            .sum();
-        let meter = Meter::new(progress, lane.index, Stage::ReadingBack, total, 0);
-        meter.send(true);
-        let check = compare_disk(
-            image,
-            &target.file,
-            zero_unmapped,
-            &tables.in_image,
-            &already,
-            &|n| meter.add(n, 0),
-            cancel,
-        )?;
-        meter.send(true);
-        if let Some(m) = check.mismatches.first() {
-            return Err(RestoreError::Readback {
-                extent: m.extent,
-                start_sector: m.start_sector,
-                end_sector: m.end_sector,
-                what: m.kind.describe(),
-            });
-        }
-        check_beyond_image(target, &tables.beyond)?;
-        if matches!(
-            image.manifest().partition_table.scheme,
-            PartitionScheme::Gpt { .. }
-        ) {
-            validate_gpt(
-                &buffered_view(&target.file)?,
-                image.sector_size(),
-                target.info.size_bytes / sector,
-            )
-            .map_err(RestoreError::WrittenGpt)?;
-        }
-        lane.report.readback_digest = Some(check.digest);
-        lane.end_stage(Stage::ReadingBack);
-    }
-
-    Meter::new(progress, lane.index, Stage::Finalising, 0, 0).send(true);
-    if lane.target.info.is_block_device {
-        if let Err(e) = sys::reread_partitions(&lane.target.file) {
-            lane.report.warnings.push(format!(
-                "the disk is restored, but the kernel did not reread its partition table ({e}); \
-                 it will on the next boot"
-            ));
-        }
-    }
-    lane.end_stage(Stage::Finalising);
     Ok(())
+}
+
+/// Reads every live target back with O_DIRECT in one pass (each piece
+/// hashed once, whatever the number of targets), edits included; then
+/// checks each moved backup GPT and validates each written GPT. A target
+/// that differs or cannot be read fails on its own.
+fn read_back(
+    image: &Image<File>,
+    lanes: &mut [Lane],
+    opts: &RestoreOptions,
+    progress: &Sender<Progress>,
+    cancel: &CancelToken,
+) {
+    let sector = u64::from(image.sector_size());
+    let zero_unmapped = opts.unmapped != Unmapped::Left;
+    let live: Vec<usize> = (0..lanes.len()).filter(|&i| lanes[i].live()).collect();
+    // Extents found matching by this run's comparison were read back then
+    // and not written since.
+    let already: Vec<_> = live
+        .iter()
+        .map(|&i| {
+            let set = &lanes[i].already;
+            move |e: &PlacedExtent| set.contains(e.ordinal)
+        })
+        .collect();
+    let meters: Vec<Meter> = live
+        .iter()
+        .zip(&already)
+        .map(|(&i, already)| {
+            let total: u64 = image
+                .extents()
+                .filter(|e| (zero_unmapped || e.kind != ExtentKind::Unmapped) && !already(e))
+                .map(|e| e.sector_count * sector)
+                .sum();
+            let meter = Meter::new(progress, lanes[i].index, Stage::ReadingBack, total, 0);
+            meter.send(true);
+            meter
+        })
+        .collect();
+    let views: Vec<DiskView> = live
+        .iter()
+        .zip(&already)
+        .map(|(&i, already)| DiskView {
+            file: &lanes[i].target.file,
+            edits: &lanes[i].tables.in_image,
+            already_read: already,
+        })
+        .collect();
+    let checks = compare_disks(
+        image,
+        &views,
+        zero_unmapped,
+        &|d, n| meters[d].add(n, 0),
+        cancel,
+    );
+    for meter in &meters {
+        meter.send(true);
+    }
+    drop(views);
+    let checks = match checks {
+        Ok(checks) => checks,
+        Err(error) => {
+            fail_together(lanes, &live, error);
+            return;
+        }
+    };
+    for (&i, check) in live.iter().zip(checks) {
+        let lane = &mut lanes[i];
+        match check.and_then(|check| verify_written(image, lane, check)) {
+            Ok(digest) => {
+                lane.report.readback_digest = Some(digest);
+                lane.end_stage(Stage::ReadingBack);
+            }
+            Err(e) => lane.fail(e),
+        }
+    }
+}
+
+/// Judges one target's read-back: no extent may differ, the moved backup
+/// GPT must read back as written and a GPT must validate. Returns the
+/// image digest recomputed from the disk.
+fn verify_written(
+    image: &Image<File>,
+    lane: &Lane,
+    check: CheckReport,
+) -> Result<[u8; 32], RestoreError> {
+    let sector = u64::from(image.sector_size());
+    if let Some(m) = check.mismatches.first() {
+        return Err(RestoreError::Readback {
+            extent: m.extent,
+            start_sector: m.start_sector,
+            end_sector: m.end_sector,
+            what: m.kind.describe(),
+        });
+    }
+    check_beyond_image(&lane.target, &lane.tables.beyond)?;
+    if matches!(
+        image.manifest().partition_table.scheme,
+        PartitionScheme::Gpt { .. }
+    ) {
+        validate_gpt(
+            &buffered_view(&lane.target.file)?,
+            image.sector_size(),
+            lane.target.info.size_bytes / sector,
+        )
+        .map_err(RestoreError::WrittenGpt)?;
+    }
+    Ok(check.digest)
 }
 
 /// Extents of the image, by ordinal, in one bit each.
@@ -705,8 +766,16 @@ fn write_bulk(
             lanes[i].fail(e);
         }
     }
-    let Some(error) = shared_error else { return };
-    let still: Vec<usize> = live.into_iter().filter(|&i| lanes[i].live()).collect();
+    if let Some(error) = shared_error {
+        fail_together(lanes, &live, error);
+    }
+}
+
+/// Fails every lane of `lanes` still live among `live` with `error`, a
+/// failure of work they shared: a cancel is each one's cancel, and with
+/// several lanes each names the one error.
+fn fail_together(lanes: &mut [Lane], live: &[usize], error: RestoreError) {
+    let still: Vec<usize> = live.iter().copied().filter(|&i| lanes[i].live()).collect();
     match (error, still.as_slice()) {
         (RestoreError::Cancelled, _) => still
             .iter()
