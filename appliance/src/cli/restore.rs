@@ -20,9 +20,9 @@ use reliquary_appliance::exit::ExitClass;
 use reliquary_appliance::operators::{authorize, AuthorizeError};
 use reliquary_appliance::restore::records::{interrupted_restore, target_ref};
 use reliquary_appliance::restore::{
-    self, check_disk, AuditRecording, CancelToken, CheckReport, Outcome, Progress, RestoreError,
-    RestoreMode, RestoreOptions, RestoreRequest, RestoreRun, Stage, TargetIdentity, TargetInfo,
-    TargetRules, TargetRun, Unmapped,
+    self, check_disks, AuditRecording, CancelToken, CheckReport, Outcome, Progress, RestoreMode,
+    RestoreOptions, RestoreRequest, RestoreRun, Stage, TargetIdentity, TargetInfo, TargetRules,
+    TargetRun, Unmapped,
 };
 use reliquary_image::{Image, TrustStore};
 
@@ -531,42 +531,19 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let several = disks.len() > 1;
     let meter = (!several).then(|| Meter::terminal_only("check", image.manifest().logical_bytes()));
-    let cancel = CancelToken::new();
-    // Each disk is read on its own threads; the image is not read at all,
-    // only its signed digests, so every disk is checked in one run.
-    let reports: Vec<_> = std::thread::scope(|scope| {
-        let checks: Vec<_> = disks
-            .iter()
-            .map(|(disk, bytes)| {
-                let (image, meter, cancel) = (&image, &meter, &cancel);
-                scope.spawn(move || {
-                    check_disk(
-                        image,
-                        disk,
-                        *bytes,
-                        &|n| {
-                            if let Some(meter) = meter {
-                                meter.add(n);
-                            }
-                        },
-                        cancel,
-                    )
-                })
-            })
-            .collect();
-        checks
-            .into_iter()
-            .map(|check| {
-                check.join().unwrap_or_else(|_| {
-                    Err(RestoreError::TargetIo {
-                        operation: "check",
-                        offset: 0,
-                        source: std::io::Error::other("the check thread panicked"),
-                    })
-                })
-            })
-            .collect()
-    });
+    // One pass reads every disk; the image is not read at all, only its
+    // signed digests, and each piece is hashed once for all the disks.
+    let views: Vec<(&File, u64)> = disks.iter().map(|(file, bytes)| (file, *bytes)).collect();
+    let reports = check_disks(
+        &image,
+        &views,
+        &|_, n| {
+            if let Some(meter) = &meter {
+                meter.add(n);
+            }
+        },
+        &CancelToken::new(),
+    )?;
     if let Some(meter) = meter {
         meter.finish();
     }

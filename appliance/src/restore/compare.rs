@@ -475,31 +475,49 @@ impl ExtentVerdict {
     }
 }
 
-/// Compares a disk of `disk_bytes` with the image, as `reliquary check`
-/// does: the disk matches when it holds the image exactly, or exactly
-/// what a restore onto a disk of its size writes (a GPT's backup moved to
-/// the end of a larger disk, validated with the `gpt` crate).
-pub fn check_disk(
+/// Compares disks, each `(file, size in bytes)`, with the image, as
+/// `reliquary check` does, in one pass (see [`compare_disks`]): a disk
+/// matches when it holds the image exactly, or exactly what a restore onto
+/// a disk of its size writes (a GPT's backup moved to the end of a larger
+/// disk, validated with the `gpt` crate). `progress` gets (disk, bytes).
+pub fn check_disks(
+    image: &Image<File>,
+    disks: &[(&File, u64)],
+    progress: &(dyn Fn(usize, u64) + Sync),
+    cancel: &CancelToken,
+) -> Result<Vec<Result<CheckReport, RestoreError>>, RestoreError> {
+    let views: Vec<DiskView> = disks
+        .iter()
+        .map(|(file, _)| DiskView {
+            file,
+            edits: &[],
+            already_read: &|_| false,
+        })
+        .collect();
+    let exact = compare_disks(image, &views, false, progress, cancel)?;
+    Ok(exact
+        .into_iter()
+        .zip(disks)
+        .map(|(exact, (disk, disk_bytes))| {
+            let exact = exact?;
+            if exact.matches() {
+                return Ok(exact);
+            }
+            restored_onto_larger(image, disk, *disk_bytes, exact, cancel)
+        })
+        .collect())
+}
+
+/// A disk that differs from the image exactly where a restore onto a disk
+/// of `disk_bytes` edits the tables, with those moved tables valid, is
+/// what that restore wrote: compared again with the edits, it matches.
+fn restored_onto_larger(
     image: &Image<File>,
     disk: &File,
     disk_bytes: u64,
-    progress: &(dyn Fn(u64) + Sync),
+    exact: CheckReport,
     cancel: &CancelToken,
 ) -> Result<CheckReport, RestoreError> {
-    let exact = compare_disk(
-        image,
-        &DiskView {
-            file: disk,
-            edits: &[],
-            already_read: &|_| false,
-        },
-        false,
-        progress,
-        cancel,
-    )?;
-    if exact.matches() {
-        return Ok(exact);
-    }
     let sector = u64::from(image.sector_size());
     let tables = TablePlan::new(image, disk_bytes / sector)?;
     let explained_by_edits = exact.mismatches.iter().all(|m| {

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use reliquary_image::ImageError;
 
-pub use compare::{check_disk, CheckReport, ExtentMismatch, MismatchKind};
+pub use compare::{check_disks, CheckReport, ExtentMismatch, MismatchKind};
 pub use engine::{restore, AuditRecording, RecordedEnd, RestoreRequest, RestoreRun, TargetRun};
 pub use estimate::already_written_percent;
 pub use pipeline::WipeArea;
