@@ -15,6 +15,7 @@
 #    Wall time, CPU seconds (user + system) and peak RSS from
 #    /usr/bin/time, with read-back on and off.
 # Results go to WORK/resume_multi.tsv and stdout. Not throttled.
+# ONLY=resume stops after the resume (nothing is written to the .tsv).
 # Needs: time (/usr/bin/time), bc, python3, cmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +61,7 @@ log "resume: full restore"
 "$REL" audit init --dir "$RUN/audit" >/dev/null
 attach "$RUN/resume.disk"; LO=$ATTACHED
 AUDIT=(--audit "$RUN/audit" --operator bench)
-read -r full_wall full_cpu full_rss < <(timed full "${RESTORE[@]}" "$LO" "${AUDIT[@]}")
+read -r full_wall full_cpu full_rss < <(timed full "${RESTORE[@]}" "$LO" "${AUDIT[@]}" --json)
 # The first MiB at or after the middle of the disk that holds data: once
 # the target holds it too, about half of the disk has been written (the
 # bulk is written in disk order).
@@ -93,8 +94,13 @@ done
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 read -r resume_wall resume_cpu resume_rss < <(timed resume "${RESTORE[@]}" "$LO" "${AUDIT[@]}" --resume --json)
 skipped=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_skipped"])' "$RUN/resume.out")
+for run in full resume; do
+  log "$run stages: $(python3 -c 'import json,sys; print(", ".join("%s %.1f s" % (s, t) for s, t in json.load(open(sys.argv[1]))["stage_seconds"]))' "$RUN/$run.out")"
+done
 cmp -n "$SIZE" "$WORK/disk.raw" "$LO" >/dev/null || { echo "the resumed disk differs" >&2; exit 1; }
 "$REL" audit verify --dir "$RUN/audit" --key "$RUN/audit/appliance.pub" >/dev/null
+
+[ "${ONLY:-}" = resume ] && exit 0
 
 # ------------------------------------------------------------ three targets
 log "three targets: on a tmpfs"
