@@ -4,7 +4,6 @@
 //! thread writing them with O_DIRECT. A pool of buffers within a fixed byte
 //! budget bounds memory.
 
-use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -95,6 +94,10 @@ struct Lane {
     tables: TablePlan,
     /// Extents the target already holds (a resume, `--only-differences`).
     already: ExtentSet,
+    /// Extents from this ordinal on are written without being compared
+    /// first: past a resume's frontier (see [`find_frontier`]). 0 when
+    /// nothing is compared, `usize::MAX` when everything is.
+    compare_before: usize,
     report: RestoreReport,
     /// The first failure; the lane does no more work once it is set.
     error: Option<RestoreError>,
@@ -109,6 +112,7 @@ impl Lane {
             unmapped,
             tables: TablePlan::default(),
             already: ExtentSet::default(),
+            compare_before: 0,
             report: RestoreReport::new(),
             error: None,
             stage_started: Instant::now(),
@@ -211,30 +215,20 @@ fn run_stages(
 
     if opts.only_differences {
         let resume = matches!(mode, RestoreMode::Resume { .. });
-        std::thread::scope(|scope| {
-            for lane in lanes.iter_mut().filter(|l| l.live()) {
-                scope.spawn(move || {
-                    match matching_extents(image, lane, opts, resume, progress, cancel) {
-                        Ok(found) => {
-                            lane.report.bytes_skipped = found.bytes;
-                            lane.already = found.extents;
-                            lane.end_stage(Stage::Comparing);
-                        }
-                        Err(e) => lane.fail(e),
-                    }
-                });
+        for lane in lanes.iter_mut().filter(|l| l.live()) {
+            match resume.then(|| find_frontier(image, lane, cancel)) {
+                None => lane.compare_before = usize::MAX,
+                Some(Ok(frontier)) => lane.compare_before = frontier,
+                Some(Err(e)) => lane.fail(e),
             }
-        });
+        }
     }
-
     let meters: Vec<Meter> = lanes
         .iter()
         .map(|lane| {
             let (bytes, chunks) = image
                 .extents()
-                .filter(|e| {
-                    matches!(e.kind, ExtentKind::Data { .. }) && !lane.already.contains(e.ordinal)
-                })
+                .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
                 .fold((0, 0), |(bytes, chunks), e| {
                     (bytes + e.sector_count * sector, chunks + 1)
                 });
@@ -242,11 +236,61 @@ fn run_stages(
         })
         .collect();
     for (lane, meter) in lanes.iter().zip(&meters) {
+        if lane.live() && lane.compare_before != usize::MAX {
+            meter.send(true);
+        }
+    }
+
+    // What lies past a resume's frontier is written while what lies before
+    // it is compared; then the extents found differing are written.
+    let (written, compared) = std::thread::scope(|scope| {
+        let lanes: &[Lane] = lanes;
+        let comparisons: Vec<_> = lanes
+            .iter()
+            .filter(|l| l.live() && l.compare_before > 0)
+            .map(|lane| {
+                (
+                    lane.index,
+                    scope.spawn(move || matching_extents(image, lane, opts, progress, cancel)),
+                )
+            })
+            .collect();
+        let written = spread_bulk(image, lanes, &meters, Region::Uncompared, opts, cancel);
+        let compared: Vec<_> = comparisons
+            .into_iter()
+            .map(|(index, comparison)| {
+                let found = comparison.join().unwrap_or_else(|_| {
+                    Err(RestoreError::TargetIo {
+                        operation: "compare",
+                        offset: 0,
+                        source: std::io::Error::other("the comparison thread panicked"),
+                    })
+                });
+                (index, found)
+            })
+            .collect();
+        (written, compared)
+    });
+    apply_bulk(lanes, written);
+    for (index, found) in compared {
+        let lane = &mut lanes[index];
+        match found {
+            Ok(found) => {
+                lane.report.bytes_skipped = found.bytes;
+                meters[index].add(found.data_bytes, found.data_extents);
+                lane.already = found.extents;
+                lane.end_stage(Stage::Comparing);
+            }
+            Err(e) => lane.fail(e),
+        }
+    }
+    for (lane, meter) in lanes.iter().zip(&meters) {
         if lane.live() {
             meter.send(true);
         }
     }
-    write_bulk(image, lanes, &meters, opts, cancel);
+    let differing = spread_bulk(image, lanes, &meters, Region::Compared, opts, cancel);
+    apply_bulk(lanes, differing);
 
     std::thread::scope(|scope| {
         for (lane, meter) in lanes.iter_mut().zip(&meters).filter(|(l, _)| l.live()) {
@@ -433,74 +477,124 @@ impl ExtentSet {
 }
 
 /// The extents outside the partition-table areas that the target already
-/// holds, and their bytes.
+/// holds, their bytes, and of those the data extents and their bytes.
 struct Matching {
     extents: ExtentSet,
     bytes: u64,
+    data_bytes: u64,
+    data_extents: u64,
 }
 
-/// An interrupted restore wrote the bulk in image order, with at most the
-/// pool's buffers in flight: past this many bytes of data extents in a
-/// row that do not match, it wrote nothing further.
-const FRONTIER_RUN_BYTES: u64 = 2 * POOL_BUDGET_BYTES as u64;
+/// Where a resume's interrupted restore stopped writing: the ordinal of
+/// the first data extent outside the table areas that the disk does not
+/// hold, found by bisection (the bulk is written in image order), or
+/// `usize::MAX` when it holds them all. Where the disk is not a clean
+/// prefix (the ragged edge of the writers in flight, bytes altered since)
+/// the answer is only less economical: extents before it are compared,
+/// extents from it on written.
+fn find_frontier(
+    image: &Image<File>,
+    lane: &Lane,
+    cancel: &CancelToken,
+) -> Result<usize, RestoreError> {
+    let data: Vec<usize> = image
+        .extents()
+        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }) && !lane.tables.in_areas(e))
+        .map(|e| e.ordinal)
+        .collect();
+    let holds = |ordinal: usize| -> Result<bool, RestoreError> {
+        let mut matched = false;
+        walk_extents(
+            image,
+            &lane.target.file,
+            &|e| e.ordinal == ordinal,
+            &[],
+            &|_| {},
+            cancel,
+            &mut |e, check| {
+                if e.ordinal == ordinal {
+                    matched = check.is_some_and(|c| c.mismatch.is_none());
+                }
+            },
+        )?;
+        Ok(matched)
+    };
+    let (mut held, mut missing) = (0, data.len());
+    while held < missing {
+        let mid = held + (missing - held) / 2;
+        if holds(data[mid])? {
+            held = mid + 1;
+        } else {
+            missing = mid;
+        }
+    }
+    Ok(data.get(held).copied().unwrap_or(usize::MAX))
+}
 
-/// Reads every extent outside the partition-table areas back with
-/// O_DIRECT, on every core, and keeps those whose bytes already hash to
-/// the signed digest (or read as zeros where they should): those need no
-/// write. The areas themselves are always rewritten, in order. A resume
-/// stops reading at the interrupted restore's frontier (see
-/// [`FRONTIER_RUN_BYTES`]); everything after it is written.
+/// Reads every extent before the lane's `compare_before` and outside the
+/// partition-table areas back with O_DIRECT, on every core, and keeps
+/// those whose bytes already hash to the signed digest (or read as zeros
+/// where they should): those need no write. The areas themselves are
+/// always rewritten, in order. While writes run beside it (a resume), its
+/// progress is shown as the writing's.
 fn matching_extents(
     image: &Image<File>,
     lane: &Lane,
     opts: &RestoreOptions,
-    resume: bool,
     progress: &Sender<Progress>,
     cancel: &CancelToken,
 ) -> Result<Matching, RestoreError> {
     let sector = u64::from(image.sector_size());
-    let past_frontier = Cell::new(false);
     let read = |e: &PlacedExtent| {
         !lane.tables.in_areas(e)
-            && !past_frontier.get()
+            && e.ordinal < lane.compare_before
             && match e.kind {
                 ExtentKind::Data { .. } | ExtentKind::Zero => true,
                 ExtentKind::Unmapped => opts.unmapped != Unmapped::Left,
             }
     };
+    let alone = lane.compare_before == usize::MAX;
     let total: u64 = image
         .extents()
         .filter(|e| read(e))
         .map(|e| e.sector_count * sector)
         .sum();
     let meter = Meter::new(progress, lane.index, Stage::Comparing, total, 0);
-    meter.send(true);
+    if alone {
+        meter.send(true);
+    }
     let mut found = Matching {
         extents: ExtentSet::default(),
         bytes: 0,
+        data_bytes: 0,
+        data_extents: 0,
     };
-    let mut differing_run = 0;
     walk_extents(
         image,
         &lane.target.file,
         &read,
         &[],
-        &|n| meter.add(n, 0),
+        &|n| {
+            if alone {
+                meter.add(n, 0);
+            }
+        },
         cancel,
         &mut |e, check| {
-            let Some(check) = check else { return };
-            let data = matches!(e.kind, ExtentKind::Data { .. });
-            if check.mismatch.is_none() {
+            if check.is_some_and(|c| c.mismatch.is_none()) {
+                let bytes = e.sector_count * sector;
                 found.extents.insert(e.ordinal);
-                found.bytes += e.sector_count * sector;
-                differing_run = if data { 0 } else { differing_run };
-            } else if data && resume {
-                differing_run += e.sector_count * sector;
-                past_frontier.set(differing_run >= FRONTIER_RUN_BYTES);
+                found.bytes += bytes;
+                if matches!(e.kind, ExtentKind::Data { .. }) {
+                    found.data_bytes += bytes;
+                    found.data_extents += 1;
+                }
             }
         },
     )?;
-    meter.send(true);
+    if alone {
+        meter.send(true);
+    }
     Ok(found)
 }
 
@@ -741,6 +835,24 @@ enum TargetJob {
     Zero(PlacedExtent),
 }
 
+/// Which extents of phase 2 a pass writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Region {
+    /// Those not compared with the disk first: all of them, or those past
+    /// a resume's frontier.
+    Uncompared,
+    /// Those compared and found differing.
+    Compared,
+}
+
+/// What a pass of phase 2 did: each writer's result, by live lane, and the
+/// error that stopped them all, if any.
+struct BulkOutcome {
+    live: Vec<usize>,
+    results: Vec<WriterResult>,
+    shared_error: Option<RestoreError>,
+}
+
 /// Phase 2 for every live target: one reader thread, decoders on every
 /// core verifying each chunk once, this thread handing each verified chunk
 /// to every target that needs it, and one O_DIRECT writer thread per
@@ -748,26 +860,44 @@ enum TargetJob {
 /// a chunk that fails its check, a read error or a cancel stops them all,
 /// since nothing unverified may be written anywhere. Order does not matter
 /// here: none of these extents is in a partition-table area.
-fn write_bulk(
+fn spread_bulk(
     image: &Image<File>,
-    lanes: &mut [Lane],
+    lanes: &[Lane],
     meters: &[Meter],
+    region: Region,
     opts: &RestoreOptions,
     cancel: &CancelToken,
-) {
+) -> BulkOutcome {
     let live: Vec<usize> = (0..lanes.len()).filter(|&i| lanes[i].live()).collect();
-    if live.is_empty() {
-        return;
+    let anything = live.iter().any(|&i| match region {
+        Region::Uncompared => lanes[i].compare_before != usize::MAX,
+        Region::Compared => lanes[i].compare_before > 0,
+    });
+    if !anything {
+        return BulkOutcome {
+            live,
+            results: Vec::new(),
+            shared_error: None,
+        };
     }
-    let (results, shared_error) = spread_chunks(image, lanes, &live, meters, opts, cancel);
-    for (&i, result) in live.iter().zip(results) {
+    let (results, shared_error) = spread_chunks(image, lanes, &live, meters, region, opts, cancel);
+    BulkOutcome {
+        live,
+        results,
+        shared_error,
+    }
+}
+
+/// Records a pass of phase 2 in its lanes.
+fn apply_bulk(lanes: &mut [Lane], outcome: BulkOutcome) {
+    for (&i, result) in outcome.live.iter().zip(outcome.results) {
         lanes[i].report.bytes_written += result.written;
         if let Some(e) = result.error {
             lanes[i].fail(e);
         }
     }
-    if let Some(error) = shared_error {
-        fail_together(lanes, &live, error);
+    if let Some(error) = outcome.shared_error {
+        fail_together(lanes, &outcome.live, error);
     }
 }
 
@@ -790,9 +920,15 @@ fn fail_together(lanes: &mut [Lane], live: &[usize], error: RestoreError) {
     }
 }
 
-/// Whether `lane` writes `extent` in phase 2.
-fn in_bulk(lane: &Lane, extent: &PlacedExtent) -> bool {
-    !lane.tables.in_areas(extent) && !lane.already.contains(extent.ordinal)
+/// Whether `lane` writes `extent` in the `region` pass of phase 2.
+fn in_bulk(lane: &Lane, extent: &PlacedExtent, region: Region) -> bool {
+    !lane.tables.in_areas(extent)
+        && match region {
+            Region::Uncompared => extent.ordinal >= lane.compare_before,
+            Region::Compared => {
+                extent.ordinal < lane.compare_before && !lane.already.contains(extent.ordinal)
+            }
+        }
 }
 
 /// What one target's writer did.
@@ -808,6 +944,7 @@ fn spread_chunks(
     lanes: &[Lane],
     live: &[usize],
     meters: &[Meter],
+    region: Region,
     opts: &RestoreOptions,
     cancel: &CancelToken,
 ) -> (Vec<WriterResult>, Option<RestoreError>) {
@@ -844,7 +981,7 @@ fn spread_chunks(
         let stop = &stop;
         let extents = image
             .extents()
-            .filter(|e| live.iter().any(|&i| in_bulk(&lanes[i], e)));
+            .filter(|e| live.iter().any(|&i| in_bulk(&lanes[i], e, region)));
         scope.spawn(move || {
             read_stored_chunks(
                 image,
@@ -902,7 +1039,7 @@ fn spread_chunks(
                 continue;
             }
             for (slot, &i) in live.iter().enumerate() {
-                if failed[slot].load(Ordering::SeqCst) || !in_bulk(&lanes[i], &extent) {
+                if failed[slot].load(Ordering::SeqCst) || !in_bulk(&lanes[i], &extent, region) {
                     continue;
                 }
                 let job = match &chunk {
