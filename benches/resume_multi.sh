@@ -15,7 +15,8 @@
 #    Wall time, CPU seconds (user + system) and peak RSS from
 #    /usr/bin/time, with read-back on and off.
 # Results go to WORK/resume_multi.tsv and stdout. Not throttled.
-# ONLY=resume stops after the resume (nothing is written to the .tsv).
+# RUNS=3 rounds of the resume; ONLY=resume stops after them (nothing is
+# written to the .tsv).
 # Needs: time (/usr/bin/time), bc, python3, cmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,11 +58,6 @@ timed() {
 RESTORE=("$REL" restore "$IMG" --trust "$TRUST" --yes)
 
 # ------------------------------------------------------------------ resume
-log "resume: full restore"
-"$REL" audit init --dir "$RUN/audit" >/dev/null
-attach "$RUN/resume.disk"; LO=$ATTACHED
-AUDIT=(--audit "$RUN/audit" --operator bench)
-read -r full_wall full_cpu full_rss < <(timed full "${RESTORE[@]}" "$LO" "${AUDIT[@]}" --json)
 # The first MiB at or after the middle of the disk that holds data: once
 # the target holds it too, about half of the disk has been written (the
 # bulk is written in disk order).
@@ -79,28 +75,43 @@ with open(path, "rb") as f:
         at += 1
 PY
 )
-log "resume: killed once MiB $mid of $((SIZE >> 20)) is written"
-# Onto a new, empty disk: the first one already holds the whole image.
-attach "$RUN/resume2.disk"; LO=$ATTACHED
-cold
-"${RESTORE[@]}" "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
-pid=$!
-dd if="$WORK/disk.raw" bs=1M skip="$mid" count=1 status=none > "$RUN/mid.expected"
-while kill -0 "$pid" 2>/dev/null; do
-  dd if="$LO" bs=1M skip="$mid" count=1 iflag=direct status=none 2>/dev/null \
-    | cmp -s - "$RUN/mid.expected" && break
-  sleep 0.05
+stages() {
+  python3 -c 'import json,sys; print(", ".join("%s %.1f s" % (s, t) for s, t in json.load(open(sys.argv[1]))["stage_seconds"]))' "$1"
+}
+"$REL" audit init --dir "$RUN/audit" >/dev/null
+AUDIT=(--audit "$RUN/audit" --operator bench)
+resume_rows=()
+for round in $(seq "${RUNS:-3}"); do
+  attach "$RUN/full$round.disk"; LO=$ATTACHED
+  read -r full_wall _ full_rss < <(timed full "${RESTORE[@]}" "$LO" "${AUDIT[@]}" --json)
+  log "round $round: full restore $full_wall s ($(stages "$RUN/full.out"))"
+  # Onto a new, empty disk, killed once half of it is written.
+  attach "$RUN/resume$round.disk"; LO=$ATTACHED
+  cold
+  "${RESTORE[@]}" "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
+  pid=$!
+  dd if="$WORK/disk.raw" bs=1M skip="$mid" count=1 status=none > "$RUN/mid.expected"
+  while kill -0 "$pid" 2>/dev/null; do
+    dd if="$LO" bs=1M skip="$mid" count=1 iflag=direct status=none 2>/dev/null \
+      | cmp -s - "$RUN/mid.expected" && break
+    sleep 0.05
+  done
+  kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+  read -r resume_wall _ resume_rss < <(timed resume "${RESTORE[@]}" "$LO" "${AUDIT[@]}" --resume --json)
+  skipped=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_skipped"])' "$RUN/resume.out")
+  log "round $round: killed at MiB $mid of $((SIZE >> 20)); resume $resume_wall s, $skipped bytes kept ($(stages "$RUN/resume.out"))"
+  cmp -n "$SIZE" "$WORK/disk.raw" "$LO" >/dev/null || { echo "the resumed disk differs" >&2; exit 1; }
+  resume_rows+=("$full_wall $resume_wall $skipped $full_rss $resume_rss")
+  for lo in "${LOOPS[@]}"; do losetup -d "$lo"; done
+  LOOPS=()
+  rm -f "$RUN"/full"$round".disk "$RUN"/resume"$round".disk
 done
-kill -9 "$pid"; wait "$pid" 2>/dev/null || true
-read -r resume_wall resume_cpu resume_rss < <(timed resume "${RESTORE[@]}" "$LO" "${AUDIT[@]}" --resume --json)
-skipped=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes_skipped"])' "$RUN/resume.out")
-for run in full resume; do
-  log "$run stages: $(python3 -c 'import json,sys; print(", ".join("%s %.1f s" % (s, t) for s, t in json.load(open(sys.argv[1]))["stage_seconds"]))' "$RUN/$run.out")"
-done
-cmp -n "$SIZE" "$WORK/disk.raw" "$LO" >/dev/null || { echo "the resumed disk differs" >&2; exit 1; }
 "$REL" audit verify --dir "$RUN/audit" --key "$RUN/audit/appliance.pub" >/dev/null
 
-[ "${ONLY:-}" = resume ] && exit 0
+if [ "${ONLY:-}" = resume ]; then
+  for row in "${resume_rows[@]}"; do read -r f r _ <<<"$row"; log "resume / full: $(echo "$r / $f" | bc -l | cut -c1-4)"; done
+  exit 0
+fi
 
 # ------------------------------------------------------------ three targets
 log "three targets: on a tmpfs"
@@ -128,8 +139,10 @@ done
 
 {
   printf 'resume\tfull_s\tresume_s\tratio\tskipped_bytes\tfull_rss_kib\tresume_rss_kib\n'
-  printf 'resume\t%s\t%s\t%.2f\t%s\t%s\t%s\n' "$full_wall" "$resume_wall" \
-    "$(echo "$resume_wall / $full_wall" | bc -l)" "$skipped" "$full_rss" "$resume_rss"
+  for row in "${resume_rows[@]}"; do
+    read -r f r k fr rr <<<"$row"
+    printf 'resume\t%s\t%s\t%.2f\t%s\t%s\t%s\n' "$f" "$r" "$(echo "$r / $f" | bc -l)" "$k" "$fr" "$rr"
+  done
   printf 'three\treadback\tslowest_single_s\tsingle_cpu_s\tsingle_rss_kib\tthree_s\tthree_cpu_s\tthree_rss_kib\twall_ratio\tcpu_ratio\n'
   for row in "${rows[@]}"; do
     read -r rb s sc sr w3 c3 r3 <<<"$row"
