@@ -5,8 +5,8 @@
 #   benches/resume_multi.sh            as root, from the repository root
 #   WORK=/work/bench-restore           where disk.rimg and key.pub are
 #
-# 1. Resume: a full restore onto a loop device (over a sparse file on
-#    WORK's disk) is timed; a second one, onto another empty disk, is
+# 1. Resume: a full restore onto a loop device (direct I/O, over a sparse
+#    file on WORK's disk) is timed; a second one, onto another empty disk, is
 #    killed (SIGKILL) once that target holds the first MiB of data past the middle of the disk (read
 #    with O_DIRECT), and `restore --resume` finishes it. Both with
 #    read-back on, the page cache dropped before each.
@@ -42,9 +42,13 @@ cleanup() {
 }
 trap cleanup EXIT
 log() { echo "[$(date +%T)] $*" >&2; }
-# attach FILE: a loop device over a new sparse FILE, in $ATTACHED (not in a
-# subshell, so that cleanup sees it in LOOPS).
-attach() { truncate -s "$SIZE" "$1"; ATTACHED=$(losetup -f --show "$1"); LOOPS+=("$ATTACHED"); }
+# attach FILE [LOSETUP ARGS]: a loop device over a new sparse FILE, in
+# $ATTACHED (not in a subshell, so that cleanup sees it in LOOPS).
+attach() {
+  truncate -s "$SIZE" "$1"
+  ATTACHED=$(losetup -f --show "${@:2}" "$1")
+  LOOPS+=("$ATTACHED")
+}
 cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 # timed NAME CMD...: runs CMD under /usr/bin/time; prints "wall cpu rss_kib".
 timed() {
@@ -82,11 +86,14 @@ stages() {
 AUDIT=(--audit "$RUN/audit" --operator bench)
 resume_rows=()
 for round in $(seq "${RUNS:-3}"); do
-  attach "$RUN/full$round.disk"; LO=$ATTACHED
+  # Direct I/O: the loop device passes reads and writes to the disk, as a
+  # real target would, rather than serving the read-back from the page
+  # cache the writes just filled.
+  attach "$RUN/full$round.disk" --direct-io=on; LO=$ATTACHED
   read -r full_wall _ full_rss < <(timed full "${RESTORE[@]}" "$LO" "${AUDIT[@]}" --json)
   log "round $round: full restore $full_wall s ($(stages "$RUN/full.out"))"
   # Onto a new, empty disk, killed once half of it is written.
-  attach "$RUN/resume$round.disk"; LO=$ATTACHED
+  attach "$RUN/resume$round.disk" --direct-io=on; LO=$ATTACHED
   cold
   "${RESTORE[@]}" "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
   pid=$!
