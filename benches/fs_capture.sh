@@ -11,6 +11,10 @@
 #                    repeated if /usr is too small)
 #   SCALE_SIZE=64G   the scale disk, with the same files (empty: skipped)
 #   VARIANTS="clean dirty"
+#   RUNS=1           rounds of every timed command, interleaved (the
+#                    tables give the median and the range)
+#   NICE=0           nice level of every timed command, peers included
+#                    (e.g. -10 on a machine shared with other builds)
 # DIR (default target/bench-fs-capture) holds at most about 2.2 × SIZE of
 # allocated bytes at a time: each disk's artefacts are deleted when done.
 #
@@ -34,7 +38,8 @@
 #     partitions), and zstd -dc | dd of the whole disk.
 # Scale: the clean SIZE disk and a SCALE_SIZE disk with the same files,
 # captured and restored (read-back on and off) unthrottled; peak RSS.
-# Raw measurements go to DIR/results.tsv, the tables to DIR/results.md.
+# Raw measurements go to DIR/results.tsv, the tables to DIR/results.md, each
+# timed command's output to DIR/logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -45,6 +50,8 @@ size=${SIZE:-8G}
 files_mb=${FILES_MB:-3300}
 scale_size=${SCALE_SIZE-64G}
 variants=${VARIANTS:-clean dirty}
+runs=${RUNS:-1}
+nice_level=${NICE:-0}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 # shellcheck source=benches/lib/throttle.sh
 . benches/lib/throttle.sh
@@ -149,7 +156,7 @@ make_dirty() { # CLEAN OUT: the same disk with random bytes in its free space
 }
 
 ntfs_used() { # DEV: bytes in use on the NTFS volume (clusters not free)
-  ntfsinfo -m "$1" 2>/dev/null | awk '/Cluster Size/ {c=$3} /Free Clusters/ {f=$3} /Volume Size in Clusters/ {t=$5} END {printf "%d", (t-f)*c}'
+  ntfsinfo -m "$1" 2>/dev/null | awk '/Cluster Size/ {c=$3} /Free Clusters/ {f=$3} /Volume Size in Clusters/ {t=$5} END {printf "%.0f", (t-f)*c}'
 }
 
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
@@ -158,16 +165,18 @@ facts=$dir/facts.tsv
 : >"$results"
 : >"$facts"
 fact() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$facts"; }
+mkdir -p "$dir/logs"
 # measure GROUP NAME CMDLINE: from a cold page cache, in the bench's blkio
 # group; records wall seconds, peak RSS (KiB), CPU seconds, load average.
 measure() {
-  local group=$1 name=$2 tf secs rss cpu load
+  local group=$1 name=$2 tf secs rss cpu load out
   tf=$(mktemp)
+  out=$dir/logs/$(echo "$group $name $(date +%T)" | tr -c 'A-Za-z0-9:\n-' _).log
   drop_caches
   load=$(cut -d' ' -f1 /proc/loadavg)
   log "$group: $name"
-  in_throttle_group /usr/bin/time -v -o "$tf" bash -c "$3" >"$dir/last.out" 2>"$dir/last.err" \
-    || { echo "FAILED: $group $name" >&2; cat "$dir/last.err" >&2; exit 1; }
+  in_throttle_group nice -n "$nice_level" /usr/bin/time -v -o "$tf" bash -c "$3" >"$out" 2>&1 \
+    || { echo "FAILED: $group $name" >&2; cat "$out" >&2; exit 1; }
   secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$tf")
   rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tf")
   cpu=$(awk -F': ' '/User time|System time/ {s+=$2} END {print s}' "$tf")
@@ -196,18 +205,21 @@ bench_variant() { # VARIANT RAW
   mnts[$S]=1
   cp "$dir/key.pub" "$S/"
 
-  measure "$v capture" "reliquary capture" \
-    "'$bin' capture '$src' -o '$S/$v.rimg' --key '$dir/key' --name bench"
+  for _ in $(seq "$runs"); do
+    rm -f "$S/$v".*
+    measure "$v capture" "reliquary capture" \
+      "'$bin' capture '$src' -o '$S/$v.rimg' --key '$dir/key' --name bench"
+    measure "$v capture" "partclone + zstd" \
+      "set -o pipefail
+       head -c $((2048 * 512)) '$src' | zstd -3 -q -o '$S/$v.head.zst'
+       partclone.ntfs -q -c -s '${src}p1' -o - 2>/dev/null | zstd -3 -T0 -q -o '$S/$v.p1.pc.zst'
+       partclone.ntfs -q -c -s '${src}p2' -o - 2>/dev/null | zstd -3 -T0 -q -o '$S/$v.p2.pc.zst'
+       sync '$S/$v.head.zst' '$S/$v.p1.pc.zst' '$S/$v.p2.pc.zst'"
+    measure "$v capture" "zstd whole disk" \
+      "zstd -3 -T0 -q < '$src' > '$S/$v.raw.zst' && sync '$S/$v.raw.zst'"
+  done
   "$bin" inspect "$S/$v.rimg" >"$dir/$v.inspect.txt"
   "$bin" inspect --json "$S/$v.rimg" >"$dir/$v.inspect.json"
-  measure "$v capture" "partclone + zstd" \
-    "set -o pipefail
-     head -c $((2048 * 512)) '$src' | zstd -3 -q -o '$S/$v.head.zst'
-     partclone.ntfs -q -c -s '${src}p1' -o - 2>/dev/null | zstd -3 -T0 -q -o '$S/$v.p1.pc.zst'
-     partclone.ntfs -q -c -s '${src}p2' -o - 2>/dev/null | zstd -3 -T0 -q -o '$S/$v.p2.pc.zst'
-     sync '$S/$v.head.zst' '$S/$v.p1.pc.zst' '$S/$v.p2.pc.zst'"
-  measure "$v capture" "zstd whole disk" \
-    "zstd -3 -T0 -q < '$src' > '$S/$v.raw.zst' && sync '$S/$v.raw.zst'"
   fact "$v" stored "$(stat -c %s "$S/$v.rimg")"
   fact "$v" pc_stored "$(( $(stat -c %s "$S/$v.head.zst") + $(stat -c %s "$S/$v.p1.pc.zst") + $(stat -c %s "$S/$v.p2.pc.zst") ))"
   fact "$v" zst_stored "$(stat -c %s "$S/$v.raw.zst")"
@@ -222,25 +234,27 @@ bench_variant() { # VARIANT RAW
   partx -u "$tgt" 2>/dev/null || true
   partx -a "$tgt" 2>/dev/null || true
   throttle_init "$p" "$tgt"
-  for profile in field unthrottled; do
-    throttle "$([ "$profile" = field ] && echo on || echo off)"
-    for run in rel_norb rel_rb pc dd; do
-      blkdiscard -f "$tgt"
-      case $run in
-        rel_norb) measure "$v $profile" "reliquary restore --no-readback" \
-          "'$bin' restore '$S/$v.rimg' '$tgt' --trust '$S/key.pub' --no-audit --yes --no-readback" ;;
-        rel_rb) measure "$v $profile" "reliquary restore" \
-          "'$bin' restore '$S/$v.rimg' '$tgt' --trust '$S/key.pub' --no-audit --yes" ;;
-        pc) measure "$v $profile" "zstd -dc | partclone.ntfs -r" \
-          "set -o pipefail
-           zstd -dc '$S/$v.head.zst' | dd of='$tgt' bs=1M oflag=direct status=none
-           [ -e '${tgt}p2' ] || partx -a '$tgt'
-           zstd -dc '$S/$v.p1.pc.zst' | partclone.ntfs -q -r -s - -o '${tgt}p1' 2>/dev/null
-           zstd -dc '$S/$v.p2.pc.zst' | partclone.ntfs -q -r -s - -o '${tgt}p2' 2>/dev/null
-           sync '${tgt}p1' '${tgt}p2'" ;;
-        dd) measure "$v $profile" "zstd -dc | dd" \
-          "set -o pipefail; zstd -dc '$S/$v.raw.zst' | dd of='$tgt' bs=4M iflag=fullblock oflag=direct conv=fsync status=none" ;;
-      esac
+  for _ in $(seq "$runs"); do
+    for profile in field unthrottled; do
+      throttle "$([ "$profile" = field ] && echo on || echo off)"
+      for run in rel_norb rel_rb pc dd; do
+        blkdiscard -f "$tgt" 2>/dev/null
+        case $run in
+          rel_norb) measure "$v $profile" "reliquary restore --no-readback" \
+            "'$bin' restore '$S/$v.rimg' '$tgt' --trust '$S/key.pub' --no-audit --yes --no-readback" ;;
+          rel_rb) measure "$v $profile" "reliquary restore" \
+            "'$bin' restore '$S/$v.rimg' '$tgt' --trust '$S/key.pub' --no-audit --yes" ;;
+          pc) measure "$v $profile" "zstd -dc | partclone.ntfs -r" \
+            "set -o pipefail
+             zstd -dc '$S/$v.head.zst' | dd of='$tgt' bs=1M oflag=direct status=none
+             [ -e '${tgt}p2' ] || partx -a '$tgt'
+             zstd -dc '$S/$v.p1.pc.zst' | partclone.ntfs -q -r -s - -o '${tgt}p1' 2>/dev/null
+             zstd -dc '$S/$v.p2.pc.zst' | partclone.ntfs -q -r -s - -o '${tgt}p2' 2>/dev/null
+             sync '${tgt}p1' '${tgt}p2'" ;;
+          dd) measure "$v $profile" "zstd -dc | dd" \
+            "set -o pipefail; zstd -dc '$S/$v.raw.zst' | dd of='$tgt' bs=4M iflag=fullblock oflag=direct conv=fsync status=none" ;;
+        esac
+      done
     done
   done
   throttle off
@@ -270,7 +284,7 @@ bench_scale() { # NAME RAW: capture and restore, unthrottled, image on the local
   tgt=$loop
   measure "scale $n" "reliquary restore --no-readback" \
     "'$bin' restore '$dir/$n.rimg' '$tgt' --trust '$dir/key.pub' --no-audit --yes --no-readback"
-  blkdiscard -f "$tgt"
+  blkdiscard -f "$tgt" 2>/dev/null
   measure "scale $n" "reliquary restore" \
     "'$bin' restore '$dir/$n.rimg' '$tgt' --trust '$dir/key.pub' --no-audit --yes"
   free_loop "$tgt"
@@ -282,8 +296,10 @@ build_disk "$size" "$clean_raw"
 case " $variants " in *" clean "*) bench_variant clean "$clean_raw" ;; esac
 if [ -n "$scale_size" ]; then
   build_disk "$scale_size" "$dir/clean-$scale_size.raw"
-  bench_scale "$size" "$clean_raw"
-  bench_scale "$scale_size" "$dir/clean-$scale_size.raw"
+  for _ in $(seq "$runs"); do
+    bench_scale "$size" "$clean_raw"
+    bench_scale "$scale_size" "$dir/clean-$scale_size.raw"
+  done
   rm -f "$dir/clean-$scale_size.raw"
 fi
 case " $variants " in *" dirty "*)

@@ -1,5 +1,6 @@
 """Markdown tables for benches/fs_capture.sh: results.tsv FACTS.tsv -> stdout."""
 
+import statistics
 import sys
 from collections import defaultdict
 
@@ -7,10 +8,32 @@ MB = 1e6
 STICK_BPS = 200 * MB
 TARGET_BPS = 450 * MB
 
-results = defaultdict(dict)  # group -> tool -> (secs, rss KiB, cpu s, load)
+runs = defaultdict(lambda: defaultdict(list))  # group -> tool -> [(secs, rss KiB, cpu s, load)]
 for line in open(sys.argv[1]):
     group, tool, secs, rss, cpu, load = line.rstrip("\n").split("\t")
-    results[group][tool] = (float(secs), int(rss), float(cpu), load)
+    runs[group][tool].append((float(secs), int(rss), float(cpu), float(load)))
+
+
+class Runs:
+    """One command's runs: medians, and the range of the wall times."""
+
+    def __init__(self, rows):
+        self.n = len(rows)
+        self.secs_all = sorted(r[0] for r in rows)
+        self.median = {i: statistics.median(r[i] for r in rows) for i in range(4)}
+        self.rss = max(r[1] for r in rows)
+
+    def __getitem__(self, i):
+        return self.rss if i == 1 else self.median[i]
+
+    def secs(self):
+        """The median wall time, with the range when there are several runs."""
+        if self.n == 1:
+            return f"{self[0]:.2f} s"
+        return f"{self[0]:.2f} s ({self.secs_all[0]:.2f}–{self.secs_all[-1]:.2f}, {self.n} runs)"
+
+
+results = {g: {t: Runs(rows) for t, rows in tools.items()} for g, tools in runs.items()}
 facts = defaultdict(dict)  # disk -> key -> bytes
 for line in open(sys.argv[2]):
     disk, key, value = line.rstrip("\n").split("\t")
@@ -36,9 +59,9 @@ if variants:
         used = f["used"] + f["outside"]
         rel, pc, zst = c["reliquary capture"], c["partclone + zstd"], c["zstd whole disk"]
         print(f"| {v} | {mb(used)} | {mb(f['stored'])} | {mb(f['pc_stored'])} | **{f['stored'] / f['pc_stored']:.3f}** "
-              f"| {rel[0]:.2f} s ({rel[1] / 1024:.0f} MiB RSS, {rel[2]:.1f} CPU s, load {rel[3]}) "
-              f"| {pc[0]:.2f} s ({pc[2]:.1f} CPU s, load {pc[3]}) | **{rel[0] / pc[0]:.2f}** "
-              f"| {mb(f['zst_stored'])}, {zst[0]:.2f} s |")
+              f"| {rel.secs()}, {rel[1] / 1024:.0f} MiB RSS, {rel[2]:.1f} CPU s, load {rel[3]:.1f} "
+              f"| {pc.secs()}, {pc[2]:.1f} CPU s, load {pc[3]:.1f} | **{rel[0] / pc[0]:.2f}** "
+              f"| {mb(f['zst_stored'])}, {zst.secs()} |")
     print()
 
     for v in variants:
@@ -52,11 +75,11 @@ if variants:
             print(f"### Restore, {v} disk, {profile}\n")
             if profile == "field":
                 print(f"Limit = max({mb(f['stored'])} / 200 MB/s, {mb(used)} / 450 MB/s) = {limit:.2f} s\n")
-            print("| tool | seconds | peak RSS | CPU s | load avg before |" + (" × limit |" if profile == "field" else ""))
+            print("| tool | seconds (median) | peak RSS | CPU s (median) | load avg before |" + (" × limit |" if profile == "field" else ""))
             print("|---|---:|---:|---:|---:|" + ("---:|" if profile == "field" else ""))
-            for tool, (s, rss, cpu, load) in r.items():
-                extra = f" {s / limit:.2f} |" if profile == "field" else ""
-                print(f"| {esc(tool)} | {s:.2f} | {rss / 1024:.0f} MiB | {cpu:.2f} | {load} |{extra}")
+            for tool, t in r.items():
+                extra = f" {t[0] / limit:.2f} |" if profile == "field" else ""
+                print(f"| {esc(tool)} | {t.secs()} | {t[1] / 1024:.0f} MiB | {t[2]:.2f} | {t[3]:.1f} |{extra}")
             norb = r["reliquary restore --no-readback"][0]
             rb = r["reliquary restore"][0]
             print(f"\n- restore --no-readback: partclone / reliquary = **{r['zstd -dc | partclone.ntfs -r'][0] / norb:.2f}×**, "
@@ -76,8 +99,8 @@ if scales:
         n = g.split(" ", 1)[1]
         f, r = facts[n], results[g]
         cap, norb, rb = r["reliquary capture"], r["reliquary restore --no-readback"], r["reliquary restore"]
-        print(f"| {n} | {mb(f['used'])} | {mb(f['stored'])} | {cap[0]:.2f} s | {cap[1] / 1024:.0f} MiB "
-              f"| {norb[0]:.2f} s | {norb[1] / 1024:.0f} MiB | {rb[0]:.2f} s | {rb[1] / 1024:.0f} MiB |")
+        print(f"| {n} | {mb(f['used'])} | {mb(f['stored'])} | {cap.secs()} | {cap[1] / 1024:.0f} MiB "
+              f"| {norb.secs()} | {norb[1] / 1024:.0f} MiB | {rb.secs()} | {rb[1] / 1024:.0f} MiB |")
     if len(scales) == 2:
         a, b = (results[g] for g in scales)
         print(f"\n{scales[1]} / {scales[0]}: capture {b['reliquary capture'][0] / a['reliquary capture'][0]:.2f}×, "
