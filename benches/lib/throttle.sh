@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The field profile, sourced by the benches (benches/restore.sh,
 # benches/fs_capture.sh): cgroup v1 blkio throttling of a USB 3 stick that
 # holds the images (reads 200 MB/s) and of the SATA SSD being restored
@@ -44,5 +45,5 @@ throttle_release() {
       echo "$mm 0" > "$f" 2>/dev/null || true
     done
   done
-  [ -d "$THROTTLE_CG" ] && rmdir "$THROTTLE_CG" 2>/dev/null || true
+  if [ -d "$THROTTLE_CG" ]; then rmdir "$THROTTLE_CG" 2>/dev/null || true; fi
 }
