@@ -1,141 +1,311 @@
 #!/usr/bin/env bash
-# File-system-aware capture (issue #11) against partclone + zstd, in one run.
+# File-system-aware capture (issue #11) against partclone + zstd and
+# zstd | dd, in one run. Results and how to read them: BENCHMARKS.md,
+# section "Used-cluster capture (issue #11)".
 #
 #   benches/fs_capture.sh [DIR]
 #
-# As root (loop devices, ntfs-3g, dropping the page cache). SIZE (default
-# 2G) sets the disk size, FILES_MB (default 600) the files copied from /usr,
-# RUNS (default 1) the repetitions of each timed command (the best is kept).
-# DIR (default target/bench-fs-capture) needs about 4 × SIZE free.
+# As root (loop devices, ntfs-3g, cgroup v1 blkio, dropping the page cache).
+#   SIZE=8G          the benchmark disk
+#   FILES_MB=3300    MiB of real files copied from /usr (whole directories,
+#                    repeated if /usr is too small)
+#   SCALE_SIZE=64G   the scale disk, with the same files (empty: skipped)
+#   VARIANTS="clean dirty"
+#   RUNS=1           rounds of every timed command, interleaved (the
+#                    tables give the median and the range)
+#   NICE=0           nice level of every timed command, peers included
+#                    (e.g. -10 on a machine shared with other builds)
+# DIR (default target/bench-fs-capture) holds at most about 2.2 × SIZE of
+# allocated bytes at a time: each disk's artefacts are deleted when done.
 #
-# The disk: an MBR, one NTFS partition from 1 MiB to the end (mkntfs -f),
-# FILES_MB of real files copied in through ntfs-3g. Two variants:
+# The disk, Windows-7-like: an MBR, a 100 MiB active "System Reserved" NTFS
+# partition and an NTFS partition over the rest holding FILES_MB of real
+# files copied in through ntfs-3g. Two variants:
 #   clean: the free space is what mkntfs left (zero);
-#   dirty: the free space was filled with random bytes through a file that
-#          was then deleted, as on a master machine that has run for years.
-# For each, from a cold page cache:
-#   stored bytes and capture time: `reliquary capture` (release) against
-#     `partclone.ntfs -c | zstd -3 -T0` of the partition (partclone stores
-#     no bytes outside it: the 1 MiB before it is added to its size);
-#   restore time onto a loop device, read-back off: `reliquary restore
-#     --no-readback` against `zstd -dc | partclone.ntfs -r` onto the
-#     partition and `zstd -dc | dd` of the whole disk (`zstd -3 -T0` image).
-# Not throttled: the field profile (cgroup v1 blkio) is not applied here.
-# A markdown table goes to DIR/results.md.
+#   dirty: the same disk, then the free space of both volumes filled with
+#          random bytes through a file that was then deleted, as on a
+#          master machine that has run for years.
+# For each variant, every timed command from a cold page cache:
+#   capture, unthrottled, from the source loop device onto the "stick" (an
+#     ext4 file system on its own loop device): `reliquary capture` against
+#     partclone.ntfs -c | zstd -3 -T0 of each partition plus zstd of the
+#     sectors outside them, and zstd -3 -T0 of the whole disk (for dd);
+#     the peers end with an fsync of their files, as reliquary does;
+#   restore onto a loop device, from the images on the stick, in the field
+#     profile (benches/lib/throttle.sh: stick reads 200 MB/s, target 450
+#     MB/s) and unthrottled: `reliquary restore` with and without read-back,
+#     zstd -dc | partclone.ntfs -r (after the sectors outside the
+#     partitions), and zstd -dc | dd of the whole disk.
+# Scale: the clean SIZE disk and a SCALE_SIZE disk with the same files,
+# captured and restored (read-back on and off) unthrottled; peak RSS.
+# Raw measurements go to DIR/results.tsv, the tables to DIR/results.md, each
+# timed command's output to DIR/logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 dir=${1:-$root/target/bench-fs-capture}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-size=${SIZE:-2G}
-files_mb=${FILES_MB:-600}
+size=${SIZE:-8G}
+files_mb=${FILES_MB:-3300}
+scale_size=${SCALE_SIZE-64G}
+variants=${VARIANTS:-clean dirty}
 runs=${RUNS:-1}
+nice_level=${NICE:-0}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
+# shellcheck source=benches/lib/throttle.sh
+. benches/lib/throttle.sh
 
-for tool in sfdisk partx mkntfs ntfs-3g partclone.ntfs zstd losetup /usr/bin/time; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install fdisk ntfs-3g partclone zstd time)" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
+for tool in sfdisk partx mkntfs ntfs-3g ntfsinfo partclone.ntfs zstd losetup mkfs.ext4 blkdiscard python3 /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install fdisk ntfs-3g partclone zstd e2fsprogs util-linux python3 time)" >&2; exit 1; }
 done
+log() { echo "[$(date +%T)] $*" >&2; }
 
-echo "== building (release)"
+log "building (release)"
 cargo build --release -q -p reliquary-appliance
 bin=$target_dir/release/reliquary
 
-drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
-# timed CMD...: sets $secs (wall) and $rss (MiB) of a shell command line.
-timed() {
-  local log=$dir/time.log
-  /usr/bin/time -v bash -c "$1" 2>"$log" >/dev/null || { cat "$log" >&2; exit 1; }
-  secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,t,":"); s=0; for(i=1;i<=n;i++) s=s*60+t[i]; print s}' "$log")
-  rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$log")
+# Loop devices and mounts of this run, released on exit (and only those:
+# a freed loop device number may be someone else's a moment later).
+declare -A loops=() mnts=()
+cleanup() {
+  set +e
+  throttle_release
+  for m in "${!mnts[@]}"; do mountpoint -q "$m" && umount "$m"; done
+  for l in "${!loops[@]}"; do losetup -d "$l" 2>/dev/null; done
 }
-# best "PREP" "CMD": the fastest of $runs runs of CMD, each after PREP and
-# from a cold page cache.
-best() {
-  local b= r=0 i
-  for i in $(seq "$runs"); do
-    bash -c "$1"
-    drop_caches
-    timed "$2"
-    if [ -z "$b" ] || awk -v a="$secs" -v b="$b" 'BEGIN {exit !(a<b)}'; then b=$secs; fi
-    [ "$rss" -le "$r" ] || r=$rss
-  done
-  secs=$b rss=$r
+trap cleanup EXIT
+new_loop() { # FILE -> sets $loop (direct I/O)
+  loop=$(losetup -f --show --direct-io=on "$1")
+  loops[$loop]=1
 }
-mib() { awk -v b="$1" 'BEGIN {printf "%.0f", b/1048576}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
+free_loop() { partx -d "$1" 2>/dev/null || true; losetup -d "$1"; unset "loops[$1]"; }
 
-attach() { # FILE -> prints the loop device; its partition 1 is ${dev}p1
-  local dev
-  dev=$(losetup -f --show "$1")
-  # -u: an earlier user's partitions outlive its detach, with its sizes.
+attach() { # FILE -> sets $dev: its loop device (direct I/O) with partition nodes
+  new_loop "$1"
+  dev=$loop
+  # -u first: an earlier user's partitions outlive its detach, with its sizes.
   partx -u "$dev" 2>/dev/null || true
-  for _ in $(seq 50); do [ -e "${dev}p1" ] && break; sleep 0.1; done
-  echo "$dev"
+  partx -a "$dev" 2>/dev/null || true
+  for _ in $(seq 50); do [ -e "${dev}p2" ] && break; sleep 0.1; done
+  [ -e "${dev}p2" ] || { echo "no partition nodes on $dev" >&2; exit 1; }
 }
 
-build_disk() { # VARIANT
-  local raw=$dir/$1.raw dev mnt=$dir/mnt
+# ntfs_mount DEV MNT / ntfs_umount DEV MNT: unmount waits for the ntfs-3g
+# daemon to exit, so the volume is marked clean before anyone reads it.
+ntfs_mount() { mkdir -p "$2"; ntfs-3g "$1" "$2"; mnts[$2]=1; }
+ntfs_umount() {
+  umount "$2"
+  unset "mnts[$2]"
+  for _ in $(seq 300); do pgrep -f "ntfs-3g $1 " >/dev/null || return 0; sleep 0.1; done
+  echo "ntfs-3g on $1 did not exit" >&2; exit 1
+}
+
+file_dirs=(/usr/bin /usr/include /usr/share /usr/lib/x86_64-linux-gnu /usr/lib/jvm
+  /usr/lib/llvm-14 /usr/lib/modules /usr/lib/gcc /usr/lib/python3.11 /usr/lib/python3
+  /usr/lib/postgresql /usr/lib/google-cloud-sdk /usr/libexec /usr/local)
+
+build_disk() { # SIZE OUT: the clean Windows-7-like disk
+  local raw=$2 dev mnt=$dir/mnt copied=0 round=0 d mb
   [ -f "$raw" ] && return
-  echo "== building the $1 disk ($size)"
-  truncate -s "$size" "$raw.tmp"
-  printf 'label: dos\nstart=2048, type=7, bootable\n' | sfdisk -q "$raw.tmp"
-  dev=$(attach "$raw.tmp")
-  mkntfs -q -F -f "${dev}p1" >/dev/null
-  mkdir -p "$mnt"
-  ntfs-3g "${dev}p1" "$mnt"
-  if [ "$1" = dirty ]; then
-    # Stale data everywhere first, then the files over it.
-    dd if=/dev/urandom of="$mnt/filler" bs=4M status=none 2>/dev/null || true
-    rm -f "$mnt/filler"
-  fi
-  mkdir -p "$mnt/files"
-  for d in /usr/share /usr/bin /usr/lib/x86_64-linux-gnu /usr/lib/python3* /usr/lib/gcc; do
-    [ -e "$d" ] || continue
-    [ "$(du -sm "$mnt/files" | cut -f1)" -lt "$files_mb" ] || break
-    cp -a "$d" "$mnt/files/" 2>/dev/null || true
+  log "building the clean $1 disk ($files_mb MiB of files)"
+  truncate -s "$1" "$raw.tmp"
+  printf 'label: dos\nstart=2048, size=204800, type=7, bootable\nstart=206848, type=7\n' | sfdisk -q "$raw.tmp"
+  attach "$raw.tmp"
+  mkntfs -Q -F -q -L "System Reserved" -p 2048 -H 255 -S 63 "${dev}p1" >/dev/null
+  mkntfs -Q -F -q -L Windows -p 206848 -H 255 -S 63 "${dev}p2" >/dev/null
+  ntfs_mount "${dev}p1" "$mnt"
+  mkdir -p "$mnt/Boot"
+  cp -r /usr/share/doc/bash "$mnt/Boot/" 2>/dev/null || true
+  head -c 300000 /usr/bin/bash >"$mnt/bootmgr"
+  ntfs_umount "${dev}p1" "$mnt"
+  ntfs_mount "${dev}p2" "$mnt"
+  while [ "$copied" -lt "$files_mb" ]; do
+    round=$((round + 1))
+    for d in "${file_dirs[@]}"; do
+      [ -d "$d" ] || continue
+      [ "$copied" -lt "$files_mb" ] || break
+      mb=$(du -sm "$d" | cut -f1)
+      mkdir -p "$mnt/Files$round"
+      cp -a "$d" "$mnt/Files$round/$(echo "${d#/}" | tr / _)" 2>/dev/null || true
+      copied=$((copied + mb))
+    done
   done
-  umount "$mnt"
-  losetup -d "$dev"
+  df -m "$mnt" | tail -1 >&2
+  ntfs_umount "${dev}p2" "$mnt"
+  free_loop "$dev"
   mv "$raw.tmp" "$raw"
 }
 
+make_dirty() { # CLEAN OUT: the same disk with random bytes in its free space
+  local dev mnt=$dir/mnt p
+  [ -f "$2" ] && return
+  log "building the dirty disk"
+  cp --sparse=always "$1" "$2.tmp"
+  attach "$2.tmp"
+  for p in 1 2; do
+    ntfs_mount "${dev}p$p" "$mnt"
+    dd if=/dev/urandom of="$mnt/filler" bs=4M status=none 2>/dev/null || true
+    sync
+    rm -f "$mnt/filler"
+    ntfs_umount "${dev}p$p" "$mnt"
+  done
+  free_loop "$dev"
+  mv "$2.tmp" "$2"
+}
+
+ntfs_used() { # DEV: bytes in use on the NTFS volume (clusters not free)
+  ntfsinfo -m "$1" 2>/dev/null | awk '/Cluster Size/ {c=$3} /Free Clusters/ {f=$3} /Volume Size in Clusters/ {t=$5} END {printf "%.0f", (t-f)*c}'
+}
+
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+results=$dir/results.tsv
+facts=$dir/facts.tsv
+: >"$results"
+: >"$facts"
+fact() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$facts"; }
+mkdir -p "$dir/logs"
+# measure GROUP NAME CMDLINE: from a cold page cache, in the bench's blkio
+# group; records wall seconds, peak RSS (KiB), CPU seconds, load average.
+measure() {
+  local group=$1 name=$2 tf secs rss cpu load out
+  tf=$(mktemp)
+  out=$dir/logs/$(echo "$group $name $(date +%T)" | tr -c 'A-Za-z0-9:\n-' _).log
+  drop_caches
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  log "$group: $name"
+  in_throttle_group nice -n "$nice_level" /usr/bin/time -v -o "$tf" bash -c "$3" >"$out" 2>&1 \
+    || { echo "FAILED: $group $name" >&2; cat "$out" >&2; exit 1; }
+  secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$tf")
+  rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$tf")
+  cpu=$(awk -F': ' '/User time|System time/ {s+=$2} END {print s}' "$tf")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$group" "$name" "$secs" "$rss" "$cpu" "$load" >>"$results"
+  log "  $secs s, $((rss / 1024)) MiB, load $load"
+  rm -f "$tf"
+}
+
 "$bin" keygen --out "$dir/key" --name Bench >/dev/null 2>&1 || true
-out=$dir/results.md
-{
-  echo "| Disk | Used (NTFS) | reliquary stored | partclone+zstd stored (+1 MiB) | ratio | reliquary capture | partclone+zstd capture | reliquary restore | partclone restore | dd restore |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-} >"$out"
 
-for variant in clean dirty; do
-  build_disk "$variant"
-  raw=$dir/$variant.raw
-  src=$(attach "$raw")
-  used=$(ntfsinfo -m "${src}p1" 2>/dev/null | awk '/Cluster Size/ {c=$3} /Free Clusters/ {f=$3} /Volume Size in Clusters/ {t=$5} END {if (c && t) printf "%d", (t-f)*c}')
+bench_variant() { # VARIANT RAW
+  local v=$1 raw=$2 src stick=$dir/stick S=$dir/stick.mnt tgt p dev loop
+  attach "$raw"
+  src=$dev
+  fact "$v" used $(( $(ntfs_used "${src}p1") + $(ntfs_used "${src}p2") ))
+  # Sectors outside the partitions: before the first one (the second runs to the end).
+  fact "$v" outside $((2048 * 512))
+  fact "$v" disk "$(blockdev --getsize64 "$src")"
 
-  best "rm -f '$dir/$variant.rimg'" \
-    "'$bin' capture '$raw' -o '$dir/$variant.rimg' --key '$dir/key' --name bench"
-  cap_s=$secs cap_rss=$rss
-  stored=$(stat -c %s "$dir/$variant.rimg")
-  best "rm -f '$dir/$variant.pc.zst'" \
-    "partclone.ntfs -q -c -s '${src}p1' -o - 2>/dev/null | zstd -3 -T0 -q -o '$dir/$variant.pc.zst'"
-  pc_s=$secs
-  pc_stored=$(( $(stat -c %s "$dir/$variant.pc.zst") + 1048576 ))
-  zstd -3 -T0 -q -f "$raw" -o "$dir/$variant.raw.zst"
-  losetup -d "$src"
+  truncate -s "$(( $(stat -c %s "$raw") * 3 / 2 ))" "$stick.img"
+  new_loop "$stick.img"
+  p=$loop
+  mkfs.ext4 -q -F "$p"
+  mkdir -p "$S"
+  mount "$p" "$S"
+  mnts[$S]=1
+  cp "$dir/key.pub" "$S/"
+
+  for _ in $(seq "$runs"); do
+    rm -f "$S/$v".*
+    measure "$v capture" "reliquary capture" \
+      "'$bin' capture '$src' -o '$S/$v.rimg' --key '$dir/key' --name bench"
+    measure "$v capture" "partclone + zstd" \
+      "set -o pipefail
+       head -c $((2048 * 512)) '$src' | zstd -3 -q -o '$S/$v.head.zst'
+       partclone.ntfs -q -c -s '${src}p1' -o - 2>/dev/null | zstd -3 -T0 -q -o '$S/$v.p1.pc.zst'
+       partclone.ntfs -q -c -s '${src}p2' -o - 2>/dev/null | zstd -3 -T0 -q -o '$S/$v.p2.pc.zst'
+       sync '$S/$v.head.zst' '$S/$v.p1.pc.zst' '$S/$v.p2.pc.zst'"
+    measure "$v capture" "zstd whole disk" \
+      "zstd -3 -T0 -q < '$src' > '$S/$v.raw.zst' && sync '$S/$v.raw.zst'"
+  done
+  "$bin" inspect "$S/$v.rimg" >"$dir/$v.inspect.txt"
+  "$bin" inspect --json "$S/$v.rimg" >"$dir/$v.inspect.json"
+  fact "$v" stored "$(stat -c %s "$S/$v.rimg")"
+  fact "$v" pc_stored "$(( $(stat -c %s "$S/$v.head.zst") + $(stat -c %s "$S/$v.p1.pc.zst") + $(stat -c %s "$S/$v.p2.pc.zst") ))"
+  fact "$v" zst_stored "$(stat -c %s "$S/$v.raw.zst")"
+  free_loop "$src"
+  [ "$v" = clean ] || rm -f "$raw"
 
   truncate -s "$size" "$dir/target.raw"
-  tgt=$(losetup -f --show "$dir/target.raw")
-  best "" "'$bin' restore '$dir/$variant.rimg' '$tgt' --trust '$dir/key.pub' --no-audit --yes --no-readback"
-  res_s=$secs
-  best "" "zstd -dc '$dir/$variant.raw.zst' | dd of='$tgt' bs=4M oflag=direct iflag=fullblock status=none"
-  dd_s=$secs
+  new_loop "$dir/target.raw"
+  tgt=$loop
+  # The partition nodes partclone writes to; they outlive each discard.
+  zstd -dc "$S/$v.head.zst" | dd of="$tgt" bs=1M oflag=direct status=none
   partx -u "$tgt" 2>/dev/null || true
-  best "" "zstd -dc '$dir/$variant.pc.zst' | partclone.ntfs -q -r -s - -o '${tgt}p1' 2>/dev/null"
-  pcr_s=$secs
-  losetup -d "$tgt"
+  partx -a "$tgt" 2>/dev/null || true
+  throttle_init "$p" "$tgt"
+  for _ in $(seq "$runs"); do
+    for profile in field unthrottled; do
+      throttle "$([ "$profile" = field ] && echo on || echo off)"
+      for run in rel_norb rel_rb pc dd; do
+        blkdiscard -f "$tgt" 2>/dev/null
+        case $run in
+          rel_norb) measure "$v $profile" "reliquary restore --no-readback" \
+            "'$bin' restore '$S/$v.rimg' '$tgt' --trust '$S/key.pub' --no-audit --yes --no-readback" ;;
+          rel_rb) measure "$v $profile" "reliquary restore" \
+            "'$bin' restore '$S/$v.rimg' '$tgt' --trust '$S/key.pub' --no-audit --yes" ;;
+          pc) measure "$v $profile" "zstd -dc | partclone.ntfs -r" \
+            "set -o pipefail
+             zstd -dc '$S/$v.head.zst' | dd of='$tgt' bs=1M oflag=direct status=none
+             [ -e '${tgt}p2' ] || partx -a '$tgt'
+             zstd -dc '$S/$v.p1.pc.zst' | partclone.ntfs -q -r -s - -o '${tgt}p1' 2>/dev/null
+             zstd -dc '$S/$v.p2.pc.zst' | partclone.ntfs -q -r -s - -o '${tgt}p2' 2>/dev/null
+             sync '${tgt}p1' '${tgt}p2'" ;;
+          dd) measure "$v $profile" "zstd -dc | dd" \
+            "set -o pipefail; zstd -dc '$S/$v.raw.zst' | dd of='$tgt' bs=4M iflag=fullblock oflag=direct conv=fsync status=none" ;;
+        esac
+      done
+    done
+  done
+  throttle off
+  throttle_release
+  free_loop "$tgt"
   rm -f "$dir/target.raw"
+  umount "$S"
+  unset "mnts[$S]"
+  free_loop "$p"
+  rm -f "$stick.img"
+}
 
-  echo "| $variant $size | $(mib "${used:-0}") MiB | $(mib "$stored") MiB | $(mib "$pc_stored") MiB | $(ratio "$stored" "$pc_stored") | ${cap_s} s (${cap_rss} MiB RSS) | ${pc_s} s | ${res_s} s | ${pcr_s} s | ${dd_s} s |" >>"$out"
-done
-cat "$out"
+bench_scale() { # NAME RAW: capture and restore, unthrottled, image on the local disk
+  local n=$1 raw=$2 src tgt dev loop
+  attach "$raw"
+  src=$dev
+  fact "$n" used $(( $(ntfs_used "${src}p1") + $(ntfs_used "${src}p2") ))
+  fact "$n" disk "$(blockdev --getsize64 "$src")"
+  rm -f "$dir/$n.rimg"
+  measure "scale $n" "reliquary capture" \
+    "'$bin' capture '$src' -o '$dir/$n.rimg' --key '$dir/key' --name bench"
+  fact "$n" stored "$(stat -c %s "$dir/$n.rimg")"
+  "$bin" inspect "$dir/$n.rimg" >"$dir/$n.inspect.txt"
+  free_loop "$src"
+  truncate -s "$(stat -c %s "$raw")" "$dir/target.raw"
+  new_loop "$dir/target.raw"
+  tgt=$loop
+  measure "scale $n" "reliquary restore --no-readback" \
+    "'$bin' restore '$dir/$n.rimg' '$tgt' --trust '$dir/key.pub' --no-audit --yes --no-readback"
+  blkdiscard -f "$tgt" 2>/dev/null
+  measure "scale $n" "reliquary restore" \
+    "'$bin' restore '$dir/$n.rimg' '$tgt' --trust '$dir/key.pub' --no-audit --yes"
+  free_loop "$tgt"
+  rm -f "$dir/target.raw" "$dir/$n.rimg"
+}
+
+clean_raw=$dir/clean-$size.raw
+build_disk "$size" "$clean_raw"
+case " $variants " in *" clean "*) bench_variant clean "$clean_raw" ;; esac
+if [ -n "$scale_size" ]; then
+  build_disk "$scale_size" "$dir/clean-$scale_size.raw"
+  for _ in $(seq "$runs"); do
+    bench_scale "$size" "$clean_raw"
+    bench_scale "$scale_size" "$dir/clean-$scale_size.raw"
+  done
+  rm -f "$dir/clean-$scale_size.raw"
+fi
+case " $variants " in *" dirty "*)
+  make_dirty "$clean_raw" "$dir/dirty-$size.raw"
+  rm -f "$clean_raw"
+  bench_variant dirty "$dir/dirty-$size.raw" ;;
+esac
+
+python3 benches/lib/fs_capture_report.py "$results" "$facts" | tee "$dir/results.md"

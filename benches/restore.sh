@@ -18,10 +18,9 @@ cd "$(dirname "$0")/.."
 REL=${RELIQUARY:-$PWD/target/release/reliquary}
 WORK=${WORK:-/work/bench-restore}
 SIZE_GIB=${SIZE_GIB:-4}
-READ_BPS=200000000   # the USB 3 stick holding the image: 200 MB/s
-WRITE_BPS=450000000  # the SATA SSD being restored: 450 MB/s
-CG=/sys/fs/cgroup/blkio/reliquary-bench
 MB=1000000
+# shellcheck source=benches/lib/throttle.sh
+. benches/lib/throttle.sh
 
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
 [ -x "$REL" ] || { echo "build first: cargo build --release -p reliquary-appliance" >&2; exit 1; }
@@ -35,14 +34,7 @@ log() { echo "[$(date +%T)] $*" >&2; }
 
 cleanup() {
   set +e
-  for dev in $STICK_LO $TARGET_LO; do
-    mm=$(lsblk -dno MAJ:MIN "$dev" 2>/dev/null | tr -d ' ')
-    [ -n "$mm" ] || continue
-    for f in /sys/fs/cgroup/blkio/blkio.throttle.read_bps_device /sys/fs/cgroup/blkio/blkio.throttle.write_bps_device; do
-      echo "$mm 0" > "$f" 2>/dev/null
-    done
-  done
-  [ -d "$CG" ] && rmdir "$CG" 2>/dev/null
+  throttle_release
   [ -n "$NTFS_MNT" ] && umount "$NTFS_MNT" 2>/dev/null
   mountpoint -q "$WORK/stick" && umount "$WORK/stick"
   [ -n "$STICK_LO" ] && losetup -d "$STICK_LO"
@@ -147,20 +139,7 @@ fi
 S=$WORK/stick
 truncate -s "$RAW_BYTES" "$WORK/target.img"
 TARGET_LO=$(losetup -f --show --direct-io=on "$WORK/target.img")
-STICK_MM=$(lsblk -dno MAJ:MIN "$STICK_LO" | tr -d ' ')
-TARGET_MM=$(lsblk -dno MAJ:MIN "$TARGET_LO" | tr -d ' ')
-
-throttle() { # on|off
-  local r=0 w=0
-  [ "$1" = on ] && { r=$READ_BPS; w=$WRITE_BPS; }
-  mkdir -p "$CG"
-  for dir in "$CG" /sys/fs/cgroup/blkio; do
-    # The root group too: writeback (bmaptool, buffered dd) runs there.
-    echo "$STICK_MM $r" > "$dir/blkio.throttle.read_bps_device"
-    echo "$TARGET_MM $w" > "$dir/blkio.throttle.write_bps_device"
-    echo "$TARGET_MM $w" > "$dir/blkio.throttle.read_bps_device"
-  done
-}
+throttle_init "$STICK_LO" "$TARGET_LO"
 
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
@@ -172,7 +151,7 @@ measure() {
   sync; echo 3 > /proc/sys/vm/drop_caches
   local tf; tf=$(mktemp)
   log "$profile: $name"
-  sh -c 'echo $$ > "$0/cgroup.procs"; exec /usr/bin/time -v -o "$1" bash -c "$2"' "$CG" "$tf" "$*" >"$WORK/last.out" 2>"$WORK/last.err" \
+  in_throttle_group /usr/bin/time -v -o "$tf" bash -c "$*" >"$WORK/last.out" 2>"$WORK/last.err" \
     || { echo "FAILED: $name" >&2; cat "$WORK/last.err" >&2; }
   local secs rss cpu load
   load=$(cut -d' ' -f1 /proc/loadavg)
