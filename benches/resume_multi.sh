@@ -16,7 +16,10 @@
 #    /usr/bin/time, with read-back on and off.
 # Results go to WORK/resume_multi.tsv and stdout. Not throttled.
 # RUNS=3 rounds of the resume; ONLY=resume stops after them (nothing is
-# written to the .tsv).
+# written to the .tsv). FIELD=1 runs the resume rounds in the field profile
+# of benches/lib/throttle.sh (the image read from WORK/stick.img, which
+# benches/restore.sh builds, at 200 MB/s; the target read and written at
+# 450 MB/s each).
 # Needs: time (/usr/bin/time), bc, python3, cmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +36,14 @@ command -v /usr/bin/time >/dev/null || { echo "missing /usr/bin/time (apt-get in
 SIZE=$(stat -c %s "$WORK/disk.raw")
 RUN=$(mktemp -d "$WORK/resume-multi.XXXX")
 LOOPS=()
+STICK_LO=
+# shellcheck source=benches/lib/throttle.sh
+. benches/lib/throttle.sh
 cleanup() {
   set +e
+  throttle_release
+  mountpoint -q "$RUN/stick" && umount "$RUN/stick"
+  [ -n "$STICK_LO" ] && losetup -d "$STICK_LO"
   for lo in "${LOOPS[@]}"; do losetup -d "$lo"; done
   # A detached loop device lets go of its file a moment later.
   for _ in 1 2 3 4 5; do mountpoint -q "$RUN/tmpfs" || break; umount "$RUN/tmpfs" 2>/dev/null || sleep 1; done
@@ -54,8 +63,8 @@ cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 timed() {
   local name=$1; shift
   cold
-  /usr/bin/time -f '%e %U %S %M' -o "$RUN/$name.time" "$@" >"$RUN/$name.out" 2>"$RUN/$name.err" \
-    || { echo "$name failed:" >&2; cat "$RUN/$name.err" >&2; exit 1; }
+  in_throttle_group /usr/bin/time -f '%e %U %S %M' -o "$RUN/$name.time" "$@" >"$RUN/$name.out" 2>"$RUN/$name.err" \
+    || { echo "$name failed:" >&2; cat "$RUN/$name.err" "$RUN/$name.out" >&2; exit 1; }
   awk '{ printf "%.2f %.2f %d\n", $1, $2 + $3, $4 }' "$RUN/$name.time"
 }
 # restore TARGET... FLAGS...: the command line of a restore of the image.
@@ -84,18 +93,37 @@ stages() {
 }
 "$REL" audit init --dir "$RUN/audit" >/dev/null
 AUDIT=(--audit "$RUN/audit" --operator bench)
+if [ "${FIELD:-}" = 1 ]; then
+  [ -f "$WORK/stick.img" ] || { echo "run benches/restore.sh first: it builds $WORK/stick.img" >&2; exit 1; }
+  STICK_LO=$(losetup -f --show --direct-io=on --read-only "$WORK/stick.img")
+  mkdir -p "$RUN/stick"
+  mount -o ro "$STICK_LO" "$RUN/stick"
+  RESTORE=("$REL" restore "$RUN/stick/disk.rimg" --trust "$TRUST" --yes)
+fi
+# field_profile TARGET: the field profile on the stick and TARGET, if asked.
+field_profile() {
+  [ "${FIELD:-}" = 1 ] || return 0
+  throttle_release
+  throttle_init "$STICK_LO" "$1"
+  throttle on
+}
 resume_rows=()
 for round in $(seq "${RUNS:-3}"); do
   # Direct I/O: the loop device passes reads and writes to the disk, as a
   # real target would, rather than serving the read-back from the page
   # cache the writes just filled.
   attach "$RUN/full$round.disk" --direct-io=on; LO=$ATTACHED
+  field_profile "$LO"
   read -r full_wall _ full_rss < <(timed full "${RESTORE[@]}" "$LO" "${AUDIT[@]}" --json)
   log "round $round: full restore $full_wall s ($(stages "$RUN/full.out"))"
   # Onto a new, empty disk, killed once half of it is written.
   attach "$RUN/resume$round.disk" --direct-io=on; LO=$ATTACHED
+  field_profile "$LO"
   cold
-  "${RESTORE[@]}" "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
+  # Not through the in_throttle_group function: $! must be the restore.
+  mkdir -p "$THROTTLE_CG"
+  sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$THROTTLE_CG" \
+    "${RESTORE[@]}" "$LO" "${AUDIT[@]}" >/dev/null 2>&1 &
   pid=$!
   dd if="$WORK/disk.raw" bs=1M skip="$mid" count=1 status=none > "$RUN/mid.expected"
   while kill -0 "$pid" 2>/dev/null; do
@@ -109,6 +137,7 @@ for round in $(seq "${RUNS:-3}"); do
   log "round $round: killed at MiB $mid of $((SIZE >> 20)); resume $resume_wall s, $skipped bytes kept ($(stages "$RUN/resume.out"))"
   cmp -n "$SIZE" "$WORK/disk.raw" "$LO" >/dev/null || { echo "the resumed disk differs" >&2; exit 1; }
   resume_rows+=("$full_wall $resume_wall $skipped $full_rss $resume_rss")
+  throttle_release
   for lo in "${LOOPS[@]}"; do losetup -d "$lo"; done
   LOOPS=()
   rm -f "$RUN"/full"$round".disk "$RUN"/resume"$round".disk
