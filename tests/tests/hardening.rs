@@ -866,3 +866,130 @@ fn a_restore_with_64mib_chunks_stays_within_the_memory_target() {
     );
     eprintln!("restore with 64 MiB chunks: peak RSS {} MiB", peak / 1024);
 }
+
+// ------------------------------------------------ restore targets
+
+/// A signed image of `size` bytes of noise, captured whole, and its trust
+/// key.
+fn noise_image(root: &Path, size: usize) -> (PathBuf, PathBuf) {
+    let raw = root.join("noise.raw");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let bytes: Vec<u8> = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::write(&raw, bytes).expect("source");
+    let key = root.join("author");
+    let out = reliquary(&["keygen", "--out", s(&key), "--name", "author"]);
+    assert!(out.status.success(), "keygen: {out:?}");
+    let image = root.join("noise.rimg");
+    let out = reliquary(&[
+        "capture",
+        s(&raw),
+        "-o",
+        s(&image),
+        "--key",
+        s(&key),
+        "--name",
+        "noise",
+        "--chunk-size",
+        "1M",
+        "--all-sectors",
+    ]);
+    assert!(out.status.success(), "capture: {out:?}");
+    (image, reliquary_image::keys::public_key_path(&key))
+}
+
+#[test]
+fn a_fifo_as_the_restore_target_is_refused_at_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (image, trust) = noise_image(tmp.path(), 1 << 20);
+    let fifo = tmp.path().join("target.fifo");
+    mkfifo(&fifo);
+    for extra in [&[][..], &["--create-file"][..]] {
+        let mut args = vec!["restore", s(&image), s(&fifo), "--trust", s(&trust)];
+        args.extend(["--no-audit", "--yes"]);
+        args.extend(extra);
+        refused(&reliquary(&args), 4, &[s(&fifo)]);
+    }
+}
+
+#[test]
+fn a_restore_onto_the_audit_logs_own_full_file_system_prints_both_failures() {
+    if !running_as_root() {
+        skip_or_fail("mounting a small tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (image, trust) = noise_image(tmp.path(), 32 << 20);
+    let Some(fs) = SmallFs::mount("24m") else {
+        skip_or_fail("cannot mount a tmpfs");
+        return;
+    };
+    let audit = fs.path().join("audit");
+    let out = reliquary(&["audit", "init", "--dir", s(&audit)]);
+    assert!(out.status.success(), "audit init: {out:?}");
+    let target = fs.path().join("target.disk");
+    let mut cmd = Command::new(reliquary_bin());
+    cmd.args([
+        "restore",
+        s(&image),
+        s(&target),
+        "--create-file",
+        "--trust",
+        s(&trust),
+        "--audit",
+        s(&audit),
+        "--operator",
+        "tech1",
+        "--yes",
+    ]);
+    let out = run_within(cmd, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in [
+        "failed: cannot write the target",
+        "No space left on device",
+        "could not be recorded in the audit log",
+    ] {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}: {stderr}");
+    }
+}
+
+#[test]
+fn restoring_a_signed_2tib_zero_disk_with_64k_chunks_stays_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (key, trust) = hostile_key(tmp.path());
+    let image = tmp.path().join("zero-2t.rimg");
+    reliquary_tests::hostile::zero_disk(&image, &key, 2 << 40, 64 << 10).expect("generate");
+    let target = tmp.path().join("target.disk");
+    // Without read-back: reading 2 TiB of zeros back is `check`'s test
+    // (`checking_a_2tib_disk_against_a_zero_image…`).
+    let args = [
+        "restore",
+        s(&image),
+        s(&target),
+        "--trust",
+        s(&trust),
+        "--create-file",
+        "--no-audit",
+        "--yes",
+        "--no-readback",
+    ];
+    let Some((out, kib)) = peak_rss(&args) else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    eprintln!("restore: peak RSS {kib} KiB");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(kib <= RSS_LIMIT_KIB, "restore peaked at {kib} KiB");
+    assert_eq!(std::fs::metadata(&target).expect("stat").len(), 2 << 40);
+}

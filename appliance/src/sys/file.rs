@@ -19,7 +19,8 @@ pub enum ZeroMethod {
 }
 
 /// Makes `len` bytes at `offset` of a regular file read as zero, preferring
-/// zero-range and falling back to punching a hole.
+/// to punch a hole, which needs no space (a sparse target may be larger
+/// than its file system), and falling back to zero-range.
 ///
 /// The file should already have its final size: zero-range may extend it,
 /// punch-hole never does. When the file system supports neither, the error
@@ -28,15 +29,15 @@ pub enum ZeroMethod {
 pub fn punch_or_zero_range(file: &File, offset: u64, len: u64) -> Result<ZeroMethod, SysError> {
     let (off, length) = kernel_range(offset, len)?;
     if len == 0 {
-        return Ok(ZeroMethod::ZeroRange);
+        return Ok(ZeroMethod::PunchHole);
     }
     let fd = file.as_raw_fd();
     let attempts = [
-        (FallocateFlags::FALLOC_FL_ZERO_RANGE, ZeroMethod::ZeroRange),
         (
             FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
             ZeroMethod::PunchHole,
         ),
+        (FallocateFlags::FALLOC_FL_ZERO_RANGE, ZeroMethod::ZeroRange),
     ];
     for (flags, method) in attempts {
         match fallocate(fd, flags, off, length) {
@@ -90,7 +91,7 @@ mod tests {
         let file = tempfile::tempfile().expect("temp file");
         assert_eq!(
             punch_or_zero_range(&file, 0, 0).expect("no-op"),
-            ZeroMethod::ZeroRange
+            ZeroMethod::PunchHole
         );
         assert_eq!(file.metadata().expect("stat").len(), 0);
     }

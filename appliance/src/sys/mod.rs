@@ -93,11 +93,12 @@ pub enum SysError {
 }
 
 impl SysError {
-    /// The exit class: a busy target is a safety refusal, the rest are
-    /// runtime failures.
+    /// The exit class: a busy target, or one that is neither a disk nor a
+    /// regular file (a FIFO, a socket, a directory), is a safety refusal;
+    /// the rest are runtime failures.
     pub fn exit_class(&self) -> ExitClass {
         match self {
-            SysError::Busy { .. } => ExitClass::Refused,
+            SysError::Busy { .. } | SysError::UnsupportedTarget { .. } => ExitClass::Refused,
             _ => ExitClass::Runtime,
         }
     }
