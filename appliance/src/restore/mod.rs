@@ -6,13 +6,14 @@
 //! 2. [`inspect_target`] runs every safety refusal and says what the
 //!    operator confirms, identity included;
 //! 3. [`restore`], the one entry point of the CLI and the TUI, opens the
-//!    confirmed target with `O_EXCL` (refusing any other device), records
-//!    the start in the audit log, and runs the write phases: wipe the
-//!    partition-table areas, write the rest of the disk, then the tables,
-//!    the moved backup GPT, and the first sector last, each phase flushed
-//!    and each chunk verified before its write is issued;
-//! 4. the written disk is read back with `O_DIRECT` and compared, edits
-//!    included, and a GPT validated with the `gpt` crate;
+//!    confirmed targets (one, or several written from one read of the
+//!    image) with `O_EXCL` (refusing any other device), records each start
+//!    in the audit log, and runs the write phases: wipe the partition-table
+//!    areas, write the rest of the disk, then the tables, the moved backup
+//!    GPT, and the first sector last, each phase flushed and each chunk
+//!    verified before its write is issued;
+//! 4. the written disks are read back with `O_DIRECT` in one pass and
+//!    compared, edits included, and a GPT validated with the `gpt` crate;
 //! 5. the kernel rereads the partition table, and the end is recorded.
 //!
 //! On any failure or cancel after the first write the partition-table

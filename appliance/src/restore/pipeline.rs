@@ -1,8 +1,9 @@
-//! The restore pipeline: the write phases (see [`run_stages`]), and for the
-//! bulk of the disk one thread reading stored chunks, workers on every core
-//! decompressing and verifying them into aligned buffers, and the calling
-//! thread writing them with O_DIRECT. A pool of buffers within a fixed byte
-//! budget bounds memory.
+//! The restore pipeline: the write phases of one or several targets (see
+//! [`run_stages`]), and for the bulk of the disks one thread reading stored
+//! chunks, workers on every core decompressing and verifying each into an
+//! aligned buffer once, and the calling thread handing it to one O_DIRECT
+//! writer thread per target. A pool of buffers within a fixed byte budget,
+//! shared by all the targets, bounds memory.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
