@@ -476,7 +476,7 @@ impl ExtentVerdict {
 }
 
 /// Compares disks, each `(file, size in bytes)`, with the image, as
-/// `reliquary check` does, in one pass (see [`compare_disks`]): a disk
+/// `reliquary check` does, in one pass that hashes each piece once: a disk
 /// matches when it holds the image exactly, or exactly what a restore onto
 /// a disk of its size writes (a GPT's backup moved to the end of a larger
 /// disk, validated with the `gpt` crate). `progress` gets (disk, bytes).
