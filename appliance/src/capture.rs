@@ -10,6 +10,7 @@ use std::io::BufWriter;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
@@ -273,38 +274,59 @@ fn write_image(
     for _ in 0..in_flight {
         let _ = token_tx.send(());
     }
-    let (window_tx, window_rx) = sync_channel::<(u64, Vec<u8>)>(in_flight);
+    let token_rx = Mutex::new(token_rx);
+    // (window number, its length, its bytes: empty when all free).
+    let (window_tx, window_rx) = sync_channel::<(u64, u64, Vec<u8>)>(in_flight);
     let (piece_tx, piece_rx) = sync_channel::<(u64, Result<Vec<Piece>, CaptureError>)>(in_flight);
     let window_rx = Arc::new(Mutex::new(window_rx));
+    let next_window = AtomicU64::new(0);
+    let stop_reading = AtomicBool::new(false);
 
     std::thread::scope(|scope| -> Result<Manifest, CaptureError> {
-        let reader_pieces = piece_tx.clone();
-        scope.spawn(move || {
-            for seq in 0..windows {
-                if token_rx.recv().is_err() {
+        // Several readers keep several reads in flight: on a fragmented
+        // volume each window is many small reads, and one reader waiting on
+        // each in turn leaves the disk idle.
+        for _ in 0..READERS {
+            let (token_rx, next_window, stop_reading) = (&token_rx, &next_window, &stop_reading);
+            let (reader_pieces, window_tx) = (piece_tx.clone(), window_tx.clone());
+            scope.spawn(move || loop {
+                let token = token_rx.lock().map(|rx| rx.recv());
+                if !matches!(token, Ok(Ok(()))) || stop_reading.load(Ordering::SeqCst) {
+                    return;
+                }
+                let seq = next_window.fetch_add(1, Ordering::SeqCst);
+                if seq >= windows {
                     return;
                 }
                 let offset = seq * window;
                 let len = window.min(size - offset) as usize;
-                let mut buf = vec![0u8; len];
-                // Free clusters are not read: the cost follows the used bytes.
-                for (is_free, range) in segments(offset..offset + len as u64, free) {
+                let segments = segments(offset..offset + len as u64, free);
+                // A window of free clusters only is neither read nor given
+                // a buffer: the cost follows the used bytes.
+                let mut buf = if segments.iter().all(|(is_free, _)| *is_free) {
+                    Vec::new()
+                } else {
+                    vec![0u8; len]
+                };
+                for (is_free, range) in segments {
                     if is_free {
                         continue;
                     }
                     let at = (range.start - offset) as usize..(range.end - offset) as usize;
                     if let Err(source) = source.read_exact_at(&mut buf[at], range.start) {
+                        stop_reading.store(true, Ordering::SeqCst);
                         let offset = range.start;
                         let _ =
                             reader_pieces.send((seq, Err(CaptureError::Read { offset, source })));
                         return;
                     }
                 }
-                if window_tx.send((seq, buf)).is_err() {
+                if window_tx.send((seq, len as u64, buf)).is_err() {
                     return;
                 }
-            }
-        });
+            });
+        }
+        drop(window_tx);
         for _ in 0..threads {
             let compressor =
                 zstd::bulk::Compressor::new(opts.level).map_err(ImageError::Compress)?;
@@ -372,7 +394,7 @@ fn write_image(
 
 fn compress_worker(
     mut compressor: zstd::bulk::Compressor<'static>,
-    rx: &Mutex<Receiver<(u64, Vec<u8>)>>,
+    rx: &Mutex<Receiver<(u64, u64, Vec<u8>)>>,
     tx: &std::sync::mpsc::SyncSender<(u64, Result<Vec<Piece>, CaptureError>)>,
     opts: &CaptureOptions,
     window: u64,
@@ -385,16 +407,16 @@ fn compress_worker(
             Ok(guard) => guard.recv(),
             Err(_) => return,
         };
-        let Ok((seq, buf)) = job else { return };
+        let Ok((seq, len, buf)) = job else { return };
         let offset = seq * window;
         let mut pieces = Vec::new();
         let mut failed = None;
-        'segments: for (is_free, range) in segments(offset..offset + buf.len() as u64, free) {
-            let part = &buf[(range.start - offset) as usize..(range.end - offset) as usize];
+        'segments: for (is_free, range) in segments(offset..offset + len, free) {
             if is_free {
-                pieces.push(Piece::Unmapped((part.len() / sector) as u64));
+                pieces.push(Piece::Unmapped((range.end - range.start) / sector as u64));
                 continue;
             }
+            let part = &buf[(range.start - offset) as usize..(range.end - offset) as usize];
             for (zero, run) in split_window(
                 part,
                 opts.zero_grain as usize,
@@ -483,6 +505,9 @@ fn free_ranges(
     free.sort_by_key(|r| r.start);
     free
 }
+
+/// Reader threads of a capture: reads in flight on a fragmented volume.
+const READERS: usize = 4;
 
 /// A power-of-two byte count as `--chunk-size` takes it (`128K`, `4M`).
 fn size_argument(bytes: u64) -> String {
