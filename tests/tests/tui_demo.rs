@@ -128,16 +128,7 @@ fn cancelling_mid_restore_leaves_the_target_wiped_and_logs_the_cancel() {
         return;
     };
     let tmux = &demo.tmux;
-    tmux.wait_for("Operator id", START_TIMEOUT);
-    sign_in(tmux, "qa2", "2222");
-    tmux.wait_for("Images in the vault", SCREEN_TIMEOUT);
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("Image details", SCREEN_TIMEOUT);
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("target.raw", SCREEN_TIMEOUT);
-    tmux.keys(&["Enter"]);
-    let code = confirmation_code(&tmux.wait_for("type this code:", SCREEN_TIMEOUT));
-    confirm_with(tmux, "WO-4712", &code);
+    start_restore_as(tmux, "qa2", "2222", "WO-4712");
     // Enter started the restore; Esc asks, Right picks "Cancel restore",
     // Enter confirms. A single Esc alone must not cancel.
     tmux.wait_for("Restoring", SCREEN_TIMEOUT);
@@ -167,16 +158,7 @@ fn a_restore_records_the_meaning_and_the_work_order_in_restore_started() {
         return;
     };
     let tmux = &demo.tmux;
-    tmux.wait_for("Operator id", START_TIMEOUT);
-    sign_in(tmux, "tech1", "1111");
-    tmux.wait_for("Images in the vault", SCREEN_TIMEOUT);
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("Image details", SCREEN_TIMEOUT);
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("target.raw", SCREEN_TIMEOUT);
-    tmux.keys(&["Enter"]);
-    let code = confirmation_code(&tmux.wait_for("type this code:", SCREEN_TIMEOUT));
-    confirm_with(tmux, "WO-4711", &code);
+    start_restore_as(tmux, "tech1", "1111", "WO-4711");
     tmux.wait_for("RESTORE SUCCEEDED", RESTORE_TIMEOUT);
     tmux.keys(&["q"]);
     tmux.wait_for("EXITED 0", SCREEN_TIMEOUT);
@@ -196,16 +178,7 @@ fn cancel_and_quit_says_the_disk_is_wiped_and_exits_130() {
         return;
     };
     let tmux = &demo.tmux;
-    tmux.wait_for("Operator id", START_TIMEOUT);
-    sign_in(tmux, "tech1", "1111");
-    tmux.wait_for("Images in the vault", SCREEN_TIMEOUT);
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("Image details", SCREEN_TIMEOUT);
-    tmux.keys(&["Enter"]);
-    tmux.wait_for("target.raw", SCREEN_TIMEOUT);
-    tmux.keys(&["Enter"]);
-    let code = confirmation_code(&tmux.wait_for("type this code:", SCREEN_TIMEOUT));
-    confirm_with(tmux, "WO-4713", &code);
+    start_restore_as(tmux, "tech1", "1111", "WO-4713");
     tmux.wait_for("Restoring", SCREEN_TIMEOUT);
     tmux.keys(&["q"]);
     tmux.wait_for("Quit during a restore?", SCREEN_TIMEOUT);

@@ -533,10 +533,9 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let meter = (!several).then(|| Meter::terminal_only("check", image.manifest().logical_bytes()));
     // One pass reads every disk; the image is not read at all, only its
     // signed digests, and each piece is hashed once for all the disks.
-    let views: Vec<(&File, u64)> = disks.iter().map(|(file, bytes)| (file, *bytes)).collect();
     let reports = check_disks(
         &image,
-        &views,
+        &disks,
         &|_, n| {
             if let Some(meter) = &meter {
                 meter.add(n);
@@ -738,7 +737,8 @@ fn print_check(
 /// and returns it with its size; a disk smaller than the image cannot
 /// match.
 fn open_for_check(path: &Path, image: &Image<File>) -> anyhow::Result<(File, u64)> {
-    let disk = open_read_only(path)?;
+    let disk =
+        restore::open_for_reading(path).map_err(|e| FileError::new("cannot open", path, e))?;
     let disk_bytes = disk
         .metadata()
         .ok()
@@ -757,22 +757,6 @@ fn open_for_check(path: &Path, image: &Image<File>) -> anyhow::Result<(File, u64
         .into());
     }
     Ok((disk, disk_bytes))
-}
-
-/// Opens a disk read-only, with O_DIRECT where the file system allows it.
-fn open_read_only(path: &Path) -> anyhow::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let direct = File::options()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECT)
-        .open(path);
-    match direct {
-        Ok(f) => Ok(f),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
-            File::open(path).map_err(|e| FileError::new("cannot open", path, e).into())
-        }
-        Err(e) => Err(FileError::new("cannot open", path, e).into()),
-    }
 }
 
 fn print_signers(image: &Image<File>) {

@@ -4,7 +4,8 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -482,7 +483,7 @@ impl ExtentVerdict {
 /// disk, validated with the `gpt` crate). `progress` gets (disk, bytes).
 pub fn check_disks(
     image: &Image<File>,
-    disks: &[(&File, u64)],
+    disks: &[(File, u64)],
     progress: &(dyn Fn(usize, u64) + Sync),
     cancel: &CancelToken,
 ) -> Result<Vec<Result<CheckReport, RestoreError>>, RestoreError> {
@@ -553,6 +554,20 @@ fn restored_onto_larger(
     )?;
     moved.gpt_moved = moved.matches();
     Ok(if moved.matches() { moved } else { exact })
+}
+
+/// Opens a disk or file read-only, with O_DIRECT so the page cache cannot
+/// vouch for bytes the disk does not hold; file systems that refuse
+/// O_DIRECT (tmpfs) are read through the cache.
+pub fn open_for_reading(path: &Path) -> std::io::Result<File> {
+    match File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => File::open(path),
+        opened => opened,
+    }
 }
 
 /// A buffered handle on the same open target, for small unaligned reads

@@ -2,12 +2,11 @@
 //! the operator can be told what a resume would save before choosing it.
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use reliquary_image::{ExtentKind, Image, PlacedExtent};
 
-use super::compare::{walk_extents, ExtentCheck};
+use super::compare::{open_for_reading, walk_extents, ExtentCheck};
 use super::{CancelToken, RestoreError};
 
 /// At most this many data extents are read: the estimate costs a few
@@ -20,7 +19,11 @@ pub const MAX_SAMPLED_EXTENTS: usize = 64;
 /// signed chunk digests. A target that cannot be opened or read is an
 /// error, never a number.
 pub fn already_written_percent(image: &Image<File>, target: &Path) -> Result<u8, RestoreError> {
-    let disk = open_for_reading(target)?;
+    let disk = open_for_reading(target).map_err(|source| RestoreError::TargetIo {
+        operation: "open for the estimate",
+        offset: 0,
+        source,
+    })?;
     let data_extents = image
         .extents()
         .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
@@ -68,26 +71,6 @@ pub fn already_written_percent(image: &Image<File>, target: &Path) -> Result<u8,
         return Ok(0);
     }
     Ok(((matching_bytes as u128 * 100) / read_bytes as u128) as u8)
-}
-
-/// Opens the target read-only, with O_DIRECT so the page cache cannot
-/// vouch for bytes the disk does not hold; file systems that refuse
-/// O_DIRECT (tmpfs) are read through the cache.
-fn open_for_reading(path: &Path) -> Result<File, RestoreError> {
-    let io_error = |source| RestoreError::TargetIo {
-        operation: "open for the estimate",
-        offset: 0,
-        source,
-    };
-    match File::options()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECT)
-        .open(path)
-    {
-        Ok(file) => Ok(file),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => File::open(path).map_err(io_error),
-        Err(e) => Err(io_error(e)),
-    }
 }
 
 #[cfg(test)]

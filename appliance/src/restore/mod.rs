@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use reliquary_image::ImageError;
 
-pub use compare::{check_disks, CheckReport, ExtentMismatch, MismatchKind};
+pub use compare::{check_disks, open_for_reading, CheckReport, ExtentMismatch, MismatchKind};
 pub use engine::{restore, AuditRecording, RecordedEnd, RestoreRequest, RestoreRun, TargetRun};
 pub use estimate::already_written_percent;
 pub use pipeline::WipeArea;

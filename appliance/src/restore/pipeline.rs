@@ -224,16 +224,23 @@ fn run_stages(
             }
         }
     }
+    // Extents a comparison finds already written count as done.
+    let (data_bytes, data_extents) = image
+        .extents()
+        .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
+        .fold((0, 0), |(bytes, count), e| {
+            (bytes + e.sector_count * sector, count + 1)
+        });
     let meters: Vec<Meter> = lanes
         .iter()
         .map(|lane| {
-            let (bytes, chunks) = image
-                .extents()
-                .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
-                .fold((0, 0), |(bytes, chunks), e| {
-                    (bytes + e.sector_count * sector, chunks + 1)
-                });
-            Meter::new(progress, lane.index, Stage::Writing, bytes, chunks)
+            Meter::new(
+                progress,
+                lane.index,
+                Stage::Writing,
+                data_bytes,
+                data_extents,
+            )
         })
         .collect();
     for (lane, meter) in lanes.iter().zip(&meters) {

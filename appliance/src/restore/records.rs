@@ -8,7 +8,7 @@ use super::{Outcome, RestoreReport, TargetInfo};
 
 use crate::audit::{
     verify_dir, AppendedRecord, AuditError, AuditLog, Digest, ImageRef, Operator, Payload,
-    RecordStatus, RestoreFinished, RestoreMode, RestoreOutcome, RestoreStarted, SignerRef,
+    RecordStatus, Report, RestoreFinished, RestoreMode, RestoreOutcome, RestoreStarted, SignerRef,
     TargetRef, Unmapped, RESTORE_RESERVE_BYTES,
 };
 
@@ -85,8 +85,26 @@ pub fn interrupted_restore(
     image: &Image<File>,
     target: &TargetInfo,
 ) -> Result<Option<u64>, AuditError> {
+    Ok(interrupted_restores(log, image, &[target])?.pop().flatten())
+}
+
+/// [`interrupted_restore`] for each of `targets`, verifying the log once.
+pub fn interrupted_restores(
+    log: &AuditLog,
+    image: &Image<File>,
+    targets: &[&TargetInfo],
+) -> Result<Vec<Option<u64>>, AuditError> {
     let report = verify_dir(log.dir(), &log.public_key(), None)?;
     let uuid = image.manifest().image_uuid.to_string();
+    Ok(targets
+        .iter()
+        .map(|target| newest_interrupted(&report, &uuid, target))
+        .collect())
+}
+
+/// The answer of [`interrupted_restore`] for one target, from the log's
+/// verified records.
+fn newest_interrupted(report: &Report, uuid: &str, target: &TargetInfo) -> Option<u64> {
     let want = target_ref(target);
     let same_disk = |t: &TargetRef| {
         t.size_bytes == want.size_bytes
@@ -106,15 +124,15 @@ pub fn interrupted_restore(
         }
         match r.record.as_ref().map(|rec| &rec.payload) {
             Some(Payload::RestoreStarted(s)) if s.image.uuid == uuid && same_disk(&s.target) => {
-                return Ok(r.interrupted.then_some(r.seq));
+                return r.interrupted.then_some(r.seq);
             }
             Some(Payload::RestoreFinished(f)) if f.image.uuid == uuid && same_disk(&f.target) => {
-                return Ok(None);
+                return None;
             }
             _ => {}
         }
     }
-    Ok(None)
+    None
 }
 
 /// The image as audit records name it.

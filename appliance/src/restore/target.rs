@@ -173,7 +173,7 @@ impl TargetInfo {
                     backing_file: Some(b),
                     ..
                 },
-            ) => file_of(a).is_some() && file_of(a) == file_of(b),
+            ) => matches!((file_of(a), file_of(b)), (Some(a), Some(b)) if a == b),
             (File { dev, ino }, File { dev: d, ino: i }) => (dev, ino) == (d, i),
             (
                 Disk {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use reliquary_appliance::audit::AuditLog;
 use reliquary_appliance::discover::{discover_system, Disk, SystemPaths};
-use reliquary_appliance::restore::records::interrupted_restore;
+use reliquary_appliance::restore::records::interrupted_restores;
 use reliquary_appliance::restore::{already_written_percent, TargetIdentity, TargetInfo};
 use reliquary_appliance::safety::{refusals, Refusal, TargetRequirement};
 use reliquary_image::Image;
@@ -56,11 +56,21 @@ pub fn load_targets(query: &TargetQuery<'_>) -> TargetList {
 /// `image` onto, with about how much of the image it already holds. A log
 /// that cannot be read offers no resume: the restore then starts over.
 pub fn offer_resumes(list: &mut TargetList, image: &Image<File>, log: &AuditLog) {
-    for target in list.items.iter_mut().filter(|t| t.is_selectable()) {
-        let Some(info) = &target.confirmed else {
-            continue;
-        };
-        let Ok(Some(interrupted_seq)) = interrupted_restore(log, image, info) else {
+    let mut candidates: Vec<&mut TargetCandidate> = list
+        .items
+        .iter_mut()
+        .filter(|t| t.is_selectable() && t.confirmed.is_some())
+        .collect();
+    let infos: Vec<&TargetInfo> = candidates
+        .iter()
+        .filter_map(|t| t.confirmed.as_ref())
+        .collect();
+    // The log is verified once for all the targets.
+    let Ok(interrupted) = interrupted_restores(log, image, &infos) else {
+        return;
+    };
+    for (target, interrupted_seq) in candidates.iter_mut().zip(interrupted) {
+        let (Some(interrupted_seq), Some(info)) = (interrupted_seq, &target.confirmed) else {
             continue;
         };
         target.resume = Some(ResumeOffer {

@@ -33,13 +33,30 @@ pub fn sign_in(tmux: &Tmux, id: &str, pin: &str) {
 
 /// Signs in as tech1 and chooses the vault's image: the target list.
 pub fn open_targets(tmux: &Tmux) {
-    tmux.wait_for("Operator id", SCREEN_TIMEOUT);
-    sign_in(tmux, "tech1", "1111");
+    open_targets_as(tmux, "tech1", "1111");
+}
+
+/// Signs in as `id` with `pin` and chooses the vault's image: the target
+/// list.
+pub fn open_targets_as(tmux: &Tmux, id: &str, pin: &str) {
+    tmux.wait_for("Operator id", START_TIMEOUT);
+    sign_in(tmux, id, pin);
     tmux.wait_for("Images in the vault", SCREEN_TIMEOUT);
     tmux.keys(&["Enter"]);
     tmux.wait_for("Image details", SCREEN_TIMEOUT);
     tmux.keys(&["Enter"]);
     tmux.wait_for("Targets for", SCREEN_TIMEOUT);
+}
+
+/// Signs in as `id`, chooses the vault's image and the demo's target, and
+/// confirms with the shown code and the work order `reason`: the restore
+/// starts.
+pub fn start_restore_as(tmux: &Tmux, id: &str, pin: &str, reason: &str) {
+    open_targets_as(tmux, id, pin);
+    tmux.wait_for("target.raw", SCREEN_TIMEOUT);
+    tmux.keys(&["Enter"]);
+    let code = confirmation_code(&tmux.wait_for("type this code:", SCREEN_TIMEOUT));
+    confirm_with(tmux, reason, &code);
 }
 
 /// Keeps the first meaning, types the work order, then the code, Enter.
