@@ -15,8 +15,12 @@
 #                    tables give the median and the range)
 #   NICE=0           nice level of every timed command, peers included
 #                    (e.g. -10 on a machine shared with other builds)
+#   KEEP=            1: keep the built disks in DIR for the next run, which
+#                    then skips building them
 # DIR (default target/bench-fs-capture) holds at most about 2.2 × SIZE of
-# allocated bytes at a time: each disk's artefacts are deleted when done.
+# allocated bytes at a time: each disk's artefacts are deleted when done
+# (with KEEP=1, add the disks: about 3.6 GB for each clean one, SIZE for
+# the dirty one).
 #
 # The disk, Windows-7-like: an MBR, a 100 MiB active "System Reserved" NTFS
 # partition and an NTFS partition over the rest holding FILES_MB of real
@@ -52,6 +56,7 @@ scale_size=${SCALE_SIZE-64G}
 variants=${VARIANTS:-clean dirty}
 runs=${RUNS:-1}
 nice_level=${NICE:-0}
+keep=${KEEP:-}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 # shellcheck source=benches/lib/throttle.sh
 . benches/lib/throttle.sh
@@ -224,7 +229,7 @@ bench_variant() { # VARIANT RAW
   fact "$v" pc_stored "$(( $(stat -c %s "$S/$v.head.zst") + $(stat -c %s "$S/$v.p1.pc.zst") + $(stat -c %s "$S/$v.p2.pc.zst") ))"
   fact "$v" zst_stored "$(stat -c %s "$S/$v.raw.zst")"
   free_loop "$src"
-  [ "$v" = clean ] || rm -f "$raw"
+  [ "$v" = clean ] || [ -n "$keep" ] || rm -f "$raw"
 
   truncate -s "$size" "$dir/target.raw"
   new_loop "$dir/target.raw"
@@ -300,11 +305,11 @@ if [ -n "$scale_size" ]; then
     bench_scale "$size" "$clean_raw"
     bench_scale "$scale_size" "$dir/clean-$scale_size.raw"
   done
-  rm -f "$dir/clean-$scale_size.raw"
+  [ -n "$keep" ] || rm -f "$dir/clean-$scale_size.raw"
 fi
 case " $variants " in *" dirty "*)
   make_dirty "$clean_raw" "$dir/dirty-$size.raw"
-  rm -f "$clean_raw"
+  [ -n "$keep" ] || rm -f "$clean_raw"
   bench_variant dirty "$dir/dirty-$size.raw" ;;
 esac
 
