@@ -9,7 +9,7 @@
 #   SIZE=8G          the benchmark disk
 #   FILES_MB=3300    MiB of real files copied from /usr (whole directories,
 #                    repeated if /usr is too small)
-#   SCALE_SIZE=64G   the scale disk, with the same files (empty: skipped)
+#   SCALE_SIZE=64G   the scale disks, with the same files (empty: skipped)
 #   VARIANTS="clean dirty"
 #   RUNS=1           rounds of every timed command, interleaved (the
 #                    tables give the median and the range)
@@ -40,8 +40,13 @@
 #     MB/s) and unthrottled: `reliquary restore` with and without read-back,
 #     zstd -dc | partclone.ntfs -r (after the sectors outside the
 #     partitions), and zstd -dc | dd of the whole disk.
-# Scale: the clean SIZE disk and a SCALE_SIZE disk with the same files,
-# captured and restored (read-back on and off) unthrottled; peak RSS.
+# Scale: the clean SIZE disk against two SCALE_SIZE disks with the same
+# files, captured and restored (read-back on and off) unthrottled; peak RSS:
+#   SCALE_SIZE: built the same way, so ntfs-3g lays the files out over the
+#     bigger volume as it sees fit;
+#   SCALE_SIZE-grown: the clean SIZE disk with its second partition and
+#     NTFS volume grown to SCALE_SIZE (ntfsresize), so every file keeps its
+#     clusters and only the size differs.
 # Raw measurements go to DIR/results.tsv, the tables to DIR/results.md, each
 # timed command's output to DIR/logs/.
 set -euo pipefail
@@ -62,7 +67,7 @@ target_dir=${CARGO_TARGET_DIR:-$root/target}
 . benches/lib/throttle.sh
 
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
-for tool in sfdisk partx mkntfs ntfs-3g ntfsinfo partclone.ntfs zstd losetup mkfs.ext4 blkdiscard python3 /usr/bin/time; do
+for tool in sfdisk partx mkntfs ntfs-3g ntfsinfo ntfsresize ntfsfix partclone.ntfs zstd losetup mkfs.ext4 blkdiscard python3 /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install fdisk ntfs-3g partclone zstd e2fsprogs util-linux python3 time)" >&2; exit 1; }
 done
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -141,6 +146,22 @@ build_disk() { # SIZE OUT: the clean Windows-7-like disk
   ntfs_umount "${dev}p2" "$mnt"
   free_loop "$dev"
   mv "$raw.tmp" "$raw"
+}
+
+grow_disk() { # SRC SIZE OUT: SRC with its second partition and NTFS volume grown to SIZE
+  local dev
+  [ -f "$3" ] && return
+  log "growing $(basename "$1") to $2"
+  cp --sparse=always "$1" "$3.tmp"
+  truncate -s "$2" "$3.tmp"
+  echo ',+' | sfdisk -q -N 2 "$3.tmp"
+  attach "$3.tmp"
+  ntfsresize -f -P "${dev}p2" <<<y >/dev/null
+  # ntfsresize sets the dirty flag so that Windows runs chkdsk; the volume
+  # is consistent (ntfsfix -n), and a dirty one would be captured whole.
+  ntfsfix -d "${dev}p2" >/dev/null
+  free_loop "$dev"
+  mv "$3.tmp" "$3"
 }
 
 make_dirty() { # CLEAN OUT: the same disk with random bytes in its free space
@@ -283,6 +304,9 @@ bench_scale() { # NAME RAW: capture and restore, unthrottled, image on the local
     "'$bin' capture '$src' -o '$dir/$n.rimg' --key '$dir/key' --name bench"
   fact "$n" stored "$(stat -c %s "$dir/$n.rimg")"
   "$bin" inspect "$dir/$n.rimg" >"$dir/$n.inspect.txt"
+  "$bin" inspect --json "$dir/$n.rimg" >"$dir/$n.inspect.json"
+  fact "$n" chunks "$(python3 -c 'import json, sys; print(json.load(sys.stdin)["chunks"])' <"$dir/$n.inspect.json")"
+  fact "$n" extents "$(python3 -c 'import json, sys; print(json.load(sys.stdin)["extents"]["count"])' <"$dir/$n.inspect.json")"
   free_loop "$src"
   truncate -s "$(stat -c %s "$raw")" "$dir/target.raw"
   new_loop "$dir/target.raw"
@@ -301,11 +325,13 @@ build_disk "$size" "$clean_raw"
 case " $variants " in *" clean "*) bench_variant clean "$clean_raw" ;; esac
 if [ -n "$scale_size" ]; then
   build_disk "$scale_size" "$dir/clean-$scale_size.raw"
+  grow_disk "$clean_raw" "$scale_size" "$dir/grown-$scale_size.raw"
   for _ in $(seq "$runs"); do
     bench_scale "$size" "$clean_raw"
     bench_scale "$scale_size" "$dir/clean-$scale_size.raw"
+    bench_scale "$scale_size-grown" "$dir/grown-$scale_size.raw"
   done
-  [ -n "$keep" ] || rm -f "$dir/clean-$scale_size.raw"
+  [ -n "$keep" ] || rm -f "$dir/clean-$scale_size.raw" "$dir/grown-$scale_size.raw"
 fi
 case " $variants " in *" dirty "*)
   make_dirty "$clean_raw" "$dir/dirty-$size.raw"

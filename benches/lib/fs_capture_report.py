@@ -93,16 +93,19 @@ if variants:
 scales = [g for g in results if g.startswith("scale ")]
 if scales:
     print("### Scale (unthrottled, image on the VM's disk)\n")
-    print("| disk | used | stored | capture | capture RSS | restore --no-readback | RSS | restore (read-back) | RSS |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| disk | used | stored | chunks (extents) | capture | capture RSS | restore --no-readback | RSS | restore (read-back) | RSS |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for g in scales:
         n = g.split(" ", 1)[1]
         f, r = facts[n], results[g]
         cap, norb, rb = r["reliquary capture"], r["reliquary restore --no-readback"], r["reliquary restore"]
-        print(f"| {n} | {mb(f['used'])} | {mb(f['stored'])} | {cap.secs()} | {cap[1] / 1024:.0f} MiB "
+        layout = f"{f['chunks']:,} ({f['extents']:,})" if "chunks" in f else "—"
+        print(f"| {n} | {mb(f['used'])} | {mb(f['stored'])} | {layout} | {cap.secs()} | {cap[1] / 1024:.0f} MiB "
               f"| {norb.secs()} | {norb[1] / 1024:.0f} MiB | {rb.secs()} | {rb[1] / 1024:.0f} MiB |")
-    if len(scales) == 2:
-        a, b = (results[g] for g in scales)
-        print(f"\n{scales[1]} / {scales[0]}: capture {b['reliquary capture'][0] / a['reliquary capture'][0]:.2f}×, "
+    print()
+    a = results[scales[0]]
+    for g in scales[1:]:
+        b = results[g]
+        print(f"- {g} / {scales[0]}: capture {b['reliquary capture'][0] / a['reliquary capture'][0]:.2f}×, "
               f"restore --no-readback {b['reliquary restore --no-readback'][0] / a['reliquary restore --no-readback'][0]:.2f}×, "
               f"restore {b['reliquary restore'][0] / a['reliquary restore'][0]:.2f}×")
