@@ -6,8 +6,7 @@
 //! shared by all the targets, bounds memory.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -1190,13 +1189,8 @@ struct StoredReader<'a> {
 
 impl<'a> StoredReader<'a> {
     fn new(image: &'a Image<File>) -> Self {
-        // Reopening through /proc keeps the exact file that was verified.
-        let path = format!("/proc/self/fd/{}", image.source().as_raw_fd());
-        let direct = File::options()
-            .read(true)
-            .custom_flags(nix::libc::O_DIRECT)
-            .open(path)
-            .ok();
+        // Reopened through /proc: the exact file that was verified.
+        let direct = sys::reopen_direct(image.source());
         Self { image, direct }
     }
 

@@ -1,12 +1,25 @@
-//! Zeroing ranges of regular-file targets without writing the zeros.
+//! Zeroing ranges of regular-file targets without writing the zeros, and
+//! reopening a file for O_DIRECT reads.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 
 use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags};
 
 use super::{kernel_range, SysError};
+
+/// A second, read-only O_DIRECT handle on the very file `file` is
+/// (reopened through /proc, never by path), or `None` where O_DIRECT is
+/// refused. For bytes read once, which have no use for the page cache.
+pub fn reopen_direct(file: &File) -> Option<File> {
+    File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .ok()
+}
 
 /// How [`punch_or_zero_range`] zeroed a range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
