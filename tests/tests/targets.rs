@@ -1,7 +1,9 @@
 //! `reliquary targets` end to end: the real binary, a real loop device.
 
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
+use reliquary_appliance::restore::{describe_for_reading, TargetIdentity};
 use reliquary_tests::{reliquary_bin, LoopDevice};
 
 #[test]
@@ -52,4 +54,36 @@ fn loop_devices_are_hidden_by_default() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains(&*lo.path().to_string_lossy()), "{table}");
     assert!(table.starts_with("PATH"), "{table}");
+}
+
+/// What `check` records of the disk it read: a whole disk by the identity
+/// discovery gives it (a loop device's backing file here; the model,
+/// serial and WWN on a real disk), a file by its inode.
+#[test]
+fn a_checked_disk_is_described_by_its_identity() {
+    let Some(lo) = LoopDevice::attach(8 << 20, None) else {
+        return;
+    };
+    let disk = std::fs::File::open(lo.path()).expect("open the loop device");
+    let info = describe_for_reading(lo.path(), &disk, 8 << 20, 512);
+    assert!(info.is_block_device, "{info:?}");
+    assert_eq!(info.size_bytes, 8 << 20);
+    match &info.identity {
+        TargetIdentity::Disk { backing_file, .. } => {
+            assert_eq!(backing_file.as_deref(), Some(lo.backing_file()), "{info:?}");
+        }
+        other => panic!("a loop device described as {other:?}"),
+    }
+
+    let file = std::fs::File::open(lo.backing_file()).expect("open the backing file");
+    let meta = file.metadata().expect("stat");
+    let info = describe_for_reading(lo.backing_file(), &file, meta.len(), 512);
+    assert!(!info.is_block_device);
+    assert_eq!(
+        info.identity,
+        TargetIdentity::File {
+            dev: meta.dev(),
+            ino: meta.ino()
+        }
+    );
 }

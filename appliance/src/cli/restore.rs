@@ -21,8 +21,8 @@ use reliquary_appliance::operators::{authorize, AuthorizeError};
 use reliquary_appliance::restore::records::{interrupted_restore, target_ref};
 use reliquary_appliance::restore::{
     self, check_disks, AuditRecording, CancelToken, CheckReport, Outcome, Progress, RestoreMode,
-    RestoreOptions, RestoreRequest, RestoreRun, Stage, TargetIdentity, TargetInfo, TargetRules,
-    TargetRun, Unmapped,
+    RestoreOptions, RestoreRequest, RestoreRun, Stage, TargetInfo, TargetRules, TargetRun,
+    Unmapped,
 };
 use reliquary_image::{Image, TrustStore};
 
@@ -554,7 +554,7 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut summaries = Vec::new();
     let mut differing = Vec::new();
     let mut failure = None;
-    for ((path, (_, disk_bytes)), report) in args.targets.iter().zip(&disks).zip(reports) {
+    for ((path, (disk, disk_bytes)), report) in args.targets.iter().zip(&disks).zip(reports) {
         let report = match report {
             Ok(report) => report,
             Err(e) => {
@@ -569,14 +569,9 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         };
         let audit_seq = match &mut log {
             Some(log) => {
-                let seq = record_check(
-                    log,
-                    &args.audit.operator(),
-                    path,
-                    *disk_bytes,
-                    &image,
-                    &report,
-                )?;
+                let info =
+                    restore::describe_for_reading(path, disk, *disk_bytes, image.sector_size());
+                let seq = record_check(log, &args.audit.operator(), &info, &report)?;
                 output::info(format!("{}: audit record {seq}", path.display()));
                 Some(seq)
             }
@@ -646,22 +641,9 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
 fn record_check(
     log: &mut AuditLog,
     operator: &Operator,
-    path: &Path,
-    disk_bytes: u64,
-    image: &Image<File>,
+    info: &TargetInfo,
     report: &CheckReport,
 ) -> anyhow::Result<u64> {
-    let info = TargetInfo {
-        path: path.to_path_buf(),
-        is_block_device: false,
-        model: None,
-        serial: None,
-        wwn: None,
-        size_bytes: disk_bytes,
-        logical_sector_size: image.sector_size(),
-        physical_sector_size: image.manifest().source.physical_sector_size,
-        identity: TargetIdentity::NewFile,
-    };
     let result = if report.matches() {
         CheckResult::Passed
     } else {
@@ -676,7 +658,7 @@ fn record_check(
     let record = log.append(
         operator,
         Payload::DiskChecked {
-            target: target_ref(&info),
+            target: target_ref(info),
             result,
         },
     )?;

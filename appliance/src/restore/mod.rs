@@ -40,7 +40,9 @@ pub use compare::{check_disks, open_for_reading, CheckReport, ExtentMismatch, Mi
 pub use engine::{restore, AuditRecording, RecordedEnd, RestoreRequest, RestoreRun, TargetRun};
 pub use estimate::already_written_percent;
 pub use pipeline::WipeArea;
-pub use target::{inspect_target, Target, TargetIdentity, TargetInfo, TargetRules};
+pub use target::{
+    describe_for_reading, inspect_target, Target, TargetIdentity, TargetInfo, TargetRules,
+};
 
 pub use crate::audit::{RestoreMode, Unmapped};
 use crate::discover::DiscoverError;

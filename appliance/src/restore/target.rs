@@ -274,6 +274,50 @@ pub fn inspect_target(
     }
 }
 
+/// What a check's audit record says of a disk or file it only reads: for
+/// a whole disk, the model, serial and WWN a restore would record; for
+/// anything else (a file, a partition), its path, size and inode, with
+/// the image's `sector_size`. None of a restore's refusals apply, since
+/// they guard writes.
+pub fn describe_for_reading(
+    path: &Path,
+    file: &File,
+    size_bytes: u64,
+    sector_size: u32,
+) -> TargetInfo {
+    let meta = file.metadata().ok();
+    let whole_disk = meta
+        .as_ref()
+        .filter(|m| m.file_type().is_block_device())
+        .and_then(|m| {
+            let devnum = DevNum::from_dev_t(m.rdev());
+            let disks = discover_system(true, &SystemPaths::default()).ok()?;
+            disks.into_iter().find(|d| d.devnum == devnum)
+        });
+    match whole_disk {
+        Some(disk) => TargetInfo {
+            path: path.to_path_buf(),
+            ..TargetInfo::of_disk(&disk)
+        },
+        None => TargetInfo {
+            path: path.to_path_buf(),
+            is_block_device: meta
+                .as_ref()
+                .is_some_and(|m| m.file_type().is_block_device()),
+            model: None,
+            serial: None,
+            wwn: None,
+            size_bytes,
+            logical_sector_size: sector_size,
+            physical_sector_size: sector_size,
+            identity: TargetIdentity::File {
+                dev: meta.as_ref().map_or(0, MetadataExt::dev),
+                ino: meta.as_ref().map_or(0, MetadataExt::ino),
+            },
+        },
+    }
+}
+
 /// Opens the target the operator confirmed, refusing (exit 4) when the
 /// device at its path is no longer that target in any field of its
 /// identity, and rerunning every safety refusal on what was opened.
