@@ -270,7 +270,7 @@ fn write_image(
     let min_zero_run = min_hole_bytes(size).max(u64::from(opts.zero_grain)) as usize;
     let threads = opts.threads.max(1);
     // Enough windows for every reader and compressor, within the budget.
-    let in_flight = (threads * 3 + 2 * READERS)
+    let in_flight = (threads * 3 + READERS)
         .min((WINDOW_BUDGET_BYTES / window) as usize)
         .max(2);
 
@@ -546,7 +546,7 @@ const READERS: usize = 16;
 
 /// The most bytes the windows in flight may hold, whatever the chunk size
 /// and the number of cores.
-const WINDOW_BUDGET_BYTES: u64 = 160 << 20;
+const WINDOW_BUDGET_BYTES: u64 = 96 << 20;
 
 /// The buffer alignment of the source's O_DIRECT reads (a multiple of any
 /// logical sector size). Window and free-range boundaries are whole

@@ -630,6 +630,47 @@ fn a_signed_2tib_zero_disk_with_64k_chunks_inspects_and_verifies_within_the_memo
     }
 }
 
+/// Incompressible data is capture's worst case for memory: every window in
+/// flight and every compressed piece waiting for its turn is a whole chunk.
+#[test]
+fn capturing_incompressible_data_stays_within_the_memory_target() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let disk = tmp.path().join("random.disk");
+    let mut random = std::fs::File::open("/dev/urandom").expect("open /dev/urandom");
+    let mut out = std::fs::File::create(&disk).expect("create the disk");
+    std::io::copy(&mut std::io::Read::take(&mut random, 512 << 20), &mut out).expect("fill");
+    drop(out);
+    let key = tmp.path().join("capture.key");
+    let made = reliquary(&["keygen", "--out", s(&key), "--name", "Memory"]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let image = tmp.path().join("random.rimg");
+    let capture = [
+        "capture",
+        s(&disk),
+        "-o",
+        s(&image),
+        "--key",
+        s(&key),
+        "--name",
+        "m",
+    ];
+    let Some((captured, kib)) = peak_rss(&capture) else {
+        skip_or_fail("/usr/bin/time is missing (Debian package `time`)");
+        return;
+    };
+    assert!(
+        captured.status.success(),
+        "{}",
+        String::from_utf8_lossy(&captured.stderr)
+    );
+    eprintln!("capture of 512 MiB of random bytes: peak RSS {kib} KiB");
+    assert!(kib <= RSS_LIMIT_KIB, "capture peaked at {kib} KiB");
+}
+
 const VAULT_SCAN_CHILD_ENV: &str = "RELIQUARY_HARDENING_VAULT_SCAN";
 
 /// The child half of the vault-scan memory test: scans `DIR/vault` with the
