@@ -133,6 +133,14 @@ impl LoopDevice {
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
+        // Partition nodes a test added (`partx -a`) hold the device: without
+        // removing them, `losetup -d` only marks it for autoclear, and the
+        // device and its deleted backing file outlive the test.
+        let _ = Command::new("partx")
+            .arg("-d")
+            .arg(&self.path)
+            .stderr(std::process::Stdio::null())
+            .status();
         // Retry briefly: udev or a just-closed mount can hold it for a moment.
         for _ in 0..10 {
             match Command::new("losetup").arg("-d").arg(&self.path).status() {

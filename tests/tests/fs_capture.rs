@@ -296,8 +296,21 @@ struct Unmount(PathBuf);
 
 impl Drop for Unmount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        unmount(&self.0);
     }
+}
+
+/// Unmounts `point`, retrying briefly: a file just closed can keep the
+/// mount busy for a moment, and a mount left behind holds its loop device
+/// (and the deleted backing file's space) for good.
+fn unmount(point: &Path) {
+    for _ in 0..20 {
+        match Command::new("umount").arg(point).status() {
+            Ok(status) if status.success() => return,
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    eprintln!("warning: could not unmount {}", point.display());
 }
 
 // ------------------------------------------------ used clusters, per file system
@@ -418,7 +431,7 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.point).status();
+        unmount(&self.point);
     }
 }
 
