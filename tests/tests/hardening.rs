@@ -635,18 +635,8 @@ fn a_signed_2tib_zero_disk_with_64k_chunks_inspects_and_verifies_within_the_memo
 #[test]
 fn capturing_incompressible_data_stays_within_the_memory_target() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let disk = tmp.path().join("random.disk");
-    let mut random = std::fs::File::open("/dev/urandom").expect("open /dev/urandom");
-    let mut out = std::fs::File::create(&disk).expect("create the disk");
-    std::io::copy(&mut std::io::Read::take(&mut random, 512 << 20), &mut out).expect("fill");
-    drop(out);
-    let key = tmp.path().join("capture.key");
-    let made = reliquary(&["keygen", "--out", s(&key), "--name", "Memory"]);
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let disk = noise_disk(tmp.path(), 512 << 20);
+    let key = author_key(tmp.path());
     let image = tmp.path().join("random.rimg");
     let capture = [
         "capture",
@@ -879,9 +869,8 @@ fn a_restore_with_64mib_chunks_stays_within_the_memory_target() {
 
 // ------------------------------------------------ restore targets
 
-/// A signed image of `size` bytes of noise, captured whole, and its trust
-/// key.
-fn noise_image(root: &Path, size: usize) -> (PathBuf, PathBuf) {
+/// A disk of `size` incompressible pseudo-random bytes, `ROOT/noise.raw`.
+fn noise_disk(root: &Path, size: usize) -> PathBuf {
     let raw = root.join("noise.raw");
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let bytes: Vec<u8> = (0..size)
@@ -893,9 +882,22 @@ fn noise_image(root: &Path, size: usize) -> (PathBuf, PathBuf) {
         })
         .collect();
     std::fs::write(&raw, bytes).expect("source");
+    raw
+}
+
+/// A new signing key, `ROOT/author` (its public half beside it).
+fn author_key(root: &Path) -> PathBuf {
     let key = root.join("author");
     let out = reliquary(&["keygen", "--out", s(&key), "--name", "author"]);
     assert!(out.status.success(), "keygen: {out:?}");
+    key
+}
+
+/// A signed image of `size` bytes of noise, captured whole, and its trust
+/// key.
+fn noise_image(root: &Path, size: usize) -> (PathBuf, PathBuf) {
+    let raw = noise_disk(root, size);
+    let key = author_key(root);
     let image = root.join("noise.rimg");
     let out = reliquary(&[
         "capture",

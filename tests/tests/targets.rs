@@ -65,7 +65,18 @@ fn a_checked_disk_is_described_by_its_identity() {
         return;
     };
     let disk = std::fs::File::open(lo.path()).expect("open the loop device");
-    let info = describe_for_reading(lo.path(), &disk, 8 << 20, 512);
+    let file = std::fs::File::open(lo.backing_file()).expect("open the backing file");
+    let meta = file.metadata().expect("stat");
+    let described = describe_for_reading(
+        &[
+            (lo.path(), &disk, 8 << 20),
+            (lo.backing_file(), &file, meta.len()),
+        ],
+        512,
+    );
+    let [info, file_info] = &described[..] else {
+        panic!("{described:?}");
+    };
     assert!(info.is_block_device, "{info:?}");
     assert_eq!(info.size_bytes, 8 << 20);
     match &info.identity {
@@ -74,13 +85,9 @@ fn a_checked_disk_is_described_by_its_identity() {
         }
         other => panic!("a loop device described as {other:?}"),
     }
-
-    let file = std::fs::File::open(lo.backing_file()).expect("open the backing file");
-    let meta = file.metadata().expect("stat");
-    let info = describe_for_reading(lo.backing_file(), &file, meta.len(), 512);
-    assert!(!info.is_block_device);
+    assert!(!file_info.is_block_device);
     assert_eq!(
-        info.identity,
+        file_info.identity,
         TargetIdentity::File {
             dev: meta.dev(),
             ino: meta.ino()

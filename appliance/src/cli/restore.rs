@@ -551,10 +551,23 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         .extents()
         .filter(|e| e.kind == reliquary_image::ExtentKind::Unmapped)
         .count();
+    // What each record says of its disk, found with one discovery.
+    let described = match &log {
+        Some(_) => {
+            let read: Vec<(&Path, &File, u64)> = args
+                .targets
+                .iter()
+                .zip(&disks)
+                .map(|(path, (disk, bytes))| (path.as_path(), disk, *bytes))
+                .collect();
+            restore::describe_for_reading(&read, image.sector_size())
+        }
+        None => Vec::new(),
+    };
     let mut summaries = Vec::new();
     let mut differing = Vec::new();
     let mut failure = None;
-    for ((path, (disk, disk_bytes)), report) in args.targets.iter().zip(&disks).zip(reports) {
+    for (index, (path, report)) in args.targets.iter().zip(reports).enumerate() {
         let report = match report {
             Ok(report) => report,
             Err(e) => {
@@ -567,15 +580,13 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let audit_seq = match &mut log {
-            Some(log) => {
-                let info =
-                    restore::describe_for_reading(path, disk, *disk_bytes, image.sector_size());
-                let seq = record_check(log, &args.audit.operator(), &info, &report)?;
+        let audit_seq = match (&mut log, described.get(index)) {
+            (Some(log), Some(info)) => {
+                let seq = record_check(log, &args.audit.operator(), info, &report)?;
                 output::info(format!("{}: audit record {seq}", path.display()));
                 Some(seq)
             }
-            None => None,
+            _ => None,
         };
         if !report.matches() {
             differing.push(format!(

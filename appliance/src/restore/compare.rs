@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -17,7 +17,7 @@ use super::tables::{Edit, TablePlan};
 use super::{CancelToken, RestoreError};
 use crate::capture::is_zero;
 use crate::partition::validate_gpt;
-use crate::sys::AlignedBuf;
+use crate::sys::{self, AlignedBuf};
 
 /// Buffer alignment for O_DIRECT reads (a multiple of every sector size).
 const IO_ALIGNMENT: usize = 4096;
@@ -560,11 +560,7 @@ fn restored_onto_larger(
 /// vouch for bytes the disk does not hold; file systems that refuse
 /// O_DIRECT (tmpfs) are read through the cache.
 pub fn open_for_reading(path: &Path) -> std::io::Result<File> {
-    match File::options()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECT)
-        .open(path)
-    {
+    match sys::open_direct(path) {
         Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => File::open(path),
         opened => opened,
     }

@@ -274,36 +274,54 @@ pub fn inspect_target(
     }
 }
 
-/// What a check's audit record says of a disk or file it only reads: for
-/// a whole disk, the model, serial and WWN a restore would record; for
-/// anything else (a file, a partition), its path, size and inode, with
-/// the image's `sector_size`. None of a restore's refusals apply, since
-/// they guard writes.
-pub fn describe_for_reading(
+/// What a check's audit records say of the disks or files it only reads,
+/// each `(path, open file, size in bytes)`: for a whole disk, the model,
+/// serial and WWN a restore would record; for anything else (a file, a
+/// partition), its path, size and inode, with the image's `sector_size`.
+/// The disks are discovered once, and only when one is a block device.
+/// None of a restore's refusals apply, since they guard writes.
+pub fn describe_for_reading(read: &[(&Path, &File, u64)], sector_size: u32) -> Vec<TargetInfo> {
+    let metas: Vec<_> = read
+        .iter()
+        .map(|(_, file, _)| file.metadata().ok())
+        .collect();
+    let any_device = metas
+        .iter()
+        .flatten()
+        .any(|m| m.file_type().is_block_device());
+    let disks = if any_device {
+        discover_system(true, &SystemPaths::default()).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    read.iter()
+        .zip(metas)
+        .map(|(&(path, _, size_bytes), meta)| {
+            describe_one(path, meta.as_ref(), size_bytes, sector_size, &disks)
+        })
+        .collect()
+}
+
+fn describe_one(
     path: &Path,
-    file: &File,
+    meta: Option<&std::fs::Metadata>,
     size_bytes: u64,
     sector_size: u32,
+    disks: &[Disk],
 ) -> TargetInfo {
-    let meta = file.metadata().ok();
-    let whole_disk = meta
-        .as_ref()
-        .filter(|m| m.file_type().is_block_device())
-        .and_then(|m| {
-            let devnum = DevNum::from_dev_t(m.rdev());
-            let disks = discover_system(true, &SystemPaths::default()).ok()?;
-            disks.into_iter().find(|d| d.devnum == devnum)
-        });
+    let is_block_device = meta.is_some_and(|m| m.file_type().is_block_device());
+    let whole_disk = meta.filter(|_| is_block_device).and_then(|m| {
+        let devnum = DevNum::from_dev_t(m.rdev());
+        disks.iter().find(|d| d.devnum == devnum)
+    });
     match whole_disk {
         Some(disk) => TargetInfo {
             path: path.to_path_buf(),
-            ..TargetInfo::of_disk(&disk)
+            ..TargetInfo::of_disk(disk)
         },
         None => TargetInfo {
             path: path.to_path_buf(),
-            is_block_device: meta
-                .as_ref()
-                .is_some_and(|m| m.file_type().is_block_device()),
+            is_block_device,
             model: None,
             serial: None,
             wwn: None,
@@ -311,8 +329,8 @@ pub fn describe_for_reading(
             logical_sector_size: sector_size,
             physical_sector_size: sector_size,
             identity: TargetIdentity::File {
-                dev: meta.as_ref().map_or(0, MetadataExt::dev),
-                ino: meta.as_ref().map_or(0, MetadataExt::ino),
+                dev: meta.map_or(0, MetadataExt::dev),
+                ino: meta.map_or(0, MetadataExt::ino),
             },
         },
     }

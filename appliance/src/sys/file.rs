@@ -4,21 +4,27 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags};
 
 use super::{kernel_range, SysError};
 
+/// Opens `path` read-only with O_DIRECT (`EINVAL` where its file system
+/// refuses it, as tmpfs does).
+pub fn open_direct(path: impl AsRef<Path>) -> std::io::Result<File> {
+    File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(path)
+}
+
 /// A second, read-only O_DIRECT handle on the very file `file` is
 /// (reopened through /proc, never by path), or `None` where O_DIRECT is
 /// refused. For bytes read once, which have no use for the page cache.
 pub fn reopen_direct(file: &File) -> Option<File> {
-    File::options()
-        .read(true)
-        .custom_flags(nix::libc::O_DIRECT)
-        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .ok()
+    open_direct(format!("/proc/self/fd/{}", file.as_raw_fd())).ok()
 }
 
 /// How [`punch_or_zero_range`] zeroed a range.

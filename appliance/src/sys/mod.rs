@@ -25,7 +25,7 @@ pub use blockdev::{
     logical_sector_size, open_exclusive_for_write, physical_sector_size, reread_partitions,
     zero_out, TargetKind, WriteTarget,
 };
-pub use file::{punch_or_zero_range, reopen_direct, ZeroMethod};
+pub use file::{open_direct, punch_or_zero_range, reopen_direct, ZeroMethod};
 
 /// A failed low-level operation on a device or file.
 #[derive(Debug, thiserror::Error)]
