@@ -57,15 +57,24 @@ if command -v zstd >/dev/null 2>&1; then
   zstd -q -d -f ../appliance/src/fsmap/fixtures/ntfs_index_record_add_overflow.zst \
     -o corpus/ntfs_bitmap/index_record_add_overflow
 fi
-if command -v mkfs.ext4 >/dev/null 2>&1 && [ ! -f corpus/ext_bitmaps/ext4 ]; then
-  truncate -s 2M corpus/ext_bitmaps/ext4
-  mkfs.ext4 -q -F corpus/ext_bitmaps/ext4 >/dev/null
+# Each seed fits in the targets' -max_len of 3 MiB (below): libFuzzer cuts a longer
+# one, and a cut volume fails the size check before any bitmap is read.
+if command -v mkfs.ext4 >/dev/null 2>&1 && [ ! -f corpus/ext_bitmaps/ext4-uninit ]; then
+  rm -f corpus/ext_bitmaps/ext4
+  # metadata_csum with 64-bit descriptors; and uninit_bg with 32-byte
+  # descriptors over several groups.
+  truncate -s 256K corpus/ext_bitmaps/ext4-csum
+  mkfs.ext4 -q -F corpus/ext_bitmaps/ext4-csum >/dev/null 2>&1
+  truncate -s 1M corpus/ext_bitmaps/ext4-uninit
+  mkfs.ext4 -q -F -O ^64bit,^metadata_csum,uninit_bg -b 1024 -g 1024 \
+    corpus/ext_bitmaps/ext4-uninit >/dev/null 2>&1
 fi
 if command -v mkfs.fat >/dev/null 2>&1; then
   for bits in 12 16 32; do
-    [ -f "corpus/fat_table/fat$bits" ] && continue
-    case $bits in 12) size=2048 ;; 16) size=8192 ;; *) size=34000 ;; esac
-    mkfs.fat -C -F "$bits" -s 1 "corpus/fat_table/fat$bits" "$size" >/dev/null
+    [ -f "corpus/fat_table/fat$bits-small" ] && continue
+    rm -f "corpus/fat_table/fat$bits"
+    case $bits in 12) size=512 ;; 16) size=2200 ;; *) size=900 ;; esac
+    mkfs.fat -C -F "$bits" -s 1 "corpus/fat_table/fat$bits-small" "$size" >/dev/null 2>&1
   done
 fi
 for table in mbr gpt; do
@@ -96,7 +105,7 @@ for target in preamble manifest index chunk audit_log checkpoint mountinfo parti
     index | trust_store) rss=256 malloc=256 ;;
     *) rss=2048 malloc=512 ;;
   esac
-  if ! cargo +nightly fuzz run "$target" "corpus/$target" -- \
+  if ! cargo +nightly fuzz run "$target" "corpus/$target" -- -max_len=3145728 \
     -max_total_time="$secs" -malloc_limit_mb="$malloc" -rss_limit_mb="$rss" -timeout=10 -print_final_stats=1 \
     >"logs/$target.log" 2>&1; then
     tail -n 60 "logs/$target.log"

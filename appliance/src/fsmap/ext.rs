@@ -102,6 +102,7 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
         return Err(FsError::Unsupported(format!("{groups} block groups")));
     }
     let descriptors = read_descriptors(bytes, &sb, groups)?;
+    check_descriptors(&sb, &descriptors)?;
     let uninit_used = if sb.uninit_possible {
         metadata_blocks(&sb, &descriptors)
     } else {
@@ -117,9 +118,10 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
             // No bitmap on disk: every block not holding metadata is free.
             let mut at = first;
             let group_end = first + count;
-            let used = uninit_used
+            let from = uninit_used.partition_point(|r| r.end <= first);
+            let used = uninit_used[from..]
                 .iter()
-                .filter(|r| r.end > first && r.start < group_end);
+                .take_while(|r| r.start < group_end);
             for r in used {
                 if r.start.max(first) > at {
                     push_run(
@@ -133,11 +135,6 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
                 push_run(&mut free, at * sb.block_size..group_end * sb.block_size);
             }
             continue;
-        }
-        if group.block_bitmap >= sb.blocks_count {
-            return Err(FsError::Corrupt(format!(
-                "group {g}'s block bitmap lies beyond the volume"
-            )));
         }
         bytes.read(&mut bitmap, group.block_bitmap * sb.block_size)?;
         let mut zero_bits = 0u64;
@@ -306,13 +303,36 @@ fn read_descriptors<S: ReadAt + ?Sized>(
     Ok(descriptors)
 }
 
+/// Every group's bitmaps and inode table must lie inside the volume, so the
+/// block arithmetic on them cannot overflow and no read leaves the volume.
+fn check_descriptors(sb: &Superblock, groups: &[Group]) -> Result<(), FsError> {
+    let inode_table_blocks = inode_table_blocks(sb);
+    for (g, group) in groups.iter().enumerate() {
+        let inside = |what: &str, start: u64, len: u64| match start.checked_add(len) {
+            Some(end) if end <= sb.blocks_count => Ok(()),
+            _ => Err(FsError::Corrupt(format!(
+                "group {g}'s {what} at block {start} lies beyond the volume's {} blocks",
+                sb.blocks_count
+            ))),
+        };
+        inside("block bitmap", group.block_bitmap, 1)?;
+        inside("inode bitmap", group.inode_bitmap, 1)?;
+        inside("inode table", group.inode_table, inode_table_blocks)?;
+    }
+    Ok(())
+}
+
+fn inode_table_blocks(sb: &Superblock) -> u64 {
+    (sb.inodes_per_group * sb.inode_size).div_ceil(sb.block_size)
+}
+
 /// The block ranges that hold metadata in any group: superblock backups
 /// with their descriptor and reserved blocks, bitmaps and inode tables.
 /// Sorted and merged.
 fn metadata_blocks(sb: &Superblock, groups: &[Group]) -> Vec<Range<u64>> {
     let groups_count = groups.len() as u64;
     let descriptor_blocks = (groups_count * sb.desc_size).div_ceil(sb.block_size);
-    let inode_table_blocks = (sb.inodes_per_group * sb.inode_size).div_ceil(sb.block_size);
+    let inode_table_blocks = inode_table_blocks(sb);
     let mut ranges = Vec::with_capacity(groups.len() * 4);
     for (g, group) in groups.iter().enumerate() {
         let g = g as u64;
@@ -373,6 +393,22 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `ext_bitmaps` fuzz target: a 64-bit descriptor whose
+    /// bitmap block is near 2^64 overflowed the metadata arithmetic of a
+    /// `BLOCK_UNINIT` volume.
+    #[test]
+    fn a_descriptor_pointing_past_the_volume_is_refused() {
+        let compressed = include_bytes!("fixtures/ext_descriptor_add_overflow.zst");
+        let data = zstd::stream::decode_all(&compressed[..]).expect("fixture decompresses");
+        let bytes = PartitionBytes {
+            disk: &data,
+            start: 0,
+            len: data.len() as u64,
+        };
+        let err = free_space(&bytes).err().expect("the volume is refused");
+        assert!(err.to_string().contains("lies beyond the volume"), "{err}");
+    }
 
     #[test]
     fn superblock_backups_sit_in_groups_0_1_and_powers_of_3_5_7() {
