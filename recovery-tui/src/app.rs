@@ -105,9 +105,10 @@ pub enum WorkerEvent {
         audit_problem: Option<String>,
     },
     TargetsLoaded(TargetList),
-    /// The target is open and `RestoreStarted` is logged with this number.
+    /// The targets are open and their `RestoreStarted` records are logged
+    /// with these numbers, in the order of the targets.
     RestoreStarted {
-        seq: u64,
+        seqs: Vec<u64>,
     },
     RestoreProgress(ProgressView),
     RestoreFinished(Box<ResultView>),
@@ -389,9 +390,9 @@ impl App {
                 self.marked.clear();
                 self.target_cursor = first_selectable(&self.targets.items).unwrap_or(0);
             }
-            WorkerEvent::RestoreStarted { seq } => {
+            WorkerEvent::RestoreStarted { seqs } => {
                 if let Some(view) = &mut self.restore {
-                    view.started_seq = Some(seq);
+                    view.started_seqs = seqs;
                 }
             }
             WorkerEvent::RestoreProgress(progress) => {
@@ -996,7 +997,7 @@ fn submit_confirm(app: &mut App) -> Action {
         },
         intent: intent.clone(),
         resumes: resume,
-        started_seq: None,
+        started_seqs: Vec::new(),
         progress: None,
         written: false,
         throughput: Vec::new(),

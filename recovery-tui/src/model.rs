@@ -309,8 +309,9 @@ pub struct RestoreView {
     pub intent: RestoreIntent,
     /// The interrupted restore this one resumes (its `RestoreStarted`).
     pub resumes: Option<u64>,
-    /// `None` until the engine has accepted the target and the start is logged.
-    pub started_seq: Option<u64>,
+    /// The `RestoreStarted` records, one per target; empty until the engine
+    /// has accepted the targets and logged their starts.
+    pub started_seqs: Vec<u64>,
     pub progress: Option<ProgressView>,
     /// Whether the writing stage has completed (read-back is running or done).
     pub written: bool,

@@ -397,7 +397,7 @@ fn quitting_during_a_restore_asks_then_waits_for_the_end_to_be_logged() {
 #[test]
 fn progress_feeds_the_gauges_and_the_sparkline() {
     let mut app = restoring();
-    app.apply(WorkerEvent::RestoreStarted { seq: 9 });
+    app.apply(WorkerEvent::RestoreStarted { seqs: vec![9] });
     let progress = |stage: Stage| ProgressView {
         target: 0,
         stage,
@@ -411,7 +411,7 @@ fn progress_feeds_the_gauges_and_the_sparkline() {
     let before = app.restore.as_ref().map_or(0, |r| r.throughput.len());
     app.apply(WorkerEvent::RestoreProgress(progress(Stage::Writing)));
     let view = app.restore.as_ref().expect("view");
-    assert_eq!(view.started_seq, Some(9));
+    assert_eq!(view.started_seqs, [9]);
     assert_eq!(view.throughput.len(), before + 1);
     assert_eq!(view.throughput.last(), Some(&250));
     assert!(!view.written);

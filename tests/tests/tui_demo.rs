@@ -129,9 +129,13 @@ fn cancelling_mid_restore_leaves_the_target_wiped_and_logs_the_cancel() {
     };
     let tmux = &demo.tmux;
     start_restore_as(tmux, "qa2", "2222", "WO-4712");
-    // Enter started the restore; Esc asks, Right picks "Cancel restore",
-    // Enter confirms. A single Esc alone must not cancel.
-    tmux.wait_for("Restoring", SCREEN_TIMEOUT);
+    // Enter started the restore; while it runs, the screen names its
+    // start record. Esc asks, Right picks "Cancel restore", Enter confirms.
+    // A single Esc alone must not cancel.
+    let screen = tmux.wait_for("The start of this restore is audit record", SCREEN_TIMEOUT);
+    let shown_start = field_after(&screen, "audit record")
+        .trim_end_matches('.')
+        .to_string();
     tmux.keys(&["Escape"]);
     tmux.wait_for("Cancel the restore?", SCREEN_TIMEOUT);
     tmux.keys(&["Right", "Enter"]);
@@ -150,6 +154,12 @@ fn cancelling_mid_restore_leaves_the_target_wiped_and_logs_the_cancel() {
     let finished = find_record(&records, "RestoreFinished");
     assert_eq!(finished["result"], "cancelled", "{finished}");
     assert_eq!(finished["record"]["meta"]["operator"]["id"], "qa2");
+    let started = find_record(&records, "RestoreStarted");
+    assert_eq!(
+        started["seq"].to_string(),
+        shown_start,
+        "the restoring screen names the start record"
+    );
 }
 
 #[test]

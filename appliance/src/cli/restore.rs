@@ -282,6 +282,9 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     let recording = log.as_ref().map(|log| AuditRecording {
         log,
         operator: &operator,
+        // Both records are printed with the outcome; a line now would cut
+        // through the progress meter.
+        on_started: &|_| {},
     });
     let run = restore::restore(&request, recording, &tx, &cancel);
     drop(tx);

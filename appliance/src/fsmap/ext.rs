@@ -406,7 +406,7 @@ mod tests {
             start: 0,
             len: data.len() as u64,
         };
-        let err = free_space(&bytes).err().expect("the volume is refused");
+        let err = free_space(&bytes).expect_err("the volume is refused");
         assert!(err.to_string().contains("lies beyond the volume"), "{err}");
     }
 

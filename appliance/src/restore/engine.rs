@@ -38,10 +38,22 @@ pub struct RestoreRequest<'a> {
 }
 
 /// Where and as whom a restore is recorded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct AuditRecording<'a> {
     pub log: &'a Mutex<AuditLog>,
     pub operator: &'a Operator,
+    /// Told the `RestoreStarted` sequence numbers, in the request's target
+    /// order, once every start is synced and before the first write, so
+    /// the operator can see the record while the restore runs.
+    pub on_started: &'a dyn Fn(&[u64]),
+}
+
+impl std::fmt::Debug for AuditRecording<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditRecording")
+            .field("operator", self.operator)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a restore went, with what was recorded of it.
@@ -97,7 +109,11 @@ pub fn restore(
         .collect();
     let started = match audit {
         Some(audit) => match log_all_started(request, audit, &infos, &unmapped) {
-            Ok(started) => started.into_iter().map(Some).collect(),
+            Ok(started) => {
+                let seqs: Vec<u64> = started.iter().map(|s| s.seq).collect();
+                (audit.on_started)(&seqs);
+                started.into_iter().map(Some).collect()
+            }
             Err(e) => return RestoreRun::NotStarted(e),
         },
         None => infos.iter().map(|_| None).collect::<Vec<_>>(),

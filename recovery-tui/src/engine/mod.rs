@@ -393,9 +393,17 @@ impl RestoreJob {
         let (progress_tx, progress_rx) = mpsc::channel::<Progress>();
         let events = self.events.clone();
         let forwarder = std::thread::spawn(move || forward_progress(progress_rx, &events));
+        let tell_started = |seqs: &[u64]| {
+            let _ = self
+                .events
+                .send(AppEvent::worker(WorkerEvent::RestoreStarted {
+                    seqs: seqs.to_vec(),
+                }));
+        };
         let recording = AuditRecording {
             log,
             operator: &self.operator,
+            on_started: &tell_started,
         };
         let run = restore::restore(&request, Some(recording), &progress_tx, &self.cancel);
         drop(progress_tx);

@@ -1079,13 +1079,19 @@ fn restore_status(view: &crate::model::RestoreView) -> Line<'static> {
             Style::new().fg(BAD).add_modifier(Modifier::BOLD),
         )
     } else {
-        match view.started_seq {
-            Some(seq) => Line::styled(
-                format!("The start of this restore is audit record {seq}."),
-                Style::new().fg(MUTED),
+        let text = match view.started_seqs.as_slice() {
+            [] => String::new(),
+            [seq] => format!("The start of this restore is audit record {seq}."),
+            [first @ .., last] => format!(
+                "The starts of these restores are audit records {} and {last}.",
+                first
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            None => Line::from(""),
-        }
+        };
+        Line::styled(text, Style::new().fg(MUTED))
     }
 }
 
