@@ -1291,3 +1291,32 @@ fn refusing_to_overwrite_an_existing_file_exits_4_for_every_command() {
         );
     }
 }
+
+/// `reliquary inspect IMG | head` ends the way `cat` does when the reader
+/// has gone: by SIGPIPE, with nothing on stderr (a print into the closed
+/// pipe used to panic).
+#[test]
+fn inspect_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let golden =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../image-format/tests/golden/golden.rimg");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(reliquary_bin())
+        .args(["inspect", s(&golden)])
+        .stdout(writer)
+        .output()
+        .expect("reliquary runs");
+    assert_eq!(
+        out.status.signal(),
+        Some(nix::sys::signal::Signal::SIGPIPE as i32),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

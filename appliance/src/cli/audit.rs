@@ -203,6 +203,16 @@ struct ReportArgs {
     output: PathBuf,
 }
 
+impl AuditArgs {
+    /// Whether the subcommand only reads the log and prints.
+    pub fn only_prints(&self) -> bool {
+        matches!(
+            self.command,
+            AuditCommand::Verify(_) | AuditCommand::Show(_) | AuditCommand::Export(_)
+        )
+    }
+}
+
 pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         AuditCommand::Init(a) => init(a),

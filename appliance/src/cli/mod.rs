@@ -108,6 +108,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         json: cli.json,
         quiet: cli.quiet,
     });
+    let only_prints = match &cli.command {
+        Command::Inspect(_) | Command::Targets(_) | Command::Completions(_) => true,
+        Command::Audit(args) => args.only_prints(),
+        _ => false,
+    };
+    if only_prints {
+        reliquary_appliance::sys::end_quietly_on_closed_pipe();
+    }
     match cli.command {
         Command::Keygen(args) => image::keygen(args),
         Command::Capture(args) => image::capture_cmd(args),

@@ -27,6 +27,17 @@ pub use blockdev::{
 };
 pub use file::{open_direct, punch_or_zero_range, reopen_direct, ZeroMethod};
 
+/// Lets a closed stdout end the process quietly, as it ends `cat` or `ls`
+/// (`reliquary inspect IMG | head`), where a failed print would panic.
+/// Only for commands that write nothing: the others keep ignoring SIGPIPE,
+/// so a closed pipe can never stop them halfway through a write or a record.
+pub fn end_quietly_on_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: the default action runs no code of ours, so no handler can
+    // break async-signal safety; replacing a disposition is always sound.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 /// A failed low-level operation on a device or file.
 #[derive(Debug, thiserror::Error)]
 pub enum SysError {
