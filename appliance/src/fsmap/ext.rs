@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use reliquary_image::{FileSystemKind, ReadAt};
 
-use super::{push_run, FreeSpace, FsError, PartitionBytes};
+use super::{FreeRuns, FreeSpace, FsError, PartitionBytes};
 
 const SUPERBLOCK_OFFSET: u64 = 1024;
 const MAGIC: u16 = 0xef53;
@@ -93,6 +93,7 @@ struct Group {
 
 pub(super) fn free_space<S: ReadAt + ?Sized>(
     bytes: &PartitionBytes<'_, S>,
+    mut free: FreeRuns,
 ) -> Result<FreeSpace, FsError> {
     let mut raw = vec![0u8; 1024];
     bytes.read(&mut raw, SUPERBLOCK_OFFSET)?;
@@ -109,7 +110,6 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
         Vec::new()
     };
 
-    let mut free = Vec::new();
     let mut bitmap = vec![0u8; sb.block_size as usize];
     for (g, group) in descriptors.iter().enumerate() {
         let first = sb.first_data_block + g as u64 * sb.blocks_per_group;
@@ -124,15 +124,12 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
                 .take_while(|r| r.start < group_end);
             for r in used {
                 if r.start.max(first) > at {
-                    push_run(
-                        &mut free,
-                        at * sb.block_size..r.start.max(first) * sb.block_size,
-                    );
+                    free.push(at * sb.block_size..r.start.max(first) * sb.block_size);
                 }
                 at = at.max(r.end.min(group_end));
             }
             if group_end > at {
-                push_run(&mut free, at * sb.block_size..group_end * sb.block_size);
+                free.push(at * sb.block_size..group_end * sb.block_size);
             }
             continue;
         }
@@ -144,10 +141,7 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
             match (used, run_start) {
                 (false, None) => run_start = Some(first + i),
                 (true, Some(start)) => {
-                    push_run(
-                        &mut free,
-                        start * sb.block_size..(first + i) * sb.block_size,
-                    );
+                    free.push(start * sb.block_size..(first + i) * sb.block_size);
                     run_start = None;
                 }
                 _ => {}
@@ -155,10 +149,7 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
             zero_bits += u64::from(!used);
         }
         if let Some(start) = run_start {
-            push_run(
-                &mut free,
-                start * sb.block_size..(first + count) * sb.block_size,
-            );
+            free.push(start * sb.block_size..(first + count) * sb.block_size);
         }
         if zero_bits != group.free_blocks {
             return Err(FsError::Corrupt(format!(
@@ -170,7 +161,7 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
     Ok(FreeSpace {
         kind: sb.kind,
         volume_serial: Some(uuid_text(&sb.uuid)),
-        free,
+        free: free.into_runs(),
     })
 }
 
@@ -406,7 +397,7 @@ mod tests {
             start: 0,
             len: data.len() as u64,
         };
-        let err = free_space(&bytes).expect_err("the volume is refused");
+        let err = free_space(&bytes, FreeRuns::new(0)).expect_err("the volume is refused");
         assert!(err.to_string().contains("lies beyond the volume"), "{err}");
     }
 

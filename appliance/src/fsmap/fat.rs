@@ -3,14 +3,16 @@
 //! FAT12/16 root directory) is always kept. The type follows from the
 //! cluster count, as Microsoft's FAT specification defines it.
 
-use std::ops::Range;
-
 use reliquary_image::{FileSystemKind, ReadAt};
 
-use super::{push_run, FreeSpace, FsError, PartitionBytes};
+use super::{FreeRuns, FreeSpace, FsError, PartitionBytes};
 
 /// The largest FAT read: a FAT32 of 2^28 clusters.
 const MAX_FAT_BYTES: u64 = 1 << 30;
+/// The FAT is read in pieces of this size, so memory stays bounded on a big
+/// volume. A multiple of 3 bytes: FAT12 pairs its 12-bit entries in 3 bytes,
+/// so every piece starts with an even entry.
+const FAT_PIECE: u64 = 3 << 20;
 
 struct Bpb {
     bytes_per_sector: u64,
@@ -33,6 +35,7 @@ pub(super) fn identify(head: &[u8]) -> Option<FileSystemKind> {
 
 pub(super) fn free_space<S: ReadAt + ?Sized>(
     bytes: &PartitionBytes<'_, S>,
+    mut free: FreeRuns,
 ) -> Result<FreeSpace, FsError> {
     let mut head = vec![0u8; 512];
     bytes.read(&mut head, 0)?;
@@ -48,31 +51,39 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
         return Err(FsError::NotClean("the FAT boot sector's dirty flag is set"));
     }
     let entries = bpb.clusters + 2;
-    let fat_bytes = match bpb.kind {
-        FileSystemKind::Fat12 => (entries * 3).div_ceil(2),
-        FileSystemKind::Fat16 => entries * 2,
-        _ => entries * 4,
-    };
+    let fat_bytes = table_bytes(bpb.kind, entries);
     if fat_bytes > bpb.fat_sectors * bpb.bytes_per_sector || fat_bytes > MAX_FAT_BYTES {
         return Err(FsError::Corrupt(format!(
             "the FAT of {} sectors is too small for {} clusters",
             bpb.fat_sectors, bpb.clusters
         )));
     }
-    let mut fat = vec![0u8; fat_bytes as usize];
-    bytes.read(&mut fat, bpb.reserved_sectors * bpb.bytes_per_sector)?;
-    if !clean_shutdown(&fat, bpb.kind) {
-        return Err(FsError::NotClean("the FAT's clean-shutdown bit is clear"));
-    }
 
+    let fat_start = bpb.reserved_sectors * bpb.bytes_per_sector;
     let cluster_bytes = bpb.sectors_per_cluster * bpb.bytes_per_sector;
     let data_start = bpb.data_start_sector * bpb.bytes_per_sector;
-    let mut free: Vec<Range<u64>> = Vec::new();
-    for cluster in 2..entries {
-        if entry(&fat, bpb.kind, cluster) == 0 {
-            let at = data_start + (cluster - 2) * cluster_bytes;
-            push_run(&mut free, at..at + cluster_bytes);
+    let entries_per_piece = match bpb.kind {
+        FileSystemKind::Fat12 => FAT_PIECE / 3 * 2,
+        FileSystemKind::Fat16 => FAT_PIECE / 2,
+        _ => FAT_PIECE / 4,
+    };
+    let mut piece = vec![0u8; fat_bytes.min(FAT_PIECE) as usize];
+    let mut first = 0;
+    while first < entries {
+        let count = (entries - first).min(entries_per_piece);
+        let piece = &mut piece[..table_bytes(bpb.kind, count) as usize];
+        bytes.read(piece, fat_start + table_bytes(bpb.kind, first))?;
+        if first == 0 && !clean_shutdown(piece, bpb.kind) {
+            return Err(FsError::NotClean("the FAT's clean-shutdown bit is clear"));
         }
+        for n in 0..count {
+            let cluster = first + n;
+            if cluster >= 2 && entry(piece, bpb.kind, n) == 0 {
+                let at = data_start + (cluster - 2) * cluster_bytes;
+                free.push(at..at + cluster_bytes);
+            }
+        }
+        first += count;
     }
     Ok(FreeSpace {
         kind: bpb.kind,
@@ -81,7 +92,7 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
             bpb.volume_id >> 16,
             bpb.volume_id & 0xffff
         )),
-        free,
+        free: free.into_runs(),
     })
 }
 
@@ -150,6 +161,15 @@ fn parse_bpb(b: &[u8]) -> Result<Bpb, FsError> {
     })
 }
 
+/// The bytes that `entries` FAT entries take (from an even entry on FAT12).
+fn table_bytes(kind: FileSystemKind, entries: u64) -> u64 {
+    match kind {
+        FileSystemKind::Fat12 => (entries * 3).div_ceil(2),
+        FileSystemKind::Fat16 => entries * 2,
+        _ => entries * 4,
+    }
+}
+
 /// FAT16 and FAT32 keep a clean-shutdown bit in entry 1; FAT12 has none.
 fn clean_shutdown(fat: &[u8], kind: FileSystemKind) -> bool {
     match kind {
@@ -159,7 +179,8 @@ fn clean_shutdown(fat: &[u8], kind: FileSystemKind) -> bool {
     }
 }
 
-/// The FAT entry of `cluster`; the caller sized `fat` for every cluster.
+/// The entry of `cluster` in `fat`, a piece of the table that starts with
+/// an even entry and holds this one.
 fn entry(fat: &[u8], kind: FileSystemKind, cluster: u64) -> u32 {
     let n = cluster as usize;
     match kind {
@@ -183,4 +204,65 @@ fn le_u16(b: &[u8], at: usize) -> u16 {
 
 fn le_u32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A FAT32 of 2 million 512-byte clusters, as a "disk" holding only its
+    /// boot sector and FAT (the data area is never read).
+    fn fat32(entry_of: impl Fn(u64) -> u32) -> (Vec<u8>, u64, u64) {
+        const CLUSTERS: u64 = 2_000_000;
+        const RESERVED: u64 = 32;
+        let fat_sectors = ((CLUSTERS + 2) * 4).div_ceil(512);
+        let total_sectors = RESERVED + fat_sectors + CLUSTERS;
+        let mut disk = vec![0u8; ((RESERVED + fat_sectors) * 512) as usize];
+        disk[0] = 0xeb;
+        disk[11..13].copy_from_slice(&512u16.to_le_bytes());
+        disk[13] = 1;
+        disk[14..16].copy_from_slice(&(RESERVED as u16).to_le_bytes());
+        disk[16] = 1;
+        disk[32..36].copy_from_slice(&(total_sectors as u32).to_le_bytes());
+        disk[36..40].copy_from_slice(&(fat_sectors as u32).to_le_bytes());
+        disk[510] = 0x55;
+        disk[511] = 0xaa;
+        let fat = (RESERVED * 512) as usize;
+        disk[fat..fat + 4].copy_from_slice(&0x0fff_fff8u32.to_le_bytes());
+        disk[fat + 4..fat + 8].copy_from_slice(&0x0fff_ffffu32.to_le_bytes());
+        for cluster in 2..CLUSTERS + 2 {
+            let at = fat + cluster as usize * 4;
+            disk[at..at + 4].copy_from_slice(&entry_of(cluster).to_le_bytes());
+        }
+        let data_start = (RESERVED + fat_sectors) * 512;
+        (disk, total_sectors * 512, data_start)
+    }
+
+    /// Free clusters between every fourth used one make runs far shorter
+    /// than capture unmaps: none is kept, so a fragmented volume cannot
+    /// fill memory with runs. A long free stretch across two pieces of the
+    /// FAT comes out whole.
+    #[test]
+    fn short_free_runs_are_dropped_and_a_run_across_pieces_is_whole() {
+        let free_stretch = 700_000..900_000;
+        let (disk, len, data_start) = fat32(|cluster| {
+            if free_stretch.contains(&cluster) || cluster % 4 != 0 {
+                0
+            } else {
+                0x0fff_ffff
+            }
+        });
+        assert!(free_stretch.start < FAT_PIECE / 4 && FAT_PIECE / 4 < free_stretch.end);
+        let bytes = PartitionBytes {
+            disk: &disk,
+            start: 0,
+            len,
+        };
+        let found = free_space(&bytes, FreeRuns::new(64 << 10)).expect("a clean FAT32");
+        assert_eq!(found.kind, FileSystemKind::Fat32);
+        // Cluster 699,997 is free and 699,996 used, so the run starts one
+        // cluster before the stretch, and ends at the used cluster 900,000.
+        let cluster_at = |c: u64| data_start + (c - 2) * 512;
+        assert_eq!(found.free, vec![cluster_at(699_997)..cluster_at(900_000)]);
+    }
 }

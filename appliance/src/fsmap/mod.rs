@@ -123,7 +123,7 @@ pub fn plan_partitions<S: ReadAt + ?Sized>(
                     free: Vec::new(),
                 };
             }
-            match free_space(&bytes, kind) {
+            match free_space(&bytes, kind, min_run) {
                 Ok(found) => {
                     record.file_system = Some(found.kind);
                     record.volume_serial = found.volume_serial;
@@ -160,18 +160,22 @@ fn identify<S: ReadAt + ?Sized>(bytes: &PartitionBytes<'_, S>) -> Option<FileSys
     fat::identify(&head)
 }
 
+/// The free runs of at least `min_run` bytes that the file system of
+/// `kind` records in `bytes`.
 fn free_space<S: ReadAt + ?Sized>(
     bytes: &PartitionBytes<'_, S>,
     kind: FileSystemKind,
+    min_run: u64,
 ) -> Result<FreeSpace, FsError> {
+    let free = FreeRuns::new(min_run);
     match kind {
         FileSystemKind::Ext2 | FileSystemKind::Ext3 | FileSystemKind::Ext4 => {
-            ext::free_space(bytes)
+            ext::free_space(bytes, free)
         }
         FileSystemKind::Fat12 | FileSystemKind::Fat16 | FileSystemKind::Fat32 => {
-            fat::free_space(bytes)
+            fat::free_space(bytes, free)
         }
-        FileSystemKind::Ntfs => ntfs::free_space(bytes),
+        FileSystemKind::Ntfs => ntfs::free_space(bytes, free),
     }
 }
 
@@ -193,11 +197,42 @@ fn absolute_runs(
         .collect()
 }
 
-/// Appends `range` to sorted, disjoint `runs`, merging with the last run.
-fn push_run(runs: &mut Vec<Range<u64>>, range: Range<u64>) {
-    match runs.last_mut() {
-        Some(last) if last.end == range.start => last.end = range.end,
-        _ => runs.push(range),
+/// Free runs as a parser finds them, in order. Runs shorter than the
+/// capture would unmap are dropped as soon as they are complete, so
+/// however a volume's free space alternates, the list holds at most one
+/// run per `min_len` bytes of the partition.
+struct FreeRuns {
+    runs: Vec<Range<u64>>,
+    min_len: u64,
+}
+
+impl FreeRuns {
+    fn new(min_len: u64) -> Self {
+        Self {
+            runs: Vec::new(),
+            min_len,
+        }
+    }
+
+    /// Appends `range`, which starts at or after the end of every run so
+    /// far, merging it with the last run when they touch.
+    fn push(&mut self, range: Range<u64>) {
+        match self.runs.last_mut() {
+            Some(last) if last.end == range.start => last.end = range.end,
+            Some(last) if last.end - last.start < self.min_len => *last = range,
+            _ => self.runs.push(range),
+        }
+    }
+
+    fn into_runs(mut self) -> Vec<Range<u64>> {
+        if self
+            .runs
+            .last()
+            .is_some_and(|last| last.end - last.start < self.min_len)
+        {
+            self.runs.pop();
+        }
+        self.runs
     }
 }
 
@@ -210,12 +245,29 @@ pub fn fuzz_free_space(data: &[u8], kind: FileSystemKind) {
         start: 0,
         len: data.len() as u64,
     };
-    let _ = free_space(&bytes, kind);
+    let _ = free_space(&bytes, kind, MIN_UNMAPPED_BYTES);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_runs_merge_and_drop_short_ones_once_complete() {
+        let mut free = FreeRuns::new(100);
+        for range in [
+            0..50,
+            50..120,
+            130..140,
+            150..160,
+            160..170,
+            200..400,
+            500..550,
+        ] {
+            free.push(range);
+        }
+        assert_eq!(free.into_runs(), vec![0..120, 200..400]);
+    }
 
     #[test]
     fn short_runs_are_dropped_and_runs_shrink_to_whole_sectors() {

@@ -12,7 +12,7 @@ use ntfs::structured_values::NtfsVolumeFlags;
 use ntfs::{KnownNtfsFileRecordNumber, Ntfs, NtfsError, NtfsReadSeek};
 use reliquary_image::{FileSystemKind, ReadAt};
 
-use super::{push_run, FreeSpace, FsError, PartitionBytes};
+use super::{FreeRuns, FreeSpace, FsError, PartitionBytes};
 
 /// `$Bitmap` is read in pieces of this size: memory stays bounded on a big volume.
 const BITMAP_PIECE: usize = 1 << 20;
@@ -23,6 +23,7 @@ const RESUME_SIGNATURES: [&[u8; 4]; 4] = [b"hibr", b"wake", b"rstr", b"link"];
 
 pub(super) fn free_space<S: ReadAt + ?Sized>(
     bytes: &PartitionBytes<'_, S>,
+    free: FreeRuns,
 ) -> Result<FreeSpace, FsError> {
     let mut fs = Reader {
         bytes,
@@ -31,12 +32,13 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
     };
     // The crate panics (`unreachable!`) on some I/O errors inside its
     // parsers; a panic there means an unreadable volume, not a bug here.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_volume(&mut fs)))
-        .unwrap_or_else(|_| {
-            Err(FsError::Corrupt(
-                "the NTFS reader failed on this volume".into(),
-            ))
-        });
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_volume(&mut fs, free)))
+            .unwrap_or_else(|_| {
+                Err(FsError::Corrupt(
+                    "the NTFS reader failed on this volume".into(),
+                ))
+            });
     if fs.overran {
         return Err(FsError::Corrupt(
             "an NTFS structure lies beyond the partition".into(),
@@ -45,7 +47,10 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
     result
 }
 
-fn read_volume<S: ReadAt + ?Sized>(reader: &mut Reader<'_, '_, S>) -> Result<FreeSpace, FsError> {
+fn read_volume<S: ReadAt + ?Sized>(
+    reader: &mut Reader<'_, '_, S>,
+    mut free: FreeRuns,
+) -> Result<FreeSpace, FsError> {
     let bytes = reader.bytes;
     let mut fs = reader;
     let mut ntfs = Ntfs::new(&mut fs).map_err(damaged)?;
@@ -86,7 +91,6 @@ fn read_volume<S: ReadAt + ?Sized>(reader: &mut Reader<'_, '_, S>) -> Result<Fre
         )));
     }
 
-    let mut free = Vec::new();
     let mut piece = vec![0u8; BITMAP_PIECE];
     let mut run_start = None;
     let mut lcn = 0u64;
@@ -102,7 +106,7 @@ fn read_volume<S: ReadAt + ?Sized>(reader: &mut Reader<'_, '_, S>) -> Result<Fre
                 match (used, run_start) {
                     (false, None) => run_start = Some(lcn),
                     (true, Some(start)) => {
-                        push_run(&mut free, start * cluster..lcn * cluster);
+                        free.push(start * cluster..lcn * cluster);
                         run_start = None;
                     }
                     _ => {}
@@ -112,7 +116,7 @@ fn read_volume<S: ReadAt + ?Sized>(reader: &mut Reader<'_, '_, S>) -> Result<Fre
         }
     }
     if let Some(start) = run_start {
-        push_run(&mut free, start * cluster..clusters * cluster);
+        free.push(start * cluster..clusters * cluster);
     }
 
     let mut keep = Vec::new();
@@ -131,7 +135,7 @@ fn read_volume<S: ReadAt + ?Sized>(reader: &mut Reader<'_, '_, S>) -> Result<Fre
             (serial >> 16) & 0xffff,
             serial & 0xffff
         )),
-        free: subtract(free, &mut keep),
+        free: subtract(free.into_runs(), &mut keep),
     })
 }
 
@@ -284,7 +288,10 @@ mod tests {
         };
         // The crate panics inside (tests run with overflow checks); capture
         // gets an error and keeps every sector.
-        assert!(matches!(free_space(&bytes), Err(FsError::Corrupt(_))));
+        assert!(matches!(
+            free_space(&bytes, FreeRuns::new(0)),
+            Err(FsError::Corrupt(_))
+        ));
     }
 
     #[test]
