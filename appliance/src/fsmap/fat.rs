@@ -9,10 +9,10 @@ use super::{FreeRuns, FreeSpace, FsError, PartitionBytes};
 
 /// The largest FAT read: a FAT32 of 2^28 clusters.
 const MAX_FAT_BYTES: u64 = 1 << 30;
-/// The FAT is read in pieces of this size, so memory stays bounded on a big
-/// volume. A multiple of 3 bytes: FAT12 pairs its 12-bit entries in 3 bytes,
-/// so every piece starts with an even entry.
-const FAT_PIECE: u64 = 3 << 20;
+/// The FAT is read this many entries at a time (at most 4 MiB), so memory
+/// stays bounded on a big volume. An even number: FAT12 packs two 12-bit
+/// entries in 3 bytes, so every piece then starts on a whole byte.
+const PIECE_ENTRIES: u64 = 1 << 20;
 
 struct Bpb {
     bytes_per_sector: u64,
@@ -62,15 +62,10 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
     let fat_start = bpb.reserved_sectors * bpb.bytes_per_sector;
     let cluster_bytes = bpb.sectors_per_cluster * bpb.bytes_per_sector;
     let data_start = bpb.data_start_sector * bpb.bytes_per_sector;
-    let entries_per_piece = match bpb.kind {
-        FileSystemKind::Fat12 => FAT_PIECE / 3 * 2,
-        FileSystemKind::Fat16 => FAT_PIECE / 2,
-        _ => FAT_PIECE / 4,
-    };
-    let mut piece = vec![0u8; fat_bytes.min(FAT_PIECE) as usize];
+    let mut piece = vec![0u8; table_bytes(bpb.kind, entries.min(PIECE_ENTRIES)) as usize];
     let mut first = 0;
     while first < entries {
-        let count = (entries - first).min(entries_per_piece);
+        let count = (entries - first).min(PIECE_ENTRIES);
         let piece = &mut piece[..table_bytes(bpb.kind, count) as usize];
         bytes.read(piece, fat_start + table_bytes(bpb.kind, first))?;
         if first == 0 && !clean_shutdown(piece, bpb.kind) {
@@ -244,7 +239,7 @@ mod tests {
     /// FAT comes out whole.
     #[test]
     fn short_free_runs_are_dropped_and_a_run_across_pieces_is_whole() {
-        let free_stretch = 700_000..900_000;
+        let free_stretch = 1_000_000..1_200_000;
         let (disk, len, data_start) = fat32(|cluster| {
             if free_stretch.contains(&cluster) || cluster % 4 != 0 {
                 0
@@ -252,7 +247,7 @@ mod tests {
                 0x0fff_ffff
             }
         });
-        assert!(free_stretch.start < FAT_PIECE / 4 && FAT_PIECE / 4 < free_stretch.end);
+        assert!(free_stretch.contains(&PIECE_ENTRIES));
         let bytes = PartitionBytes {
             disk: &disk,
             start: 0,
@@ -260,9 +255,10 @@ mod tests {
         };
         let found = free_space(&bytes, FreeRuns::new(64 << 10)).expect("a clean FAT32");
         assert_eq!(found.kind, FileSystemKind::Fat32);
-        // Cluster 699,997 is free and 699,996 used, so the run starts one
-        // cluster before the stretch, and ends at the used cluster 900,000.
+        // Clusters 999,997 to 999,999 are free and 999,996 used, so the run
+        // starts three clusters before the stretch; it ends at the used
+        // cluster 1,200,000.
         let cluster_at = |c: u64| data_start + (c - 2) * 512;
-        assert_eq!(found.free, vec![cluster_at(699_997)..cluster_at(900_000)]);
+        assert_eq!(found.free, vec![cluster_at(999_997)..cluster_at(1_200_000)]);
     }
 }
