@@ -1796,6 +1796,104 @@ fn a_gpt_disk_with_4096_byte_sectors_onto_a_larger_disk_validates_everywhere() {
     assert!(check.status.success(), "check: {}", text(&check));
 }
 
+/// Rewrites the GPT of `raw` (made by sgdisk: 128 entries of 128 bytes)
+/// with entries of 256 bytes, legal in UEFI: each entry in the first half
+/// of its slot, the arrays and both headers moved and re-checksummed.
+fn widen_gpt_entries(raw: &Path) {
+    const ENTRIES: usize = 128;
+    let sectors = file_len(raw) / 512;
+    let last = sectors - 1;
+    let old = read_range(raw, 2 * 512, (ENTRIES * 128) as u64);
+    let mut entries = vec![0u8; ENTRIES * 256];
+    for (i, entry) in old.chunks_exact(128).enumerate() {
+        entries[i * 256..i * 256 + 128].copy_from_slice(entry);
+    }
+    let entries_sectors = (entries.len() / 512) as u64;
+    let crc = |bytes: &[u8]| {
+        // CRC-32 (IEEE), as the GPT uses, bit by bit: a test needs no speed.
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0xedb8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    };
+    let header = |current: u64, backup: u64, entries_lba: u64| {
+        let mut h = read_range(raw, 512, 92);
+        h[24..32].copy_from_slice(&current.to_le_bytes());
+        h[32..40].copy_from_slice(&backup.to_le_bytes());
+        h[40..48].copy_from_slice(&(2 + entries_sectors).to_le_bytes());
+        h[48..56].copy_from_slice(&(last - entries_sectors - 1).to_le_bytes());
+        h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
+        h[80..84].copy_from_slice(&(ENTRIES as u32).to_le_bytes());
+        h[84..88].copy_from_slice(&256u32.to_le_bytes());
+        h[88..92].copy_from_slice(&crc(&entries).to_le_bytes());
+        h[16..20].fill(0);
+        let sum = crc(&h);
+        h[16..20].copy_from_slice(&sum.to_le_bytes());
+        h
+    };
+    // sgdisk's old backup (33 sectors) lies inside the new one's span.
+    write_at(raw, (last - 33) * 512, &[0u8; 34 * 512]);
+    write_at(raw, 512, &header(1, last, 2));
+    write_at(raw, 2 * 512, &entries);
+    write_at(raw, (last - entries_sectors) * 512, &entries);
+    write_at(raw, last * 512, &header(last, 1, last - entries_sectors));
+}
+
+/// Issue 21: the `gpt` crate asserts that entries are 128 bytes, so a
+/// restore of a table with 256-byte entries panicked in its read-back,
+/// after the whole disk was written, and recorded no end.
+#[test]
+fn a_gpt_with_256_byte_entries_restores_validates_and_is_recorded() {
+    let Some(fx) = Fixture::new(&["sgdisk", "partx"]) else {
+        return;
+    };
+    let size = 64 * MIB;
+    let raw = build_gpt_disk(&fx, "wide", size);
+    let source_parts = partitions_of(&raw);
+    widen_gpt_entries(&raw);
+    let image = fx.capture(&raw, "wide", "1M", 512);
+    let summary = inspect(&image);
+    assert_eq!(
+        summary["partitions"].as_array().map(Vec::len),
+        Some(source_parts.len()),
+        "the capture read the wide table: {summary}"
+    );
+    let audit = audit_dir(&fx);
+    let args = recorded(&audit, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (Some(same), Some(larger)) = (
+        patterned_loop(size, None),
+        patterned_loop(size + 16 * MIB, None),
+    ) else {
+        return;
+    };
+    for lo in [&same, &larger] {
+        let out = fx.restore(&image, lo.path(), &args);
+        assert!(out.status.success(), "restore: {}", text(&out));
+        let check = fx.check(&image, lo.path());
+        assert!(check.status.success(), "check: {}", text(&check));
+        let finish = audit_records(&audit).pop().expect("a record");
+        assert_eq!(finish["record"]["kind"], "RestoreFinished", "{finish}");
+    }
+    assert_same_bytes(&raw, same.path());
+    let last = (size + 16 * MIB) / 512 - 1;
+    let backup = read_range(larger.path(), last * 512, 512);
+    assert_eq!(&backup[..8], b"EFI PART", "the backup moved to the end");
+    assert_eq!(
+        u32::from_le_bytes(backup[84..88].try_into().expect("4")),
+        256
+    );
+    audit_verifies(&audit);
+}
+
 #[test]
 fn tiny_images_restore_onto_files_and_loop_devices() {
     let Some(fx) = Fixture::new(&[]) else {

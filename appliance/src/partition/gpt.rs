@@ -9,6 +9,8 @@ const SIGNATURE: &[u8; 8] = b"EFI PART";
 const HEADER_LEN: usize = 92;
 /// Upper bound on the entry array we read (the usual size is 16 KiB).
 const MAX_ENTRIES_BYTES: u64 = 1 << 20;
+/// The only entry size the `gpt` crate reads without panicking.
+const CRATE_ENTRY_SIZE: u32 = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GptError {
@@ -76,7 +78,11 @@ fn parse_header(sector: &[u8], disk_sectors: u64) -> Result<(GptHeader, Vec<u8>)
         entry_count: le_u32(sector, 80),
         entry_size: le_u32(sector, 84),
     };
-    if h.entry_size < 128 || h.entry_size % 8 != 0 || h.entries_bytes() > MAX_ENTRIES_BYTES {
+    // UEFI: the entry size is 128 × 2^n bytes.
+    if h.entry_size < 128
+        || !h.entry_size.is_power_of_two()
+        || h.entries_bytes() > MAX_ENTRIES_BYTES
+    {
         return Err(GptError::InvalidHeader("entry size or count out of range"));
     }
     if h.entries_lba >= disk_sectors
@@ -152,12 +158,15 @@ pub(super) fn read_primary<S: ReadAt>(
 
 /// Validates the GPT of a disk of `disk_sectors` sectors: both headers and
 /// both entry arrays are valid, the backup sits at the last sector, the two
-/// point at each other, and the `gpt` crate reads the same table. Returns
-/// the primary header.
+/// point at each other and describe the same table, and, for the usual
+/// 128-byte entries, the `gpt` crate reads the same table. Returns the
+/// primary header.
 ///
 /// The headers are bounded and the entry arrays' CRCs checked here first:
 /// the crate allocates the entry array from the header's sizes unchecked,
-/// and does not check the entries' CRC.
+/// and does not check the entries' CRC. Larger entries (legal in UEFI) are
+/// validated here alone: the crate asserts (panics) that entries are 128
+/// bytes.
 pub fn validate_gpt<S: ReadAt>(
     disk: &S,
     sector_size: u32,
@@ -184,7 +193,20 @@ pub fn validate_gpt<S: ReadAt>(
             "the primary and backup headers do not point at each other and the disk's end",
         ));
     }
-    check_with_gpt_crate(disk, sector_size, disk_sectors, &primary)?;
+    let same_table = primary.first_usable == backup.first_usable
+        && primary.last_usable == backup.last_usable
+        && primary.disk_guid == backup.disk_guid
+        && primary.entry_count == backup.entry_count
+        && primary.entry_size == backup.entry_size
+        && le_u32(&primary_sector, 88) == le_u32(&backup_sector, 88);
+    if !same_table {
+        return Err(GptError::InvalidHeader(
+            "the primary and backup headers describe different tables",
+        ));
+    }
+    if primary.entry_size == CRATE_ENTRY_SIZE {
+        check_with_gpt_crate(disk, sector_size, disk_sectors, &primary)?;
+    }
     Ok(primary)
 }
 
@@ -309,12 +331,10 @@ pub struct Relocation {
     pub old_backup: std::ops::Range<u64>,
 }
 
-/// Parses the primary header in `header_sector` (LBA 1 of a disk of
-/// `disk_sectors`): what [`plan_relocation`] needs to find the entries.
-pub fn parse_primary_header(
-    header_sector: &[u8],
-    disk_sectors: u64,
-) -> Result<GptHeader, GptError> {
+/// Parses and checks a GPT header sector (the primary at LBA 1 or the
+/// backup at the last LBA of a disk of `disk_sectors`): what
+/// [`plan_relocation`] needs to find the entries.
+pub fn parse_header_sector(header_sector: &[u8], disk_sectors: u64) -> Result<GptHeader, GptError> {
     parse_header(header_sector, disk_sectors).map(|(h, _)| h)
 }
 
@@ -411,6 +431,11 @@ mod tests {
 
     /// A minimal GPT disk image of `sectors` sectors with one partition.
     fn gpt_disk(sectors: u64) -> Vec<u8> {
+        gpt_disk_with_entries(sectors, 128)
+    }
+
+    /// [`gpt_disk`] with 128 entries of `entry_size` bytes.
+    fn gpt_disk_with_entries(sectors: u64, entry_size: u32) -> Vec<u8> {
         let ss = SECTOR as usize;
         let mut disk = vec![0u8; sectors as usize * ss];
         // Protective MBR.
@@ -419,7 +444,7 @@ mod tests {
         disk[446 + 12..446 + 16].copy_from_slice(&((sectors - 1) as u32).to_le_bytes());
         disk[510] = 0x55;
         disk[511] = 0xaa;
-        let mut entries = vec![0u8; 128 * 128];
+        let mut entries = vec![0u8; 128 * entry_size as usize];
         entries[0] = 0xaf; // any non-zero type GUID
         entries[32..40].copy_from_slice(&2048u64.to_le_bytes());
         entries[40..48].copy_from_slice(&4095u64.to_le_bytes());
@@ -431,9 +456,9 @@ mod tests {
         header[0..8].copy_from_slice(SIGNATURE);
         header[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
         header[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
-        header[40..48].copy_from_slice(&34u64.to_le_bytes());
+        header[40..48].copy_from_slice(&(2 + entries_sectors).to_le_bytes());
         header[80..84].copy_from_slice(&128u32.to_le_bytes());
-        header[84..88].copy_from_slice(&128u32.to_le_bytes());
+        header[84..88].copy_from_slice(&entry_size.to_le_bytes());
         header[88..92].copy_from_slice(&crc32fast::hash(&entries).to_le_bytes());
         let last = sectors - 1;
         let mut backup = header.clone();
@@ -491,6 +516,55 @@ mod tests {
         put(plan.backup_entries_lba, &plan.entries);
         put(plan.backup_header_lba, &plan.backup_header);
         Some(out)
+    }
+
+    #[test]
+    fn a_table_of_256_byte_entries_validates_without_the_crate_panicking() {
+        let disk = gpt_disk_with_entries(8192, 256);
+        let primary = validate_gpt(&disk, SECTOR, 8192).unwrap();
+        assert_eq!((primary.entry_size, primary.entry_count), (256, 128));
+        let (_, partitions) = read_primary(&disk, SECTOR, 8192).unwrap();
+        assert_eq!(partitions[0].name.as_deref(), Some("DATA"));
+        let moved = relocated(&disk, 16384).unwrap();
+        assert_eq!(
+            validate_gpt(&moved, SECTOR, 16384).unwrap().backup_lba,
+            16383
+        );
+        // Damage is still found without the crate.
+        let mut damaged = disk.clone();
+        damaged[(8192 - 2) * SECTOR as usize] ^= 1; // the backup entries
+        assert!(matches!(
+            validate_gpt(&damaged, SECTOR, 8192),
+            Err(GptError::EntriesCrc)
+        ));
+    }
+
+    #[test]
+    fn entry_sizes_other_than_128_times_a_power_of_two_are_refused() {
+        for size in [64u32, 136, 384] {
+            let disk = gpt_disk_with_entries(8192, size);
+            assert!(
+                matches!(
+                    read_primary(&disk, SECTOR, 8192),
+                    Err(GptError::InvalidHeader(_))
+                ),
+                "{size}"
+            );
+        }
+    }
+
+    #[test]
+    fn headers_describing_different_tables_do_not_validate() {
+        let mut disk = gpt_disk(8192);
+        let last = 8191 * SECTOR as usize;
+        let mut backup = disk[last..last + HEADER_LEN].to_vec();
+        backup[40..48].copy_from_slice(&40u64.to_le_bytes()); // first usable
+        set_header_fields(&mut backup, 8191, 1, 8191 - 32 - 1, 8191 - 32);
+        disk[last..last + HEADER_LEN].copy_from_slice(&backup);
+        assert!(matches!(
+            validate_gpt(&disk, SECTOR, 8192),
+            Err(GptError::InvalidHeader(m)) if m.contains("different tables")
+        ));
     }
 
     #[test]

@@ -13,7 +13,7 @@ mod mbr;
 
 pub use detect::{detect_sector_size, DetectError, SectorSizeEvidence, DETECT_HEAD_LEN};
 pub use gpt::{
-    parse_primary_header, plan_relocation, validate_gpt, GptError, GptHeader, Relocation,
+    parse_header_sector, plan_relocation, validate_gpt, GptError, GptHeader, Relocation,
 };
 
 use reliquary_image::{Partition, PartitionScheme, PartitionTable, ReadAt};

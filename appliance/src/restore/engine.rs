@@ -2,6 +2,7 @@
 //! the TUI both call [`restore`]; neither orchestrates on its own.
 
 use std::fs::File;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
@@ -120,14 +121,29 @@ pub fn restore(
     };
     let mut options = request.options;
     options.only_differences |= request.mode != RestoreMode::Full;
-    let reports = pipeline::run(
-        request.image,
-        targets.into_iter().zip(unmapped).collect(),
-        &options,
-        request.mode,
-        progress,
-        cancel,
-    );
+    // A bug that panics must still leave an end record for every start.
+    let reports = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        pipeline::run(
+            request.image,
+            targets.into_iter().zip(unmapped).collect(),
+            &options,
+            request.mode,
+            progress,
+            cancel,
+        )
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let error = Arc::new(RestoreError::Internal(what));
+        infos
+            .iter()
+            .map(|_| RestoreReport::not_written(RestoreError::AllTargets(Arc::clone(&error))))
+            .collect()
+    });
     let runs = infos
         .into_iter()
         .zip(reports)

@@ -203,6 +203,11 @@ pub enum RestoreError {
     #[error("the GPT cannot be moved to the end of this disk: {0}")]
     Gpt(#[from] GptError),
     #[error(
+        "refusing to write this image: its GPT does not validate ({0}), so the disk would \
+         not validate either; capture the source again after repairing its table"
+    )]
+    ImageGpt(#[source] GptError),
+    #[error(
         "the GPT read back from the disk does not validate ({0}); the disk did not \
          store what was written: replace it"
     )]
@@ -213,6 +218,11 @@ pub enum RestoreError {
     BackupGptReadback { offset: u64 },
     #[error("the restore was cancelled")]
     Cancelled,
+    #[error(
+        "the restore stopped on an internal error ({0}); what the disk holds is unknown: \
+         do not boot it, and restore it again"
+    )]
+    Internal(String),
     /// A failure of the shared reading of the image, which stops every
     /// target of a restore onto several at once.
     #[error("{0}")]
@@ -225,6 +235,7 @@ impl RestoreError {
     pub fn exit_class(&self) -> ExitClass {
         match self {
             RestoreError::Refused(_)
+            | RestoreError::ImageGpt(_)
             | RestoreError::NotAWholeDisk { .. }
             | RestoreError::TargetIsImage { .. } => ExitClass::Refused,
             RestoreError::Sys(e) => e.exit_class(),

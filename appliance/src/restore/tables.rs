@@ -7,7 +7,7 @@ use std::fs::File;
 use reliquary_image::{ChunkDecoder, ExtentKind, Image, PartitionScheme, PlacedExtent, ReadAt};
 
 use super::{RestoreError, WIPE_BYTES};
-use crate::partition::{parse_primary_header, plan_relocation, validate_gpt};
+use crate::partition::{parse_header_sector, plan_relocation, validate_gpt};
 
 /// Bytes the restore writes over what the image holds at `offset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,12 +85,19 @@ impl TablePlan {
             image.manifest().partition_table.scheme,
             PartitionScheme::Gpt { .. }
         );
-        if !is_gpt || target_sectors <= image_sectors {
+        if !is_gpt {
+            return Ok(plan);
+        }
+        if target_sectors <= image_sectors {
+            // Written as it is: validated now, so that a table the
+            // read-back would refuse is never written.
+            validate_gpt(&image_table(image)?, image.sector_size(), image_sectors)
+                .map_err(RestoreError::ImageGpt)?;
             return Ok(plan);
         }
         let ss = sector as usize;
         let head = read_image_bytes(image, 0, 2 * ss)?;
-        let header = parse_primary_header(&head[ss..], image_sectors)?;
+        let header = parse_header_sector(&head[ss..], image_sectors)?;
         let entries = read_image_bytes(
             image,
             header.entries_lba * sector,
@@ -158,6 +165,33 @@ impl TablePlan {
     pub fn in_areas(&self, extent: &PlacedExtent) -> bool {
         extent.start_sector < self.head_end || extent.end_sector() > self.tail_start
     }
+}
+
+/// The image's GPT (both headers and both entry arrays) over zeros, read
+/// from its verified chunks: what [`validate_gpt`] reads of the disk.
+fn image_table(image: &Image<File>) -> Result<Overlay, RestoreError> {
+    let sector = u64::from(image.sector_size());
+    let image_sectors = image.manifest().source.size_sectors;
+    let last = image_sectors.saturating_sub(1) * sector;
+    let mut parts = Vec::new();
+    for header_at in [sector, last] {
+        let header_sector = read_image_bytes(image, header_at, sector as usize)?;
+        let header =
+            parse_header_sector(&header_sector, image_sectors).map_err(RestoreError::ImageGpt)?;
+        let entries_at = header.entries_lba * sector;
+        let entries_len = u64::from(header.entry_count) * u64::from(header.entry_size);
+        let entries_len = entries_len.min(image_sectors * sector - entries_at) as usize;
+        parts.push((
+            entries_at,
+            read_image_bytes(image, entries_at, entries_len)?,
+        ));
+        parts.push((header_at, header_sector));
+    }
+    parts.push((0, read_image_bytes(image, 0, sector as usize)?));
+    Ok(Overlay {
+        len: image_sectors * sector,
+        parts,
+    })
 }
 
 /// Reads `len` bytes of the image's disk from `offset`, every data chunk
