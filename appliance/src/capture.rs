@@ -25,6 +25,7 @@ use reliquary_image::{
 use crate::discover::{DevNum, MountEntry};
 use crate::exit::ExitClass;
 use crate::fsmap;
+use crate::io::is_zero;
 use crate::partition;
 use crate::sys::{self, AlignedBuf};
 
@@ -669,13 +670,6 @@ pub fn split_window(
         }
     }
     runs
-}
-
-/// Branch-light zero test that the compiler vectorises.
-pub fn is_zero(bytes: &[u8]) -> bool {
-    bytes
-        .chunks(256)
-        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod discover;
 pub mod exit;
 pub mod fsmap;
 pub mod fuzzing;
+pub mod io;
 pub mod operators;
 pub mod partition;
 pub mod report;

@@ -4,9 +4,12 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use reliquary_image::{ChunkDecoder, ExtentKind, Image, ImageError, PlacedExtent};
+
+use crate::io::workers_within_budget;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
@@ -31,25 +34,75 @@ pub fn verify_chunks(
     image: &Image<File>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), ImageError> {
-    let chunk_count = image.index().chunks.len() as u32;
-    let first_failure = (0..chunk_count)
-        .into_par_iter()
-        .map_init(
-            || (ChunkDecoder::new(), Vec::new(), Vec::new()),
-            |(decoder, stored, raw), chunk| {
-                let result = image.read_stored(chunk, stored).and_then(|entry| {
-                    decoder.decode(chunk, &entry, stored, raw, image.chunk_sectors(chunk))
-                });
-                progress(stored.len() as u64);
-                result.err().map(|e| (image.chunk_sectors(chunk).0, e))
-            },
-        )
-        .flatten()
-        .min_by_key(|(sector, _)| *sector);
-    match first_failure {
+    let chunk_count = image.index().chunks.len();
+    let first_failure: Mutex<Option<(u64, ImageError)>> = Mutex::new(None);
+    on_chunk_workers(image, chunk_count, |state, i| {
+        let chunk = i as u32;
+        let result = image
+            .read_stored(chunk, &mut state.stored)
+            .and_then(|entry| {
+                let sectors = image.chunk_sectors(chunk);
+                state
+                    .decoder
+                    .decode(chunk, &entry, &state.stored, &mut state.raw, sectors)
+            });
+        progress(state.stored.len() as u64);
+        if let Err(e) = result {
+            let sector = image.chunk_sectors(chunk).0;
+            let mut first = first_failure.lock().unwrap_or_else(|e| e.into_inner());
+            if first.as_ref().is_none_or(|(at, _)| sector < *at) {
+                *first = Some((sector, e));
+            }
+        }
+        true
+    });
+    match first_failure
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+    {
         Some((_, e)) => Err(e),
         None => Ok(()),
     }
+}
+
+/// A worker's reusable decoding state: a stored and a decoded chunk.
+#[derive(Default)]
+struct ChunkWork {
+    decoder: ChunkDecoder,
+    stored: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+/// Calls `work` for every index in `0..count` on as many threads as the
+/// cores and the buffer budget allow (each holds a stored and a decoded
+/// chunk), until `work` returns false. Threads of their own rather than
+/// rayon's, whose per-split state could not be counted.
+fn on_chunk_workers(
+    image: &Image<File>,
+    count: usize,
+    work: impl Fn(&mut ChunkWork, usize) -> bool + Sync,
+) {
+    let chunk_size = image.manifest().chunk_size as usize;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = workers_within_budget(2 * chunk_size, cores).min(count);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut state = ChunkWork::default();
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return;
+                    }
+                    if !work(&mut state, i) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// Writes the whole raw disk to a new file `out`, sparse where zero.
@@ -93,21 +146,33 @@ fn write_extents(
         .extents()
         .filter(|e| matches!(e.kind, ExtentKind::Data { .. }))
         .collect();
-    data.par_iter().try_for_each_init(
-        || (ChunkDecoder::new(), Vec::new(), Vec::new()),
-        |(decoder, stored, raw), extent| -> Result<(), ExtractError> {
-            let ExtentKind::Data { chunk } = extent.kind else {
-                return Ok(());
-            };
-            let entry = image.read_stored(chunk, stored)?;
+    let failure: Mutex<Option<ExtractError>> = Mutex::new(None);
+    on_chunk_workers(image, data.len(), |state, i| {
+        let extent = &data[i];
+        let ExtentKind::Data { chunk } = extent.kind else {
+            return true;
+        };
+        let result = (|| -> Result<(), ExtractError> {
+            let entry = image.read_stored(chunk, &mut state.stored)?;
             let sectors = (extent.start_sector, extent.end_sector());
-            decoder.decode(chunk, &entry, stored, raw, sectors)?;
+            state
+                .decoder
+                .decode(chunk, &entry, &state.stored, &mut state.raw, sectors)?;
             let offset = extent.start_sector * sector;
-            file.write_all_at(raw, offset)
+            file.write_all_at(&state.raw, offset)
                 .map_err(|e| write_err(offset, e))?;
-            progress(raw.len() as u64);
+            progress(state.raw.len() as u64);
             Ok(())
-        },
-    )?;
+        })();
+        let Err(e) = result else { return true };
+        failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(e);
+        false
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
     file.sync_all().map_err(|e| write_err(0, e))
 }

@@ -15,7 +15,7 @@ use reliquary_image::{ExtentKind, Image, PlacedExtent, ReadAt};
 
 use super::tables::{Edit, TablePlan};
 use super::{CancelToken, RestoreError};
-use crate::capture::is_zero;
+use crate::io::{is_zero, workers_within_budget, Gate};
 use crate::partition::validate_gpt;
 use crate::sys::{self, AlignedBuf};
 
@@ -293,6 +293,12 @@ pub(crate) fn walk_disks(
         free: Mutex::new(Vec::new()),
         len: chunk.max(zero_piece) as usize,
     };
+    // A piece holds one buffer, two with several disks (the first disk's
+    // bytes are kept to compare the others' with): 64 MiB chunks on many
+    // cores or many disks must not multiply into gigabytes.
+    let per_piece = buffers.len * disks.len().min(2);
+    let threads = rayon::current_num_threads();
+    let gate = Gate::new(workers_within_budget(per_piece, threads));
     let mut failed: Vec<Option<RestoreError>> = disks.iter().map(|_| None).collect();
     let mut current: Vec<ExtentVerdict> = disks.iter().map(|_| ExtentVerdict::default()).collect();
     while failed.iter().any(Option::is_none) {
@@ -307,6 +313,7 @@ pub(crate) fn walk_disks(
                 if cancel.is_cancelled() {
                     return Err(RestoreError::Cancelled);
                 }
+                let _permit = gate.enter();
                 judge_piece(disks, &live, piece, &buffers, progress)
             })
             .collect::<Result<Vec<_>, _>>()?;

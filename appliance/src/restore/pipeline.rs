@@ -24,14 +24,11 @@ use super::{
     WIPE_BYTES,
 };
 use crate::audit::{RestoreMode, Unmapped};
+use crate::io::{workers_within_budget, Gate, BUFFER_BUDGET_BYTES};
 use crate::partition::validate_gpt;
 use crate::sys::{self, AlignedBuf};
 
 const IO_ALIGNMENT: usize = 4096;
-
-/// The most bytes the write pipeline's buffers may hold, whatever the
-/// chunk size and the number of cores.
-const POOL_BUDGET_BYTES: usize = 192 << 20;
 
 /// Restores `image` onto every target at once, and returns one report per
 /// target, in order. Each chunk is read and verified once and written to
@@ -299,9 +296,16 @@ fn run_stages(
     let differing = spread_bulk(image, lanes, &meters, Region::Compared, opts, cancel);
     apply_bulk(lanes, differing);
 
+    // Each target decodes its table areas' chunks on its own (a stored
+    // and a decoded chunk at a time): eight targets with 64 MiB chunks
+    // took a gigabyte until they took turns within the budget.
+    let chunk_size = image.manifest().chunk_size as usize;
+    let tables_gate = Gate::new(workers_within_budget(2 * chunk_size, lanes.len()));
     std::thread::scope(|scope| {
         for (lane, meter) in lanes.iter_mut().zip(&meters).filter(|(l, _)| l.live()) {
+            let gate = &tables_gate;
             scope.spawn(move || {
+                let _permit = gate.enter();
                 if let Err(e) = write_tables(image, lane, opts, meter, cancel) {
                     lane.fail(e);
                 }
@@ -961,10 +965,10 @@ fn spread_chunks(
     // chunks and one third for stored ones, so 64 MiB chunks on many cores
     // cannot multiply into gigabytes. The targets share the decoded ones.
     let fit = |share: usize, wanted: usize| (share / chunk_size.max(1)).clamp(1, wanted);
-    let buffers = fit(POOL_BUDGET_BYTES * 2 / 3, threads * 2 + 2).max(2);
+    let buffers = fit(BUFFER_BUDGET_BYTES * 2 / 3, threads * 2 + 2).max(2);
     // Stored bytes are read into reused buffers too: allocating and
     // zero-filling a fresh one per chunk costs as much as a core's hashing.
-    let stored_buffers = fit(POOL_BUDGET_BYTES / 3, threads + 2);
+    let stored_buffers = fit(BUFFER_BUDGET_BYTES / 3, threads + 2);
     let (pool_tx, pool_rx) = sync_channel::<AlignedBuf>(buffers);
     let (stored_tx, stored_rx) = sync_channel::<AlignedBuf>(stored_buffers);
     for (pool, count) in [(&pool_tx, buffers), (&stored_tx, stored_buffers)] {
