@@ -527,6 +527,9 @@ fn restored_onto_larger(
     cancel: &CancelToken,
 ) -> Result<CheckReport, RestoreError> {
     let sector = u64::from(image.sector_size());
+    if disk_bytes / sector <= image.manifest().source.size_sectors {
+        return Ok(exact);
+    }
     let tables = TablePlan::new(image, disk_bytes / sector)?;
     let explained_by_edits = exact.mismatches.iter().all(|m| {
         tables
