@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # File-system-aware capture (issue #11) against partclone + zstd and
-# zstd | dd, in one run. Results and how to read them: BENCHMARKS.md,
-# section "Used-cluster capture (issue #11)".
+# zstd | dd, in one run. Results: BENCHMARKS.md (current figures) and
+# benches/HISTORY.md, section "Used-cluster capture (issue #11)".
 #
 #   benches/fs_capture.sh [DIR]
 #

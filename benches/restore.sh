@@ -2,7 +2,8 @@
 # Restore benchmark (issue 3): `reliquary restore` against dd, bmaptool and
 # zstd | dd, onto a loop device, in a field profile (cgroup v1 blkio
 # throttling: source 200 MB/s, target 450 MB/s) and unthrottled. Results
-# and how to read them: BENCHMARKS.md, section "Restore".
+# and how to read them: BENCHMARKS.md (current) and benches/HISTORY.md,
+# section "Restore".
 #
 # Run as root from the repository root:   benches/restore.sh
 #   WORK=/path   working directory (default /work/bench-restore, ~12 GiB

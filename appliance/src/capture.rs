@@ -542,7 +542,7 @@ fn free_ranges(
 /// clusters lie scattered, and a disk serves many small reads at once
 /// faster than one after another: on the 64 GiB benchmark disk, 16 (with
 /// O_DIRECT) took the capture from 1.2–1.3× to 1.14× the time of the 8 GiB
-/// one with the same files (BENCHMARKS.md, run 5).
+/// one with the same files (benches/HISTORY.md, run 5).
 const READERS: usize = 16;
 
 /// The most bytes the windows in flight may hold, whatever the chunk size
