@@ -9,7 +9,6 @@ use std::path::PathBuf;
 
 use crate::discover::Disk;
 use crate::exit::ExitClass;
-use crate::sys::SysError;
 
 /// What the image needs of its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,17 +113,6 @@ impl Refusal {
     /// Refusals exit with 4.
     pub fn exit_class(&self) -> ExitClass {
         ExitClass::Refused
-    }
-
-    /// The refusal a failed exclusive open amounts to, if it is one
-    /// ([`SysError::Busy`] from [`open_exclusive_for_write`](crate::sys::open_exclusive_for_write)).
-    pub fn from_open_error(err: &SysError) -> Option<Refusal> {
-        match err {
-            SysError::Busy { path } => Some(Refusal::Busy {
-                device: path.clone(),
-            }),
-            _ => None,
-        }
     }
 }
 
@@ -356,20 +344,9 @@ mod tests {
 
     #[test]
     fn busy_is_a_refusal() {
-        let busy = SysError::Busy {
-            path: "/dev/sdb".into(),
+        let r = Refusal::Busy {
+            device: "/dev/sdb".into(),
         };
-        let r = Refusal::from_open_error(&busy).expect("busy is a refusal");
-        assert_eq!(
-            r,
-            Refusal::Busy {
-                device: "/dev/sdb".into()
-            }
-        );
-        let other = SysError::UnsupportedTarget {
-            path: "/dev/sdb".into(),
-        };
-        assert_eq!(Refusal::from_open_error(&other), None);
         assert_eq!(r.exit_class(), ExitClass::Refused);
         assert!(r.to_string().contains("exclusively"), "{r}");
     }

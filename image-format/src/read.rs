@@ -250,7 +250,7 @@ impl<S: ReadAt> SealedImage<S> {
                 return Err(ImageError::BadSignature { index, key_id });
             }
             let statement = decode_statement(entry)?;
-            let status = if trust.revoked_keys.contains(&key_id) {
+            let status = if trust.is_key_revoked(&key_id) {
                 revoked.push(key_id.clone());
                 SignerStatus::Revoked
             } else {
@@ -264,7 +264,7 @@ impl<S: ReadAt> SealedImage<S> {
                 status,
             });
         }
-        if trusted_ids.len() < trust.threshold {
+        if trusted_ids.len() < trust.threshold() {
             let mut detail = String::new();
             if !revoked.is_empty() {
                 detail += &format!("; revoked keys signed: {}", revoked.join(", "));
@@ -280,12 +280,12 @@ impl<S: ReadAt> SealedImage<S> {
             }
             return Err(ImageError::ThresholdNotMet {
                 valid: trusted_ids.len(),
-                required: trust.threshold,
+                required: trust.threshold(),
                 detail,
             });
         }
         let manifest: Manifest = decode_exact(&self.manifest_bytes, SectionName::Manifest)?;
-        if trust.revoked_images.contains(&manifest.image_uuid) {
+        if trust.is_image_revoked(&manifest.image_uuid) {
             return Err(ImageError::RevokedImage(manifest.image_uuid));
         }
         self.finish(manifest, signers, Trust::Verified)

@@ -63,9 +63,9 @@ pub struct TrustedKey {
 #[derive(Debug, Clone)]
 pub struct TrustStore {
     keys: BTreeMap<String, TrustedKey>,
-    pub threshold: usize,
-    pub revoked_keys: BTreeSet<String>,
-    pub revoked_images: BTreeSet<Uuid>,
+    threshold: usize,
+    revoked_keys: BTreeSet<String>,
+    revoked_images: BTreeSet<Uuid>,
     digest: [u8; 32],
     operators: Option<String>,
 }
@@ -182,6 +182,21 @@ impl TrustStore {
     }
 
     /// The trusted key with this key id, if any.
+    /// Distinct trusted keys an image's signatures must come from.
+    pub fn threshold(&self) -> usize {
+        self.threshold
+    }
+
+    /// Whether the policy revokes the key with this id.
+    pub fn is_key_revoked(&self, key_id: &str) -> bool {
+        self.revoked_keys.contains(key_id)
+    }
+
+    /// Whether the policy revokes the image with this UUID.
+    pub fn is_image_revoked(&self, image: &Uuid) -> bool {
+        self.revoked_images.contains(image)
+    }
+
     pub fn key(&self, key_id: &str) -> Option<&TrustedKey> {
         self.keys.get(key_id)
     }

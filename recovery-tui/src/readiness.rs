@@ -40,15 +40,15 @@ pub fn check(config: &SessionConfig) -> Vec<StickProblem> {
         Ok(trust) => {
             let usable = trust
                 .keys()
-                .filter(|k| !trust.revoked_keys.contains(&k.key.key_id()))
+                .filter(|k| !trust.is_key_revoked(&k.key.key_id()))
                 .count();
-            if usable < trust.threshold {
+            if usable < trust.threshold() {
                 problem(
                     "trust store",
                     format!(
                         "its policy needs {} signatures but it holds only {usable} usable key(s), \
                          so no image can ever be trusted",
-                        trust.threshold
+                        trust.threshold()
                     ),
                     BACK_TO_ENGINEER,
                 );

@@ -95,11 +95,8 @@ fn classify(
     match error {
         ImageError::RevokedImage(_) => TrustStatus::Revoked,
         ImageError::ThresholdNotMet { .. } | ImageError::NoSignatures => {
-            let revoked_signer = claimed_signers.is_some_and(|signers| {
-                signers
-                    .iter()
-                    .any(|s| trust.revoked_keys.contains(&s.key_id))
-            });
+            let revoked_signer = claimed_signers
+                .is_some_and(|signers| signers.iter().any(|s| trust.is_key_revoked(&s.key_id)));
             if revoked_signer {
                 TrustStatus::Revoked
             } else {
