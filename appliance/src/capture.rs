@@ -192,7 +192,14 @@ pub fn capture(
     }
     let (partition_table, partition_note) =
         partition::summarize(source, sector, size / u64::from(sector));
-    let plans = fsmap::plan_partitions(source, size, &partition_table, sector, opts.all_sectors);
+    let plans = fsmap::plan_partitions(
+        source,
+        size,
+        &partition_table,
+        sector,
+        opts.all_sectors,
+        min_hole_bytes(size),
+    );
     let free = free_ranges(&plans, &partition_table, sector);
     let partition_captures = plans.into_iter().map(|p| p.record).collect();
     if out.symlink_metadata().is_ok() {

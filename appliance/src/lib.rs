@@ -9,6 +9,7 @@ pub mod fsmap;
 pub mod fuzzing;
 pub mod io;
 pub mod operators;
+pub mod ops;
 pub mod partition;
 pub mod report;
 pub mod restore;

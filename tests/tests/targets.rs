@@ -94,3 +94,79 @@ fn a_checked_disk_is_described_by_its_identity() {
         }
     );
 }
+
+/// Issue 21: `targets` listed the disks without the refusals its help
+/// promised; it now gives the answer the TUI's list is built from
+/// (`ops::targets`): every reason a disk may not take the image.
+#[test]
+fn targets_for_an_image_name_every_refusal_of_a_disk() {
+    let Some(small) = LoopDevice::attach(8 << 20, None) else {
+        return;
+    };
+    let Some(other_sectors) = LoopDevice::attach(32 << 20, Some(4096)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, vec![7u8; 16 << 20]).expect("raw disk");
+    let key = dir.path().join("key");
+    let reliquary = |args: &[&str]| {
+        let out = Command::new(reliquary_bin())
+            .args(args)
+            .output()
+            .expect("run reliquary");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        out
+    };
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    reliquary(&["keygen", "--out", &s(&key), "--name", "t"]);
+    let image = dir.path().join("disk.rimg");
+    reliquary(&[
+        "capture",
+        &s(&raw),
+        "-o",
+        &s(&image),
+        "--key",
+        &s(&key),
+        "--name",
+        "disk",
+        "--sector-size",
+        "512",
+    ]);
+    let out = reliquary(&["targets", "--include-loop", "--image", &s(&image), "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let refusals_of = |lo: &LoopDevice| -> Vec<String> {
+        let path = lo.path().to_string_lossy().into_owned();
+        let disk = listed
+            .as_array()
+            .expect("an array")
+            .iter()
+            .find(|d| d["path"] == path.as_str())
+            .unwrap_or_else(|| panic!("{path} not listed: {listed:#}"));
+        disk["refusals"]
+            .as_array()
+            .expect("refusals")
+            .iter()
+            .map(|r| r.as_str().expect("a message").to_string())
+            .collect()
+    };
+    let small_refusals = refusals_of(&small);
+    assert!(
+        small_refusals.iter().any(|r| r.contains("the image needs")),
+        "{small_refusals:?}"
+    );
+    let other_refusals = refusals_of(&other_sectors);
+    assert!(
+        other_refusals
+            .iter()
+            .any(|r| r.contains("logical sectors are 4096")),
+        "{other_refusals:?}"
+    );
+    // Without an image, only what holds for any image: none of these.
+    let out = reliquary(&["targets", "--include-loop"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!table.contains("the image needs"), "{table}");
+    let out = reliquary(&["targets", "--include-loop", "--image", &s(&image)]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("refused: it holds"), "{table}");
+}

@@ -20,6 +20,7 @@ use reliquary_image::{
     ExtentKind, Image, Meaning, PartitionScheme, SignerStatement, Trust, TrustStore,
 };
 
+use super::inputs::open_image;
 use super::output::{self, print_result, FileError};
 use super::progress::{human_bytes, Meter};
 use super::restore::AuditArgs;
@@ -408,25 +409,6 @@ pub fn extract_cmd(args: ExtractArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Opens an image file and checks its framing.
-pub fn open_image(path: &Path) -> anyhow::Result<reliquary_image::SealedImage<File>> {
-    let file = reliquary_image::regular_file::open(path)
-        .map_err(|e| FileError::new("cannot open image", path, e))?;
-    Ok(reliquary_image::open(file).map_err(|source| NotAnImage {
-        path: path.to_path_buf(),
-        source,
-    })?)
-}
-
-/// An image file whose framing is broken.
-#[derive(Debug, thiserror::Error)]
-#[error("{} is not a valid image", path.display())]
-pub struct NotAnImage {
-    pub path: PathBuf,
-    #[source]
-    pub source: reliquary_image::ImageError,
 }
 
 fn signer_name(explicit: Option<String>, key_path: &Path) -> anyhow::Result<String> {

@@ -9,6 +9,7 @@ use reliquary_appliance::exit::ExitClass;
 
 mod audit;
 mod image;
+mod inputs;
 mod operators;
 pub mod output;
 mod progress;

@@ -82,6 +82,15 @@ impl FileError {
     }
 }
 
+/// An image file whose framing is broken.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is not a valid image", path.display())]
+pub struct NotAnImage {
+    pub path: PathBuf,
+    #[source]
+    pub source: reliquary_image::ImageError,
+}
+
 /// The machine-readable name of an exit class.
 pub fn class_name(class: ExitClass) -> &'static str {
     match class {
@@ -140,10 +149,7 @@ pub fn path(err: &anyhow::Error) -> Option<String> {
     let found = err
         .downcast_ref::<FileError>()
         .map(|e| e.path.clone())
-        .or_else(|| {
-            err.downcast_ref::<super::image::NotAnImage>()
-                .map(|e| e.path.clone())
-        })
+        .or_else(|| err.downcast_ref::<NotAnImage>().map(|e| e.path.clone()))
         .or_else(|| err.downcast_ref::<AuditError>().and_then(audit_path))
         .or_else(|| match err.downcast_ref::<ReportError>() {
             Some(

@@ -26,7 +26,7 @@ use reliquary_appliance::restore::{
 };
 use reliquary_image::{Image, TrustStore};
 
-use super::image::open_image;
+use super::inputs::open_image;
 use super::output::{self, FileError};
 use super::progress::{human_bytes, Meter};
 use super::UsageError;

@@ -1,4 +1,5 @@
-//! `reliquary targets`: the disks an image could be restored onto.
+//! `reliquary targets`: the disks an image could be restored onto, and why
+//! the others may not, as the operations layer lists them for the TUI too.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,12 +8,17 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use reliquary_appliance::discover::{self, Disk, SystemPaths};
+use reliquary_appliance::discover::Disk;
+use reliquary_appliance::ops::{self, TargetChoice, TargetQuery};
+use reliquary_appliance::safety::TargetRequirement;
 
+use super::inputs::open_image;
 use super::progress::human_bytes;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  reliquary targets --vault /media/vault --json")]
+#[command(
+    after_help = "Example:\n  reliquary targets --vault /media/vault --image /media/vault/hmi-7.rimg --json"
+)]
 pub struct TargetsArgs {
     /// Also list loop devices that have a file attached.
     #[arg(long)]
@@ -20,27 +26,43 @@ pub struct TargetsArgs {
     /// The vault directory images are read from; its disk is marked VAULT.
     #[arg(long, value_name = "DIR")]
     vault: Option<PathBuf>,
+    /// The image to restore: disks too small for it or with other sectors
+    /// are refused too, and its own disk is marked IMAGE. Its manifest is
+    /// read, not verified.
+    #[arg(long, value_name = "IMAGE")]
+    image: Option<PathBuf>,
 }
 
 pub fn run(args: TargetsArgs) -> anyhow::Result<ExitCode> {
-    let paths = SystemPaths {
-        vault: args.vault,
-        image: None,
+    let requirement = match &args.image {
+        Some(path) => {
+            let (manifest, _) = open_image(path)?.claims()?;
+            Some(TargetRequirement {
+                min_size_bytes: manifest.logical_bytes(),
+                logical_sector_size: manifest.source.logical_sector_size,
+            })
+        }
+        None => None,
     };
-    let disks =
-        discover::discover_system(args.include_loop, &paths).context("could not list the disks")?;
+    let choices = ops::targets(&TargetQuery {
+        include_loop: args.include_loop,
+        vault: args.vault.as_deref(),
+        image: args.image.as_deref(),
+        requirement,
+    })
+    .context("could not list the disks")?;
     let mut out = std::io::stdout().lock();
     if super::output::get().json {
-        serde_json::to_writer_pretty(&mut out, &disks).context("could not write JSON")?;
+        serde_json::to_writer_pretty(&mut out, &choices).context("could not write JSON")?;
         writeln!(out)?;
     } else {
-        write_table(&mut out, &disks)?;
+        write_table(&mut out, &choices)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_table(out: &mut impl Write, disks: &[Disk]) -> std::io::Result<()> {
-    if disks.is_empty() {
+fn write_table(out: &mut impl Write, choices: &[TargetChoice]) -> std::io::Result<()> {
+    if choices.is_empty() {
         return writeln!(out, "No disks found.");
     }
     writeln!(
@@ -48,7 +70,7 @@ fn write_table(out: &mut impl Write, disks: &[Disk]) -> std::io::Result<()> {
         "{:<16} {:>10} {:>9} {:<9} {:<24} {:<20} FLAGS",
         "PATH", "SIZE", "SECTORS", "TRANSPORT", "MODEL", "SERIAL"
     )?;
-    for disk in disks {
+    for TargetChoice { disk, refusals } in choices {
         writeln!(
             out,
             "{:<16} {:>10} {:>9} {:<9} {:<24} {:<20} {}",
@@ -85,6 +107,15 @@ fn write_table(out: &mut impl Write, disks: &[Disk]) -> std::io::Result<()> {
                 write!(out, " mounted on {}", mounted.join(", "))?;
             }
             writeln!(out)?;
+        }
+        let prefix = format!("refusing to write {}: ", disk.path.display());
+        for refusal in refusals {
+            let reason = refusal.to_string();
+            writeln!(
+                out,
+                "  refused: {}",
+                reason.strip_prefix(&prefix).unwrap_or(&reason)
+            )?;
         }
     }
     Ok(())

@@ -18,8 +18,8 @@ use std::ops::Range;
 use reliquary_image::{CaptureMode, FileSystemKind, PartitionCapture, PartitionTable, ReadAt};
 
 /// Free runs shorter than this are kept as data: they save little and
-/// would bloat the index on a fragmented volume. Larger disks keep longer
-/// ones too (see [`min_hole_bytes`](crate::capture::min_hole_bytes)).
+/// would bloat the index on a fragmented volume. Capture asks for longer
+/// ones on larger disks (its `min_hole_bytes`).
 pub const MIN_UNMAPPED_BYTES: u64 = 64 << 10;
 
 /// How one partition will be captured.
@@ -81,16 +81,18 @@ impl<S: ReadAt + ?Sized> PartitionBytes<'_, S> {
     }
 }
 
-/// Plans the capture of every partition of `table`. With `all_sectors`,
-/// every partition keeps every sector, as asked.
+/// Plans the capture of every partition of `table`, keeping free runs of
+/// at least `min_free_run` bytes (never less than [`MIN_UNMAPPED_BYTES`]).
+/// With `all_sectors`, every partition keeps every sector, as asked.
 pub fn plan_partitions<S: ReadAt + ?Sized>(
     disk: &S,
     disk_bytes: u64,
     table: &PartitionTable,
     sector_size: u32,
     all_sectors: bool,
+    min_free_run: u64,
 ) -> Vec<PartitionPlan> {
-    let min_run = MIN_UNMAPPED_BYTES.max(crate::capture::min_hole_bytes(disk_bytes));
+    let min_run = MIN_UNMAPPED_BYTES.max(min_free_run);
     table
         .partitions
         .iter()

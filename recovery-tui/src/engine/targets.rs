@@ -1,5 +1,7 @@
 //! The disks and files an image could be restored onto, with every reason
-//! a disk may not be.
+//! a disk may not be: the disks and their refusals from the operations
+//! layer (`ops::targets`, as `reliquary targets` lists them), drawn as
+//! candidates with their confirmation codes.
 
 use std::collections::hash_map::RandomState;
 use std::fs::File;
@@ -8,10 +10,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use reliquary_appliance::audit::AuditLog;
-use reliquary_appliance::discover::{discover_system, Disk, SystemPaths};
+use reliquary_appliance::ops::{self, TargetChoice};
 use reliquary_appliance::restore::records::interrupted_restores;
 use reliquary_appliance::restore::{already_written_percent, TargetIdentity, TargetInfo};
-use reliquary_appliance::safety::{refusals, Refusal, TargetRequirement};
+use reliquary_appliance::safety::{Refusal, TargetRequirement};
 use reliquary_image::Image;
 
 use crate::model::{ResumeOffer, TargetCandidate, TargetKind, TargetList};
@@ -31,18 +33,17 @@ pub struct TargetQuery<'a> {
 
 /// Discovers the disks (and lists the `--target-file` files) for an image.
 pub fn load_targets(query: &TargetQuery<'_>) -> TargetList {
-    let paths = SystemPaths {
-        vault: Some(query.vault.to_path_buf()),
-        image: Some(query.image_path.to_path_buf()),
-    };
-    let (disks, discovery_error) = match discover_system(query.include_loop, &paths) {
-        Ok(disks) => (disks, None),
+    let choices = ops::targets(&ops::TargetQuery {
+        include_loop: query.include_loop,
+        vault: Some(query.vault),
+        image: Some(query.image_path),
+        requirement: Some(query.requirement),
+    });
+    let (choices, discovery_error) = match choices {
+        Ok(choices) => (choices, None),
         Err(e) => (Vec::new(), Some(error_chain(&e))),
     };
-    let mut items: Vec<TargetCandidate> = disks
-        .iter()
-        .map(|d| disk_candidate(d, &query.requirement))
-        .collect();
+    let mut items: Vec<TargetCandidate> = choices.iter().map(disk_candidate).collect();
     items.extend(query.target_files.iter().map(|p| file_candidate(p, query)));
     TargetList {
         loading: false,
@@ -82,7 +83,8 @@ pub fn offer_resumes(list: &mut TargetList, image: &Image<File>, log: &AuditLog)
 }
 
 /// A discovered disk as a candidate, with its refusals.
-pub fn disk_candidate(disk: &Disk, requirement: &TargetRequirement) -> TargetCandidate {
+pub fn disk_candidate(choice: &TargetChoice) -> TargetCandidate {
+    let disk = &choice.disk;
     let serial = disk.serial.clone().filter(|s| s.chars().count() >= 4);
     let (confirm_code, code_is_serial) = match &serial {
         Some(s) => (s.chars().skip(s.chars().count() - 4).collect(), true),
@@ -111,7 +113,8 @@ pub fn disk_candidate(disk: &Disk, requirement: &TargetRequirement) -> TargetCan
                 text
             })
             .collect(),
-        refusals: refusals(disk, requirement)
+        refusals: choice
+            .refusals
             .iter()
             .map(|r| without_device_prefix(&refusal_text(r), &disk.path))
             .collect(),

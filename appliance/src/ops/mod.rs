@@ -1,0 +1,12 @@
+//! The operations layer: the door a front end (the `reliquary` CLI, the
+//! TUI) goes through for an operation, so that each is written once and
+//! both front ends get the same answer. Front ends parse, confirm, draw and
+//! call these; the engine modules below them do the work. See
+//! `ARCHITECTURE.md`.
+//!
+//! Moved here so far: the list of disks an image may go to, with every
+//! refusal. Restore's one entry is still [`crate::restore::restore`].
+
+mod targets;
+
+pub use targets::{targets, TargetChoice, TargetQuery};
