@@ -219,7 +219,6 @@ const FRONT_ENDS: [(&str, &[&str]); 2] = [
             "report",
             "restore",
             "safety",
-            "verify",
         ],
     ),
 ];

@@ -651,6 +651,51 @@ fn flipped_bit_in_a_data_chunk_names_the_chunk_and_its_sectors() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("UNVERIFIED"));
 }
 
+/// Verify-and-record (`ops::verify_and_record`, the TUI's too): a pass
+/// and a damaged chunk are each one `ImageVerified` record.
+#[test]
+fn verify_with_an_audit_log_records_the_pass_and_the_failure() {
+    let (work, key, _, image) = tamper_fixture();
+    let audit = work.path("audit");
+    ok(&run(&["audit", "init", "--dir", s(&audit)]));
+    let recorded = |image: &Path| {
+        let out = run(&[
+            "verify",
+            s(image),
+            "--trust",
+            s(&pub_of(&key)),
+            "--audit",
+            s(&audit),
+            "--operator",
+            "qa7",
+        ]);
+        let export = run(&["audit", "export", "--format", "jsonl", "--dir", s(&audit)]);
+        ok(&export);
+        let last = String::from_utf8_lossy(&export.stdout)
+            .lines()
+            .last()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("jsonl"))
+            .expect("a record");
+        (out, last)
+    };
+    let (out, record) = recorded(&image);
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit record"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(record["record"]["kind"], "ImageVerified", "{record}");
+    assert_eq!(record["record"]["payload"]["result"], "Passed", "{record}");
+    let chunks = chunks_of(&image);
+    flip_bit(&image, chunks[1].offset + 1000, 3);
+    let (out, record) = recorded(&image);
+    fails(&out, 3, &["chunk 1"]);
+    assert_eq!(record["record"]["kind"], "ImageVerified", "{record}");
+    let reason = record["record"]["payload"]["result"]["Failed"]["reason"].to_string();
+    assert!(reason.contains("chunk 1"), "{record}");
+}
+
 #[test]
 fn flipped_bit_in_a_compressed_chunk_is_caught() {
     let (_work, key, _, image) = tamper_fixture();

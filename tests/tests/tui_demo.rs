@@ -121,6 +121,36 @@ fn demo_restores_the_image_and_logs_it_with_the_operator() {
     );
 }
 
+/// The full check goes through the same door as `reliquary verify`
+/// (`ops::verify_and_record`): shown VERIFIED and recorded with the
+/// signed-in operator.
+#[test]
+fn v_on_the_image_details_verifies_every_chunk_and_records_it() {
+    let Some(demo) = Demo::start("verify", 64) else {
+        return;
+    };
+    let tmux = &demo.tmux;
+    tmux.wait_for("Operator id", START_TIMEOUT);
+    sign_in(tmux, "tech1", "1111");
+    tmux.wait_for("trusted", SCREEN_TIMEOUT);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Image details", SCREEN_TIMEOUT);
+    tmux.keys(&["v"]);
+    tmux.wait_for("VERIFIED", RESTORE_TIMEOUT);
+    tmux.keys(&["q"]);
+    tmux.wait_for("EXITED", SCREEN_TIMEOUT);
+    let records = verified_records(&demo.paths.audit);
+    let verified = find_record(&records, "ImageVerified");
+    assert_eq!(
+        verified["record"]["payload"]["result"], "Passed",
+        "{verified}"
+    );
+    assert_eq!(
+        verified["record"]["meta"]["operator"]["id"], "tech1",
+        "{verified}"
+    );
+}
+
 #[test]
 fn cancelling_mid_restore_leaves_the_target_wiped_and_logs_the_cancel() {
     // A bigger disk keeps the restore running while the keys arrive.

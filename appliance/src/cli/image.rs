@@ -4,6 +4,7 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use clap::Args;
@@ -11,9 +12,10 @@ use serde_json::json;
 
 use reliquary_appliance::capture::{capture, refuse_writable_mounts, CaptureOptions};
 use reliquary_appliance::discover::{self, DevNum};
+use reliquary_appliance::ops::{self, Recording};
 use reliquary_appliance::partition::{self, SectorSizeEvidence};
 use reliquary_appliance::sys;
-use reliquary_appliance::verify::{extract, verify_chunks};
+use reliquary_appliance::verify::extract;
 use reliquary_image::keys::SigningKey;
 use reliquary_image::layout::DEFAULT_CHUNK_SIZE;
 use reliquary_image::{
@@ -25,8 +27,6 @@ use super::output::{self, print_result, FileError};
 use super::progress::{human_bytes, Meter};
 use super::restore::AuditArgs;
 use super::UsageError;
-use reliquary_appliance::audit::{CheckResult, Payload};
-use reliquary_appliance::restore::records::image_ref;
 
 #[derive(Debug, Args)]
 #[command(
@@ -354,27 +354,20 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
 pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let trust = TrustStore::load(&args.trust)?;
     let image = open_image(&args.image)?.verify(&trust)?;
-    let started = Instant::now();
+    let log = args.audit.open_log(&trust)?.map(Mutex::new);
+    let operator = args.audit.operator();
+    let recording = log.as_ref().map(|log| Recording {
+        log,
+        operator: &operator,
+    });
     let meter = Meter::terminal_only("verify", image.manifest().stored_bytes);
-    let result = verify_chunks(&image, &|n| meter.add(n));
+    let verification = ops::verify_and_record(&image, recording, &|n| meter.add(n));
     meter.finish();
-    if let Some(mut log) = args.audit.open_log(&trust)? {
-        let record = log.append(
-            &args.audit.operator(),
-            Payload::ImageVerified {
-                image: image_ref(&image),
-                result: match &result {
-                    Ok(()) => CheckResult::Passed,
-                    Err(e) => CheckResult::Failed {
-                        reason: e.to_string(),
-                    },
-                },
-            },
-        )?;
-        output::info(format!("audit record {}", record.seq));
+    if let Some(record) = verification.record {
+        output::info(format!("audit record {}", record?));
     }
-    result?;
-    let seconds = started.elapsed().as_secs_f64();
+    verification.result?;
+    let seconds = verification.took.as_secs_f64();
     let mut report = describe(&image);
     report["verified"] = json!(true);
     report["seconds"] = json!(seconds);

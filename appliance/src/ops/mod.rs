@@ -5,8 +5,11 @@
 //! `ARCHITECTURE.md`.
 //!
 //! Moved here so far: the list of disks an image may go to, with every
-//! refusal. Restore's one entry is still [`crate::restore::restore`].
+//! refusal, and verify-and-record. Restore's one entry is still
+//! `restore::restore`.
 
 mod targets;
+mod verify;
 
 pub use targets::{targets, TargetChoice, TargetQuery};
+pub use verify::{verify_and_record, Recording, Verification};

@@ -16,15 +16,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reliquary_appliance::audit::{
-    lock_shared, AuditLog, CheckResult, Digest, Environment, Operator, Payload, CHECKPOINT_FILE,
+    lock_shared, AuditLog, Digest, Environment, Operator, CHECKPOINT_FILE,
 };
-use reliquary_appliance::restore::records::image_ref;
+use reliquary_appliance::ops::{self, Recording};
 use reliquary_appliance::restore::{
     self, AuditRecording, CancelToken, Outcome, Progress, RestoreMode, RestoreOptions,
     RestoreReport, RestoreRequest, RestoreRun, Stage, TargetInfo, TargetRun,
 };
 use reliquary_appliance::safety::TargetRequirement;
-use reliquary_appliance::verify::verify_chunks;
 use reliquary_image::{Image, TrustStore};
 
 use crate::app::{Action, App, SignedIn, WorkerEvent};
@@ -141,8 +140,11 @@ impl Session {
             let total = image.manifest().stored_bytes;
             let done = AtomicU64::new(0);
             let last = Mutex::new(Instant::now());
-            let started = Instant::now();
-            let result = verify_chunks(&image, &|n| {
+            let recording = audit.as_ref().ok().map(|log| Recording {
+                log,
+                operator: &operator,
+            });
+            let verification = ops::verify_and_record(&image, recording, &|n| {
                 let now_done = done.fetch_add(n, Ordering::Relaxed) + n;
                 if let Ok(mut last) = last.try_lock() {
                     if last.elapsed() >= PROGRESS_INTERVAL {
@@ -155,32 +157,19 @@ impl Session {
                     }
                 }
             });
-            let (check, record) = match result {
-                Ok(()) => (
-                    FullCheck::Passed {
-                        seconds: started.elapsed().as_secs_f64(),
-                    },
-                    CheckResult::Passed,
-                ),
-                Err(e) => (
-                    FullCheck::Failed {
-                        reason: e.to_string(),
-                    },
-                    CheckResult::Failed {
-                        reason: e.to_string(),
-                    },
-                ),
+            let check = match verification.result {
+                Ok(()) => FullCheck::Passed {
+                    seconds: verification.took.as_secs_f64(),
+                },
+                Err(e) => FullCheck::Failed {
+                    reason: e.to_string(),
+                },
             };
-            let audit_problem = with_log(&audit, |log| {
-                log.append(
-                    &operator,
-                    Payload::ImageVerified {
-                        image: image_ref(&image),
-                        result: record,
-                    },
-                )
-            })
-            .err();
+            let audit_problem = match (&audit, verification.record) {
+                (Err(e), _) => Some(format!("the audit log is unavailable: {e}")),
+                (_, Some(Err(e))) => Some(error_chain(&e)),
+                _ => None,
+            };
             let _ = events.send(AppEvent::worker(WorkerEvent::VerifyFinished {
                 image: index,
                 check,
@@ -326,17 +315,6 @@ fn audit_operator(op: &SignedIn) -> Operator {
         id: op.id.clone(),
         name: op.name.clone(),
     }
-}
-
-/// Runs `f` on the open log; an unusable log or a failed append is a sentence.
-fn with_log<T>(
-    audit: &Result<Arc<Mutex<AuditLog>>, String>,
-    f: impl FnOnce(&mut AuditLog) -> Result<T, reliquary_appliance::audit::AuditError>,
-) -> Result<T, String> {
-    let log = audit
-        .as_ref()
-        .map_err(|e| format!("the audit log is unavailable: {e}"))?;
-    f(&mut lock_shared(log)).map_err(|e| error_chain(&e))
 }
 
 /// Everything the restore thread needs.
