@@ -696,6 +696,46 @@ fn verify_with_an_audit_log_records_the_pass_and_the_failure() {
     assert!(reason.contains("chunk 1"), "{record}");
 }
 
+/// Check-and-record (`ops::check_and_record`): each disk's verdict is one
+/// `DiskChecked` record naming it.
+#[test]
+fn check_with_an_audit_log_records_each_disk() {
+    let (work, key, source, image) = tamper_fixture();
+    let audit = work.path("audit");
+    ok(&run(&["audit", "init", "--dir", s(&audit)]));
+    let same = work.write("same.raw", &source);
+    let mut changed_bytes = source.clone();
+    changed_bytes[100] ^= 1;
+    let changed = work.write("changed.raw", &changed_bytes);
+    let out = run(&[
+        "check",
+        s(&image),
+        s(&same),
+        s(&changed),
+        "--trust",
+        s(&pub_of(&key)),
+        "--audit",
+        s(&audit),
+        "--operator",
+        "qa7",
+    ]);
+    fails(&out, 3, &["changed.raw does not match the image"]);
+    let export = run(&["audit", "export", "--format", "jsonl", "--dir", s(&audit)]);
+    ok(&export);
+    let checked: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("jsonl"))
+        .filter(|r| r["record"]["kind"] == "DiskChecked")
+        .collect();
+    assert_eq!(checked.len(), 2, "{checked:?}");
+    let payload = |i: usize| &checked[i]["record"]["payload"];
+    assert_eq!(payload(0)["target"]["path"], s(&same), "{checked:?}");
+    assert_eq!(payload(0)["result"], "Passed", "{checked:?}");
+    assert_eq!(payload(1)["target"]["path"], s(&changed), "{checked:?}");
+    let reason = payload(1)["result"]["Failed"]["reason"].to_string();
+    assert!(reason.contains("1 of"), "{checked:?}");
+}
+
 #[test]
 fn flipped_bit_in_a_compressed_chunk_is_caught() {
     let (_work, key, _, image) = tamper_fixture();

@@ -13,16 +13,16 @@ use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 
 use reliquary_appliance::audit::{
-    lock_shared, AuditLog, CheckResult, Digest, Environment, Operator, Payload, SignInFailed,
+    lock_shared, AuditLog, Digest, Environment, Operator, Payload, SignInFailed,
     RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::exit::ExitClass;
 use reliquary_appliance::operators::{authorize, AuthorizeError};
-use reliquary_appliance::restore::records::{interrupted_restore, target_ref};
+use reliquary_appliance::ops::{self, Recording};
+use reliquary_appliance::restore::records::interrupted_restore;
 use reliquary_appliance::restore::{
-    self, check_disks, AuditRecording, CancelToken, CheckReport, Outcome, Progress, RestoreMode,
-    RestoreOptions, RestoreRequest, RestoreRun, Stage, TargetInfo, TargetRules, TargetRun,
-    Unmapped,
+    self, AuditRecording, CancelToken, CheckReport, Outcome, Progress, RestoreMode, RestoreOptions,
+    RestoreRequest, RestoreRun, Stage, TargetInfo, TargetRules, TargetRun, Unmapped,
 };
 use reliquary_image::{Image, TrustStore};
 
@@ -530,15 +530,22 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let disks = args
         .targets
         .iter()
-        .map(|path| open_for_check(path, &image))
+        .map(|path| open_for_check(path, &image).map(|(file, bytes)| (path.as_path(), file, bytes)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let several = disks.len() > 1;
+    let log = args.audit.open_log(&trust)?.map(Mutex::new);
+    let operator = args.audit.operator();
+    let recording = log.as_ref().map(|log| Recording {
+        log,
+        operator: &operator,
+    });
     let meter = (!several).then(|| Meter::terminal_only("check", image.manifest().logical_bytes()));
     // One pass reads every disk; the image is not read at all, only its
     // signed digests, and each piece is hashed once for all the disks.
-    let reports = check_disks(
+    let checks = ops::check_and_record(
         &image,
         &disks,
+        recording,
         &|_, n| {
             if let Some(meter) = &meter {
                 meter.add(n);
@@ -549,29 +556,15 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if let Some(meter) = meter {
         meter.finish();
     }
-    let mut log = args.audit.open_log(&trust)?;
     let unmapped_extents = image
         .extents()
         .filter(|e| e.kind == reliquary_image::ExtentKind::Unmapped)
         .count();
-    // What each record says of its disk, found with one discovery.
-    let described = match &log {
-        Some(_) => {
-            let read: Vec<(&Path, &File, u64)> = args
-                .targets
-                .iter()
-                .zip(&disks)
-                .map(|(path, (disk, bytes))| (path.as_path(), disk, *bytes))
-                .collect();
-            restore::describe_for_reading(&read, image.sector_size())
-        }
-        None => Vec::new(),
-    };
     let mut summaries = Vec::new();
     let mut differing = Vec::new();
     let mut failure = None;
-    for (index, (path, report)) in args.targets.iter().zip(reports).enumerate() {
-        let report = match report {
+    for (path, check) in args.targets.iter().zip(checks) {
+        let report = match check.report {
             Ok(report) => report,
             Err(e) => {
                 output::warn(format!(
@@ -583,14 +576,10 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let audit_seq = match (&mut log, described.get(index)) {
-            (Some(log), Some(info)) => {
-                let seq = record_check(log, &args.audit.operator(), info, &report)?;
-                output::info(format!("{}: audit record {seq}", path.display()));
-                Some(seq)
-            }
-            _ => None,
-        };
+        let audit_seq = check.record.transpose()?;
+        if let Some(seq) = audit_seq {
+            output::info(format!("{}: audit record {seq}", path.display()));
+        }
         if !report.matches() {
             differing.push(format!(
                 "{} does not match the image: {} extents differ",
@@ -649,34 +638,6 @@ pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         .into())
     }
-}
-
-/// Records a check in the audit log and returns the record's number.
-fn record_check(
-    log: &mut AuditLog,
-    operator: &Operator,
-    info: &TargetInfo,
-    report: &CheckReport,
-) -> anyhow::Result<u64> {
-    let result = if report.matches() {
-        CheckResult::Passed
-    } else {
-        CheckResult::Failed {
-            reason: format!(
-                "{} of {} extents differ",
-                report.mismatches.len(),
-                report.extents_compared
-            ),
-        }
-    };
-    let record = log.append(
-        operator,
-        Payload::DiskChecked {
-            target: target_ref(info),
-            result,
-        },
-    )?;
-    Ok(record.seq)
 }
 
 fn print_check(

@@ -5,11 +5,13 @@
 //! `ARCHITECTURE.md`.
 //!
 //! Moved here so far: the list of disks an image may go to, with every
-//! refusal, and verify-and-record. Restore's one entry is still
-//! `restore::restore`.
+//! refusal, verify-and-record and check-and-record. Restore's one entry
+//! is still `restore::restore`.
 
+mod check;
 mod targets;
 mod verify;
 
+pub use check::{check_and_record, DiskCheck, DiskToCheck};
 pub use targets::{targets, TargetChoice, TargetQuery};
 pub use verify::{verify_and_record, Recording, Verification};

@@ -490,13 +490,13 @@ impl ExtentVerdict {
 /// disk, validated with the `gpt` crate). `progress` gets (disk, bytes).
 pub fn check_disks(
     image: &Image<File>,
-    disks: &[(File, u64)],
+    disks: &[(&File, u64)],
     progress: &(dyn Fn(usize, u64) + Sync),
     cancel: &CancelToken,
 ) -> Result<Vec<Result<CheckReport, RestoreError>>, RestoreError> {
     let views: Vec<DiskView> = disks
         .iter()
-        .map(|(file, _)| DiskView {
+        .map(|&(file, _)| DiskView {
             file,
             edits: &[],
             already_read: &|_| false,
