@@ -1,7 +1,6 @@
 //! `keygen`, `capture`, `sign`, `inspect`, `verify` and `extract`.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -10,11 +9,8 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 
-use reliquary_appliance::capture::{capture, refuse_writable_mounts, CaptureOptions};
-use reliquary_appliance::discover::{self, DevNum};
+use reliquary_appliance::capture::{capture, CaptureOptions};
 use reliquary_appliance::ops::{self, Recording};
-use reliquary_appliance::partition::{self, SectorSizeEvidence};
-use reliquary_appliance::sys;
 use reliquary_appliance::verify::extract;
 use reliquary_image::keys::SigningKey;
 use reliquary_image::layout::DEFAULT_CHUNK_SIZE;
@@ -23,7 +19,7 @@ use reliquary_image::{
 };
 
 use super::inputs::open_image;
-use super::output::{self, print_result, FileError};
+use super::output::{self, print_result};
 use super::progress::{human_bytes, Meter};
 use super::restore::AuditArgs;
 use super::UsageError;
@@ -191,22 +187,13 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         })?;
     let key = SigningKey::load(&args.key)?;
     let signer = signer_name(args.signer, &args.key)?;
-    let source =
-        File::open(&args.source).map_err(|e| FileError::new("cannot open", &args.source, e))?;
-    let (size, logical, physical) = if sys::is_block_device(&source)? {
-        let devnum = DevNum::from_dev_t(source.metadata()?.rdev());
-        let mounts = discover::read_system_mounts()?;
-        refuse_writable_mounts(Path::new("/sys"), &args.source, devnum, &mounts)?;
-        (
-            sys::device_size_bytes(&source)?,
-            sys::logical_sector_size(&source)?.get(),
-            sys::physical_sector_size(&source)?.get(),
-        )
-    } else {
-        let size = source.metadata()?.len();
-        let logical = file_sector_size(&source, size, args.sector_size)?;
-        (size, logical, logical.max(4096))
-    };
+    // The sysfs of the running system: its partitions are what is mounted.
+    let probed = ops::probe_source(&args.source, args.sector_size, Path::new("/sys"))?;
+    if let Some(warning) = &probed.warning {
+        output::warn(warning);
+    }
+    let (source, size) = (&probed.file, probed.size_bytes);
+    let (logical, physical) = (probed.logical_sector_size, probed.physical_sector_size);
     let opts = CaptureOptions {
         name: args.name,
         description: args.description,
@@ -230,7 +217,7 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
     };
     let started = Instant::now();
     let meter = Meter::terminal_only("capture", size);
-    let report = capture(&source, size, &args.output, &key, &opts, &|done, _| {
+    let report = capture(source, size, &args.output, &key, &opts, &|done, _| {
         meter.set(done)
     })?;
     meter.finish();
@@ -277,37 +264,6 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         }
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The logical sector size of a disk file: what its GPT says, checked
-/// against `--sector-size`; a table that cannot say is refused unless the
-/// flag decides.
-fn file_sector_size(source: &File, size: u64, flag: Option<u32>) -> anyhow::Result<u32> {
-    let mut head = vec![0u8; partition::DETECT_HEAD_LEN.min(size as usize)];
-    source
-        .read_exact_at(&mut head, 0)
-        .map_err(|e| anyhow::Error::new(e).context("cannot read the start of the source"))?;
-    match (partition::detect_sector_size(&head, size), flag) {
-        (Ok(SectorSizeEvidence::Gpt { sector_size }), Some(given)) if given != sector_size => {
-            Err(UsageError(format!(
-                "--sector-size {given} contradicts the source's GPT, which is written for \
-                 {sector_size}-byte sectors; leave --sector-size out"
-            ))
-            .into())
-        }
-        (Ok(SectorSizeEvidence::Gpt { sector_size }), _) => Ok(sector_size),
-        (Ok(SectorSizeEvidence::Mbr | SectorSizeEvidence::NoTable), given) => {
-            Ok(given.unwrap_or(512))
-        }
-        (Err(reason), Some(given)) => {
-            eprintln!("warning: {reason}; using --sector-size {given}");
-            Ok(given)
-        }
-        (Err(reason), None) => Err(UsageError(format!(
-            "{reason}; pass --sector-size 512 or 4096 if you know it"
-        ))
-        .into()),
-    }
 }
 
 pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {

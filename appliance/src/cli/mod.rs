@@ -240,6 +240,9 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::capture::CaptureError>() {
             return e.exit_class();
         }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::ops::SourceError>() {
+            return e.exit_class();
+        }
         if let Some(reliquary_appliance::verify::ExtractError::Image(e)) =
             cause.downcast_ref::<reliquary_appliance::verify::ExtractError>()
         {

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use reliquary_appliance::audit::AuditError;
 use reliquary_appliance::exit::ExitClass;
+use reliquary_appliance::ops::SourceError;
 use reliquary_appliance::report::ReportError;
 use reliquary_appliance::sys::SysError;
 use reliquary_appliance::verify::ExtractError;
@@ -150,6 +151,12 @@ pub fn path(err: &anyhow::Error) -> Option<String> {
         .downcast_ref::<FileError>()
         .map(|e| e.path.clone())
         .or_else(|| err.downcast_ref::<NotAnImage>().map(|e| e.path.clone()))
+        .or_else(|| match err.downcast_ref::<SourceError>() {
+            Some(SourceError::Open { path, .. } | SourceError::Read { path, .. }) => {
+                Some(path.clone())
+            }
+            _ => None,
+        })
         .or_else(|| err.downcast_ref::<AuditError>().and_then(audit_path))
         .or_else(|| match err.downcast_ref::<ReportError>() {
             Some(

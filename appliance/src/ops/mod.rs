@@ -5,13 +5,15 @@
 //! `ARCHITECTURE.md`.
 //!
 //! Moved here so far: the list of disks an image may go to, with every
-//! refusal, verify-and-record and check-and-record. Restore's one entry
-//! is still `restore::restore`.
+//! refusal, capture's source probing, verify-and-record and
+//! check-and-record. Restore's one entry is still `restore::restore`.
 
+mod capture;
 mod check;
 mod targets;
 mod verify;
 
+pub use capture::{probe_source, CaptureSource, SourceError};
 pub use check::{check_and_record, DiskCheck, DiskToCheck};
 pub use targets::{targets, TargetChoice, TargetQuery};
 pub use verify::{verify_and_record, Recording, Verification};
