@@ -104,6 +104,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     let console_font = needs_console_font();
+    // try_init installs a panic hook that restores the terminal first.
+    let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
+    take_over_the_console(&mut terminal)?;
     let (tx, rx) = mpsc::channel();
     // Keys are read on their own thread so the loop waits on one channel.
     let keys = tx.clone();
@@ -114,8 +117,6 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    // try_init installs a panic hook that restores the terminal first.
-    let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let front = FrontEnd {
         config: &config,
         demo: args.demo,
@@ -314,6 +315,20 @@ fn sign_in_failed(id: &str, attempt: u32, locked: bool) -> Payload {
 }
 
 /// The Linux console's default font holds only the CP437 characters.
+/// Makes the screen the UI's alone: keys typed while the machine booted
+/// are discarded (they would land in the sign-in's operator id), and the
+/// whole screen is cleared, because ratatui only draws cells that differ
+/// from a blank screen and would leave boot messages showing through.
+fn take_over_the_console<B: Backend>(terminal: &mut Terminal<B>) -> anyhow::Result<()> {
+    // Not a terminal (a pipe in a test harness): there is nothing to flush.
+    match nix::sys::termios::tcflush(std::io::stdin(), nix::sys::termios::FlushArg::TCIFLUSH) {
+        Ok(()) | Err(nix::errno::Errno::ENOTTY) => {}
+        Err(e) => return Err(e).context("cannot discard the keys typed during boot"),
+    }
+    terminal.clear().context("cannot clear the screen")?;
+    Ok(())
+}
+
 fn needs_console_font() -> bool {
     std::env::var("TERM").is_ok_and(|term| term == "linux")
 }
