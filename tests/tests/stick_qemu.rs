@@ -11,6 +11,15 @@
 //! verifies and names the operator, and the target's partition table reads
 //! back as the source's.
 //!
+//! The boot chain against someone holding the stick (STICK.md, threat
+//! model): the UEFI stick boots under Secure Boot with the test key
+//! enrolled (Debian ovmf's snakeoil key signs the stick's kernel image); a
+//! modified kernel image is refused by the firmware, and so is the pristine
+//! stick where only Microsoft's keys are enrolled; a `RELIQBOOT` FAT whose
+//! configuration asks for `rdinit=/bin/sh`, on another disk before or after
+//! the stick, changes nothing under SeaBIOS or OVMF; on the audit partition,
+//! and every other tampering of the boot bytes, `stick verify` names it.
+//!
 //! Needs root, `qemu-system-x86_64`, OVMF and the stick's Debian packages
 //! (see `.ci/run`). Timings are printed with `--nocapture`.
 
@@ -27,6 +36,18 @@ const OPERATOR: &str = "tech1";
 const PIN: &str = "2468";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF that enforces Secure Boot (needs SMM), with a variable store whose
+/// db holds either Debian's test key or only Microsoft's keys.
+const OVMF_CODE_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+const OVMF_VARS_TEST_KEY: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+const OVMF_VARS_MICROSOFT: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
+/// The test key enrolled in `OVMF_VARS_TEST_KEY`, and its passphrase.
+/// Test-only: no release build or real stick is ever signed with it.
+const TEST_SIGNING_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+const TEST_SIGNING_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
+const TEST_SIGNING_PASSPHRASE: &str = "snakeoil";
+/// What OVMF prints when Secure Boot refuses the stick (STICK.md).
+const FIRMWARE_REFUSAL: &str = "Access Denied";
 /// From power-on to the sign-in screen, under TCG.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 const SCREEN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,13 +78,17 @@ fn bios_stick_restores_a_controller_that_boots_and_one_that_cannot() {
     let good_target = blank_disk(work.path(), "bios-target.img");
     let zeroed_target = blank_disk(work.path(), "zeroed-target.img");
 
-    let mut vm = Qemu::start(
+    // A RELIQBOOT FAT asking for a shell on a USB disk before the stick.
+    let hostile = hostile_boot_disk(&fixture.stick, work.path());
+    let mut vm = Qemu::start_with(
         &Firmware::Bios,
         &stick,
         &[(&good_target, BIOS_SERIAL), (&zeroed_target, ZEROED_SERIAL)],
+        Some((&hostile, DiskOrder::BeforeStick)),
     );
     vm.wait_screen("Operator sign-in", BOOT_TIMEOUT);
     let boot_to_ui = vm.started.elapsed();
+    assert_no_shell(&vm);
     sign_in(&mut vm, OPERATOR);
     vm.wait_screen("Images in the vault", SCREEN_TIMEOUT);
 
@@ -126,17 +151,24 @@ fn bios_stick_restores_a_controller_that_boots_and_one_that_cannot() {
 }
 
 #[test]
-fn uefi_stick_restores_a_controller_that_boots() {
+fn uefi_stick_under_secure_boot_restores_a_controller_that_boots() {
     let Some(fixture) = fixture() else { return };
     let _turn = QEMU_TURN.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::tempdir().expect("tempdir");
     let stick = fixture.stick_copy(work.path());
     let target = blank_disk(work.path(), "uefi-target.img");
-    let firmware = Firmware::uefi(work.path());
+    let firmware = Firmware::secure_boot(work.path(), OVMF_VARS_TEST_KEY);
+    let hostile = hostile_boot_disk(&fixture.stick, work.path());
 
-    let mut vm = Qemu::start(&firmware, &stick, &[(&target, UEFI_SERIAL)]);
+    let mut vm = Qemu::start_with(
+        &firmware,
+        &stick,
+        &[(&target, UEFI_SERIAL)],
+        Some((&hostile, DiskOrder::BeforeStick)),
+    );
     vm.wait_screen("Operator sign-in", BOOT_TIMEOUT);
     let boot_to_ui = vm.started.elapsed();
+    assert_no_shell(&vm);
     let shown_key = first_boot_public_key(&vm.raw_text());
     sign_in(&mut vm, OPERATOR);
     vm.wait_screen("Images in the vault", SCREEN_TIMEOUT);
@@ -144,7 +176,7 @@ fn uefi_stick_restores_a_controller_that_boots() {
     power_off_from_ui(&mut vm);
     drop(vm);
     eprintln!(
-        "stick (OVMF, TCG): boot to UI {:.1} s, restore of a {} MiB image {:.1} s",
+        "stick (OVMF Secure Boot, TCG): boot to UI {:.1} s, restore of a {} MiB image {:.1} s",
         boot_to_ui.as_secs_f64(),
         file_size(&fixture.uefi_disk) >> 20,
         restore_time.as_secs_f64(),
@@ -216,6 +248,157 @@ fn stick_with_one_flipped_root_byte_refuses_to_start() {
 }
 
 #[test]
+fn pristine_stick_boots_to_sign_in_with_a_reliqboot_disk_after_it() {
+    // The other bus order than the restore tests' (where the hostile disk
+    // comes first), under SeaBIOS and under OVMF without Secure Boot, so
+    // only the boot chain itself decides what starts.
+    let Some(fixture) = fixture() else { return };
+    let _turn = QEMU_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().expect("tempdir");
+    let hostile = hostile_boot_disk(&fixture.stick, work.path());
+    for firmware in [Firmware::Bios, Firmware::uefi(work.path())] {
+        let dir = tempfile::tempdir_in(work.path()).expect("tempdir");
+        let stick = fixture.stick_copy(dir.path());
+        let vm = Qemu::start_with(
+            &firmware,
+            &stick,
+            &[],
+            Some((&hostile, DiskOrder::AfterStick)),
+        );
+        vm.wait_screen("Operator sign-in", BOOT_TIMEOUT);
+        assert_no_shell(&vm);
+        eprintln!(
+            "stick ({firmware:?}, hostile disk after it): sign-in after {:.1} s",
+            vm.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+#[test]
+fn secure_boot_refuses_a_modified_kernel_image_and_a_stick_it_has_no_key_for() {
+    let Some(fixture) = fixture() else { return };
+    let _turn = QEMU_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().expect("tempdir");
+
+    // The command line inside the signed image asks for a shell instead.
+    let edited_dir = tempfile::tempdir_in(work.path()).expect("tempdir");
+    let edited = fixture.stick_copy(edited_dir.path());
+    edit_kernel_image(&edited, b"loglevel=3 panic=30", b"rdinit=/bin/sh     ");
+    let verify = stick_verify(&edited, &fixture.stick);
+    assert_eq!(verify.status.code(), Some(3), "{verify:?}");
+    assert_reports(&verify, "DIFFERS partition reliquary-boot");
+    let firmware = Firmware::secure_boot(work.path(), OVMF_VARS_TEST_KEY);
+    assert_firmware_refuses(&firmware, &edited);
+
+    // The pristine stick where only Microsoft's keys are enrolled (a
+    // machine whose db was never given the site's key).
+    let pristine_dir = tempfile::tempdir_in(work.path()).expect("tempdir");
+    let pristine = fixture.stick_copy(pristine_dir.path());
+    let firmware = Firmware::secure_boot(work.path(), OVMF_VARS_MICROSOFT);
+    assert_firmware_refuses(&firmware, &pristine);
+}
+
+#[test]
+fn stick_verify_names_every_tampering_of_the_boot_bytes() {
+    let Some(fixture) = fixture() else { return };
+    let work = tempfile::tempdir().expect("tempdir");
+    let hostile = hostile_boot_disk(&fixture.stick, work.path());
+    type Tamper<'a> = Box<dyn Fn(&Path) + 'a>;
+    let cases: Vec<(&str, Tamper, &[&str])> = vec![
+        (
+            "a RELIQBOOT FAT written over the audit partition",
+            Box::new(|stick: &Path| {
+                let (start, _) = partition_extent(stick, "reliquary-audit");
+                write_at(stick, start * 512, &std::fs::read(&hostile).expect("read"));
+            }),
+            &["DIFFERS partition reliquary-audit"],
+        ),
+        (
+            "one byte of the MBR's boot code",
+            Box::new(|stick: &Path| flip_byte(stick, 0x40)),
+            &["DIFFERS protective MBR"],
+        ),
+        (
+            "one byte of GRUB's core.img (which holds the command line)",
+            Box::new(|stick: &Path| {
+                let (start, _) = partition_extent(stick, "bios-boot");
+                flip_byte(stick, start * 512 + 1000);
+            }),
+            &["DIFFERS partition bios-boot"],
+        ),
+        (
+            "a changed partition GUID",
+            Box::new(|stick: &Path| {
+                run(Command::new("sgdisk")
+                    .args(["-u", "3:52454c51-0000-4000-8000-000000000bad"])
+                    .arg(stick));
+            }),
+            &["DIFFERS primary GPT", "DIFFERS backup GPT"],
+        ),
+        (
+            "an extra partition",
+            Box::new(|stick: &Path| {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(stick)
+                    .expect("open");
+                file.set_len(file_size(stick) + (4 << 20)).expect("grow");
+                run(Command::new("sgdisk").arg("-e").arg(stick));
+                run(Command::new("sgdisk")
+                    .args(["-n", "7:0:0", "-c", "7:extra"])
+                    .arg(stick));
+            }),
+            &["DIFFERS primary GPT", "an extra partition"],
+        ),
+        (
+            "a swapped ESP",
+            Box::new(|stick: &Path| {
+                let (start, _) = partition_extent(stick, "reliquary-boot");
+                write_at(stick, start * 512, &std::fs::read(&hostile).expect("read"));
+            }),
+            &["DIFFERS partition reliquary-boot"],
+        ),
+    ];
+    for (what, tamper, expected) in cases {
+        let dir = tempfile::tempdir_in(work.path()).expect("tempdir");
+        let stick = fixture.stick_copy(dir.path());
+        tamper(&stick);
+        let verify = stick_verify(&stick, &fixture.stick);
+        assert_eq!(verify.status.code(), Some(3), "{what}: {verify:?}");
+        for line in expected {
+            assert_reports(&verify, line);
+        }
+    }
+    // And the pristine stick passes, audit partition included.
+    let pristine = fixture.stick_copy(work.path());
+    let verify = stick_verify(&pristine, &fixture.stick);
+    assert!(verify.status.success(), "{verify:?}");
+}
+
+#[test]
+fn stick_build_refuses_to_run_without_a_signing_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (trust, vault) = (dir.path().join("trust"), dir.path().join("vault"));
+    std::fs::create_dir(&trust).expect("mkdir");
+    std::fs::create_dir(&vault).expect("mkdir");
+    std::fs::write(trust.join("eng.pub"), "not read before the refusal\n").expect("write");
+    let out =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-stick"))
+            .arg("--out")
+            .arg(dir.path().join("stick.img"))
+            .arg("--trust")
+            .arg(&trust)
+            .arg("--vault")
+            .arg(&vault)
+            .output()
+            .expect("runs build-test-stick");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no Secure Boot signing key"), "{stderr}");
+    assert!(!dir.path().join("stick.img").exists());
+}
+
+#[test]
 fn stick_build_refuses_a_trust_store_without_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (trust, vault) = (dir.path().join("trust"), dir.path().join("vault"));
@@ -247,6 +430,118 @@ fn first_boot_public_key(serial: &str) -> String {
     let key = line.split("public key:").nth(1).unwrap_or("").trim();
     assert_eq!(key.len(), 64, "{line:?}");
     key.to_string()
+}
+
+/// Neither the hostile disk's `rdinit=/bin/sh` nor any shell reached the
+/// console.
+fn assert_no_shell(vm: &Qemu) {
+    let raw = vm.raw_text();
+    assert!(
+        !raw.contains("rdinit=/bin/sh") && !raw.contains("job control turned off"),
+        "a shell or the hostile command line reached the console:\n{}",
+        tail(&raw, 3000)
+    );
+}
+
+/// Boots `stick` alone and expects the firmware to refuse it before any of
+/// its code runs: OVMF's words, which STICK.md quotes.
+fn assert_firmware_refuses(firmware: &Firmware, stick: &Path) {
+    let vm = Qemu::start(firmware, stick, &[]);
+    let output = vm.wait_raw(FIRMWARE_REFUSAL, BOOT_TIMEOUT);
+    assert!(
+        output.contains("failed to load Boot0001 \"UEFI QEMU QEMU USB HARDDRIVE"),
+        "the refusal must name the stick:\n{}",
+        tail(&output, 3000)
+    );
+    assert!(
+        !output.contains("RELIQUARY") && !vm.screen().contains("Operator sign-in"),
+        "nothing of the stick may run:\n{}",
+        tail(&output, 3000)
+    );
+}
+
+/// `stick verify`'s report holds a line starting with `prefix`, or one
+/// containing it for the detail of an extra partition.
+fn assert_reports(verify: &std::process::Output, wanted: &str) {
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with(wanted) || (l.starts_with("DIFFERS") && l.contains(wanted))),
+        "no {wanted:?} in the report:\n{report}"
+    );
+}
+
+/// A FAT labelled `RELIQBOOT` as the attack in issue 18 made it: the
+/// stick's own kernel and initramfs, and a GRUB configuration that adds
+/// `rdinit=/bin/sh`. GRUB's old `search --label` would have booted it.
+fn hostile_boot_disk(built_stick: &Path, dir: &Path) -> PathBuf {
+    let fat = dir.join("reliqboot.fat");
+    if fat.exists() {
+        return fat;
+    }
+    let (start, _) = partition_extent(built_stick, "reliquary-boot");
+    let esp = format!("{}@@{}", built_stick.display(), start * 512);
+    let fat_arg = fat.display().to_string();
+    run(Command::new("mkfs.vfat")
+        .args(["-C", "-n", "RELIQBOOT"])
+        .arg(&fat)
+        .arg("32768"));
+    let config = dir.join("grub.cfg");
+    std::fs::write(
+        &config,
+        "set timeout=0\nmenuentry shell {\n\
+         linux /reliquary/vmlinuz console=ttyS0,115200 console=tty1 rdinit=/bin/sh\n\
+         initrd /reliquary/initramfs.cpio.gz\n}\n",
+    )
+    .expect("write grub.cfg");
+    run(Command::new("mmd")
+        .args(["-i", &fat_arg, "::/grub", "::/reliquary"])
+        .env("MTOOLS_SKIP_CHECK", "1"));
+    for file in ["vmlinuz", "initramfs.cpio.gz"] {
+        let local = dir.join(file);
+        run(Command::new("mcopy")
+            .args(["-n", "-i", &esp])
+            .arg(format!("::/reliquary/{file}"))
+            .arg(&local)
+            .env("MTOOLS_SKIP_CHECK", "1"));
+        run(Command::new("mcopy")
+            .args(["-i", &fat_arg])
+            .arg(&local)
+            .arg(format!("::/reliquary/{file}"))
+            .env("MTOOLS_SKIP_CHECK", "1"));
+    }
+    run(Command::new("mcopy")
+        .args(["-i", &fat_arg])
+        .arg(&config)
+        .arg("::/grub/grub.cfg")
+        .env("MTOOLS_SKIP_CHECK", "1"));
+    fat
+}
+
+/// Replaces `from` by `to` (same length) in the signed kernel image on the
+/// stick's ESP, as someone with mtools and a hex editor would.
+fn edit_kernel_image(stick: &Path, from: &[u8], to: &[u8]) {
+    assert_eq!(from.len(), to.len());
+    let (start, _) = partition_extent(stick, "reliquary-boot");
+    let esp = format!("{}@@{}", stick.display(), start * 512);
+    let local = stick.with_extension("efi");
+    run(Command::new("mcopy")
+        .args(["-n", "-i", &esp, "::/EFI/BOOT/BOOTX64.EFI"])
+        .arg(&local)
+        .env("MTOOLS_SKIP_CHECK", "1"));
+    let mut image = std::fs::read(&local).expect("read the kernel image");
+    let at = image
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("the command line is in the kernel image");
+    image[at..at + to.len()].copy_from_slice(to);
+    std::fs::write(&local, image).expect("write the kernel image");
+    run(Command::new("mcopy")
+        .args(["-o", "-i", &esp])
+        .arg(&local)
+        .arg("::/EFI/BOOT/BOOTX64.EFI")
+        .env("MTOOLS_SKIP_CHECK", "1"));
 }
 
 /// Signs in on the sign-in screen. The only place that knows the key
@@ -363,14 +658,31 @@ fn build_fixture() -> Result<Fixture, String> {
         "busybox",
         "debugfs",
         "sfdisk",
+        "sgdisk",
         "cpio",
+        "objcopy",
+        "sbsign",
+        "openssl",
+        "mmd",
     ] {
         if which(tool).is_none() {
             return Err(format!("{tool} is not installed (see .ci/run)"));
         }
     }
-    if !Path::new(OVMF_CODE).exists() {
-        return Err(format!("{OVMF_CODE} is missing (install ovmf)"));
+    for file in [
+        OVMF_CODE,
+        OVMF_CODE_SECURE_BOOT,
+        OVMF_VARS_TEST_KEY,
+        OVMF_VARS_MICROSOFT,
+        TEST_SIGNING_KEY,
+        TEST_SIGNING_CERT,
+    ] {
+        if !Path::new(file).exists() {
+            return Err(format!("{file} is missing (install ovmf)"));
+        }
+    }
+    if !Path::new("/usr/lib/systemd/boot/efi/linuxx64.efi.stub").exists() {
+        return Err("systemd's EFI stub is missing (install systemd-boot-efi)".into());
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let root = dir.path();
@@ -443,6 +755,14 @@ fn build_fixture() -> Result<Fixture, String> {
     let tampered = vault.join("tampered.rimg");
     flip_byte(&tampered, file_size(&tampered) / 2);
 
+    // sbsign takes an unencrypted key: the test key, decrypted here.
+    let signing_key = root.join("test-signing.key");
+    run(Command::new("openssl")
+        .args(["pkey", "-in", TEST_SIGNING_KEY, "-passin"])
+        .arg(format!("pass:{TEST_SIGNING_PASSPHRASE}"))
+        .arg("-out")
+        .arg(&signing_key));
+
     let stick = root.join("stick.img");
     let bins = reliquary.parent().expect("binary directory");
     let started = Instant::now();
@@ -455,6 +775,10 @@ fn build_fixture() -> Result<Fixture, String> {
         .arg(&vault)
         .arg("--bins")
         .arg(bins)
+        .arg("--signing-key")
+        .arg(&signing_key)
+        .arg("--signing-cert")
+        .arg(TEST_SIGNING_CERT)
         .arg("--serial"));
     eprintln!(
         "stick: built in {:.1} s, {} MiB",
@@ -474,30 +798,73 @@ fn build_fixture() -> Result<Fixture, String> {
 #[derive(Debug)]
 enum Firmware {
     Bios,
-    /// OVMF with its own copy of the variable store.
+    /// OVMF with its own copy of the variable store, Secure Boot off.
     Uefi {
+        vars: PathBuf,
+    },
+    /// OVMF enforcing Secure Boot with the keys of the variable store
+    /// copied from `OVMF_VARS_TEST_KEY` or `OVMF_VARS_MICROSOFT`.
+    SecureBoot {
         vars: PathBuf,
     },
 }
 
 impl Firmware {
     fn uefi(dir: &Path) -> Firmware {
-        let vars = dir.join(format!("ovmf-vars-{}.fd", unique_suffix()));
-        std::fs::copy(OVMF_VARS, &vars).expect("copy the OVMF variable store");
-        Firmware::Uefi { vars }
+        Firmware::Uefi {
+            vars: copy_vars(dir, OVMF_VARS),
+        }
+    }
+
+    fn secure_boot(dir: &Path, template: &str) -> Firmware {
+        Firmware::SecureBoot {
+            vars: copy_vars(dir, template),
+        }
     }
 
     fn args(&self) -> Vec<String> {
-        match self {
-            Firmware::Bios => Vec::new(),
-            Firmware::Uefi { vars } => vec![
-                "-drive".into(),
-                format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+        let pflash = |code: &str, vars: &Path| {
+            vec![
+                "-drive".to_string(),
+                format!("if=pflash,format=raw,readonly=on,file={code}"),
                 "-drive".into(),
                 format!("if=pflash,format=raw,file={}", vars.display()),
-            ],
+            ]
+        };
+        match self {
+            Firmware::Bios => vec!["-machine".into(), "q35".into()],
+            Firmware::Uefi { vars } => {
+                let mut args = vec!["-machine".into(), "q35".into()];
+                args.extend(pflash(OVMF_CODE, vars));
+                args
+            }
+            // Secure Boot's variables are only protected with SMM on.
+            Firmware::SecureBoot { vars } => {
+                let mut args: Vec<String> = vec![
+                    "-machine".into(),
+                    "q35,smm=on".into(),
+                    "-global".into(),
+                    "driver=cfi.pflash01,property=secure,value=on".into(),
+                ];
+                args.extend(pflash(OVMF_CODE_SECURE_BOOT, vars));
+                args
+            }
         }
     }
+}
+
+fn copy_vars(dir: &Path, template: &str) -> PathBuf {
+    let vars = dir.join(format!("ovmf-vars-{}.fd", unique_suffix()));
+    std::fs::copy(template, &vars).expect("copy the OVMF variable store");
+    vars
+}
+
+/// Where a second USB disk sits on the bus relative to the stick, and so
+/// in the firmware's and GRUB's enumeration.
+#[derive(Debug, Clone, Copy)]
+enum DiskOrder {
+    BeforeStick,
+    AfterStick,
 }
 
 fn unique_suffix() -> u128 {
@@ -520,14 +887,42 @@ impl Qemu {
     /// The stick as a USB disk (first boot device) and `targets` as virtio
     /// disks with the given serial numbers, in order (vda, vdb, ...).
     fn start(firmware: &Firmware, stick: &Path, targets: &[(&Path, &str)]) -> Qemu {
+        Self::start_with(firmware, stick, targets, None)
+    }
+
+    /// [`Qemu::start`] with another USB disk, not a boot device, before or
+    /// after the stick.
+    fn start_with(
+        firmware: &Firmware,
+        stick: &Path,
+        targets: &[(&Path, &str)],
+        other: Option<(&Path, DiskOrder)>,
+    ) -> Qemu {
         let mut args = vec![
             "-drive".to_string(),
             format!("file={},format=raw,if=none,id=stick", stick.display()),
             "-device".into(),
             "qemu-xhci".into(),
-            "-device".into(),
-            "usb-storage,drive=stick,bootindex=0".into(),
         ];
+        let other_usb = other.map(|(disk, order)| {
+            args.push("-drive".into());
+            args.push(format!(
+                "file={},format=raw,if=none,id=other",
+                disk.display()
+            ));
+            (
+                vec!["-device".to_string(), "usb-storage,drive=other".into()],
+                order,
+            )
+        });
+        if let Some((device, DiskOrder::BeforeStick)) = &other_usb {
+            args.extend(device.iter().cloned());
+        }
+        args.push("-device".into());
+        args.push("usb-storage,drive=stick,bootindex=0".into());
+        if let Some((device, DiskOrder::AfterStick)) = &other_usb {
+            args.extend(device.iter().cloned());
+        }
         for (n, (disk, serial)) in targets.iter().enumerate() {
             args.push("-drive".into());
             args.push(format!(
@@ -552,7 +947,7 @@ impl Qemu {
 
     fn spawn(firmware: &Firmware, drives: &[String], memory_mib: u32) -> Qemu {
         let mut child = Command::new("qemu-system-x86_64")
-            .args(["-machine", "q35", "-m"])
+            .arg("-m")
             .arg(memory_mib.to_string())
             .args(["-smp", "2", "-display", "none", "-monitor", "none"])
             .args(["-nic", "none", "-no-reboot"])
@@ -710,6 +1105,15 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .len()
+}
+
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open to write");
+    file.write_all_at(bytes, offset).expect("write");
 }
 
 fn flip_byte(path: &Path, offset: u64) {

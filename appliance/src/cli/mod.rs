@@ -69,8 +69,9 @@ enum Command {
     Targets(targets::TargetsArgs),
     /// Create, verify and review the signed restore audit log.
     Audit(audit::AuditArgs),
-    /// Check a boot stick against its build's manifest: every partition but
-    /// audit, the boot code and the verity root hash.
+    /// Check a boot stick against its build's manifest: every byte the boot
+    /// reads (boot code, both GPTs, every partition but audit, the verity
+    /// root hash) and the audit partition's file system.
     #[command(
         after_help = "Example:\n  reliquary stick verify /dev/sdc --manifest reliquary-stick.img.manifest"
     )]

@@ -16,8 +16,9 @@ pub struct StickArgs {
 
 #[derive(Debug, Subcommand)]
 enum StickCommand {
-    /// Check every partition but audit, the boot code and the verity root
-    /// hash against the manifest the stick's build wrote.
+    /// Check the protective MBR, both GPTs, every partition but audit, the
+    /// audit file system and the verity root hash against the manifest the
+    /// stick's build wrote.
     #[command(
         after_help = "Example:\n  reliquary stick verify /dev/sdc --manifest reliquary-stick.img.manifest"
     )]
@@ -66,7 +67,8 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     println!(
-        "{} matches {}: every partition but audit, the boot code and the root hash",
+        "{} matches {}: the boot code, both partition tables, every partition but audit, \
+         the audit file system and the root hash",
         a.stick.display(),
         manifest_path.display()
     );
