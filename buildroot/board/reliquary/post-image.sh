@@ -44,11 +44,16 @@ cp "$BINARIES_DIR/bzImage" "$work/vmlinuz"
 cp -a "$TARGET_DIR" "$work/rootfs"
 mkdir -p "$work/vault"
 [ -n "${RELIQUARY_VAULT:-}" ] && cp -a "$RELIQUARY_VAULT/." "$work/vault/"
-mkdir -p "$work/grub"
-cp "$BINARIES_DIR/grub.img" "$work/grub/core.img"
-# grub2.mk leaves boot.img (the MBR code) in its build directory.
-cp "$(find "$BUILD_DIR" -path '*/build-i386-pc/grub-core/boot.img' | head -n1)" "$work/grub/boot.img"
-cp "$BINARIES_DIR/efi-part/EFI/BOOT/bootx64.efi" "$work/grub/BOOTX64.EFI"
-
-"$BOARD_DIR/assemble-stick.sh" "$work" "$BINARIES_DIR/reliquary-stick.img" \
-	"console=tty1 quiet loglevel=3 panic=30"
+config_value() {
+	sed -n "s/^$1=\"\(.*\)\"$/\1/p" "$BR2_CONFIG"
+}
+# GRUB i386-pc's modules and boot.img as grub2.mk built them; host-grub2's
+# grub-mkimage (which grub2.mk uses too) makes core.img with the command
+# line built in.
+grub_pc=$(dirname "$(find "$BUILD_DIR" -path '*/build-i386-pc/grub-core/boot.img' | head -n1)")
+GRUB_PC_DIR=$grub_pc GRUB_MKIMAGE=$HOST_DIR/bin/grub-mkimage \
+	EFI_STUB=$(config_value BR2_PACKAGE_RELIQUARY_EFI_STUB) \
+	"$BOARD_DIR/assemble-stick.sh" "$work" "$BINARIES_DIR/reliquary-stick.img" \
+	"console=tty1 quiet loglevel=3 panic=30" \
+	"$(config_value BR2_PACKAGE_RELIQUARY_SECUREBOOT_KEY)" \
+	"$(config_value BR2_PACKAGE_RELIQUARY_SECUREBOOT_CERT)"
