@@ -81,6 +81,22 @@ for table in mbr gpt; do
   [ -f "corpus/partition_table/$table" ] && head -c 8192 "corpus/partition_table/$table" >"corpus/sector_size/$table"
 done
 
+# stick_verify: a 2 MiB GPT disk laid out as fuzzing::stick_verify's
+# manifest says, with a verity superblock and the audit ext4 in place.
+mkdir -p corpus/stick_verify
+if command -v sgdisk >/dev/null 2>&1 && command -v veritysetup >/dev/null 2>&1 &&
+  [ ! -f corpus/stick_verify/stick ]; then
+  seed=corpus/stick_verify/stick
+  truncate -s 2M "$seed"
+  sgdisk -n 1:2048:2559 -c 1:reliquary-verity -n 2:2560:4062 -c 2:reliquary-audit "$seed" >/dev/null 2>&1
+  truncate -s 64K logs-verity-data && veritysetup format logs-verity-data logs-verity-hash >/dev/null
+  dd if=logs-verity-hash of="$seed" bs=512 seek=2048 conv=notrunc status=none
+  truncate -s $((1503 * 512)) logs-audit && mkfs.ext4 -q -F -b 1024 -L reliquary-audit \
+    -U 52454c51-4155-4449-5400-000000000001 logs-audit >/dev/null 2>&1
+  dd if=logs-audit of="$seed" bs=512 seek=2560 conv=notrunc status=none
+  rm -f logs-verity-data logs-verity-hash logs-audit
+fi
+
 # trust_store: a key file, NUL, a policy, NUL, an operators list.
 mkdir -p corpus/trust_store
 if [ ! -f corpus/trust_store/store ]; then
@@ -99,7 +115,7 @@ mkdir -p logs
 # index and trust_store run under the memory target of every command
 # (RELIABILITY.md): 256 MiB of RSS whatever the input claims.
 for target in preamble manifest index chunk audit_log checkpoint mountinfo partition_table \
-  trust_store ext_bitmaps fat_table ntfs_bitmap sector_size; do
+  trust_store ext_bitmaps fat_table ntfs_bitmap sector_size stick_verify; do
   echo "== fuzz $target for ${secs}s"
   case $target in
     index | trust_store) rss=256 malloc=256 ;;

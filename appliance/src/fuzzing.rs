@@ -60,6 +60,28 @@ pub fn ntfs_bitmap(data: &[u8]) {
     crate::fsmap::fuzz_free_space(data, reliquary_image::FileSystemKind::Ntfs);
 }
 
+/// A manifest for a 2 MiB stick whose GPT names `reliquary-verity` and
+/// `reliquary-audit` (the seed `fuzz/run.sh` makes has this layout).
+const STICK_MANIFEST: &str = "reliquary-stick-manifest 2
+root-hash 0000000000000000000000000000000000000000000000000000000000000000
+cmdline reliquary.roothash=0000000000000000000000000000000000000000000000000000000000000000
+sectors 4096
+region protective-mbr 0 1 0000000000000000000000000000000000000000000000000000000000000000
+region primary-gpt 1 33 0000000000000000000000000000000000000000000000000000000000000000
+region backup-gpt 4063 33 0000000000000000000000000000000000000000000000000000000000000000
+partition reliquary-verity 2048 512 0000000000000000000000000000000000000000000000000000000000000000
+audit-fs-uuid 52454c51-4155-4449-5400-000000000001
+";
+
+/// Checks arbitrary bytes as a stick against a fixed manifest: the GPT,
+/// the audit partition's superblock and the verity superblock are read
+/// from the input.
+pub fn stick_verify(data: &[u8]) {
+    if let Ok(manifest) = crate::stick::parse_manifest(STICK_MANIFEST) {
+        let _ = crate::stick::verify_reader(&data, data.len() as u64, &manifest);
+    }
+}
+
 /// Judges the sector size of arbitrary bytes taken as a disk's start.
 pub fn sector_size(data: &[u8]) {
     let _ = crate::partition::detect_sector_size(data, data.len() as u64);
@@ -80,7 +102,9 @@ mod tests {
             fat_table(data);
             ntfs_bitmap(data);
             sector_size(data);
+            stick_verify(data);
         }
         assert!(PublicKey::from_bytes(SOME_KEY).is_ok());
+        assert!(crate::stick::parse_manifest(STICK_MANIFEST).is_ok());
     }
 }

@@ -46,6 +46,8 @@ const OVMF_VARS_MICROSOFT: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 const TEST_SIGNING_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
 const TEST_SIGNING_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 const TEST_SIGNING_PASSPHRASE: &str = "snakeoil";
+/// Keys typed on the VGA console's keyboard while the stick boots.
+const TYPED_AHEAD: &str = "qwkxqwkx";
 /// What OVMF prints when Secure Boot refuses the stick (STICK.md).
 const FIRMWARE_REFUSAL: &str = "Access Denied";
 /// From power-on to the sign-in screen, under TCG.
@@ -376,6 +378,63 @@ fn stick_verify_names_every_tampering_of_the_boot_bytes() {
 }
 
 #[test]
+fn vga_console_shows_a_clean_sign_in_and_drops_keys_typed_during_boot() {
+    // The default stick (UI on tty1, no serial console for it), read the
+    // way a technician at a monitor reads it: QEMU's screendump through OCR.
+    let Some(fixture) = fixture() else { return };
+    if which("tesseract").is_none() {
+        skip_or_fail("tesseract is not installed (tesseract-ocr, see .ci/run)");
+        return;
+    }
+    let vga_stick = fixture.vga_stick();
+    let _turn = QEMU_TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::tempdir().expect("tempdir");
+    for firmware in [Firmware::Bios, Firmware::uefi(work.path())] {
+        let dir = tempfile::tempdir_in(work.path()).expect("tempdir");
+        let stick = dir.path().join("stick.img");
+        run(Command::new("cp")
+            .arg("--sparse=always")
+            .arg(vga_stick)
+            .arg(&stick));
+        let socket = dir.path().join("monitor.sock");
+        let vm = Qemu::start_with_monitor(&firmware, &stick, &socket);
+        // The init says this on every console, then waits 5 s before the
+        // UI starts: keys typed now wait in tty1's input queue, echoed.
+        vm.wait_raw("Record the key id above", BOOT_TIMEOUT);
+        let monitor = Monitor::connect(&socket);
+        for key in TYPED_AHEAD.chars() {
+            monitor.command(&format!("sendkey {key}"));
+        }
+        let screen = monitor.wait_for_text("Operator id", BOOT_TIMEOUT, dir.path());
+        // One more look once the UI has settled.
+        std::thread::sleep(Duration::from_secs(3));
+        let screen = monitor.read_screen(dir.path()).unwrap_or(screen);
+        assert!(
+            screen.contains("Operator sign-in"),
+            "{firmware:?}:\n{screen}"
+        );
+        for boot_text in ["First boot", "Record the key", "RELIQUARY", "recovery UI"] {
+            assert!(
+                !screen.contains(boot_text),
+                "{firmware:?}: boot output {boot_text:?} shows through the UI:\n{screen}"
+            );
+        }
+        let field = screen
+            .lines()
+            .find_map(|line| line.split("Operator id").nth(1))
+            .unwrap_or_else(|| panic!("{firmware:?}: no operator id field:\n{screen}"));
+        assert!(
+            field.trim().trim_matches('_').trim().is_empty(),
+            "{firmware:?}: keys typed during boot reached the operator id ({field:?}):\n{screen}"
+        );
+        eprintln!(
+            "stick ({firmware:?}, VGA console): clean sign-in after {:.1} s",
+            vm.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+#[test]
 fn stick_build_refuses_to_run_without_a_signing_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (trust, vault) = (dir.path().join("trust"), dir.path().join("vault"));
@@ -615,7 +674,11 @@ fn boot_target(firmware: &Firmware, disk: &Path, marker: &str) -> Result<Duratio
 #[derive(Debug)]
 struct Fixture {
     _dir: tempfile::TempDir,
+    /// The serial-console stick every QEMU test drives.
     stick: PathBuf,
+    /// The build's inputs, for [`Fixture::vga_stick`].
+    stick_build: Vec<std::ffi::OsString>,
+    vga_stick: OnceLock<PathBuf>,
     bios_disk: PathBuf,
     uefi_disk: PathBuf,
     bios_marker: String,
@@ -623,6 +686,24 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The default stick (UI on tty1, no `--serial`), built on first use
+    /// from the same inputs as the serial one.
+    fn vga_stick(&self) -> &Path {
+        self.vga_stick.get_or_init(|| {
+            let stick = self.stick.with_file_name("vga-stick.img");
+            let started = Instant::now();
+            run(Command::new(build_script())
+                .args(&self.stick_build)
+                .arg("--out")
+                .arg(&stick));
+            eprintln!(
+                "stick (VGA console): built in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            stick
+        })
+    }
+
     fn stick_copy(&self, dir: &Path) -> PathBuf {
         let copy = dir.join("stick.img");
         run(Command::new("cp")
@@ -765,20 +846,23 @@ fn build_fixture() -> Result<Fixture, String> {
 
     let stick = root.join("stick.img");
     let bins = reliquary.parent().expect("binary directory");
+    let stick_build: Vec<std::ffi::OsString> = vec![
+        "--trust".into(),
+        trust.into(),
+        "--vault".into(),
+        vault.into(),
+        "--bins".into(),
+        bins.into(),
+        "--signing-key".into(),
+        signing_key.into(),
+        "--signing-cert".into(),
+        TEST_SIGNING_CERT.into(),
+    ];
     let started = Instant::now();
-    run(Command::new(repo.join("scripts/build-test-stick"))
+    run(Command::new(build_script())
+        .args(&stick_build)
         .arg("--out")
         .arg(&stick)
-        .arg("--trust")
-        .arg(&trust)
-        .arg("--vault")
-        .arg(&vault)
-        .arg("--bins")
-        .arg(bins)
-        .arg("--signing-key")
-        .arg(&signing_key)
-        .arg("--signing-cert")
-        .arg(TEST_SIGNING_CERT)
         .arg("--serial"));
     eprintln!(
         "stick: built in {:.1} s, {} MiB",
@@ -790,6 +874,8 @@ fn build_fixture() -> Result<Fixture, String> {
         uefi_disk: root.join("uefi.img"),
         _dir: dir,
         stick,
+        stick_build,
+        vga_stick: OnceLock::new(),
         bios_marker,
         uefi_marker,
     })
@@ -867,6 +953,164 @@ enum DiskOrder {
     AfterStick,
 }
 
+fn build_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-stick")
+}
+
+/// QEMU's human monitor on a Unix socket: the guest's keyboard and screen.
+struct Monitor {
+    stream: std::os::unix::net::UnixStream,
+}
+
+impl Monitor {
+    fn connect(socket: &Path) -> Monitor {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            match std::os::unix::net::UnixStream::connect(socket) {
+                Ok(stream) => return Monitor { stream },
+                Err(e) if Instant::now() > until => {
+                    panic!("cannot connect to QEMU's monitor {}: {e}", socket.display())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Sends one command; the monitor's replies are not needed.
+    fn command(&self, line: &str) {
+        (&self.stream)
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to QEMU's monitor");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    /// The screen as text: a screendump (PPM), each character cell made
+    /// black on white whatever its colours (the UI's fields are inverted),
+    /// scaled up twice, through tesseract. `None` until the guest has a
+    /// screen.
+    fn read_screen(&self, dir: &Path) -> Option<String> {
+        let ppm = dir.join(format!("screen-{}.ppm", unique_suffix()));
+        self.command(&format!("screendump {}", ppm.display()));
+        let until = Instant::now() + Duration::from_secs(30);
+        let image = loop {
+            if let Some(image) = std::fs::read(&ppm).ok().and_then(|b| Ppm::parse(&b)) {
+                break image;
+            }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let pgm = dir.join("screen.pgm");
+        std::fs::write(&pgm, image.cells_black_on_white()).expect("write the PGM");
+        let out = Command::new("tesseract")
+            .arg(&pgm)
+            .arg("-")
+            .output()
+            .expect("runs tesseract");
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Reads the screen until it shows `needle`; returns that screen.
+    fn wait_for_text(&self, needle: &str, timeout: Duration, dir: &Path) -> String {
+        let until = Instant::now() + timeout;
+        let mut last = String::new();
+        while Instant::now() < until {
+            if let Some(screen) = self.read_screen(dir) {
+                if screen.contains(needle) {
+                    return screen;
+                }
+                last = screen;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        panic!(
+            "no {needle:?} on the VGA screen within {} s; last read:\n{last}",
+            timeout.as_secs()
+        );
+    }
+}
+
+/// A binary PPM (P6, maxval 255) as QEMU's screendump writes it.
+struct Ppm {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+}
+
+impl Ppm {
+    /// `None` for anything else, including a file still being written.
+    fn parse(bytes: &[u8]) -> Option<Ppm> {
+        let mut fields = Vec::new();
+        let mut at = 0;
+        while fields.len() < 4 {
+            while bytes.get(at)?.is_ascii_whitespace() {
+                at += 1;
+            }
+            let start = at;
+            while !bytes.get(at)?.is_ascii_whitespace() {
+                at += 1;
+            }
+            fields.push(std::str::from_utf8(&bytes[start..at]).ok()?);
+        }
+        let (width, height) = (fields[1].parse().ok()?, fields[2].parse().ok()?);
+        if fields[0] != "P6" || fields[3] != "255" {
+            return None;
+        }
+        let rgb = bytes.get(at + 1..)?;
+        (rgb.len() == width * height * 3).then(|| Ppm {
+            width,
+            height,
+            rgb: rgb.to_vec(),
+        })
+    }
+
+    /// A PGM twice the size in which every pixel that differs from its
+    /// character cell's most common colour is black, the rest white. Cells
+    /// are 9x16 in VGA text mode (720 pixels wide), 8x16 on a framebuffer.
+    fn cells_black_on_white(&self) -> Vec<u8> {
+        let cell_width = if self.width == 720 { 9 } else { 8 };
+        let pixel = |x: usize, y: usize| {
+            let at = (y * self.width + x) * 3;
+            &self.rgb[at..at + 3]
+        };
+        let mut ink = vec![false; self.width * self.height];
+        for top in (0..self.height).step_by(16) {
+            for left in (0..self.width).step_by(cell_width) {
+                let xs = left..(left + cell_width).min(self.width);
+                let ys = top..(top + 16).min(self.height);
+                let mut counts: Vec<(&[u8], usize)> = Vec::new();
+                for y in ys.clone() {
+                    for x in xs.clone() {
+                        match counts.iter_mut().find(|(c, _)| *c == pixel(x, y)) {
+                            Some((_, n)) => *n += 1,
+                            None => counts.push((pixel(x, y), 1)),
+                        }
+                    }
+                }
+                let background = counts.iter().max_by_key(|(_, n)| *n).map(|(c, _)| *c);
+                for y in ys.clone() {
+                    for x in xs.clone() {
+                        ink[y * self.width + x] = Some(pixel(x, y)) != background;
+                    }
+                }
+            }
+        }
+        let (width, height) = (self.width * 2, self.height * 2);
+        let mut pgm = format!("P5\n{width} {height}\n255\n").into_bytes();
+        for y in 0..height {
+            for x in 0..width {
+                pgm.push(if ink[(y / 2) * self.width + x / 2] {
+                    0
+                } else {
+                    255
+                });
+            }
+        }
+        pgm
+    }
+}
+
 fn unique_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -932,7 +1176,22 @@ impl Qemu {
             args.push("-device".into());
             args.push(format!("virtio-blk-pci,drive=target{n},serial={serial}"));
         }
-        Self::spawn(firmware, &args, 1024)
+        Self::spawn(firmware, &args, 1024, None)
+    }
+
+    /// The stick alone, with QEMU's monitor on the socket `monitor`, which
+    /// [`Monitor`] uses to type on the guest's keyboard and to read its
+    /// screen.
+    fn start_with_monitor(firmware: &Firmware, stick: &Path, monitor: &Path) -> Qemu {
+        let args = vec![
+            "-drive".to_string(),
+            format!("file={},format=raw,if=none,id=stick", stick.display()),
+            "-device".into(),
+            "qemu-xhci".into(),
+            "-device".into(),
+            "usb-storage,drive=stick,bootindex=0".into(),
+        ];
+        Self::spawn(firmware, &args, 1024, Some(monitor))
     }
 
     fn start_target(firmware: &Firmware, disk: &Path) -> Qemu {
@@ -942,14 +1201,22 @@ impl Qemu {
             "-device".into(),
             "virtio-blk-pci,drive=target,bootindex=0".into(),
         ];
-        Self::spawn(firmware, &args, 256)
+        Self::spawn(firmware, &args, 256, None)
     }
 
-    fn spawn(firmware: &Firmware, drives: &[String], memory_mib: u32) -> Qemu {
+    fn spawn(
+        firmware: &Firmware,
+        drives: &[String],
+        memory_mib: u32,
+        monitor: Option<&Path>,
+    ) -> Qemu {
+        let monitor = monitor.map_or("none".to_string(), |path| {
+            format!("unix:{},server=on,wait=off", path.display())
+        });
         let mut child = Command::new("qemu-system-x86_64")
             .arg("-m")
             .arg(memory_mib.to_string())
-            .args(["-smp", "2", "-display", "none", "-monitor", "none"])
+            .args(["-smp", "2", "-display", "none", "-monitor", &monitor])
             .args(["-nic", "none", "-no-reboot"])
             .args(["-chardev", "stdio,id=console,signal=off"])
             .args(["-serial", "chardev:console"])
