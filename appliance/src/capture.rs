@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -25,7 +24,7 @@ use reliquary_image::{
 use crate::discover::{DevNum, MountEntry};
 use crate::exit::ExitClass;
 use crate::fsmap;
-use crate::io::is_zero;
+use crate::io::{is_zero, DirectReader};
 use crate::partition;
 use crate::sys::{self, AlignedBuf};
 
@@ -293,7 +292,7 @@ fn write_image(
     let window_rx = Arc::new(Mutex::new(window_rx));
     let next_window = AtomicU64::new(0);
     let stop_reading = AtomicBool::new(false);
-    let reader = &SourceReader::new(source);
+    let reader = &DirectReader::new(source);
     let spares = &SpareBuffers::new(in_flight, window as usize);
 
     std::thread::scope(|scope| -> Result<Manifest, CaptureError> {
@@ -596,34 +595,6 @@ impl SpareBuffers {
     }
 }
 
-/// Reads the source with O_DIRECT where it allows it: a disk read once has
-/// no use for the page cache, and copying every byte through it costs a
-/// good part of a core. Where O_DIRECT is refused (a file system without
-/// it, a misaligned read), the same file is read buffered.
-struct SourceReader<'a> {
-    buffered: &'a File,
-    direct: Option<File>,
-}
-
-impl<'a> SourceReader<'a> {
-    fn new(source: &'a File) -> Self {
-        Self {
-            buffered: source,
-            direct: sys::reopen_direct(source),
-        }
-    }
-
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        if let Some(direct) = &self.direct {
-            match direct.read_exact_at(buf, offset) {
-                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {}
-                done => return done,
-            }
-        }
-        self.buffered.read_exact_at(buf, offset)
-    }
-}
-
 /// A power-of-two byte count as `--chunk-size` takes it (`128K`, `4M`).
 fn size_argument(bytes: u64) -> String {
     match bytes {
@@ -682,23 +653,6 @@ pub fn split_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_source_reader_reads_aligned_and_misaligned_ranges_alike() {
-        // Where the temporary directory allows O_DIRECT, the aligned read
-        // goes direct and the misaligned one is refused there and read
-        // buffered; elsewhere both are read buffered.
-        let mut file = tempfile::tempfile().unwrap();
-        let bytes: Vec<u8> = (0..3 * 4096u32).map(|i| (i * 7 % 251) as u8).collect();
-        std::io::Write::write_all(&mut file, &bytes).unwrap();
-        let reader = SourceReader::new(&file);
-        let mut aligned = AlignedBuf::new(4096, SOURCE_ALIGNMENT).unwrap();
-        reader.read_exact_at(aligned.as_mut_slice(), 4096).unwrap();
-        assert_eq!(aligned.as_slice(), &bytes[4096..8192]);
-        let mut odd = vec![0u8; 1000];
-        reader.read_exact_at(&mut odd, 3).unwrap();
-        assert_eq!(odd, &bytes[3..1003]);
-    }
 
     #[test]
     fn split_window_separates_zero_runs_at_the_grain() {

@@ -3,13 +3,12 @@
 //! target, within the shared buffer budget.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use reliquary_image::{
-    ChunkDecoder, ChunkEntry, ExtentKind, Image, ImageError, PlacedExtent, ReadAt, SectionName,
+    ChunkDecoder, ChunkEntry, ExtentKind, Image, ImageError, PlacedExtent, SectionName,
 };
 
 use super::progress::Meter;
@@ -17,9 +16,9 @@ use super::resume::Compared;
 use super::write::{write_bytes_aligned, zero_range};
 use super::{fail_together, Lane, IO_ALIGNMENT};
 use crate::audit::Unmapped;
-use crate::io::BUFFER_BUDGET_BYTES;
+use crate::io::{DirectReader, BUFFER_BUDGET_BYTES};
 use crate::restore::{CancelToken, RestoreError, RestoreOptions};
-use crate::sys::{self, AlignedBuf};
+use crate::sys::AlignedBuf;
 
 /// Which extents of phase 2 a pass writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,14 +392,16 @@ fn read_stored_chunks(
 /// without filling, and copying through, the page cache.
 struct StoredReader<'a> {
     image: &'a Image<File>,
-    direct: Option<File>,
+    /// Over the exact file that was verified.
+    file: DirectReader<'a>,
 }
 
 impl<'a> StoredReader<'a> {
     fn new(image: &'a Image<File>) -> Self {
-        // Reopened through /proc: the exact file that was verified.
-        let direct = sys::reopen_direct(image.source());
-        Self { image, direct }
+        Self {
+            image,
+            file: DirectReader::new(image.source()),
+        }
     }
 
     /// Reads a chunk's stored bytes into the start of `buf`.
@@ -410,13 +411,6 @@ impl<'a> StoredReader<'a> {
         // Chunks start 4096-aligned (the reader checked), so a read rounded
         // up to the alignment stays aligned at both ends.
         let aligned_len = len.div_ceil(IO_ALIGNMENT) * IO_ALIGNMENT;
-        let read_err = |source| {
-            RestoreError::Image(ImageError::Read {
-                section: SectionName::Data,
-                offset: entry.offset,
-                source,
-            })
-        };
         let Some(window) = buf.as_mut_slice().get_mut(..aligned_len) else {
             return Err(ImageError::InvalidIndex {
                 location: format!("chunk {chunk}"),
@@ -424,31 +418,17 @@ impl<'a> StoredReader<'a> {
             }
             .into());
         };
-        if let Some(direct) = &self.direct {
-            if read_at_least(direct, window, entry.offset, len).is_ok() {
-                return Ok(entry);
-            }
-        }
-        // Buffered, for file systems that refuse O_DIRECT.
-        ReadAt::read_exact_at(self.image.source(), &mut window[..len], entry.offset)
-            .map_err(read_err)?;
+        self.file
+            .read_at_least(window, entry.offset, len)
+            .map_err(|source| {
+                RestoreError::Image(ImageError::Read {
+                    section: SectionName::Data,
+                    offset: entry.offset,
+                    source,
+                })
+            })?;
         Ok(entry)
     }
-}
-
-/// Fills `buf` from `offset` until at least `min` bytes are in, stopping
-/// early only at the end of the file.
-fn read_at_least(file: &File, buf: &mut [u8], offset: u64, min: usize) -> std::io::Result<()> {
-    let mut done = 0;
-    while done < min {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn decode_chunks(
