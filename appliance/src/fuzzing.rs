@@ -41,6 +41,29 @@ pub fn partition_table(data: &[u8]) {
     for sector in [512u32, 4096] {
         let sectors = data.len() as u64 / u64::from(sector);
         let _ = crate::partition::summarize(&data, sector, sectors);
+        // What a restore runs on every GPT it writes, the `gpt` crate
+        // included (its assert on 128-byte entries once panicked here),
+        // and the plan that moves the backup to a larger disk.
+        let _ = crate::partition::validate_gpt(&data, sector, sectors);
+        let ss = sector as usize;
+        if let Ok(header) = data
+            .get(ss..2 * ss)
+            .ok_or(())
+            .and_then(|h| crate::partition::parse_header_sector(h, sectors).map_err(|_| ()))
+        {
+            let at = header.entries_lba as usize * ss;
+            let len = header.entry_count as usize * header.entry_size as usize;
+            if let Some(entries) = data.get(at..at.saturating_add(len)) {
+                let _ = crate::partition::plan_relocation(
+                    &data[..ss],
+                    &data[ss..2 * ss],
+                    entries,
+                    sector,
+                    sectors,
+                    sectors.saturating_mul(2),
+                );
+            }
+        }
     }
 }
 

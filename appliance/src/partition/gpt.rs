@@ -540,6 +540,17 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_harness_runs_the_validator_and_the_relocation_on_real_tables() {
+        for disk in [gpt_disk(8192), gpt_disk_with_entries(8192, 256)] {
+            crate::fuzzing::partition_table(&disk);
+            let mut damaged = disk.clone();
+            damaged[84 + 512] = 0xff; // the entry size, CRC now wrong too
+            crate::fuzzing::partition_table(&damaged);
+            crate::fuzzing::partition_table(&disk[..3 * 512]);
+        }
+    }
+
+    #[test]
     fn entry_sizes_other_than_128_times_a_power_of_two_are_refused() {
         for size in [64u32, 136, 384] {
             let disk = gpt_disk_with_entries(8192, size);
