@@ -39,11 +39,13 @@ pub struct Checkpoint {
 pub enum CheckpointError {
     #[error("the note is larger than {MAX_NOTE_LEN} bytes")]
     TooLarge,
-    #[error("the note is not UTF-8 text without control characters")]
+    #[error("the note is not UTF-8 text without control characters (a tab, a form feed or another control character is in it)")]
     NotText,
-    #[error("the note has no blank line between its text and its signatures")]
+    #[error("line {0} holds a carriage return that does not end the line; only LF or CRLF line ends are read")]
+    StrayCarriageReturn(usize),
+    #[error("the note has no signature line: one must start with an em dash and a space (`\u{2014} `); a hyphen in its place, or a dash lost in copying, does not count")]
     NoSignatures,
-    #[error("signature line {0} is malformed")]
+    #[error("signature line {0} is malformed: each signature is `\u{2014} NAME BASE64` on one line; a signature broken over two lines (as a narrow column or a copy may do) or joined to another line does not verify")]
     SignatureLine(usize),
     #[error("the note carries no signature by {name} with key hash {key_hash}")]
     NotSignedByKey { name: String, key_hash: String },
@@ -53,6 +55,17 @@ pub enum CheckpointError {
     BadSignature { name: String },
     #[error("the checkpoint body is malformed: {0}")]
     Body(&'static str),
+}
+
+impl CheckpointError {
+    /// Whether the note is malformed (a usage problem: fix the copy) rather
+    /// than well formed but not signed by the key (an integrity failure).
+    pub fn is_malformed(&self) -> bool {
+        !matches!(
+            self,
+            CheckpointError::NotSignedByKey { .. } | CheckpointError::BadSignature { .. }
+        )
+    }
 }
 
 impl Checkpoint {
@@ -89,7 +102,7 @@ impl Checkpoint {
     /// checkpoint's origin. Other signatures (e.g. cosignatures) are ignored.
     pub fn parse_verified(note: &str, key: &PublicKey) -> Result<Self, CheckpointError> {
         let text = open_note(note)?;
-        let cp = Self::parse_body(text.body)?;
+        let cp = Self::parse_body(&text.body)?;
         let want = key_hash(&cp.origin, key.as_bytes());
         let sig = text
             .signatures
@@ -238,26 +251,59 @@ fn node_hash(left: &Digest, right: &Digest) -> Digest {
 }
 
 struct OpenedNote<'a> {
-    body: &'a str,
+    /// The text, each line ending in a newline, as it was signed.
+    body: String,
     signatures: Vec<(&'a str, Vec<u8>)>,
 }
 
-/// Splits a signed note into its text and decoded signature lines.
+/// Splits a signed note into its text and decoded signature lines. It
+/// reads what paper, scanners and editors make of a note: CRLF line ends,
+/// a missing or extra final newline, blank lines before or after it,
+/// spaces at the ends of lines, and a lost blank line between text and
+/// signatures. None of that is signed, and the signature is checked over
+/// the text rebuilt exactly as it was signed, so nothing else is accepted.
 fn open_note(note: &str) -> Result<OpenedNote<'_>, CheckpointError> {
     if note.len() as u64 > MAX_NOTE_LEN {
         return Err(CheckpointError::TooLarge);
     }
-    if note.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(CheckpointError::NotText);
+    let mut lines = Vec::new();
+    for (i, line) in note.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.contains('\r') {
+            return Err(CheckpointError::StrayCarriageReturn(i + 1));
+        }
+        if line.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(CheckpointError::NotText);
+        }
+        let line = line.trim_end_matches([' ', '\t']);
+        if line.contains('\t') {
+            return Err(CheckpointError::NotText);
+        }
+        lines.push(line);
     }
-    let split = note.rfind("\n\n").ok_or(CheckpointError::NoSignatures)?;
-    let body = &note[..split + 1];
-    let sigs = &note[split + 2..];
-    if sigs.is_empty() || !sigs.ends_with('\n') {
-        return Err(CheckpointError::NoSignatures);
+    let first = lines
+        .iter()
+        .position(|l| !l.is_empty())
+        .unwrap_or(lines.len());
+    let last = lines
+        .iter()
+        .rposition(|l| !l.is_empty())
+        .map_or(first, |i| i + 1);
+    let lines = &lines[first..last];
+    let split = lines
+        .iter()
+        .position(|l| l.starts_with("\u{2014} "))
+        .ok_or(CheckpointError::NoSignatures)?;
+    let mut text = &lines[..split];
+    while let Some((last, rest)) = text.split_last() {
+        if !last.is_empty() {
+            break;
+        }
+        text = rest;
     }
+    let body: String = text.iter().map(|l| format!("{l}\n")).collect();
     let mut signatures = Vec::new();
-    for (i, line) in sigs.split_terminator('\n').enumerate() {
+    for (i, line) in lines[split..].iter().enumerate() {
         let bad = || CheckpointError::SignatureLine(i + 1);
         let rest = line.strip_prefix("\u{2014} ").ok_or_else(bad)?;
         let (name, blob) = rest.split_once(' ').ok_or_else(bad)?;
@@ -305,6 +351,56 @@ mod tests {
             assert_eq!(acc.root(), merkle_root(&leaves[..n]), "n = {n}");
         }
         assert_eq!(acc.size(), 70);
+    }
+
+    #[test]
+    fn a_note_verifies_as_paper_scanners_and_editors_return_it() {
+        let (key, _) = SigningKey::generate().expect("key");
+        let cp = Checkpoint {
+            origin: Checkpoint::origin_for("line-3"),
+            size: 41,
+            root: leaf(2),
+        };
+        let note = cp.sign(&key);
+        let copies = [
+            ("LF", note.clone()),
+            ("no final newline", note.trim_end().to_string()),
+            ("CRLF", note.replace('\n', "\r\n")),
+            (
+                "CRLF without a final one",
+                note.trim_end().replace('\n', "\r\n"),
+            ),
+            ("an extra blank line", format!("{note}\n")),
+            ("blank lines around it", format!("\n\n{note}\n\n")),
+            ("spaces at line ends", note.replace('\n', "  \n")),
+            (
+                "no blank line before the signature",
+                note.replacen("\n\n", "\n", 1),
+            ),
+        ];
+        for (what, copy) in copies {
+            assert_eq!(
+                Checkpoint::parse_verified(&copy, &key.public_key()).as_ref(),
+                Ok(&cp),
+                "{what}"
+            );
+        }
+        let malformed = [
+            ("a wrapped signature", {
+                let (head, tail) = note.trim_end().split_at(note.trim_end().len() - 20);
+                format!("{head}\n{tail}\n")
+            }),
+            ("a hyphen for the dash", note.replace('\u{2014}', "-")),
+            ("a stray carriage return", note.replacen('\n', "\r", 1)),
+            ("a tab", note.replacen("line-3", "line\t-3", 1)),
+        ];
+        for (what, copy) in malformed {
+            let err = Checkpoint::parse_verified(&copy, &key.public_key()).unwrap_err();
+            assert!(err.is_malformed(), "{what}: {err}");
+        }
+        let forged = note.replacen("\n41\n", "\n42\n", 1);
+        let err = Checkpoint::parse_verified(&forged, &key.public_key()).unwrap_err();
+        assert!(!err.is_malformed(), "{err}");
     }
 
     #[test]

@@ -48,8 +48,8 @@ pub use record::{
     TargetRef, Unmapped,
 };
 pub use verify::{
-    verify_bytes, verify_dir, CheckpointStatus, LogEnd, Problem, RecordStatus, Report,
-    VerifiedRecord,
+    verify_bytes, verify_dir, verify_dir_each, CheckpointStatus, LogEnd, Problem, RecordStatus,
+    Report, Summary, VerifiedRecord, MAX_LISTED_PROBLEMS, MAX_LISTED_WARNINGS,
 };
 
 /// The log file inside the audit directory.
@@ -210,6 +210,8 @@ pub enum AuditError {
         path: PathBuf,
         source: CheckpointError,
     },
+    #[error("cannot write the records out: {source}")]
+    Output { source: std::io::Error },
     #[error("the audit log {path} failed verification: {problem}")]
     Verification { path: PathBuf, problem: Problem },
     #[error("the audit log {path} {reason}, as witnessed by the checkpoint this stick wrote in {witness}; records were removed or replaced, so the log is refused: keep the stick for the auditor and run `reliquary audit verify`")]
@@ -233,6 +235,8 @@ impl AuditError {
             | AppendSync { .. }
             | Degraded { .. }
             | NoSpace { .. } => ExitClass::Refused,
+            // A malformed note is a copy to fix, not evidence of tampering.
+            BadCheckpoint { source, .. } if source.is_malformed() => ExitClass::Usage,
             KeyMismatch { .. }
             | Header { .. }
             | BadCheckpoint { .. }
@@ -248,7 +252,8 @@ impl AuditError {
             | Statvfs { .. }
             | WriteCheckpoint { .. }
             | CheckpointAfterRestore { .. }
-            | ReadCheckpoint { .. } => ExitClass::Runtime,
+            | ReadCheckpoint { .. }
+            | Output { .. } => ExitClass::Runtime,
         }
     }
 }

@@ -1,8 +1,7 @@
-//! Reviewing a verified log: filters, the `show` table and the exports.
-//! Everything here reads a [`Report`], so every row carries the
-//! verification status of its record.
+//! Reviewing a verified log: filters, the `show` table and the exports,
+//! one record at a time as `verify_dir_each` hands them over, so every row
+//! carries the verification status of its record and memory stays flat.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 
 use time::format_description::well_known::Rfc3339;
@@ -10,7 +9,7 @@ use time::macros::format_description;
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
 use super::record::{Payload, Record, RestoreOutcome, TargetRef};
-use super::verify::{RecordStatus, Report, VerifiedRecord};
+use super::verify::{RecordStatus, VerifiedRecord};
 
 /// What `show` keeps. Empty fields match everything.
 #[derive(Debug, Clone, Default)]
@@ -56,38 +55,25 @@ pub fn format_time(unix_millis: i64) -> String {
         .unwrap_or_else(|| format!("@{unix_millis}ms"))
 }
 
-/// The restore result of each `RestoreStarted`, by its sequence number.
-fn outcomes(report: &Report) -> HashMap<u64, &RestoreOutcome> {
-    report
-        .records
-        .iter()
-        .filter_map(|r| match &r.record.as_ref()?.payload {
-            Payload::RestoreFinished(f) => Some((f.started_seq, &f.outcome)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The result a record shows: "success", "failed" or "cancelled" on a
 /// `RestoreFinished`, and "INTERRUPTED" on a `RestoreStarted` that has none.
 /// A started restore that finished shows no result: its finish does.
-fn restore_result(
-    vr: &VerifiedRecord,
-    outcomes: &HashMap<u64, &RestoreOutcome>,
-) -> Option<&'static str> {
+pub fn restore_result(vr: &VerifiedRecord) -> Option<&'static str> {
     match &vr.record.as_ref()?.payload {
-        Payload::RestoreStarted(_) if !outcomes.contains_key(&vr.seq) => Some("INTERRUPTED"),
+        Payload::RestoreStarted(_) if vr.interrupted => Some("INTERRUPTED"),
         Payload::RestoreFinished(f) => Some(f.outcome.word()),
         _ => None,
     }
 }
 
 impl Filter {
-    fn keeps(&self, vr: &VerifiedRecord, result: Option<&str>) -> bool {
+    /// Whether `show` lists the record. A record whose body did not decode
+    /// is always listed: it is the news.
+    pub fn keeps(&self, vr: &VerifiedRecord) -> bool {
         let Some(rec) = &vr.record else {
-            // Undecodable records are always shown: they are the news.
             return true;
         };
+        let result = restore_result(vr);
         let t = rec.meta.time.unix_millis;
         let text_match = |want: &Option<String>, have: Option<&str>| {
             want.as_ref().is_none_or(|w| have == Some(w.as_str()))
@@ -106,86 +92,69 @@ impl Filter {
     }
 }
 
-/// The `show` table, one line per record, widths fixed for an 80-column
-/// console: SEQ, TIME (UTC), KIND, OPERATOR, RESULT, STATUS, DETAILS.
-pub fn write_table(report: &Report, filter: &Filter, out: &mut dyn Write) -> io::Result<usize> {
-    let outcomes = outcomes(report);
+/// The header of the `show` table, widths fixed for an 80-column console:
+/// SEQ, TIME (UTC), KIND, OPERATOR, RESULT, STATUS, DETAILS.
+pub fn write_table_header(out: &mut dyn Write) -> io::Result<()> {
     writeln!(
         out,
         "{:>5}  {:<20}  {:<15}  {:<10}  {:<11}  {:<8}  DETAILS",
         "SEQ", "TIME (UTC)", "KIND", "OPERATOR", "RESULT", "STATUS"
-    )?;
-    let mut shown = 0;
-    for vr in &report.records {
-        let result = restore_result(vr, &outcomes);
-        if !filter.keeps(vr, result) {
-            continue;
-        }
-        shown += 1;
-        let status = match vr.status {
-            RecordStatus::Verified => "ok",
-            RecordStatus::Invalid(_) => "INVALID",
-        };
-        let (time, kind, operator, details) = match &vr.record {
-            Some(r) => (
-                format_time(r.meta.time.unix_millis)
-                    .chars()
-                    .take(19)
-                    .collect::<String>()
-                    + if r.meta.time.clock_anomaly { "!" } else { "" },
-                r.kind.name(),
-                r.meta.operator.id.clone(),
-                details(r),
-            ),
-            None => (String::new(), "?", String::new(), String::new()),
-        };
-        writeln!(
-            out,
-            "{:>5}  {:<20}  {:<15}  {:<10}  {:<11}  {:<8}  {}",
-            vr.seq,
-            time,
-            kind,
-            operator,
-            result.unwrap_or("-"),
-            status,
-            details
-        )?;
-        if let RecordStatus::Invalid(reason) = &vr.status {
-            writeln!(out, "       ^ {reason}")?;
-        }
-    }
-    Ok(shown)
+    )
 }
 
-/// One line per record: `{"seq", "offset", "status", "problem", "result",
-/// "interrupted", "record"}`.
-pub fn write_jsonl(report: &Report, out: &mut dyn Write) -> io::Result<()> {
-    let outcomes = outcomes(report);
-    for vr in &report.records {
-        writeln!(out, "{}", row_json(vr, &outcomes))?;
+/// One row of the `show` table; an invalid record gets a second line
+/// saying why.
+pub fn write_table_row(vr: &VerifiedRecord, out: &mut dyn Write) -> io::Result<()> {
+    let status = match vr.status {
+        RecordStatus::Verified => "ok",
+        RecordStatus::Invalid(_) => "INVALID",
+    };
+    let (time, kind, operator, details) = match &vr.record {
+        Some(r) => (
+            format_time(r.meta.time.unix_millis)
+                .chars()
+                .take(19)
+                .collect::<String>()
+                + if r.meta.time.clock_anomaly { "!" } else { "" },
+            r.kind.name(),
+            r.meta.operator.id.clone(),
+            details(r),
+        ),
+        None => (
+            String::new(),
+            "?",
+            String::new(),
+            format!("unreadable record at offset {}", vr.offset),
+        ),
+    };
+    writeln!(
+        out,
+        "{:>5}  {:<20}  {:<15}  {:<10}  {:<11}  {:<8}  {}",
+        vr.seq,
+        time,
+        kind,
+        operator,
+        restore_result(vr).unwrap_or("-"),
+        status,
+        details
+    )?;
+    if let RecordStatus::Invalid(reason) = &vr.status {
+        writeln!(out, "       ^ INVALID: {reason}")?;
     }
     Ok(())
 }
 
-/// The records `filter` keeps, each as its `write_jsonl` object.
-pub fn filtered_rows(report: &Report, filter: &Filter) -> Vec<serde_json::Value> {
-    let outcomes = outcomes(report);
-    report
-        .records
-        .iter()
-        .filter(|vr| filter.keeps(vr, restore_result(vr, &outcomes)))
-        .map(|vr| row_json(vr, &outcomes))
-        .collect()
-}
-
-fn row_json(vr: &VerifiedRecord, outcomes: &HashMap<u64, &RestoreOutcome>) -> serde_json::Value {
+/// A record as one JSON object: `{"seq", "offset", "status", "problem",
+/// "result", "interrupted", "time", "record"}`; `status` is `verified` or
+/// `invalid`, and `problem` says why.
+pub fn row_json(vr: &VerifiedRecord) -> serde_json::Value {
     let (status, problem) = status_fields(vr);
     serde_json::json!({
         "seq": vr.seq,
         "offset": vr.offset,
         "status": status,
         "problem": problem,
-        "result": restore_result(vr, outcomes),
+        "result": restore_result(vr),
         "interrupted": vr.interrupted,
         "time": vr.record.as_ref().map(|r| format_time(r.meta.time.unix_millis)),
         "record": vr.record,
@@ -213,54 +182,52 @@ pub const CSV_COLUMNS: &[&str] = &[
     "problem",
 ];
 
-/// RFC 4180 CSV with a header row.
-pub fn write_csv(report: &Report, out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out, "{}", CSV_COLUMNS.join(","))?;
-    let outcomes = outcomes(report);
-    for vr in &report.records {
-        let (status, problem) = status_fields(vr);
-        let r = vr.record.as_ref();
-        let image = r.and_then(|r| r.payload.image());
-        let target = r.and_then(|r| r.payload.target());
-        let finished = r.and_then(|r| match &r.payload {
-            Payload::RestoreFinished(f) => Some(f),
-            _ => None,
-        });
-        let fields = [
-            vr.seq.to_string(),
-            r.map(|r| format_time(r.meta.time.unix_millis))
-                .unwrap_or_default(),
-            r.map(|r| r.meta.time.clock_anomaly.to_string())
-                .unwrap_or_default(),
-            r.map(|r| r.kind.name().to_string()).unwrap_or_default(),
-            r.map(|r| r.meta.operator.id.clone()).unwrap_or_default(),
-            r.and_then(|r| r.meta.operator.name.clone())
-                .unwrap_or_default(),
-            image.map(|i| i.name.clone()).unwrap_or_default(),
-            image.map(|i| i.version.clone()).unwrap_or_default(),
-            image
-                .map(|i| i.manifest_digest.to_hex())
-                .unwrap_or_default(),
-            target.map(|t| t.serial.clone()).unwrap_or_default(),
-            target.map(|t| t.model.clone()).unwrap_or_default(),
-            restore_result(vr, &outcomes)
-                .unwrap_or_default()
-                .to_string(),
-            finished
-                .map(|f| f.bytes_written.to_string())
-                .unwrap_or_default(),
-            finished
-                .and_then(|f| f.readback_digest)
-                .map(|d| d.to_hex())
-                .unwrap_or_default(),
-            r.map(details).unwrap_or_default(),
-            status.to_string(),
-            problem.unwrap_or_default(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        writeln!(out, "{}", line.join(","))?;
-    }
-    Ok(())
+/// The header row of the RFC 4180 CSV export.
+pub fn write_csv_header(out: &mut dyn Write) -> io::Result<()> {
+    writeln!(out, "{}", CSV_COLUMNS.join(","))
+}
+
+/// One CSV row per record, damaged ones included (`status` `invalid`).
+pub fn write_csv_row(vr: &VerifiedRecord, out: &mut dyn Write) -> io::Result<()> {
+    let (status, problem) = status_fields(vr);
+    let r = vr.record.as_ref();
+    let image = r.and_then(|r| r.payload.image());
+    let target = r.and_then(|r| r.payload.target());
+    let finished = r.and_then(|r| match &r.payload {
+        Payload::RestoreFinished(f) => Some(f),
+        _ => None,
+    });
+    let fields = [
+        vr.seq.to_string(),
+        r.map(|r| format_time(r.meta.time.unix_millis))
+            .unwrap_or_default(),
+        r.map(|r| r.meta.time.clock_anomaly.to_string())
+            .unwrap_or_default(),
+        r.map(|r| r.kind.name().to_string()).unwrap_or_default(),
+        r.map(|r| r.meta.operator.id.clone()).unwrap_or_default(),
+        r.and_then(|r| r.meta.operator.name.clone())
+            .unwrap_or_default(),
+        image.map(|i| i.name.clone()).unwrap_or_default(),
+        image.map(|i| i.version.clone()).unwrap_or_default(),
+        image
+            .map(|i| i.manifest_digest.to_hex())
+            .unwrap_or_default(),
+        target.map(|t| t.serial.clone()).unwrap_or_default(),
+        target.map(|t| t.model.clone()).unwrap_or_default(),
+        restore_result(vr).unwrap_or_default().to_string(),
+        finished
+            .map(|f| f.bytes_written.to_string())
+            .unwrap_or_default(),
+        finished
+            .and_then(|f| f.readback_digest)
+            .map(|d| d.to_hex())
+            .unwrap_or_default(),
+        r.map(details).unwrap_or_default(),
+        status.to_string(),
+        problem.unwrap_or_default(),
+    ];
+    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    writeln!(out, "{}", line.join(","))
 }
 
 fn status_fields(vr: &VerifiedRecord) -> (&'static str, Option<String>) {

@@ -10,10 +10,10 @@ use serde::Serialize;
 
 use reliquary_image::keys::PublicKey;
 
-use super::checkpoint::{merkle_root, Checkpoint};
+use super::checkpoint::{merkle_root, Checkpoint, MerkleAccumulator};
 use super::layout::{
-    genesis_hash, read_frame, signature_message, BodyPreamble, FileHeader, FileSource, Frame,
-    FrameDefect, HeaderDefect, Source, FRAME_ALIGN, HEADER_LEN,
+    genesis_hash, read_frame, signature_message, FileHeader, FileSource, Frame, FrameDefect,
+    HeaderDefect, Source, FRAME_ALIGN, HEADER_LEN,
 };
 use super::record::{decode_body, Kind, Payload, Record};
 use super::{AuditError, Digest, LOG_FILE};
@@ -88,7 +88,68 @@ pub enum CheckpointStatus {
     },
 }
 
-/// The result of verifying a log.
+/// Problems listed by name in a [`Summary`]; the rest are only counted, so a
+/// log of forged frames cannot fill memory with reasons.
+pub const MAX_LISTED_PROBLEMS: usize = 100;
+/// Warnings listed by name in a [`Summary`]; the rest are only counted.
+pub const MAX_LISTED_WARNINGS: usize = 100;
+/// Frames read and checked together: bounded by count and by body bytes,
+/// so memory stays flat whatever the log's size.
+const BATCH_FRAMES: usize = 2048;
+const BATCH_BODY_BYTES: usize = 8 << 20;
+
+/// What a streaming verification concluded about the whole log; the
+/// records themselves went to the caller one at a time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub path: PathBuf,
+    pub key_id: String,
+    /// The checkpoint origin of this log, from its `LogCreated` record.
+    pub origin: Option<String>,
+    /// The log file's length in bytes.
+    pub log_bytes: u64,
+    /// Rows handed to the caller: every frame, damaged ones included.
+    pub records: u64,
+    /// The first [`MAX_LISTED_PROBLEMS`] problems, in file order.
+    pub problems: Vec<Problem>,
+    pub problem_count: u64,
+    /// The first [`MAX_LISTED_WARNINGS`] findings that do not fail verification.
+    pub warnings: Vec<String>,
+    pub warning_count: u64,
+    pub end: LogEnd,
+    /// Number of records before the first problem (the checkpoint tree size).
+    pub size: u64,
+    pub root: Digest,
+    pub checkpoint: Option<CheckpointStatus>,
+}
+
+impl Summary {
+    pub fn first_problem(&self) -> Option<&Problem> {
+        self.problems.first()
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.problem_count == 0
+    }
+
+    fn add_problem(&mut self, problem: Problem) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_LISTED_PROBLEMS {
+            self.problems.push(problem);
+        }
+    }
+
+    fn add_warning(&mut self, warning: String) {
+        self.warning_count += 1;
+        if self.warnings.len() < MAX_LISTED_WARNINGS {
+            self.warnings.push(warning);
+        }
+    }
+}
+
+/// The result of verifying a log, with every record in memory: for the
+/// stick's own small log (the TUI, the restore engine). Commands that read
+/// a log of any size use [`verify_dir_each`].
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub path: PathBuf,
@@ -125,45 +186,89 @@ impl Report {
 
     /// Findings that do not fail verification.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if let LogEnd::TornTail { offset, len } = self.end {
-            out.push(format!(
-                "the log ends with a torn append of {len} bytes at offset {offset}; it is \
-                 copied aside and cut off the next time the log is opened for writing"
-            ));
-        }
-        for r in &self.records {
-            let Some(rec) = &r.record else { continue };
-            if r.interrupted {
-                out.push(format!(
-                    "record {}: the restore it started is INTERRUPTED (no RestoreFinished)",
-                    r.seq
-                ));
-            }
-            if rec.meta.time.clock_anomaly {
-                out.push(format!(
-                    "record {}: the clock read {} ms, below the floor {} ms; the floor was recorded",
-                    r.seq, rec.meta.time.rtc_unix_millis, rec.meta.time.floor_unix_millis
-                ));
-            }
-            if let Payload::Recovered { offset, length, .. } = &rec.payload {
-                out.push(format!(
-                    "record {}: a torn tail of {length} bytes at offset {offset} was recovered",
-                    r.seq
-                ));
-            }
-        }
+        let mut out: Vec<String> = end_warning(&self.end).into_iter().collect();
+        out.extend(self.records.iter().flat_map(record_warnings));
         out
+    }
+
+    /// A report of `records` (all of the log's, or the few a caller kept)
+    /// with what the walk concluded about the whole log.
+    pub fn from_parts(summary: Summary, records: Vec<VerifiedRecord>) -> Self {
+        Self {
+            path: summary.path,
+            key_id: summary.key_id,
+            origin: summary.origin,
+            records,
+            problems: summary.problems,
+            end: summary.end,
+            size: summary.size,
+            root: summary.root,
+            checkpoint: summary.checkpoint,
+        }
     }
 }
 
+/// The warning a torn tail gives, if the log ends in one.
+fn end_warning(end: &LogEnd) -> Option<String> {
+    match *end {
+        LogEnd::TornTail { offset, len } => Some(format!(
+            "the log ends with a torn append of {len} bytes at offset {offset}; it is \
+             copied aside and cut off the next time the log is opened for writing"
+        )),
+        LogEnd::Clean { .. } => None,
+    }
+}
+
+/// The findings about one record that do not fail verification.
+fn record_warnings(r: &VerifiedRecord) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(rec) = &r.record else { return out };
+    if r.interrupted {
+        out.push(format!(
+            "record {}: the restore it started is INTERRUPTED (no RestoreFinished)",
+            r.seq
+        ));
+    }
+    if rec.meta.time.clock_anomaly {
+        out.push(format!(
+            "record {}: the clock read {} ms, below the floor {} ms; the floor was recorded",
+            r.seq, rec.meta.time.rtc_unix_millis, rec.meta.time.floor_unix_millis
+        ));
+    }
+    if let Payload::Recovered { offset, length, .. } = &rec.payload {
+        out.push(format!(
+            "record {}: a torn tail of {length} bytes at offset {offset} was recovered",
+            r.seq
+        ));
+    }
+    out
+}
+
 /// Verifies the log in `dir` against `key`, and against a witnessed
-/// checkpoint file when one is given.
+/// checkpoint file when one is given, holding every record in memory.
 pub fn verify_dir(
     dir: &Path,
     key: &PublicKey,
     checkpoint: Option<&Path>,
 ) -> Result<Report, AuditError> {
+    let mut records = Vec::new();
+    let summary = verify_dir_each(dir, key, checkpoint, &mut |vr| {
+        records.push(vr);
+        Ok(())
+    })?;
+    Ok(Report::from_parts(summary, records))
+}
+
+/// Verifies the log in `dir` like [`verify_dir`], handing each record to
+/// `visit` in file order (damaged frames too, as `Invalid` rows without a
+/// body) instead of keeping it: memory stays bounded whatever the log's
+/// size. An error from `visit` stops the walk.
+pub fn verify_dir_each(
+    dir: &Path,
+    key: &PublicKey,
+    checkpoint: Option<&Path>,
+    visit: &mut dyn FnMut(VerifiedRecord) -> std::io::Result<()>,
+) -> Result<Summary, AuditError> {
     let witnessed = match checkpoint {
         Some(path) => Some(Checkpoint::read_verified(path, key)?),
         None => None,
@@ -182,7 +287,7 @@ pub fn verify_dir(
         })?
         .len();
     let src = FileSource { file: &file, len };
-    verify_source(&src, &path, key, witnessed.as_ref())
+    verify_source(&src, &path, key, witnessed.as_ref(), visit)
 }
 
 /// Verifies a log held in memory. Same checks as [`verify_dir`].
@@ -191,7 +296,12 @@ pub fn verify_bytes(
     key: &PublicKey,
     witnessed: Option<&Checkpoint>,
 ) -> Result<Report, AuditError> {
-    verify_source(bytes, Path::new("<memory>"), key, witnessed)
+    let mut records = Vec::new();
+    let summary = verify_source(bytes, Path::new("<memory>"), key, witnessed, &mut |vr| {
+        records.push(vr);
+        Ok(())
+    })?;
+    Ok(Report::from_parts(summary, records))
 }
 
 fn verify_source<S: Source + ?Sized>(
@@ -199,154 +309,254 @@ fn verify_source<S: Source + ?Sized>(
     path: &Path,
     key: &PublicKey,
     witnessed: Option<&Checkpoint>,
-) -> Result<Report, AuditError> {
-    let mut bodies: Vec<(Vec<u8>, BodyPreamble)> = Vec::new();
-    let scan = match scan(src, false, &mut |f: &Frame| {
-        bodies.push((f.body.clone(), f.preamble));
-    }) {
-        Ok(scan) => scan,
-        Err(ScanError::Header(defect)) => {
-            return Ok(header_failure(path, key, defect));
-        }
-        Err(ScanError::Io { offset, source }) => {
-            return Err(AuditError::Read {
-                path: path.to_path_buf(),
-                offset,
-                source,
-            })
-        }
+    visit: &mut dyn FnMut(VerifiedRecord) -> std::io::Result<()>,
+) -> Result<Summary, AuditError> {
+    let io_error = |e: ScanError| match e {
+        ScanError::Io { offset, source } => AuditError::Read {
+            path: path.to_path_buf(),
+            offset,
+            source,
+        },
+        ScanError::Header(defect) => AuditError::Header {
+            path: path.to_path_buf(),
+            defect,
+        },
     };
-    let mut problems = scan.problems.clone();
-    if scan.header.public_key != *key.as_bytes() {
-        problems.push(Problem {
+    let mut reader = match FrameReader::new(src) {
+        Ok(reader) => reader,
+        Err(ScanError::Header(defect)) => return Ok(header_failure(path, key, src, defect)),
+        Err(e) => return Err(io_error(e)),
+    };
+    // A first pass finds which restores finished, so a RestoreStarted row
+    // can say INTERRUPTED when it is handed over.
+    let finished = finished_restores(reader.clone()).map_err(io_error)?;
+
+    let mut summary = Summary {
+        path: path.to_path_buf(),
+        key_id: key.key_id(),
+        origin: None,
+        log_bytes: src.byte_len(),
+        records: 0,
+        problems: Vec::new(),
+        problem_count: 0,
+        warnings: Vec::new(),
+        warning_count: 0,
+        end: LogEnd::Clean { offset: 0 },
+        size: 0,
+        root: merkle_root(&[]),
+        checkpoint: None,
+    };
+    if reader.header.public_key != *key.as_bytes() {
+        summary.add_problem(Problem {
             seq: None,
             offset: 0,
             reason: format!(
                 "the header names the appliance key {}, not the key {} given for verification",
-                PublicKey::from_bytes(scan.header.public_key)
+                PublicKey::from_bytes(reader.header.public_key)
                     .map(|k| k.key_id())
-                    .unwrap_or_else(|_| hex::encode(scan.header.public_key)),
+                    .unwrap_or_else(|_| hex::encode(reader.header.public_key)),
                 key.key_id()
             ),
         });
     }
-    // Signatures dominate the cost; records are independent, so check and
-    // decode them in parallel.
-    let signatures_ok = check_signatures(key, &scan.frames);
-    let checked: Vec<(bool, Result<Record, String>)> = signatures_ok
-        .into_par_iter()
-        .zip(bodies.par_iter())
-        .map(|(ok, (body, preamble))| (ok, decode_body(body, preamble).map_err(|e| e.to_string())))
-        .collect();
-    drop(bodies);
-    let finished: HashSet<u64> = checked
-        .iter()
-        .filter_map(|(_, r)| match r {
-            Ok(Record {
-                payload: Payload::RestoreFinished(f),
-                ..
-            }) => Some(f.started_seq),
-            _ => None,
-        })
-        .collect();
-    let mut origin = None;
-    let mut records = Vec::with_capacity(scan.frames.len());
-    for (frame, (ok, rec)) in scan.frames.iter().zip(checked) {
-        let scan_problem = scan.problems.iter().find(|p| p.offset == frame.offset);
-        let mut reasons: Vec<String> = scan_problem.map(|p| p.reason.clone()).into_iter().collect();
-        let mut fresh = Vec::new();
-        if !ok {
-            fresh.push(format!(
-                "its signature does not verify with the appliance key {}",
-                key.key_id()
-            ));
-        }
-        let record = match rec {
-            Ok(r) => {
-                fresh.extend(semantic_problem(&r, key, frame.seq));
-                if r.seq == 0 {
-                    origin = Some(Checkpoint::origin_for(&r.meta.appliance_id));
+    // The tree covers the records before the first problem; a witnessed
+    // checkpoint is compared with the root at its size.
+    let mut tree = MerkleAccumulator::default();
+    let mut witnessed_root = witnessed.filter(|cp| cp.size == 0).map(|_| tree.root());
+    let mut batch: Vec<Scanned> = Vec::new();
+    loop {
+        let mut body_bytes = 0;
+        while batch.len() < BATCH_FRAMES && body_bytes < BATCH_BODY_BYTES {
+            match reader.next_item().map_err(io_error)? {
+                Some(item) => {
+                    if let Scanned::Frame { frame, .. } = &item {
+                        body_bytes += frame.body.len();
+                    }
+                    batch.push(item);
                 }
-                Some(r)
+                None => break,
             }
-            Err(e) => {
-                fresh.push(e);
-                None
-            }
-        };
-        if let (None, Some(reason)) = (scan_problem, fresh.first()) {
-            problems.push(Problem {
-                seq: Some(frame.seq),
-                offset: frame.offset,
-                reason: reason.clone(),
-            });
         }
-        reasons.extend(fresh);
-        let interrupted = record
-            .as_ref()
-            .is_some_and(|r| r.kind == Kind::RestoreStarted && !finished.contains(&r.seq));
-        records.push(VerifiedRecord {
-            seq: frame.seq,
-            offset: frame.offset,
-            record,
-            status: if reasons.is_empty() {
-                RecordStatus::Verified
-            } else {
-                RecordStatus::Invalid(reasons.join("; "))
-            },
-            interrupted,
-        });
+        if batch.is_empty() {
+            break;
+        }
+        let checked = check_batch(key, &batch);
+        for (item, (signature_ok, decoded)) in batch.drain(..).zip(checked) {
+            let vr = match item {
+                Scanned::Damaged {
+                    seq,
+                    offset,
+                    reason,
+                } => {
+                    summary.add_problem(Problem {
+                        seq: Some(seq),
+                        offset,
+                        reason: reason.clone(),
+                    });
+                    VerifiedRecord {
+                        seq,
+                        offset,
+                        record: None,
+                        status: RecordStatus::Invalid(reason),
+                        interrupted: false,
+                    }
+                }
+                Scanned::Frame { frame, problem } => {
+                    let mut reasons: Vec<String> = problem.into_iter().collect();
+                    if !signature_ok {
+                        reasons.push(format!(
+                            "its signature does not verify with the appliance key {}",
+                            key.key_id()
+                        ));
+                    }
+                    let record = match decoded {
+                        Ok(r) => {
+                            reasons.extend(semantic_problem(&r, key, frame.preamble.seq));
+                            if frame.preamble.seq == 0 {
+                                summary.origin = Some(Checkpoint::origin_for(&r.meta.appliance_id));
+                            }
+                            Some(r)
+                        }
+                        Err(e) => {
+                            reasons.push(e);
+                            None
+                        }
+                    };
+                    if let Some(reason) = reasons.first() {
+                        summary.add_problem(Problem {
+                            seq: Some(frame.preamble.seq),
+                            offset: frame.offset,
+                            reason: reason.clone(),
+                        });
+                    }
+                    if summary.problem_count == 0 {
+                        tree.push(frame.record_hash);
+                        if witnessed.is_some_and(|cp| cp.size == tree.size()) {
+                            witnessed_root = Some(tree.root());
+                        }
+                    }
+                    let interrupted = record.as_ref().is_some_and(|r| {
+                        r.kind == Kind::RestoreStarted && !finished.contains(&r.seq)
+                    });
+                    VerifiedRecord {
+                        seq: frame.preamble.seq,
+                        offset: frame.offset,
+                        record,
+                        status: if reasons.is_empty() {
+                            RecordStatus::Verified
+                        } else {
+                            RecordStatus::Invalid(reasons.join("; "))
+                        },
+                        interrupted,
+                    }
+                }
+            };
+            for warning in record_warnings(&vr) {
+                summary.add_warning(warning);
+            }
+            summary.records += 1;
+            visit(vr).map_err(|source| AuditError::Output { source })?;
+        }
     }
-    problems.sort_by_key(|p| (p.offset, p.seq.is_some()));
-
-    // The tree covers the records before the first problem.
-    let good = problems
-        .first()
-        .map(|p| {
-            scan.frames
-                .iter()
-                .take_while(|f| f.offset < p.offset)
-                .count()
-        })
-        .unwrap_or(scan.frames.len());
-    let leaves: Vec<Digest> = scan.frames[..good].iter().map(|f| f.record_hash).collect();
-    let root = merkle_root(&leaves);
-
-    let checkpoint = witnessed.map(|cp| {
-        let status = check_against(cp, origin.as_deref(), &leaves);
+    summary.end = reader.end.unwrap_or(LogEnd::Clean { offset: 0 });
+    if let Some(warning) = end_warning(&summary.end) {
+        summary.add_warning(warning);
+    }
+    summary.size = tree.size();
+    summary.root = tree.root();
+    if let Some(cp) = witnessed {
+        let status = check_against(cp, summary.origin.as_deref(), &summary, witnessed_root);
         if let Some(reason) = status_problem(&status) {
-            problems.push(Problem {
+            summary.add_problem(Problem {
                 seq: None,
                 offset: u64::MAX,
                 reason,
             });
         }
-        status
-    });
-    Ok(Report {
-        path: path.to_path_buf(),
-        key_id: key.key_id(),
-        origin,
-        records,
-        problems,
-        end: scan.end,
-        size: leaves.len() as u64,
-        root,
-        checkpoint,
-    })
+        summary.checkpoint = Some(status);
+    }
+    Ok(summary)
 }
 
-fn header_failure(path: &Path, key: &PublicKey, defect: HeaderDefect) -> Report {
-    Report {
+/// The `started_seq` of every `RestoreFinished` whose body decodes.
+fn finished_restores<S: Source + ?Sized>(
+    mut reader: FrameReader<'_, S>,
+) -> Result<HashSet<u64>, ScanError> {
+    // The discriminant is the stored kind number.
+    let finished_kind = Kind::RestoreFinished as u16;
+    let mut finished = HashSet::new();
+    while let Some(item) = reader.next_item()? {
+        if let Scanned::Frame { frame, .. } = item {
+            if frame.preamble.kind != finished_kind {
+                continue;
+            }
+            if let Ok(Record {
+                payload: Payload::RestoreFinished(f),
+                ..
+            }) = decode_body(&frame.body, &frame.preamble)
+            {
+                finished.insert(f.started_seq);
+            }
+        }
+    }
+    Ok(finished)
+}
+
+/// Each frame's signature verdict and decoded body, in parallel; damaged
+/// frames get `(false, Err)` and are not looked at.
+fn check_batch(key: &PublicKey, batch: &[Scanned]) -> Vec<(bool, Result<Record, String>)> {
+    let frames: Vec<FrameSummary> = batch
+        .iter()
+        .filter_map(|item| match item {
+            Scanned::Frame { frame, .. } => Some(FrameSummary {
+                offset: frame.offset,
+                len: frame.len,
+                seq: frame.preamble.seq,
+                record_hash: frame.record_hash,
+                signature: frame.signature,
+            }),
+            Scanned::Damaged { .. } => None,
+        })
+        .collect();
+    let mut signatures = check_signatures(key, &frames).into_iter();
+    let decoded: Vec<Option<Result<Record, String>>> = batch
+        .par_iter()
+        .map(|item| match item {
+            Scanned::Frame { frame, .. } => {
+                Some(decode_body(&frame.body, &frame.preamble).map_err(|e| e.to_string()))
+            }
+            Scanned::Damaged { .. } => None,
+        })
+        .collect();
+    decoded
+        .into_iter()
+        .map(|d| match d {
+            Some(d) => (signatures.next().unwrap_or(false), d),
+            None => (false, Err(String::new())),
+        })
+        .collect()
+}
+
+fn header_failure<S: Source + ?Sized>(
+    path: &Path,
+    key: &PublicKey,
+    src: &S,
+    defect: HeaderDefect,
+) -> Summary {
+    Summary {
         path: path.to_path_buf(),
         key_id: key.key_id(),
         origin: None,
-        records: Vec::new(),
+        log_bytes: src.byte_len(),
+        records: 0,
         problems: vec![Problem {
             seq: None,
             offset: 0,
             reason: defect.to_string(),
         }],
+        problem_count: 1,
+        warnings: Vec::new(),
+        warning_count: 0,
         end: LogEnd::Clean { offset: 0 },
         size: 0,
         root: merkle_root(&[]),
@@ -367,7 +577,15 @@ fn semantic_problem(r: &Record, key: &PublicKey, seq: u64) -> Option<String> {
     }
 }
 
-fn check_against(cp: &Checkpoint, origin: Option<&str>, leaves: &[Digest]) -> CheckpointStatus {
+/// Compares a witnessed checkpoint with the log: `root_at_size` is the
+/// log's root over the checkpoint's number of records, if it has as many
+/// valid ones.
+fn check_against(
+    cp: &Checkpoint,
+    origin: Option<&str>,
+    log: &Summary,
+    root_at_size: Option<Digest>,
+) -> CheckpointStatus {
     let actual = origin.unwrap_or("");
     if cp.origin != actual {
         return CheckpointStatus::WrongOrigin {
@@ -375,22 +593,14 @@ fn check_against(cp: &Checkpoint, origin: Option<&str>, leaves: &[Digest]) -> Ch
             actual: actual.to_string(),
         };
     }
-    let Ok(n) = usize::try_from(cp.size) else {
-        return CheckpointStatus::Shorter {
+    match root_at_size {
+        None => CheckpointStatus::Shorter {
             witnessed: cp.size,
-            actual: leaves.len() as u64,
-        };
-    };
-    if n > leaves.len() {
-        return CheckpointStatus::Shorter {
-            witnessed: cp.size,
-            actual: leaves.len() as u64,
-        };
+            actual: log.size,
+        },
+        Some(root) if root != cp.root => CheckpointStatus::Forked { size: cp.size },
+        Some(_) => CheckpointStatus::Extends { size: cp.size },
     }
-    if merkle_root(&leaves[..n]) != cp.root {
-        return CheckpointStatus::Forked { size: cp.size };
-    }
-    CheckpointStatus::Extends { size: cp.size }
 }
 
 fn status_problem(status: &CheckpointStatus) -> Option<String> {
@@ -443,106 +653,195 @@ pub(crate) fn scan<S: Source + ?Sized>(
     stop_at_damage: bool,
     visit: &mut dyn FnMut(&Frame),
 ) -> Result<Scan, ScanError> {
-    let len = src.byte_len();
-    let mut block = vec![0u8; FRAME_ALIGN as usize];
-    if len < FRAME_ALIGN {
-        return Err(ScanError::Header(HeaderDefect::Short));
-    }
-    src.read_exact_at(&mut block, 0)
-        .map_err(|source| ScanError::Io { offset: 0, source })?;
-    let header = FileHeader::decode(&block).map_err(ScanError::Header)?;
-    let mut header_bytes = [0u8; HEADER_LEN];
-    header_bytes.copy_from_slice(&block[..HEADER_LEN]);
-
+    let mut reader = FrameReader::new(src)?;
     let mut frames = Vec::new();
     let mut problems = Vec::new();
-    let mut expected_seq = 0u64;
-    let mut prev = genesis_hash(&header_bytes);
-    let mut resynced = false;
-    let mut off = FRAME_ALIGN;
-    let mut scratch = Vec::new();
-    let end = loop {
-        if off >= len {
-            break LogEnd::Clean { offset: off };
+    while let Some(item) = reader.next_item()? {
+        let problem = match item {
+            Scanned::Frame { frame, problem } => {
+                visit(&frame);
+                frames.push(FrameSummary {
+                    offset: frame.offset,
+                    len: frame.len,
+                    seq: frame.preamble.seq,
+                    record_hash: frame.record_hash,
+                    signature: frame.signature,
+                });
+                problem.map(|reason| {
+                    (
+                        frame.preamble.seq,
+                        frame.offset,
+                        frame.offset + frame.len,
+                        reason,
+                    )
+                })
+            }
+            Scanned::Damaged {
+                seq,
+                offset,
+                reason,
+            } => Some((seq, offset, offset, reason)),
+        };
+        if let Some((seq, offset, stop, reason)) = problem {
+            problems.push(Problem {
+                seq: Some(seq),
+                offset,
+                reason,
+            });
+            if stop_at_damage {
+                return Ok(Scan {
+                    header: reader.header,
+                    frames,
+                    problems,
+                    end: LogEnd::Clean { offset: stop },
+                });
+            }
         }
-        match read_frame(src, off, &mut scratch) {
+    }
+    Ok(Scan {
+        header: reader.header,
+        frames,
+        problems,
+        end: reader.end.unwrap_or(LogEnd::Clean { offset: 0 }),
+    })
+}
+
+/// One step of a structural walk.
+pub(crate) enum Scanned {
+    /// A complete frame, with the chain problem it has (a wrong sequence
+    /// number or previous-record hash), if any.
+    Frame {
+        frame: Frame,
+        problem: Option<String>,
+    },
+    /// Bytes that are no frame, with valid frames after them: the record
+    /// that should be there is counted as `seq`.
+    Damaged {
+        seq: u64,
+        offset: u64,
+        reason: String,
+    },
+}
+
+/// The frames of a log, one at a time, with the chain checked as they come.
+pub(crate) struct FrameReader<'a, S: ?Sized> {
+    src: &'a S,
+    pub header: FileHeader,
+    expected_seq: u64,
+    prev: Digest,
+    resynced: bool,
+    offset: u64,
+    scratch: Vec<u8>,
+    /// How the file ends, once the walk got there.
+    pub end: Option<LogEnd>,
+}
+
+impl<S: ?Sized> Clone for FrameReader<'_, S> {
+    fn clone(&self) -> Self {
+        Self {
+            src: self.src,
+            header: self.header,
+            expected_seq: self.expected_seq,
+            prev: self.prev,
+            resynced: self.resynced,
+            offset: self.offset,
+            scratch: Vec::new(),
+            end: self.end,
+        }
+    }
+}
+
+impl<'a, S: Source + ?Sized> FrameReader<'a, S> {
+    pub fn new(src: &'a S) -> Result<Self, ScanError> {
+        let len = src.byte_len();
+        let mut block = vec![0u8; FRAME_ALIGN as usize];
+        if len < FRAME_ALIGN {
+            return Err(ScanError::Header(HeaderDefect::Short));
+        }
+        src.read_exact_at(&mut block, 0)
+            .map_err(|source| ScanError::Io { offset: 0, source })?;
+        let header = FileHeader::decode(&block).map_err(ScanError::Header)?;
+        let mut header_bytes = [0u8; HEADER_LEN];
+        header_bytes.copy_from_slice(&block[..HEADER_LEN]);
+        Ok(Self {
+            src,
+            header,
+            expected_seq: 0,
+            prev: genesis_hash(&header_bytes),
+            resynced: false,
+            offset: FRAME_ALIGN,
+            scratch: Vec::new(),
+            end: None,
+        })
+    }
+
+    /// The next frame or damaged stretch; `None` at the end of the file or
+    /// at a torn tail (then `end` says which).
+    pub fn next_item(&mut self) -> Result<Option<Scanned>, ScanError> {
+        if self.end.is_some() {
+            return Ok(None);
+        }
+        let len = self.src.byte_len();
+        if self.offset >= len {
+            self.end = Some(LogEnd::Clean {
+                offset: self.offset,
+            });
+            return Ok(None);
+        }
+        match read_frame(self.src, self.offset, &mut self.scratch) {
             Ok(frame) => {
                 let seq = frame.preamble.seq;
-                let problem = if resynced {
+                let problem = if self.resynced {
                     None
-                } else if seq != expected_seq {
+                } else if seq != self.expected_seq {
                     Some(format!(
-                        "its sequence number is {seq} where {expected_seq} was expected: a record \
-                         is missing, repeated or out of order"
+                        "its sequence number is {seq} where {} was expected: a record \
+                         is missing, repeated or out of order",
+                        self.expected_seq
                     ))
-                } else if frame.preamble.prev_hash != prev {
+                } else if frame.preamble.prev_hash != self.prev {
                     Some(format!(
                         "its previous-record hash does not match record {}: a record before it \
                          was changed, removed or replaced",
-                        expected_seq.saturating_sub(1)
+                        self.expected_seq.saturating_sub(1)
                     ))
                 } else {
                     None
                 };
-                resynced = false;
-                visit(&frame);
-                frames.push(FrameSummary {
-                    offset: off,
-                    len: frame.len,
-                    seq,
-                    record_hash: frame.record_hash,
-                    signature: frame.signature,
-                });
-                expected_seq = seq.wrapping_add(1);
-                prev = frame.record_hash;
-                off += frame.len;
-                if let Some(reason) = problem {
-                    problems.push(Problem {
-                        seq: Some(seq),
-                        offset: frame.offset,
-                        reason,
-                    });
-                    if stop_at_damage {
-                        break LogEnd::Clean { offset: off };
-                    }
-                }
+                self.resynced = false;
+                self.expected_seq = seq.wrapping_add(1);
+                self.prev = frame.record_hash;
+                self.offset += frame.len;
+                Ok(Some(Scanned::Frame { frame, problem }))
             }
-            Err(FrameDefect::Io(e)) => {
-                return Err(ScanError::Io {
-                    offset: off,
-                    source: std::io::Error::other(e),
-                })
-            }
-            Err(defect) => match next_valid_frame(src, off, &mut scratch) {
+            Err(FrameDefect::Io(e)) => Err(ScanError::Io {
+                offset: self.offset,
+                source: std::io::Error::other(e),
+            }),
+            Err(defect) => match next_valid_frame(self.src, self.offset, &mut self.scratch) {
                 None => {
-                    break LogEnd::TornTail {
-                        offset: off,
-                        len: len - off,
-                    }
+                    self.end = Some(LogEnd::TornTail {
+                        offset: self.offset,
+                        len: len - self.offset,
+                    });
+                    Ok(None)
                 }
                 Some(next) => {
-                    problems.push(Problem {
-                        seq: Some(expected_seq),
-                        offset: off,
+                    let damaged = Scanned::Damaged {
+                        seq: self.expected_seq,
+                        offset: self.offset,
                         reason: format!(
                             "the frame is damaged ({defect}) and valid records follow it at offset {next}"
                         ),
-                    });
-                    if stop_at_damage {
-                        break LogEnd::Clean { offset: off };
-                    }
-                    off = next;
-                    resynced = true;
+                    };
+                    self.expected_seq = self.expected_seq.wrapping_add(1);
+                    self.offset = next;
+                    self.resynced = true;
+                    Ok(Some(damaged))
                 }
             },
         }
-    };
-    Ok(Scan {
-        header,
-        frames,
-        problems,
-        end,
-    })
+    }
 }
 
 /// The offset of the first complete frame after `off`, if any.
@@ -567,8 +866,13 @@ const SIGNATURE_BATCH: usize = 1024;
 /// batch of one), so a signature's verdict never depends on which other
 /// signatures share its batch.
 fn check_signatures(key: &PublicKey, frames: &[FrameSummary]) -> Vec<bool> {
+    // Spread a small batch over every core too.
+    let chunk = frames
+        .len()
+        .div_ceil(rayon::current_num_threads())
+        .clamp(64, SIGNATURE_BATCH);
     frames
-        .par_chunks(SIGNATURE_BATCH)
+        .par_chunks(chunk)
         .flat_map_iter(|batch| {
             let messages: Vec<Vec<u8>> = batch
                 .iter()

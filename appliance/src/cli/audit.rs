@@ -9,12 +9,13 @@ use serde_json::json;
 
 use reliquary_appliance::audit::checkpoint::verifier_key;
 use reliquary_appliance::audit::query::{self, Filter};
+use reliquary_appliance::audit::Clock;
 use reliquary_appliance::audit::{
-    verify_dir, AuditError, AuditLog, CheckpointStatus, Environment, LogEnd, Operator, Payload,
-    Report, CHECKPOINT_FILE, PUBLIC_KEY_FILE, RESTORE_RESERVE_BYTES,
+    verify_dir_each, AuditError, AuditLog, CheckpointStatus, Environment, LogEnd, Operator,
+    Payload, Summary, PUBLIC_KEY_FILE, RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::exit::ExitClass;
-use reliquary_appliance::report::{self, CheckpointText};
+use reliquary_appliance::report;
 use reliquary_image::keys::PublicKey;
 
 use super::output::{self, print_result, FileError};
@@ -259,9 +260,9 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
 
 fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let (key, _) = PublicKey::load(&a.key)?;
-    let report = verify_dir(&a.dir.dir, &key, a.checkpoint.as_deref())?;
-    print_result(&serde_json::to_value(&report)?, || print_summary(&report))?;
-    fail_on_problem(&report)
+    let summary = verify_dir_each(&a.dir.dir, &key, a.checkpoint.as_deref(), &mut |_| Ok(()))?;
+    print_result(&serde_json::to_value(&summary)?, || print_summary(&summary))?;
+    fail_on_problem(&summary)
 }
 
 fn checkpoint(a: CheckpointArgs) -> anyhow::Result<ExitCode> {
@@ -302,41 +303,86 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         since: date(&a.since, false)?,
         until: date(&a.until, true)?,
     };
-    let report = load_report(&a.dir.dir, &a.key)?;
-    if output::get().json {
-        let rows = query::filtered_rows(&report, &filter);
-        let value = json!({
-            "shown": rows.len(),
-            "total": report.records.len(),
-            "records": rows,
-            "warnings": report.warnings(),
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+    let (key, _) = PublicKey::load(&a.key.path(&a.dir.dir))?;
+    let json = output::get().json;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut shown = 0u64;
+    if json {
+        write!(out, "{{\"records\": [")?;
     } else {
-        let mut out = std::io::stdout().lock();
-        let shown = query::write_table(&report, &filter, &mut out)?;
-        writeln!(out, "{shown} of {} records shown", report.records.len())?;
-        for w in report.warnings() {
-            output::warn(w);
+        query::write_table_header(&mut out)?;
+    }
+    let summary = verify_dir_each(&a.dir.dir, &key, None, &mut |vr| {
+        if !filter.keeps(&vr) {
+            return Ok(());
+        }
+        if json {
+            let separator = if shown == 0 { "\n" } else { ",\n" };
+            write!(out, "{separator}{}", query::row_json(&vr))?;
+        } else {
+            query::write_table_row(&vr, &mut out)?;
+        }
+        shown += 1;
+        Ok(())
+    })?;
+    if json {
+        let tail = json!({
+            "shown": shown,
+            "total": summary.records,
+            "warnings": summary.warnings,
+            "warning_count": summary.warning_count,
+            "problem_count": summary.problem_count,
+        });
+        // The closing fields, appended to the object the records opened.
+        let tail = serde_json::to_string(&tail)?;
+        writeln!(out, "\n], {}", tail.trim_start_matches('{'))?;
+    } else {
+        writeln!(out, "{shown} of {} records shown", summary.records)?;
+        if summary.problem_count > 0 {
+            writeln!(
+                out,
+                "{} INVALID record(s) or log problem(s): the log does not verify",
+                summary.problem_count
+            )?;
         }
     }
-    fail_on_problem(&report)
+    out.flush()?;
+    drop(out);
+    if !json {
+        print_warnings(&summary);
+    }
+    fail_on_problem(&summary)
 }
 
 fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
-    let report = load_report(&a.dir.dir, &a.key)?;
-    let mut out = std::io::stdout().lock();
-    if output::get().json {
-        let rows = query::filtered_rows(&report, &Filter::default());
-        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
-    } else {
-        match a.format {
-            Format::Jsonl => query::write_jsonl(&report, &mut out)?,
-            Format::Csv => query::write_csv(&report, &mut out)?,
-        }
+    let (key, _) = PublicKey::load(&a.key.path(&a.dir.dir))?;
+    let json = output::get().json;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut rows = 0u64;
+    match (json, a.format) {
+        (true, _) => write!(out, "[")?,
+        (false, Format::Csv) => query::write_csv_header(&mut out)?,
+        (false, Format::Jsonl) => {}
     }
+    let summary = verify_dir_each(&a.dir.dir, &key, None, &mut |vr| {
+        match (json, a.format) {
+            (true, _) => {
+                let separator = if rows == 0 { "\n" } else { ",\n" };
+                write!(out, "{separator}{}", query::row_json(&vr))?;
+            }
+            (false, Format::Jsonl) => writeln!(out, "{}", query::row_json(&vr))?,
+            (false, Format::Csv) => query::write_csv_row(&vr, &mut out)?,
+        }
+        rows += 1;
+        Ok(())
+    })?;
+    if json {
+        writeln!(out, "\n]")?;
+    }
+    out.flush()?;
+    drop(out);
     // The export is complete either way; the exit code still tells.
-    fail_on_problem(&report)
+    fail_on_problem(&summary)
 }
 
 fn note(a: NoteArgs) -> anyhow::Result<ExitCode> {
@@ -363,22 +409,17 @@ fn report_cmd(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let (since, until) = (date(&a.since, false)?, date(&a.until, true)?);
     let key_path = a.key.path(&a.dir.dir);
     let (key, _) = PublicKey::load(&key_path)?;
-    let report = verify_dir(&a.dir.dir, &key, None)?;
-    let pdf = match a.seq {
-        Some(seq) => {
-            // A certificate is a statement about a sound log.
-            if let Some(problem) = report.first_problem() {
-                return Err(AuditError::Verification {
-                    path: report.path.clone(),
-                    problem: problem.clone(),
-                }
-                .into());
-            }
-            let checkpoint =
-                CheckpointText::for_record(&report, seq, &a.dir.dir.join(CHECKPOINT_FILE), &key);
-            report::certificate(&report, seq, &checkpoint)?
+    let (pdf, unverified) = match a.seq {
+        Some(seq) => (
+            report::certificate_for(&a.dir.dir, &key, seq).map_err(certificate_error)?,
+            None,
+        ),
+        None => {
+            let now = reliquary_appliance::audit::SystemClock.now_unix_millis();
+            let (pdf, summary) = report::review_log(&a.dir.dir, &key, since, until, now)
+                .map_err(certificate_error)?;
+            (pdf, Some(summary).filter(|s| !s.is_ok()))
         }
-        None => report::review(&report, since, until)?,
     };
     // Never over an existing file: a certificate is a record, not a cache.
     std::fs::OpenOptions::new()
@@ -390,9 +431,28 @@ fn report_cmd(a: ReportArgs) -> anyhow::Result<ExitCode> {
             file.sync_all()
         })
         .map_err(|e| FileError::new("cannot write", &a.output, e))?;
-    let summary = json!({"output": a.output, "bytes": pdf.len(), "seq": a.seq});
+    let summary = json!({
+        "output": a.output,
+        "bytes": pdf.len(),
+        "seq": a.seq,
+        "log_verified": unverified.is_none(),
+    });
     print_result(&summary, || println!("wrote {}", a.output.display()))?;
-    Ok(ExitCode::SUCCESS)
+    // A review of a log that does not verify is written (it says so on its
+    // first page) and the command still fails.
+    match unverified {
+        Some(summary) => fail_on_problem(&summary),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The error inside, so its exit code and path are found as usual.
+fn certificate_error(e: report::CertificateError) -> anyhow::Error {
+    match e {
+        report::CertificateError::Log(e) => e.into(),
+        report::CertificateError::Report(e) => e.into(),
+        e => e.into(),
+    }
 }
 
 /// Opens for writing, telling the operator about any recovery.
@@ -418,38 +478,49 @@ impl KeyArg {
     }
 }
 
-fn load_report(dir: &Path, key: &KeyArg) -> anyhow::Result<Report> {
-    let (key, _) = PublicKey::load(&key.path(dir))?;
-    Ok(verify_dir(dir, &key, None)?)
-}
-
-fn print_summary(report: &Report) {
+fn print_summary(summary: &Summary) {
     println!(
-        "{}: {} records, appliance key {}, root {}",
-        report.path.display(),
-        report.size,
-        report.key_id,
-        &report.root.to_hex()[..8]
+        "{}: {} records, {} bytes, appliance key {}, root {}",
+        summary.path.display(),
+        summary.size,
+        summary.log_bytes,
+        summary.key_id,
+        &summary.root.to_hex()[..8]
     );
-    if let Some(CheckpointStatus::Extends { size }) = &report.checkpoint {
+    if let Some(CheckpointStatus::Extends { size }) = &summary.checkpoint {
         println!("extends the witnessed checkpoint of size {size}");
     }
-    if let LogEnd::Clean { .. } = report.end {
-        if report.is_ok() {
+    if let LogEnd::Clean { .. } = summary.end {
+        if summary.is_ok() {
             println!("every record verified");
         }
     }
-    for w in report.warnings() {
-        println!("warning: {w}");
+    print_warnings(summary);
+    for p in summary.problems.iter().skip(1) {
+        eprintln!("also: {p}");
     }
-    for p in report.problems.iter().skip(1) {
-        println!("also: {p}");
+    let unlisted = summary.problem_count - summary.problems.len() as u64;
+    if unlisted > 0 {
+        eprintln!(
+            "and {unlisted} more problems; `reliquary audit export` lists every invalid record"
+        );
+    }
+}
+
+/// Warnings go to stderr, so stdout stays the result alone.
+fn print_warnings(summary: &Summary) {
+    for w in &summary.warnings {
+        output::warn(w);
+    }
+    let unlisted = summary.warning_count - summary.warnings.len() as u64;
+    if unlisted > 0 {
+        output::warn(format_args!("and {unlisted} more warnings"));
     }
 }
 
 /// Exit 3 when the log failed verification. Under `--json` the result
 /// already printed says why, so no second (error) document follows.
-fn fail_on_problem(report: &Report) -> anyhow::Result<ExitCode> {
+fn fail_on_problem(report: &Summary) -> anyhow::Result<ExitCode> {
     match report.first_problem() {
         Some(_) if output::get().json => Ok(ExitCode::from(ExitClass::Integrity.code())),
         Some(problem) => Err(AuditError::Verification {

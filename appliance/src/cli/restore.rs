@@ -816,5 +816,6 @@ fn stage_label(stage: Stage) -> &'static str {
         Stage::Writing => "writing",
         Stage::ReadingBack => "reading back",
         Stage::Finalising => "finalising",
+        Stage::WipingAfterFailure => "wiping after the failure",
     }
 }

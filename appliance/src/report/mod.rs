@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use crate::audit::layout::{read_frame, FileSource};
 use crate::audit::query::{format_time, target_label};
 use crate::audit::{
-    Checkpoint, Payload, Record, RecordStatus, Report, RestoreFinished, RestoreOutcome,
-    RestoreStarted, VerifiedRecord,
+    AuditError, Checkpoint, LogEnd, Payload, Record, RecordStatus, Report, RestoreFinished,
+    RestoreOutcome, RestoreStarted, Summary, VerifiedRecord,
 };
 use crate::exit::ExitClass;
+use reliquary_image::keys::PublicKey;
 
 pub mod pdf;
 
@@ -67,12 +68,7 @@ pub struct CheckpointText {
 impl CheckpointText {
     /// The note in `note_path` when it verifies and covers record `seq`,
     /// otherwise the body of the log's current checkpoint, unsigned.
-    pub fn for_record(
-        report: &Report,
-        seq: u64,
-        note_path: &Path,
-        key: &reliquary_image::keys::PublicKey,
-    ) -> Self {
+    pub fn for_record(report: &Report, seq: u64, note_path: &Path, key: &PublicKey) -> Self {
         if let Ok(text) = std::fs::read_to_string(note_path) {
             if let Ok(cp) = Checkpoint::parse_verified(&text, key) {
                 if cp.size > seq && cp.size <= report.size {
@@ -95,6 +91,80 @@ impl CheckpointText {
             signed: false,
         }
     }
+}
+
+impl CheckpointText {
+    /// The note in `note_path` when it verifies and is the checkpoint of
+    /// the whole verified log, otherwise the log's checkpoint unsigned.
+    pub fn for_log(summary: &Summary, note_path: &Path, key: &PublicKey) -> Self {
+        let cp = Checkpoint {
+            origin: summary.origin.clone().unwrap_or_default(),
+            size: summary.size,
+            root: summary.root,
+        };
+        if let Ok(text) = std::fs::read_to_string(note_path) {
+            if Checkpoint::parse_verified(&text, key).is_ok_and(|signed| signed == cp) {
+                return Self {
+                    short_form: cp.short_form(),
+                    note: text,
+                    signed: true,
+                };
+            }
+        }
+        Self {
+            short_form: cp.short_form(),
+            note: cp.body(),
+            signed: false,
+        }
+    }
+}
+
+/// The certificate of the restore that record `seq` of the log in `dir`
+/// starts or finishes, refused when the log does not verify. The log is
+/// read a record at a time (twice when `seq` finishes a restore), keeping
+/// only the restore's two records, so memory stays flat whatever its size.
+pub fn certificate_for(dir: &Path, key: &PublicKey, seq: u64) -> Result<Vec<u8>, CertificateError> {
+    let keep = |wanted: &dyn Fn(&VerifiedRecord) -> bool| -> Result<Report, CertificateError> {
+        let mut kept = Vec::new();
+        let summary = crate::audit::verify_dir_each(dir, key, None, &mut |vr| {
+            if wanted(&vr) {
+                kept.push(vr);
+            }
+            Ok(())
+        })?;
+        if let Some(problem) = summary.first_problem() {
+            return Err(CertificateError::Log(AuditError::Verification {
+                path: summary.path.clone(),
+                problem: problem.clone(),
+            }));
+        }
+        Ok(Report::from_parts(summary, kept))
+    };
+    let finishes = |started: u64| {
+        move |vr: &VerifiedRecord| {
+            vr.record.as_ref().is_some_and(
+                |r| matches!(&r.payload, Payload::RestoreFinished(f) if f.started_seq == started),
+            )
+        }
+    };
+    let first = keep(&|vr| vr.seq == seq || finishes(seq)(vr))?;
+    let started_seq = first
+        .records
+        .iter()
+        .find(|vr| vr.seq == seq)
+        .and_then(|vr| match &vr.record.as_ref()?.payload {
+            Payload::RestoreFinished(f) => Some(f.started_seq),
+            _ => None,
+        });
+    let report = match started_seq {
+        Some(started) if started != seq => {
+            keep(&|vr| vr.seq == started || vr.seq == seq || finishes(started)(vr))?
+        }
+        _ => first,
+    };
+    let checkpoint =
+        CheckpointText::for_record(&report, seq, &dir.join(crate::audit::CHECKPOINT_FILE), key);
+    Ok(certificate(&report, seq, &checkpoint)?)
 }
 
 /// The pair of records of one restore.
@@ -175,18 +245,7 @@ pub fn write_certificate(dir: &Path, seq: u64) -> Result<PathBuf, CertificateErr
     let key_path = dir.join(crate::audit::PUBLIC_KEY_FILE);
     let (key, _) = reliquary_image::keys::PublicKey::load(&key_path)
         .map_err(|e| CertificateError::Key(e.to_string()))?;
-    let report = crate::audit::verify_dir(dir, &key, None)?;
-    if let Some(problem) = report.first_problem() {
-        return Err(CertificateError::Log(
-            crate::audit::AuditError::Verification {
-                path: report.path.clone(),
-                problem: problem.clone(),
-            },
-        ));
-    }
-    let checkpoint =
-        CheckpointText::for_record(&report, seq, &dir.join(crate::audit::CHECKPOINT_FILE), &key);
-    let pdf = certificate(&report, seq, &checkpoint)?;
+    let pdf = certificate_for(dir, &key, seq)?;
     let path = dir.join(format!("certificate-{seq}.pdf"));
     let written = std::fs::File::create(&path).and_then(|mut file| {
         std::io::Write::write_all(&mut file, &pdf)?;
@@ -235,8 +294,23 @@ pub fn certificate(
     };
     let started_rec = restore.started.map(|(_, rec, _)| rec);
 
-    let mut doc = Layout::new("Reliquary restore certificate")?;
-    doc.title("Restore certificate");
+    let succeeded = restore
+        .finished
+        .is_some_and(|(_, _, f)| f.outcome == RestoreOutcome::Success);
+    let mut doc = if succeeded {
+        let mut doc = Layout::new("Reliquary restore certificate")?;
+        doc.title("Restore certificate");
+        doc
+    } else {
+        let mut doc = Layout::new("Reliquary restore certificate: RESTORE FAILED")?;
+        doc.title("RESTORE FAILED");
+        doc.banner(&format!(
+            "RESTORE FAILED ({}). The target disk is {}.",
+            restore.result(),
+            disk_state(&restore)
+        ));
+        doc
+    };
     doc.paragraph(&format!(
         "A true copy of the signed restore record{} of the audit log {} ({}).",
         match (restore.started, restore.finished) {
@@ -305,7 +379,7 @@ pub fn certificate(
     match restore.started {
         Some((_, rec, s)) if rec.body_version >= 2 => {
             doc.field("Meaning", s.meaning.as_deref().unwrap_or("not given"));
-            doc.field("Reason", s.reason.as_deref().unwrap_or("not given"));
+            doc.field(WORK_ORDER, s.reason.as_deref().unwrap_or("not given"));
             doc.field(
                 "Restore",
                 &format!(
@@ -318,7 +392,7 @@ pub fn certificate(
         _ => {
             let why = "not recorded (audit record version 1)";
             doc.field("Meaning", why);
-            doc.field("Reason", why);
+            doc.field(WORK_ORDER, why);
         }
     }
     if let Some(rec) = started_rec {
@@ -333,7 +407,15 @@ pub fn certificate(
     );
 
     doc.heading("Result");
-    doc.field("Result", restore.result());
+    doc.field(
+        "Result",
+        &if succeeded {
+            restore.result().to_string()
+        } else {
+            format!("RESTORE FAILED ({})", restore.result())
+        },
+    );
+    doc.field("Disk state", disk_state(&restore));
     if let Some((_, _, f)) = restore.finished {
         if let RestoreOutcome::Failed { chunk, reason } = &f.outcome {
             let at = chunk.map(|c| format!("chunk {c}: ")).unwrap_or_default();
@@ -346,12 +428,7 @@ pub fn certificate(
         {
             doc.field("Bytes already correct", &f.bytes_skipped.to_string());
         }
-        let stages: Vec<String> = f
-            .stage_millis
-            .iter()
-            .map(|(stage, ms)| format!("{stage} {:.1} s", *ms as f64 / 1000.0))
-            .collect();
-        doc.field("Stages", &stages.join(", "));
+        doc.field("Stages", &stage_list(&f.stage_millis));
         doc.field(
             "Read-back digest",
             &f.readback_digest
@@ -389,110 +466,311 @@ pub fn certificate(
     );
 
     doc.heading("Checkpoint");
-    let mut lines: Vec<String> = checkpoint.note.lines().map(str::to_string).collect();
-    lines.push(String::new());
-    lines.push(if checkpoint.signed {
-        "signed by the appliance".into()
-    } else {
-        "unsigned: computed from the verified log".into()
-    });
-    lines.push(checkpoint.short_form.clone());
-    doc.text_with_qr(&lines, &checkpoint.note, 110.0);
+    doc.paragraph(&format!(
+        "{}; short form {}. The lines below are the whole note, each on one line; the QR code holds the same note.",
+        if checkpoint.signed {
+            "Signed by the appliance"
+        } else {
+            "Unsigned: computed from the verified log, no signed checkpoint covers this record"
+        },
+        checkpoint.short_form
+    ));
+    let lines: Vec<String> = checkpoint.note.lines().map(str::to_string).collect();
+    doc.exact_lines_with_qr(&lines, &checkpoint.note, 110.0);
 
     doc.heading("How to verify");
+    let dir = report
+        .path
+        .parent()
+        .map_or_else(|| ".".into(), |p| p.display().to_string());
     doc.paragraph(&format!(
-        "Save the checkpoint above to a file and run: reliquary audit verify --dir {} --key appliance.pub --checkpoint FILE. \
-         It checks every record's signature and hash chain and that the log extends this checkpoint; then \
-         `reliquary audit show --dir DIR` lists record {}.",
-        report
-            .path
-            .parent()
-            .map_or_else(|| ".".into(), |p| p.display().to_string()),
+        "Copy the checkpoint lines above into a file (or scan the QR code: zbarimg --raw) and run: \
+         reliquary audit verify --dir {dir} --key {} --checkpoint FILE. \
+         It checks every record's signature and hash chain and that the log extends this checkpoint; \
+         line ends (LF or CRLF) and a missing or extra final newline do not matter. \
+         Then `reliquary audit show --dir {dir}` lists record {}.",
+        Path::new(&dir).join(crate::audit::PUBLIC_KEY_FILE).display(),
         main_vr.seq
     ));
     Ok(doc.finish())
 }
 
-/// A review of the records from `since` (inclusive) to `until` (exclusive),
-/// Unix milliseconds: the exceptions first, then every record.
-pub fn review(
-    report: &Report,
+/// The label of the work order a restore was done for (the record's
+/// `reason`), the same word on every paper and screen.
+pub const WORK_ORDER: &str = "Work order";
+
+/// What the target disk holds after the restore, in words.
+fn disk_state(restore: &Restore<'_>) -> &'static str {
+    match restore.finished.map(|(_, _, f)| &f.outcome) {
+        Some(RestoreOutcome::Success) => "restored and read back",
+        Some(_) => "wiped and will not boot; restore it again",
+        None => {
+            "partly written and will not boot (its first sector is written last); restore it again"
+        }
+    }
+}
+
+/// The stages with their times: "wiping 0.1 s, writing 3.2 s, ...".
+pub fn stage_list(stages: &[(String, u64)]) -> String {
+    stages
+        .iter()
+        .map(|(stage, ms)| format!("{stage} {:.1} s", *ms as f64 / 1000.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Failed sign-ins in a row by one operator from which the review lists
+/// them as an exception even without a lockout.
+pub const REPEATED_SIGN_IN_FAILURES: u32 = 3;
+/// Characters of an operator note the review prints; the export has all.
+const REVIEW_NOTE_CHARS: usize = 200;
+
+/// What the review of a period says about where it came from.
+#[derive(Debug, Clone)]
+pub struct ReviewProvenance {
+    /// When the review was made, Unix milliseconds.
+    pub generated_unix_millis: i64,
+    /// The signed checkpoint that covers the whole log, if the log's own
+    /// checkpoint file does; otherwise the unsigned one computed here.
+    pub checkpoint: CheckpointText,
+}
+
+/// The review of the records from `since` (inclusive) to `until`
+/// (exclusive), Unix milliseconds, of the log in `dir`: its provenance,
+/// the exceptions first, then every record, damaged ones included. The log
+/// is read twice, a record at a time, so memory stays flat whatever its
+/// size. Returns the PDF and what verification found: a review is written
+/// for a log that does not verify too (it says so first), and the caller
+/// decides the exit code.
+pub fn review_log(
+    dir: &Path,
+    key: &PublicKey,
     since: Option<i64>,
     until: Option<i64>,
-) -> Result<Vec<u8>, ReportError> {
-    let in_period = |vr: &&VerifiedRecord| {
+    generated_unix_millis: i64,
+) -> Result<(Vec<u8>, Summary), CertificateError> {
+    let in_period = |vr: &VerifiedRecord| {
         vr.record.as_ref().is_none_or(|r| {
             let t = r.meta.time.unix_millis;
             since.is_none_or(|s| t >= s) && until.is_none_or(|u| t < u)
         })
     };
-    let records: Vec<&VerifiedRecord> = report.records.iter().filter(in_period).collect();
+    let mut exceptions = Exceptions::default();
+    let mut in_period_count = 0u64;
+    let summary = crate::audit::verify_dir_each(dir, key, None, &mut |vr| {
+        if in_period(&vr) {
+            in_period_count += 1;
+            exceptions.add(&vr);
+        }
+        Ok(())
+    })?;
+    let exceptions = exceptions.finish();
+    let checkpoint =
+        CheckpointText::for_log(&summary, &dir.join(crate::audit::CHECKPOINT_FILE), key);
+    let provenance = ReviewProvenance {
+        generated_unix_millis,
+        checkpoint,
+    };
+
     let period = format!(
         "{} to {}",
         since.map_or("the first record".into(), format_time),
         until.map_or("the last record".into(), format_time)
     );
-    let mut doc = Layout::new("Reliquary audit review")?;
+    let mut doc = Layout::new("Reliquary audit review").map_err(ReportError::from)?;
     doc.title("Audit review");
-    doc.field("Log", &report.path.display().to_string());
-    doc.field("Origin", report.origin.as_deref().unwrap_or("unknown"));
-    doc.field("Appliance key", &report.key_id);
+    if let Some(problem) = summary.first_problem() {
+        doc.banner(&format!(
+            "THE LOG DOES NOT VERIFY: {} problem(s); the first: {problem}",
+            summary.problem_count
+        ));
+    }
+    doc.field("Log", &summary.path.display().to_string());
+    doc.field("Origin", summary.origin.as_deref().unwrap_or("unknown"));
+    doc.field("Appliance key", &summary.key_id);
+    doc.field(
+        "Log size",
+        &format!(
+            "{} bytes, {} records ({} valid before the first problem)",
+            summary.log_bytes, summary.records, summary.size
+        ),
+    );
+    doc.field("Root hash", &summary.root.to_hex());
     doc.field("Period", &period);
     doc.field(
         "Records",
         &format!(
-            "{} in the period, {} in the log",
-            records.len(),
-            report.size
+            "{in_period_count} in the period, {} in the log",
+            summary.records
         ),
     );
     doc.field(
         "Log verification",
-        &match report.first_problem() {
+        &match summary.first_problem() {
             None => "every record verified".to_string(),
-            Some(p) => format!("FAILED: {p}"),
+            Some(p) => format!("FAILED ({} problems): {p}", summary.problem_count),
         },
     );
+    doc.field(
+        "Generated",
+        &format!(
+            "{} by reliquary {}",
+            format_time(provenance.generated_unix_millis),
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
 
-    let exceptions: Vec<(u64, String)> = records.iter().filter_map(|vr| exception(vr)).collect();
     doc.heading(&format!("Exceptions ({})", exceptions.len()));
     if exceptions.is_empty() {
         doc.paragraph(
-            "None: no failed, cancelled or interrupted restore, no locked sign-in, no invalid record and no recovered tail.",
+            "None: no failed, cancelled or interrupted restore, no locked or repeated failed sign-in, no invalid record, no recovered tail and no clock anomaly.",
         );
     }
     for (seq, text) in &exceptions {
         doc.field(&format!("Record {seq}"), text);
     }
-    for w in report
-        .warnings()
-        .iter()
-        .filter(|w| w.contains("torn append"))
-    {
-        doc.field("Log end", w);
+    if let LogEnd::TornTail { offset, len } = summary.end {
+        doc.field(
+            "Log end",
+            &format!("a torn append of {len} bytes at offset {offset}"),
+        );
     }
 
     doc.heading("All records");
-    for vr in &records {
-        let label = format!(
-            "{} {}",
-            vr.seq,
-            vr.record.as_ref().map_or("?", |r| r.kind.name())
-        );
-        doc.field(&label, &summary(vr));
-    }
-    doc.gap(6.0);
+    crate::audit::verify_dir_each(dir, key, None, &mut |vr| {
+        if in_period(&vr) {
+            let label = format!(
+                "{} {}",
+                vr.seq,
+                vr.record.as_ref().map_or("?", |r| r.kind.name())
+            );
+            doc.field(&label, &summary_line(&vr));
+        }
+        Ok(())
+    })?;
+
+    doc.heading("Checkpoint of the reviewed log");
     doc.paragraph(&format!(
-        "Verify this copy against the log with: reliquary audit verify --dir {} --key appliance.pub",
-        report
-            .path
-            .parent()
-            .map_or_else(|| ".".into(), |p| p.display().to_string())
+        "{}; short form {}.",
+        if provenance.checkpoint.signed {
+            "Signed by the appliance"
+        } else {
+            "Unsigned: computed from the verified log"
+        },
+        provenance.checkpoint.short_form
     ));
-    Ok(doc.finish())
+    let lines: Vec<String> = provenance
+        .checkpoint
+        .note
+        .lines()
+        .map(str::to_string)
+        .collect();
+    doc.exact_lines_with_qr(&lines, &provenance.checkpoint.note, 90.0);
+    let dir_text = dir.display().to_string();
+    doc.paragraph(&format!(
+        "Verify this copy against the log with: reliquary audit verify --dir {dir_text} --key {}{}",
+        dir.join(crate::audit::PUBLIC_KEY_FILE).display(),
+        if provenance.checkpoint.signed {
+            " --checkpoint FILE (the checkpoint above)"
+        } else {
+            ""
+        }
+    ));
+
+    doc.heading("Review");
+    doc.gap(4.0);
+    for label in ["Reviewer name", "Signature", "Date", "Meaning"] {
+        doc.field(label, "______________________________________________");
+        doc.gap(8.0);
+    }
+    Ok((doc.finish(), summary))
 }
 
-/// Why a record is an exception, if it is one.
+/// The exceptions of a review, gathered a record at a time. Failed
+/// sign-ins in a row by one operator are one exception: a lockout once,
+/// a run of at least [`REPEATED_SIGN_IN_FAILURES`] without one once.
+#[derive(Debug, Default)]
+struct Exceptions {
+    found: Vec<(u64, String)>,
+    /// Per operator id: the open run of failed sign-ins.
+    runs: std::collections::HashMap<String, SignInRun>,
+}
+
+#[derive(Debug)]
+struct SignInRun {
+    first_seq: u64,
+    last_seq: u64,
+    failures: u32,
+    locked: bool,
+}
+
+impl Exceptions {
+    fn add(&mut self, vr: &VerifiedRecord) {
+        if let Some(Record {
+            payload: Payload::SignInFailed(f),
+            ..
+        }) = &vr.record
+        {
+            if vr.status == RecordStatus::Verified {
+                // The attempt counter restarts at 1 after a good sign-in.
+                let continues = f.attempt > 1 && self.runs.contains_key(&f.operator_id);
+                if !continues {
+                    if let Some(run) = self.runs.remove(&f.operator_id) {
+                        self.close(&f.operator_id, run);
+                    }
+                }
+                let run = self.runs.entry(f.operator_id.clone()).or_insert(SignInRun {
+                    first_seq: vr.seq,
+                    last_seq: vr.seq,
+                    failures: 0,
+                    locked: false,
+                });
+                run.last_seq = vr.seq;
+                run.failures += 1;
+                run.locked |= f.locked;
+                return;
+            }
+        }
+        if let Some(found) = exception(vr) {
+            self.found.push(found);
+        }
+    }
+
+    fn close(&mut self, operator: &str, run: SignInRun) {
+        let records = if run.first_seq == run.last_seq {
+            format!("record {}", run.first_seq)
+        } else {
+            format!("records {} to {}", run.first_seq, run.last_seq)
+        };
+        let text = if run.locked {
+            format!(
+                "LOCKED: operator {operator} was locked out after {} failed sign-ins in a row ({records})",
+                run.failures
+            )
+        } else if run.failures >= REPEATED_SIGN_IN_FAILURES {
+            format!(
+                "REPEATED FAILED SIGN-INS: operator {operator} failed {} times in a row ({records})",
+                run.failures
+            )
+        } else {
+            return;
+        };
+        self.found.push((run.first_seq, text));
+    }
+
+    /// Every exception, in record order.
+    fn finish(mut self) -> Vec<(u64, String)> {
+        let runs: Vec<(String, SignInRun)> = self.runs.drain().collect();
+        for (operator, run) in runs {
+            self.close(&operator, run);
+        }
+        self.found.sort_by_key(|(seq, _)| *seq);
+        self.found
+    }
+}
+
+/// Why a record is an exception, if it is one (sign-ins aside: see
+/// [`Exceptions`]).
 fn exception(vr: &VerifiedRecord) -> Option<(u64, String)> {
     if let RecordStatus::Invalid(reason) = &vr.status {
         return Some((vr.seq, format!("INVALID: {reason}")));
@@ -521,10 +799,6 @@ fn exception(vr: &VerifiedRecord) -> Option<(u64, String)> {
         Payload::Recovered { offset, length, .. } => {
             format!("RECOVERED torn tail of {length} bytes at offset {offset}")
         }
-        Payload::SignInFailed(f) if f.locked => format!(
-            "LOCKED: operator {} was locked out after {} failed sign-ins",
-            f.operator_id, f.attempt
-        ),
         _ if rec.meta.time.clock_anomaly => format!(
             "CLOCK: the real-time clock read {}, below the floor; the floor was recorded",
             format_time(rec.meta.time.rtc_unix_millis)
@@ -535,9 +809,13 @@ fn exception(vr: &VerifiedRecord) -> Option<(u64, String)> {
 }
 
 /// One line per record for the review.
-fn summary(vr: &VerifiedRecord) -> String {
+fn summary_line(vr: &VerifiedRecord) -> String {
+    let invalid = match &vr.status {
+        RecordStatus::Invalid(reason) => format!("INVALID: {reason}"),
+        RecordStatus::Verified => String::new(),
+    };
     let Some(rec) = &vr.record else {
-        return "undecodable record".into();
+        return format!("unreadable record at offset {}; {invalid}", vr.offset);
     };
     let when = format_time(rec.meta.time.unix_millis);
     let what = match &rec.payload {
@@ -548,7 +826,7 @@ fn summary(vr: &VerifiedRecord) -> String {
             target_label(&s.target),
             s.reason
                 .as_deref()
-                .map(|r| format!(", reason: {r}"))
+                .map(|r| format!(", work order: {r}"))
                 .unwrap_or_default(),
             if vr.interrupted { ", INTERRUPTED" } else { "" }
         ),
@@ -569,7 +847,16 @@ fn summary(vr: &VerifiedRecord) -> String {
         Payload::Recovered { length, offset, .. } => {
             format!("torn tail of {length} bytes at offset {offset} recovered")
         }
-        Payload::OperatorNote { text } => text.replace(['\n', '\r'], " "),
+        Payload::OperatorNote { text } => {
+            let shown: String = text.chars().take(REVIEW_NOTE_CHARS).collect();
+            let more = text.chars().count().saturating_sub(REVIEW_NOTE_CHARS);
+            let shown = shown.replace(['\n', '\r'], " ");
+            if more > 0 {
+                format!("{shown}... ({more} more characters in the export)")
+            } else {
+                shown
+            }
+        }
         Payload::LogCreated { .. } => format!("log created by {}", rec.meta.appliance_id),
         Payload::SignInFailed(f) => format!(
             "failed sign-in of {} (attempt {}){}",
@@ -578,7 +865,12 @@ fn summary(vr: &VerifiedRecord) -> String {
             if f.locked { ", locked" } else { "" }
         ),
     };
-    format!("{when} by {}: {what}", rec.meta.operator.id)
+    let line = format!("{when} by {}: {what}", rec.meta.operator.id);
+    if invalid.is_empty() {
+        line
+    } else {
+        format!("{line}; {invalid}")
+    }
 }
 
 fn clock_source(rec: &Record) -> String {

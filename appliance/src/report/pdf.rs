@@ -3,7 +3,9 @@
 //!
 //! The one font is DejaVu Sans, shipped in `appliance/assets/fonts/` with its
 //! licence and embedded whole (unmodified, as its licence asks) as a simple
-//! TrueType font in WinAnsi encoding, so text extracts as text.
+//! TrueType font in WinAnsi encoding, so text extracts as text. Text that
+//! must be copied exactly (a signed note) is set in Courier, one of the
+//! standard PDF fonts, so each of its lines fits one printed line.
 
 use std::collections::HashMap;
 
@@ -21,6 +23,9 @@ const MARGIN: f32 = 48.0;
 const LABEL_WIDTH: f32 = 130.0;
 const BODY_SIZE: f32 = 8.0;
 const LEADING: f32 = 9.8;
+/// The advance of every glyph of Courier, the PDF's standard monospace
+/// font, in em (its metrics are fixed by the PDF specification).
+const MONO_ADVANCE: f32 = 0.6;
 
 /// Why a document could not be laid out.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +147,91 @@ impl Layout {
         true
     }
 
+    /// A full-width black band with the text in large white type: what a
+    /// reader must not miss, such as RESTORE FAILED.
+    pub fn banner(&mut self, text: &str) {
+        let size = 14.0;
+        let lines = self.wrap(text, PAGE_WIDTH - 2.0 * MARGIN - 12.0, size);
+        let height = 8.0 + lines.len() as f32 * (size + 3.0);
+        self.space_for(height + 6.0);
+        self.y -= 6.0;
+        let top = self.y;
+        let page = self.page();
+        page.save_state();
+        page.set_fill_gray(0.0);
+        page.rect(MARGIN, top - height, PAGE_WIDTH - 2.0 * MARGIN, height);
+        page.fill_nonzero();
+        page.restore_state();
+        for (i, line) in lines.iter().enumerate() {
+            let y = top - 4.0 - (i as f32 + 1.0) * (size + 3.0) + 3.0;
+            let bytes = encode_win_ansi(line);
+            let page = self.page();
+            page.save_state();
+            page.set_fill_gray(1.0);
+            page.begin_text();
+            page.set_font(Name(b"F1"), size);
+            page.set_text_matrix([1.0, 0.0, 0.0, 1.0, MARGIN + 6.0, y]);
+            page.show(Str(&bytes));
+            page.end_text();
+            page.restore_state();
+        }
+        self.y = top - height;
+    }
+
+    /// Lines that must be copied exactly (a signed note), one printed line
+    /// each, in a monospace font at the largest size up to the body size
+    /// at which the longest fits the full width; then a QR code of `data`
+    /// under them. Returns false (and draws only the text) if `data` is too
+    /// long for a QR code.
+    pub fn exact_lines_with_qr(&mut self, lines: &[String], data: &str, qr_size: f32) -> bool {
+        let longest = lines
+            .iter()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let width = PAGE_WIDTH - 2.0 * MARGIN;
+        let size = (width / (longest as f32 * MONO_ADVANCE)).min(BODY_SIZE);
+        let leading = size * 1.25;
+        self.space_for(leading * lines.len() as f32);
+        for line in lines {
+            self.space_for(leading);
+            self.y -= leading;
+            let bytes = encode_win_ansi(line);
+            let y = self.y;
+            let page = self.page();
+            page.begin_text();
+            page.set_font(Name(b"F2"), size);
+            page.set_text_matrix([1.0, 0.0, 0.0, 1.0, MARGIN, y]);
+            page.show(Str(&bytes));
+            page.end_text();
+        }
+        let Some(code) = QrCode::with_error_correction_level(data.as_bytes(), EcLevel::M).ok()
+        else {
+            return false;
+        };
+        self.space_for(qr_size + 4.0);
+        let top = self.y - 4.0;
+        let width = code.width();
+        let colors = code.to_colors();
+        let module = qr_size / (width as f32 + 8.0);
+        let x0 = MARGIN + 4.0 * module;
+        let y0 = top - 4.0 * module;
+        let page = self.page();
+        page.save_state();
+        page.set_fill_gray(0.0);
+        for (i, color) in colors.iter().enumerate() {
+            if *color == Color::Dark {
+                let (x, y) = ((i % width) as f32, (i / width) as f32);
+                page.rect(x0 + x * module, y0 - (y + 1.0) * module, module, module);
+            }
+        }
+        page.fill_nonzero();
+        page.restore_state();
+        self.y = top - qr_size;
+        true
+    }
+
     /// Vertical space.
     pub fn gap(&mut self, points: f32) {
         self.y -= points;
@@ -162,6 +252,7 @@ impl Layout {
         let font = alloc();
         let descriptor = alloc();
         let font_file = alloc();
+        let mono = alloc();
         let page_count = self.pages.len();
         let page_ids: Vec<(Ref, Ref)> = (0..page_count).map(|_| (alloc(), alloc())).collect();
 
@@ -197,6 +288,10 @@ impl Layout {
             .cap_height(m.cap_height)
             .stem_v(80.0)
             .font_file2(font_file);
+        // Courier is one of the 14 standard fonts every PDF reader has.
+        pdf.type1_font(mono)
+            .base_font(Name(b"Courier"))
+            .encoding_predefined(Name(b"WinAnsiEncoding"));
         let compressed = miniz_oxide::deflate::compress_to_vec_zlib(FONT, 6);
         pdf.stream(font_file, &compressed)
             .filter(Filter::FlateDecode)
@@ -218,7 +313,10 @@ impl Layout {
             page.media_box(Rect::new(0.0, 0.0, PAGE_WIDTH, PAGE_HEIGHT));
             page.parent(tree);
             page.contents(*content_id);
-            page.resources().fonts().pair(Name(b"F1"), font);
+            page.resources()
+                .fonts()
+                .pair(Name(b"F1"), font)
+                .pair(Name(b"F2"), mono);
             page.finish();
             pdf.stream(*content_id, &bytes).filter(Filter::FlateDecode);
         }

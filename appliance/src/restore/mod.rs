@@ -88,6 +88,8 @@ pub enum Stage {
     Writing,
     ReadingBack,
     Finalising,
+    /// Wiping the partition-table areas again after a failure.
+    WipingAfterFailure,
 }
 
 impl fmt::Display for Stage {
@@ -99,6 +101,7 @@ impl fmt::Display for Stage {
             Stage::Writing => "writing",
             Stage::ReadingBack => "reading back",
             Stage::Finalising => "finalising",
+            Stage::WipingAfterFailure => "wiping after the failure",
         })
     }
 }

@@ -188,7 +188,7 @@ impl Lane {
         };
         if !self.report.wiped.is_empty() {
             let wipe_started = Instant::now();
-            Meter::new(progress, self.index, Stage::Wiping, 0, 0).send(true);
+            Meter::new(progress, self.index, Stage::WipingAfterFailure, 0, 0).send(true);
             let wipe = wipe(image, &self.target);
             if let Some(failure) = wipe.failure() {
                 self.report.warnings.push(format!(
@@ -198,7 +198,7 @@ impl Lane {
             self.report.wiped = wipe.wiped;
             self.report
                 .stage_durations
-                .push((Stage::Wiping, wipe_started.elapsed()));
+                .push((Stage::WipingAfterFailure, wipe_started.elapsed()));
         }
         self.report.outcome = match error {
             RestoreError::Cancelled => Outcome::Cancelled,
