@@ -465,33 +465,33 @@ pub fn certificate(
         &format!("every record verified with appliance key {}", report.key_id),
     );
 
-    doc.heading("Checkpoint");
-    doc.paragraph(&format!(
-        "{}; short form {}. The lines below are the whole note, each on one line; the QR code holds the same note.",
-        if checkpoint.signed {
-            "Signed by the appliance"
-        } else {
-            "Unsigned: computed from the verified log, no signed checkpoint covers this record"
-        },
-        checkpoint.short_form
-    ));
+    doc.heading("Checkpoint and how to verify");
     let lines: Vec<String> = checkpoint.note.lines().map(str::to_string).collect();
-    doc.exact_lines_with_qr(&lines, &checkpoint.note, 110.0);
-
-    doc.heading("How to verify");
+    doc.exact_lines(&lines);
     let dir = report
         .path
         .parent()
         .map_or_else(|| ".".into(), |p| p.display().to_string());
-    doc.paragraph(&format!(
-        "Copy the checkpoint lines above into a file (or scan the QR code: zbarimg --raw) and run: \
-         reliquary audit verify --dir {dir} --key {} --checkpoint FILE. \
-         It checks every record's signature and hash chain and that the log extends this checkpoint; \
-         line ends (LF or CRLF) and a missing or extra final newline do not matter. \
-         Then `reliquary audit show --dir {dir}` lists record {}.",
-        Path::new(&dir).join(crate::audit::PUBLIC_KEY_FILE).display(),
-        main_vr.seq
-    ));
+    let explanation = [
+        format!(
+            "Checkpoint {}; short form {}. The lines above are the whole note, each on one line; the QR code holds the same note.",
+            if checkpoint.signed {
+                "signed by the appliance"
+            } else {
+                "unsigned: computed from the verified log, no signed checkpoint covers this record"
+            },
+            checkpoint.short_form
+        ),
+        format!(
+            "How to verify: copy the lines into a file (or scan the QR code with zbarimg --raw) and run \
+             reliquary audit verify --dir {dir} --key {} --checkpoint FILE. It checks every record's \
+             signature and hash chain and that the log extends this checkpoint; LF or CRLF line ends and \
+             a missing or extra final newline do not matter. Then reliquary audit show --dir {dir} lists record {}.",
+            Path::new(&dir).join(crate::audit::PUBLIC_KEY_FILE).display(),
+            main_vr.seq
+        ),
+    ];
+    doc.text_with_qr(&explanation, &checkpoint.note, 110.0);
     Ok(doc.finish())
 }
 
@@ -651,11 +651,11 @@ pub fn review_log(
 
     doc.heading("Checkpoint of the reviewed log");
     doc.paragraph(&format!(
-        "{}; short form {}.",
+        "Checkpoint {}; short form {}.",
         if provenance.checkpoint.signed {
-            "Signed by the appliance"
+            "signed by the appliance"
         } else {
-            "Unsigned: computed from the verified log"
+            "unsigned: computed from the verified log"
         },
         provenance.checkpoint.short_form
     ));
@@ -665,7 +665,8 @@ pub fn review_log(
         .lines()
         .map(str::to_string)
         .collect();
-    doc.exact_lines_with_qr(&lines, &provenance.checkpoint.note, 90.0);
+    doc.exact_lines(&lines);
+    doc.text_with_qr(&[], &provenance.checkpoint.note, 90.0);
     let dir_text = dir.display().to_string();
     doc.paragraph(&format!(
         "Verify this copy against the log with: reliquary audit verify --dir {dir_text} --key {}{}",

@@ -180,10 +180,8 @@ impl Layout {
 
     /// Lines that must be copied exactly (a signed note), one printed line
     /// each, in a monospace font at the largest size up to the body size
-    /// at which the longest fits the full width; then a QR code of `data`
-    /// under them. Returns false (and draws only the text) if `data` is too
-    /// long for a QR code.
-    pub fn exact_lines_with_qr(&mut self, lines: &[String], data: &str, qr_size: f32) -> bool {
+    /// at which the longest fits the full width.
+    pub fn exact_lines(&mut self, lines: &[String]) {
         let longest = lines
             .iter()
             .map(|l| l.chars().count())
@@ -193,7 +191,6 @@ impl Layout {
         let width = PAGE_WIDTH - 2.0 * MARGIN;
         let size = (width / (longest as f32 * MONO_ADVANCE)).min(BODY_SIZE);
         let leading = size * 1.25;
-        self.space_for(leading * lines.len() as f32);
         for line in lines {
             self.space_for(leading);
             self.y -= leading;
@@ -206,30 +203,6 @@ impl Layout {
             page.show(Str(&bytes));
             page.end_text();
         }
-        let Some(code) = QrCode::with_error_correction_level(data.as_bytes(), EcLevel::M).ok()
-        else {
-            return false;
-        };
-        self.space_for(qr_size + 4.0);
-        let top = self.y - 4.0;
-        let width = code.width();
-        let colors = code.to_colors();
-        let module = qr_size / (width as f32 + 8.0);
-        let x0 = MARGIN + 4.0 * module;
-        let y0 = top - 4.0 * module;
-        let page = self.page();
-        page.save_state();
-        page.set_fill_gray(0.0);
-        for (i, color) in colors.iter().enumerate() {
-            if *color == Color::Dark {
-                let (x, y) = ((i % width) as f32, (i / width) as f32);
-                page.rect(x0 + x * module, y0 - (y + 1.0) * module, module, module);
-            }
-        }
-        page.fill_nonzero();
-        page.restore_state();
-        self.y = top - qr_size;
-        true
     }
 
     /// Vertical space.
