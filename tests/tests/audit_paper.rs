@@ -1,0 +1,350 @@
+//! Issue 22: the auditor's papers as they come off the page. A real restore
+//! onto a file, its certificate read back with `pdftotext` and `zbarimg`,
+//! and the checkpoint verified from each copy; a tampered record shown as
+//! `invalid` everywhere; a log of a gigabyte reviewed in bounded memory.
+//!
+//! Needs the binaries (`cargo build --workspace --bins`), poppler-utils,
+//! zbar-tools and `/usr/bin/time`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use reliquary_tests::{reliquary_bin, skip_or_fail};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(reliquary_bin())
+        .args(args)
+        .output()
+        .expect("run reliquary")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn tools_available(tools: &[&str]) -> bool {
+    let found = tools.iter().all(|tool| {
+        Command::new(tool)
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success() || !o.stderr.is_empty())
+    });
+    if !found {
+        skip_or_fail(&format!("one of {tools:?} is not installed"));
+    }
+    found
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+/// A log with a real restore in it: keygen, capture, audit init, restore
+/// onto a regular file. Returns the audit directory.
+fn restored(tmp: &Path) -> PathBuf {
+    let key = tmp.join("eng.key");
+    ok(run(&["keygen", "--out", s(&key), "--name", "A. Engineer"]));
+    let disk = tmp.join("disk.raw");
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&disk, data).expect("disk");
+    let image = tmp.join("hmi.rimg");
+    ok(run(&[
+        "-q",
+        "capture",
+        s(&disk),
+        "-o",
+        s(&image),
+        "--key",
+        s(&key),
+        "--name",
+        "Line 3 HMI",
+        "--image-version",
+        "7.2",
+    ]));
+    let audit = tmp.join("audit");
+    ok(run(&[
+        "audit",
+        "init",
+        "--dir",
+        s(&audit),
+        "--appliance-id",
+        "line-3",
+    ]));
+    ok(run(&[
+        "-q",
+        "restore",
+        s(&image),
+        s(&tmp.join("target.raw")),
+        "--create-file",
+        "--trust",
+        s(&tmp.join("eng.key.pub")),
+        "--audit",
+        s(&audit),
+        "--operator",
+        "jdoe",
+        "--meaning",
+        "replacement after disk failure",
+        "--reason",
+        "WO-4711",
+        "--yes",
+    ]));
+    audit
+}
+
+fn pdftotext(pdf: &Path) -> String {
+    let out = ok(Command::new("pdftotext")
+        .arg(pdf)
+        .arg("-")
+        .output()
+        .expect("pdftotext"));
+    String::from_utf8(out.stdout).expect("utf8")
+}
+
+/// The note lines as `pdftotext` gives them: from the origin line to the
+/// signature line.
+fn note_lines(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let start = lines
+        .iter()
+        .position(|l| *l == "reliquary-audit/line-3")
+        .unwrap_or_else(|| panic!("no origin line in:\n{text}"));
+    let end = start
+        + lines[start..]
+            .iter()
+            .position(|l| l.starts_with('\u{2014}'))
+            .unwrap_or_else(|| panic!("no signature line in:\n{text}"));
+    lines[start..=end].iter().map(|l| l.to_string()).collect()
+}
+
+fn scan_qr(pdf: &Path) -> String {
+    let prefix = pdf.with_extension("qr");
+    ok(Command::new("pdftoppm")
+        .args(["-r", "150", "-png", "-f", "1", "-l", "1", "-singlefile"])
+        .arg(pdf)
+        .arg(&prefix)
+        .output()
+        .expect("pdftoppm"));
+    let out = ok(Command::new("zbarimg")
+        .args(["-q", "--raw"])
+        .arg(pdf.with_extension("qr.png"))
+        .output()
+        .expect("zbarimg"));
+    String::from_utf8(out.stdout).expect("utf8 QR text")
+}
+
+fn verify_with(audit: &Path, note: &Path) -> Output {
+    run(&[
+        "audit",
+        "verify",
+        "--dir",
+        s(audit),
+        "--key",
+        s(&audit.join("appliance.pub")),
+        "--checkpoint",
+        s(note),
+    ])
+}
+
+#[test]
+fn a_certificate_checkpoint_verifies_from_pdftotext_and_zbarimg_with_any_line_ends() {
+    if !tools_available(&["pdftotext", "pdftoppm", "zbarimg"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let audit = restored(tmp.path());
+    let pdf = tmp.path().join("WO-4711.pdf");
+    ok(run(&[
+        "audit",
+        "report",
+        "--dir",
+        s(&audit),
+        "--seq",
+        "2",
+        "-o",
+        s(&pdf),
+    ]));
+    let text = pdftotext(&pdf);
+    assert!(text.contains("Work order"), "{text}");
+    assert!(
+        text.contains(&format!("--key {}", audit.join("appliance.pub").display())),
+        "the key path is given under --dir:\n{text}"
+    );
+    let from_text = note_lines(&text);
+    assert_eq!(
+        from_text.len(),
+        4,
+        "origin, size, root, signature: {from_text:?}"
+    );
+    let from_qr = scan_qr(&pdf);
+    assert!(
+        from_qr.ends_with("\n\n"),
+        "zbarimg adds a newline: {from_qr:?}"
+    );
+
+    let copies = [
+        ("pdftotext, LF", from_text.join("\n") + "\n"),
+        ("pdftotext, CRLF", from_text.join("\r\n") + "\r\n"),
+        ("pdftotext, no final newline", from_text.join("\n")),
+        ("zbarimg --raw as it prints", from_qr.clone()),
+        ("zbarimg, CRLF", from_qr.replace('\n', "\r\n")),
+        ("zbarimg, no final newline", from_qr.trim_end().to_string()),
+    ];
+    for (what, copy) in copies {
+        let note = tmp.path().join("note");
+        std::fs::write(&note, &copy).expect("note");
+        let out = verify_with(&audit, &note);
+        assert!(
+            out.status.success(),
+            "{what}: exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("extends the witnessed checkpoint"));
+    }
+
+    // A signature wrapped over two lines is a malformed copy, not tampering.
+    let mut wrapped = from_text.clone();
+    let signature = wrapped.pop().expect("signature line");
+    let (head, tail) = signature.split_at(signature.len() - 30);
+    wrapped.extend([head.to_string(), tail.to_string()]);
+    let note = tmp.path().join("wrapped");
+    std::fs::write(&note, wrapped.join("\n") + "\n").expect("note");
+    let out = verify_with(&audit, &note);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("on one line"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A forged size is tampering: exit 3.
+    let forged = from_text.join("\n").replacen("\n3\n", "\n2\n", 1) + "\n";
+    std::fs::write(&note, forged).expect("note");
+    assert_eq!(verify_with(&audit, &note).status.code(), Some(3));
+}
+
+/// Flips one byte inside record `seq`'s frame.
+fn damage_record(audit: &Path, seq: u64) {
+    let path = audit.join("audit.log");
+    let mut log = std::fs::read(&path).expect("log");
+    // Frames are 4 KiB aligned after the 4 KiB header; these are one block each.
+    let at = 4096 * (seq as usize + 1) + 200;
+    log[at] ^= 0x01;
+    std::fs::write(&path, log).expect("write log");
+}
+
+#[test]
+fn a_tampered_record_is_an_invalid_row_in_show_csv_jsonl_and_the_review() {
+    if !tools_available(&["pdftotext"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let audit = restored(tmp.path());
+    for _ in 0..3 {
+        // Records after the damaged one, so it is damage, not a torn tail.
+        ok(run(&[
+            "audit",
+            "note",
+            "--dir",
+            s(&audit),
+            "--operator",
+            "jdoe",
+            "--text",
+            "shift",
+        ]));
+    }
+    damage_record(&audit, 1);
+    let d = s(&audit);
+
+    let show = run(&["audit", "show", "--dir", d]);
+    assert_eq!(show.status.code(), Some(3));
+    let table = String::from_utf8_lossy(&show.stdout);
+    assert!(table.contains("6 of 6 records shown"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .expect("row 1");
+    assert!(row.contains("INVALID"), "{table}");
+    assert!(table.contains("^ INVALID: the frame is damaged"), "{table}");
+
+    let csv = run(&["audit", "export", "--dir", d, "--format", "csv"]);
+    assert_eq!(csv.status.code(), Some(3));
+    let csv = String::from_utf8_lossy(&csv.stdout);
+    assert_eq!(csv.lines().count(), 7, "a header and six rows:\n{csv}");
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("1,"))
+        .expect("csv row 1");
+    assert!(
+        row.contains(",invalid,") && row.contains("damaged"),
+        "{row}"
+    );
+    assert_eq!(csv.matches(",verified,").count(), 5, "{csv}");
+
+    let jsonl = run(&["audit", "export", "--dir", d, "--format", "jsonl"]);
+    assert_eq!(jsonl.status.code(), Some(3));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&jsonl.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len(), 6);
+    assert_eq!(rows[1]["seq"], 1);
+    assert_eq!(rows[1]["status"], "invalid");
+    assert!(rows[1]["problem"]
+        .as_str()
+        .expect("problem")
+        .contains("damaged"));
+
+    let pdf = tmp.path().join("review.pdf");
+    let review = run(&[
+        "audit",
+        "report",
+        "--dir",
+        d,
+        "--since",
+        "2000-01-01",
+        "-o",
+        s(&pdf),
+    ]);
+    assert_eq!(
+        review.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&review.stderr)
+    );
+    let text = pdftotext(&pdf);
+    assert!(text.contains("THE LOG DOES NOT VERIFY"), "{text}");
+    let exceptions = text.find("Exceptions (").expect("exceptions");
+    let all = text.find("All records").expect("all records");
+    let invalid = text
+        .find("INVALID: the frame is damaged")
+        .expect("invalid exception");
+    assert!(exceptions < invalid && invalid < all, "{text}");
+    for field in [
+        "Root hash",
+        "Log size",
+        "Generated",
+        "Reviewer name",
+        "Signature",
+        "Date",
+    ] {
+        assert!(text.contains(field), "the review lacks {field}:\n{text}");
+    }
+    assert!(
+        text.contains(&format!("reliquary {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+}
