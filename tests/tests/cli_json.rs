@@ -283,12 +283,32 @@ fn audit_commands_print_json_on_success_and_on_every_error_class() {
     // runtime (1): no log there.
     let e = error(&["audit", "show", "--dir", &w.s("nowhere")], "runtime", 1);
     assert!(e["path"].as_str().is_some(), "{e}");
-    // integrity (3): a checkpoint that is not signed by this log's key.
+    // usage (2): a note with no signature line is a malformed copy.
     std::fs::write(
         w.path("bad.checkpoint"),
         "reliquary-audit/line-9\n2\nAAAA\n\n",
     )
     .expect("write");
+    error(
+        &[
+            "audit",
+            "verify",
+            "--dir",
+            &dir,
+            "--key",
+            &key,
+            "--checkpoint",
+            &w.s("bad.checkpoint"),
+        ],
+        "usage",
+        2,
+    );
+    // integrity (3): a well-formed note whose signature does not cover it.
+    let note =
+        std::fs::read_to_string(std::path::Path::new(&dir).join("checkpoint")).expect("checkpoint");
+    let mut lines: Vec<&str> = note.lines().collect();
+    lines[1] = "1";
+    std::fs::write(w.path("bad.checkpoint"), lines.join("\n") + "\n").expect("write");
     error(
         &[
             "audit",
