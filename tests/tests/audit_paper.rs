@@ -348,3 +348,114 @@ fn a_tampered_record_is_an_invalid_row_in_show_csv_jsonl_and_the_review() {
         "{text}"
     );
 }
+
+/// Peak resident set size of `reliquary ARGS`, in KiB, measured by
+/// `/usr/bin/time -v`; stdout is thrown away. Returns it with the exit code.
+fn peak_rss_kib(args: &[&str]) -> (i32, u64) {
+    let out = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(reliquary_bin())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("run /usr/bin/time");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let peak = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time:\n{stderr}"));
+    (out.status.code().unwrap_or(-1), peak)
+}
+
+#[test]
+#[ignore = "about 10 minutes on two shared cores; run with --ignored"]
+fn every_audit_command_reads_a_1_1_gb_log_of_forged_frames_in_bounded_memory() {
+    if !Path::new("/usr/bin/time").exists() {
+        skip_or_fail("/usr/bin/time (Debian package time) is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let audit = tmp.path().join("audit");
+    let d = s(&audit);
+    ok(run(&[
+        "audit",
+        "init",
+        "--dir",
+        d,
+        "--appliance-id",
+        "line-3",
+    ]));
+    let text = "x".repeat(4000);
+    ok(run(&[
+        "audit",
+        "note",
+        "--dir",
+        d,
+        "--operator",
+        "jdoe",
+        "--text",
+        &text,
+    ]));
+    // The note's frame, copied: each copy has a valid integrity tag and
+    // signature (no key is needed to copy), but a repeated sequence number.
+    let path = audit.join("audit.log");
+    let log = std::fs::read(&path).expect("log");
+    let frame = log[8192..].to_vec();
+    assert_eq!(frame.len(), 8192, "a 4000-character note fills two blocks");
+    let mut file = std::io::BufWriter::new(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open log"),
+    );
+    let target = 1_100_000_000u64;
+    let copies = (target - log.len() as u64).div_ceil(frame.len() as u64);
+    for _ in 0..copies {
+        std::io::Write::write_all(&mut file, &frame).expect("append a copy");
+    }
+    drop(file);
+    assert!(std::fs::metadata(&path).expect("size").len() >= target);
+
+    const LIMIT_KIB: u64 = 256 * 1024;
+    let review = tmp.path().join("review.pdf");
+    let certificate = tmp.path().join("certificate.pdf");
+    let key = format!("{d}/appliance.pub");
+    let commands: [Vec<&str>; 7] = [
+        vec!["audit", "verify", "--dir", d, "--key", &key],
+        vec!["audit", "show", "--dir", d],
+        vec!["audit", "export", "--dir", d, "--format", "csv"],
+        vec!["audit", "export", "--dir", d, "--format", "jsonl"],
+        vec![
+            "audit",
+            "report",
+            "--dir",
+            d,
+            "--since",
+            "2000-01-01",
+            "-o",
+            s(&review),
+        ],
+        vec![
+            "audit",
+            "report",
+            "--dir",
+            d,
+            "--seq",
+            "1",
+            "-o",
+            s(&certificate),
+        ],
+        vec!["audit", "checkpoint", "--dir", d],
+    ];
+    for args in &commands {
+        let (code, peak) = peak_rss_kib(args);
+        eprintln!("{args:?}: exit {code}, peak RSS {} MiB", peak / 1024);
+        // The copies break the sequence: the log does not verify (3), and
+        // a log with damage before valid records is not opened for
+        // writing (4).
+        let expected = if args[1] == "checkpoint" { 4 } else { 3 };
+        assert_eq!(code, expected, "{args:?}");
+        assert!(peak <= LIMIT_KIB, "{args:?} peaked at {} MiB", peak / 1024);
+    }
+}

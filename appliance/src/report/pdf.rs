@@ -37,6 +37,9 @@ pub enum PdfError {
 /// Builds a document top to bottom.
 pub struct Layout {
     metrics: Metrics,
+    /// Finished pages, compressed at once so a long review stays small in
+    /// memory.
+    done: Vec<Vec<u8>>,
     pages: Vec<Content>,
     y: f32,
     title: String,
@@ -46,7 +49,7 @@ impl std::fmt::Debug for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Layout")
             .field("title", &self.title)
-            .field("pages", &self.pages.len())
+            .field("pages", &(self.done.len() + self.pages.len()))
             .finish_non_exhaustive()
     }
 }
@@ -55,6 +58,7 @@ impl Layout {
     pub fn new(title: &str) -> Result<Self, PdfError> {
         let mut layout = Self {
             metrics: Metrics::load()?,
+            done: Vec::new(),
             pages: Vec::new(),
             y: 0.0,
             title: title.to_string(),
@@ -226,12 +230,20 @@ impl Layout {
         let descriptor = alloc();
         let font_file = alloc();
         let mono = alloc();
-        let page_count = self.pages.len();
-        let page_ids: Vec<(Ref, Ref)> = (0..page_count).map(|_| (alloc(), alloc())).collect();
+        let mut done = self.done;
+        done.extend(
+            self.pages
+                .into_iter()
+                .map(|c| miniz_oxide::deflate::compress_to_vec_zlib(&c.finish(), 6)),
+        );
+        let page_count = done.len();
+        let page_ids: Vec<(Ref, Ref, Ref)> = (0..page_count)
+            .map(|_| (alloc(), alloc(), alloc()))
+            .collect();
 
         pdf.catalog(catalog).pages(tree);
         pdf.pages(tree)
-            .kids(page_ids.iter().map(|(p, _)| *p))
+            .kids(page_ids.iter().map(|(p, _, _)| *p))
             .count(page_count as i32);
         pdf.document_info(info)
             .title(TextStr(&self.title))
@@ -270,33 +282,39 @@ impl Layout {
             .filter(Filter::FlateDecode)
             .pair(Name(b"Length1"), FONT.len() as i32);
 
-        for (i, (content, (page_id, content_id))) in
-            self.pages.into_iter().zip(&page_ids).enumerate()
+        for (i, (body, (page_id, content_id, footer_id))) in
+            done.into_iter().zip(&page_ids).enumerate()
         {
-            let mut content = content;
             // Page numbers, so a printed review can be checked for completeness.
             let footer = format!("page {} of {page_count}", i + 1);
+            let mut content = Content::new();
             content.begin_text();
             content.set_font(Name(b"F1"), 7.0);
             content.set_text_matrix([1.0, 0.0, 0.0, 1.0, PAGE_WIDTH - MARGIN - 50.0, 24.0]);
             content.show(Str(&encode_win_ansi(&footer)));
             content.end_text();
-            let bytes = miniz_oxide::deflate::compress_to_vec_zlib(&content.finish(), 6);
             let mut page = pdf.page(*page_id);
             page.media_box(Rect::new(0.0, 0.0, PAGE_WIDTH, PAGE_HEIGHT));
             page.parent(tree);
-            page.contents(*content_id);
+            page.contents_array([*content_id, *footer_id]);
             page.resources()
                 .fonts()
                 .pair(Name(b"F1"), font)
                 .pair(Name(b"F2"), mono);
             page.finish();
-            pdf.stream(*content_id, &bytes).filter(Filter::FlateDecode);
+            pdf.stream(*content_id, &body).filter(Filter::FlateDecode);
+            pdf.stream(*footer_id, &content.finish());
         }
         pdf.finish()
     }
 
     fn new_page(&mut self) {
+        if let Some(finished) = self.pages.pop() {
+            self.done.push(miniz_oxide::deflate::compress_to_vec_zlib(
+                &finished.finish(),
+                6,
+            ));
+        }
         self.pages.push(Content::new());
         self.y = PAGE_HEIGHT - MARGIN;
     }
