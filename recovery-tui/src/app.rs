@@ -278,6 +278,9 @@ pub struct App {
     /// Quit as soon as the running restore has finished and been logged.
     pub quit_after_restore: bool,
     pub should_quit: bool,
+    /// The terminal is smaller than the screens: only the size notice is
+    /// drawn, so no key but quit may act on what cannot be seen.
+    pub too_small: bool,
     /// What to do once the loop ends.
     pub after_quit: AfterQuit,
 }
@@ -317,6 +320,7 @@ impl App {
             notice: None,
             quit_after_restore: false,
             should_quit: false,
+            too_small: false,
             after_quit: AfterQuit::Exit,
         }
     }
@@ -454,6 +458,15 @@ pub fn handle_key(app: &mut App, key: KeyEvent) -> Action {
         return Action::None;
     }
     let ctrl_c = key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+    if app.too_small {
+        // A restore is never left behind a notice that hides its question.
+        let quit = (ctrl_c || key.code == KeyCode::Char('q')) && !app.restore_running();
+        return if quit {
+            request_quit(app)
+        } else {
+            Action::None
+        };
+    }
     if let Some(overlay) = app.overlay {
         return overlay_key(app, overlay, key.code, ctrl_c);
     }

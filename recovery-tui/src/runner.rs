@@ -51,6 +51,7 @@ pub fn run<B: Backend>(
     events: &Receiver<AppEvent>,
     on_frame: FrameHook<'_>,
 ) -> std::io::Result<()> {
+    app.too_small = too_small(terminal.size()?);
     terminal.draw(|frame| frame.render_widget(&*app, frame.area()))?;
     on_frame(Instant::now());
     let mut last_draw = Instant::now();
@@ -75,7 +76,10 @@ pub fn run<B: Backend>(
                     effects.perform(&action, app);
                     draw_now = true;
                 }
-                AppEvent::Input(Event::Resize(..)) => draw_now = true,
+                AppEvent::Input(Event::Resize(..)) => {
+                    app.too_small = too_small(terminal.size()?);
+                    draw_now = true;
+                }
                 AppEvent::Input(_) => {}
                 AppEvent::Worker(report) => {
                     let action = app.apply(*report);
@@ -96,4 +100,9 @@ pub fn run<B: Backend>(
         }
     }
     Ok(())
+}
+
+/// Whether `size` is below what the screens need.
+fn too_small(size: ratatui::layout::Size) -> bool {
+    size.width < crate::ui::MIN_WIDTH || size.height < crate::ui::MIN_HEIGHT
 }

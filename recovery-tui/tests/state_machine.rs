@@ -711,3 +711,28 @@ fn several_targets_without_a_group_code_are_never_confirmed() {
     assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
     assert_eq!(app.screen, Screen::Confirm);
 }
+
+#[test]
+fn behind_the_terminal_too_small_notice_only_quit_acts() {
+    // The confirmation screen with the right code typed: at a readable size
+    // Enter would start a restore.
+    let (tx, rx) = mpsc::channel();
+    let mut app = confirming(0);
+    for code in "345A".chars().map(KeyCode::Char).chain([KeyCode::Enter]) {
+        tx.send(AppEvent::Input(Event::Key(key(code))))
+            .expect("send");
+    }
+    tx.send(AppEvent::Input(Event::Key(key(KeyCode::Char('q')))))
+        .expect("send");
+    let mut terminal = Terminal::new(TestBackend::new(60, 20)).expect("terminal");
+    let mut recorder = Recorder::default();
+    run(&mut terminal, &mut app, &mut recorder, &rx, &mut |_| {}).expect("runs");
+    assert_eq!(recorder.0, vec![Action::Quit], "only q acted");
+    assert!(app.restore.is_none(), "no restore started");
+    assert_eq!(app.screen, Screen::Confirm);
+    let screen = format!("{}", terminal.backend());
+    assert!(
+        screen.contains("Reliquary needs at least 80x24"),
+        "{screen}"
+    );
+}

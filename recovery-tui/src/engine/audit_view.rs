@@ -220,12 +220,10 @@ fn describe(record: &Record, details: &mut Vec<(String, String)>) -> String {
             if record.body_version >= 2 {
                 add("Already correct", bytes(f.bytes_skipped));
             }
-            let stages: Vec<String> = f
-                .stage_millis
-                .iter()
-                .map(|(s, ms)| format!("{s} {:.1} s", *ms as f64 / 1000.0))
-                .collect();
-            add("Stages", stages.join(", "));
+            add(
+                "Stages",
+                reliquary_appliance::report::stage_list(&f.stage_millis),
+            );
             if let Some(d) = &f.readback_digest {
                 add("Read-back", format!("sha256 {d}"));
             }

@@ -34,7 +34,7 @@ pub(crate) const MUTED: Color = Color::DarkGray;
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
         if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-            render_too_small(area, buf);
+            render_too_small(self, area, buf);
         } else if self.screen == Screen::CheckpointQr {
             screens::checkpoint_qr(self, area, buf);
         } else {
@@ -81,11 +81,17 @@ fn render_screen(app: &App, area: Rect, buf: &mut Buffer) {
     }
 }
 
-fn render_too_small(area: Rect, buf: &mut Buffer) {
+fn render_too_small(app: &App, area: Rect, buf: &mut Buffer) {
     let text = format!(
         "This terminal is {}x{}. Reliquary needs at least {MIN_WIDTH}x{MIN_HEIGHT}: \
-         enlarge the window or use the text console. Press q to quit.",
-        area.width, area.height
+         enlarge the window or use the text console. {}",
+        area.width,
+        area.height,
+        if app.restore_running() {
+            "A restore is running: enlarge the window to follow it."
+        } else {
+            "Press q to quit; no other key acts until the screen fits."
+        }
     );
     Paragraph::new(text)
         .style(Style::new().fg(WARN))

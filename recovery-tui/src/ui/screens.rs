@@ -801,7 +801,7 @@ pub fn confirm(app: &App, area: Rect, buf: &mut Buffer) {
     ]));
     lines.push(Line::from(vec![
         Span::raw(mark(ConfirmField::Reason)),
-        Span::raw("work order or reason "),
+        Span::raw("work order "),
         Span::styled(
             format!(
                 " {:<30}",
@@ -1163,11 +1163,18 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
                 BAD,
             )
         }
-        ResultOutcome::Failed { .. } => ("RESTORE FAILED".into(), BAD),
-        ResultOutcome::Cancelled if several => {
-            ("RESTORE CANCELLED: the disks were left wiped".into(), WARN)
-        }
-        ResultOutcome::Cancelled => ("RESTORE CANCELLED: the disk was left wiped".into(), WARN),
+        ResultOutcome::Failed { .. } => (
+            "RESTORE FAILED: the disk is wiped and will not boot".into(),
+            BAD,
+        ),
+        ResultOutcome::Cancelled if several => (
+            "RESTORE CANCELLED: the disks are wiped and will not boot".into(),
+            WARN,
+        ),
+        ResultOutcome::Cancelled => (
+            "RESTORE CANCELLED: the disk is wiped and will not boot".into(),
+            WARN,
+        ),
         ResultOutcome::Refused { .. } => ("RESTORE REFUSED: nothing was written".into(), WARN),
     };
     let block = titled("Result");
@@ -1199,7 +1206,11 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
     if let Some(f) = finished {
         lines.push(Line::from(vec![
             label("Meaning"),
-            Span::raw(format!("{}; {}", f.intent.meaning.words(), f.intent.reason)),
+            Span::raw(f.intent.meaning.words()),
+        ]));
+        lines.push(Line::from(vec![
+            label("Work order"),
+            Span::raw(f.intent.reason.clone()),
         ]));
     }
     for t in &r.per_target {
@@ -1213,7 +1224,7 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
         } => {
             if !several {
                 lines.push(Line::from(vec![
-                    label("Reason"),
+                    label("Failure"),
                     Span::styled(reason.clone(), Style::new().fg(BAD)),
                 ]));
             }
@@ -1227,7 +1238,7 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
         }
         ResultOutcome::Refused { reason } => {
             lines.push(Line::from(vec![
-                label("Reason"),
+                label("Refused"),
                 Span::styled(reason.clone(), Style::new().fg(WARN)),
             ]));
         }
@@ -1391,7 +1402,7 @@ pub fn next_step(outcome: &ResultOutcome) -> &'static str {
              disk is failing, press o to power off and replace it."
         }
         ResultOutcome::Cancelled => {
-            "the disk was left wiped and will not boot. Press Enter to restore an image onto \
+            "the disk is wiped and will not boot. Press Enter to restore an image onto \
              it, or o to power off."
         }
         ResultOutcome::Refused { .. } => {
