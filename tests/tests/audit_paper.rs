@@ -46,9 +46,9 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
 }
 
-/// A log with a real restore in it: keygen, capture, audit init, restore
-/// onto a regular file. Returns the audit directory.
-fn restored(tmp: &Path) -> PathBuf {
+/// An image, its trust key and a new audit log, ready for a restore:
+/// returns the image path.
+fn prepared(tmp: &Path) -> PathBuf {
     let key = tmp.join("eng.key");
     ok(run(&["keygen", "--out", s(&key), "--name", "A. Engineer"]));
     let disk = tmp.join("disk.raw");
@@ -79,25 +79,81 @@ fn restored(tmp: &Path) -> PathBuf {
         "--appliance-id",
         "line-3",
     ]));
-    ok(run(&[
-        "-q",
-        "restore",
-        s(&image),
-        s(&tmp.join("target.raw")),
-        "--create-file",
-        "--trust",
-        s(&tmp.join("eng.key.pub")),
-        "--audit",
-        s(&audit),
-        "--operator",
-        "jdoe",
-        "--meaning",
-        "replacement after disk failure",
-        "--reason",
-        "WO-4711",
-        "--yes",
-    ]));
-    audit
+    image
+}
+
+/// `reliquary -q restore` of `image` onto `tmp/target.raw`, recorded in
+/// `tmp/audit`, with `statement` (meaning and work order flags).
+fn restore(tmp: &Path, image: &Path, statement: &[&str]) -> Output {
+    let target = tmp.join("target.raw");
+    let mut args = vec!["-q", "restore", s(image), s(&target)];
+    let trust = tmp.join("eng.key.pub");
+    let audit = tmp.join("audit");
+    args.extend(["--create-file", "--trust", s(&trust), "--audit", s(&audit)]);
+    args.extend(["--operator", "jdoe", "--yes"]);
+    args.extend(statement);
+    run(&args)
+}
+
+/// A log with a real restore in it: keygen, capture, audit init, restore
+/// onto a regular file. Returns the audit directory.
+fn restored(tmp: &Path) -> PathBuf {
+    let image = prepared(tmp);
+    ok(restore(
+        tmp,
+        &image,
+        &[
+            "--meaning",
+            "replacement after disk failure",
+            "--reason",
+            "WO-4711",
+        ],
+    ));
+    tmp.join("audit")
+}
+
+#[test]
+fn a_restore_without_meaning_or_work_order_is_a_usage_error_and_writes_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let image = prepared(tmp.path());
+    for (statement, names) in [
+        (&["--reason", "WO-4711"][..], "--meaning"),
+        (&["--meaning", "replacement"][..], "--reason"),
+        (
+            &["--meaning", " ", "--reason", "WO-4711"][..],
+            "states no meaning",
+        ),
+        (
+            &["--meaning", "replacement", "--work-order", ""][..],
+            "states no work order",
+        ),
+    ] {
+        let out = restore(tmp.path(), &image, statement);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{statement:?}: {stderr}");
+        assert!(stderr.contains(names), "{statement:?}: {stderr}");
+        assert!(!tmp.path().join("target.raw").exists(), "{statement:?}");
+    }
+    // Nothing was recorded: the log holds only its LogCreated record.
+    let audit = tmp.path().join("audit");
+    let out = ok(run(&["audit", "export", "--dir", s(&audit)]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    // With both, the restore runs and records them.
+    ok(restore(
+        tmp.path(),
+        &image,
+        &["--meaning", "replacement", "--work-order", "WO-4711"],
+    ));
+    let out = ok(run(&["audit", "export", "--dir", s(&audit)]));
+    let started: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .expect("RestoreStarted"),
+    )
+    .expect("json");
+    assert_eq!(started["record"]["payload"]["meaning"], "replacement");
+    assert_eq!(started["record"]["payload"]["reason"], "WO-4711");
 }
 
 fn pdftotext(pdf: &Path) -> String {

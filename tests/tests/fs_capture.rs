@@ -1092,6 +1092,7 @@ fn discarded_or_zeroed_free_space_reads_zeros_and_the_record_says_which() {
             .arg("--audit")
             .arg(&audit)
             .args(["--operator", "tech1", "--yes", flag])
+            .args(["--meaning", "replacement", "--reason", "WO-4711"])
             .stdin(Stdio::null())
             .output()
             .expect("run reliquary restore")

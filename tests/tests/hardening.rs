@@ -1040,6 +1040,10 @@ fn a_restore_onto_the_audit_logs_own_full_file_system_prints_both_failures() {
         "--operator",
         "tech1",
         "--yes",
+        "--meaning",
+        "replacement",
+        "--reason",
+        "WO-4711",
     ]);
     let out = run_within(cmd, Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1979,7 +1979,18 @@ fn audit_dir(fx: &Fixture) -> PathBuf {
 
 fn recorded<'a>(audit: &'a Path, extra: &[&'a str]) -> Vec<String> {
     let mut args = vec!["--audit".to_string(), audit.display().to_string()];
-    args.extend(["--operator", "tech1", "--yes"].map(String::from));
+    args.extend(
+        [
+            "--operator",
+            "tech1",
+            "--yes",
+            "--meaning",
+            "replacement",
+            "--reason",
+            "WO-4711",
+        ]
+        .map(String::from),
+    );
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
@@ -2266,6 +2277,7 @@ fn with_an_operators_list_restore_needs_a_valid_id_and_its_pin() {
             .arg("--audit")
             .arg(&audit)
             .args(["--operator", operator, "--yes", "--reason", "WO-4711"])
+            .args(["--meaning", "replacement"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -102,6 +102,10 @@ fn kill_a_restore_midway(p: &DemoPaths) -> u64 {
             "--pin-stdin",
             "--yes",
             "--create-file",
+            "--meaning",
+            "replacement",
+            "--reason",
+            "WO-4711",
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

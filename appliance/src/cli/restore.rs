@@ -93,11 +93,18 @@ pub struct RestoreArgs {
     /// zeros (TRIM); elsewhere they are zeroed.
     #[arg(long = "discard-unmapped")]
     discard_unmapped: bool,
-    /// What this restore means, recorded with it (e.g. "replacement after disk failure").
-    #[arg(long, value_name = "TEXT")]
+    /// What this restore means, recorded with it (e.g. "replacement after
+    /// disk failure"). Required unless --no-audit.
+    #[arg(long, value_name = "TEXT", required_unless_present = "no_audit")]
     meaning: Option<String>,
-    /// Why: the work order or a free text, recorded with the restore (e.g. "WO-4711").
-    #[arg(long, value_name = "TEXT")]
+    /// The work order it is done for, recorded with it (e.g. "WO-4711").
+    /// Required unless --no-audit.
+    #[arg(
+        long,
+        visible_alias = "work-order",
+        value_name = "TEXT",
+        required_unless_present = "no_audit"
+    )]
     reason: Option<String>,
     /// Continue the interrupted restore of this image onto this disk that the
     /// audit log records: extents already correct are read back and kept,

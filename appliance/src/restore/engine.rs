@@ -99,6 +99,15 @@ pub fn restore(
     progress: &Sender<Progress>,
     cancel: &CancelToken,
 ) -> RestoreRun {
+    if audit.is_some() {
+        let stated = |text: Option<&str>| text.is_some_and(|t| !t.trim().is_empty());
+        if !stated(request.meaning) {
+            return RestoreRun::NotStarted(RestoreError::Unstated("meaning"));
+        }
+        if !stated(request.reason) {
+            return RestoreRun::NotStarted(RestoreError::Unstated("work order"));
+        }
+    }
     let targets = match open_all(request) {
         Ok(targets) => targets,
         Err(e) => return RestoreRun::NotStarted(e),

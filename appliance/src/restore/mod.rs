@@ -232,6 +232,9 @@ pub enum RestoreError {
     AllTargets(Arc<RestoreError>),
     #[error("the start of the restore could not be recorded, so nothing was written: {0}")]
     AuditStart(#[source] crate::audit::AuditError),
+    /// 21 CFR 11.50: a recorded restore states what it means and why.
+    #[error("the restore states no {0}: every recorded restore needs its meaning and its work order; nothing was written")]
+    Unstated(&'static str),
 }
 
 impl RestoreError {
@@ -247,6 +250,7 @@ impl RestoreError {
             RestoreError::Readback { .. } | RestoreError::BackupGptReadback { .. } => {
                 ExitClass::Integrity
             }
+            RestoreError::Unstated(_) => ExitClass::Usage,
             _ => ExitClass::Runtime,
         }
     }
