@@ -16,6 +16,7 @@ mod progress;
 mod restore;
 mod stick;
 mod targets;
+mod terminal;
 
 pub use restore::AlreadyReported;
 

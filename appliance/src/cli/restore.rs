@@ -29,6 +29,7 @@ use reliquary_image::{Image, TrustStore};
 use super::inputs::open_image;
 use super::output::{self, FileError};
 use super::progress::{human_bytes, Meter};
+use super::terminal;
 use super::UsageError;
 
 /// Where and as whom to record an operation in the audit log.
@@ -116,8 +117,9 @@ pub struct RestoreArgs {
     /// already holds an older copy of it (read back and compared first).
     #[arg(long = "only-differences")]
     only_differences: bool,
-    /// Read the operator's PIN from the first line of standard input; needed
-    /// when the trust store has an operators list.
+    /// Read the operator's PIN from the first line of standard input (a
+    /// pipe); the confirmation is then asked on the terminal. At a terminal
+    /// the PIN is asked for with echo off, with or without this flag.
     #[arg(long = "pin-stdin")]
     pin_stdin: bool,
     /// Create TARGET as a regular file if it does not exist (never under /dev).
@@ -262,7 +264,7 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         RestoreMode::Full
     };
     if !args.yes {
-        confirm(&confirmed, &image)?;
+        confirm(&confirmed, &image, args.pin_stdin)?;
     }
     writing.store(true, Ordering::SeqCst);
     let request = RestoreRequest {
@@ -470,13 +472,27 @@ fn sign_in(
     operator: &Operator,
     log: &Mutex<AuditLog>,
 ) -> anyhow::Result<Option<String>> {
-    let pin = if args.pin_stdin {
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        Some(line.trim_end_matches(['\n', '\r']).to_string())
-    } else {
-        None
-    };
+    let stdin_is_terminal = std::io::stdin().is_terminal();
+    let prompt = format!("PIN for {}: ", operator.id);
+    let pin =
+        if args.pin_stdin && !stdin_is_terminal {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            Some(line.trim_end_matches(['\n', '\r']).to_string())
+        } else if args.pin_stdin
+            || (stdin_is_terminal
+                && matches!(
+                    authorize(trust, &args.trust, &operator.id, None),
+                    Err(AuthorizeError::PinRequired(_))
+                ))
+        {
+            // At a terminal the PIN is asked for, and never echoed.
+            Some(terminal::read_secret(&prompt).map_err(|e| {
+                FileError::new("cannot read the PIN from", Path::new("/dev/tty"), e)
+            })?)
+        } else {
+            None
+        };
     match authorize(trust, &args.trust, &operator.id, pin.as_deref()) {
         Ok(name) => Ok(name),
         Err(e @ (AuthorizeError::BadId(_) | AuthorizeError::PinRequired(_))) => {
@@ -737,8 +753,15 @@ fn print_signers(image: &Image<File>) {
 
 /// Asks the operator to confirm every target on a terminal; refuses
 /// without one.
-fn confirm(targets: &[TargetInfo], image: &Image<File>) -> anyhow::Result<()> {
-    if !std::io::stdin().is_terminal() {
+fn confirm(
+    targets: &[TargetInfo],
+    image: &Image<File>,
+    stdin_carries_pin: bool,
+) -> anyhow::Result<()> {
+    let stdin_is_terminal = std::io::stdin().is_terminal();
+    // With the PIN on standard input, the question goes to the terminal.
+    let ask_on_tty = !stdin_is_terminal && stdin_carries_pin && terminal::available();
+    if !stdin_is_terminal && !ask_on_tty {
         let paths: Vec<String> = targets
             .iter()
             .map(|t| t.path.display().to_string())
@@ -765,10 +788,17 @@ fn confirm(targets: &[TargetInfo], image: &Image<File>) -> anyhow::Result<()> {
         image.manifest().name,
         image.manifest().version
     );
-    eprint!("Type `yes` to continue: ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
+    let prompt = "Type `yes` to continue: ";
+    let answer = if ask_on_tty {
+        terminal::ask(prompt)
+            .map_err(|e| FileError::new("cannot ask on", Path::new("/dev/tty"), e))?
+    } else {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        answer
+    };
     if answer.trim() != "yes" {
         return Err(CliRefusal("not confirmed; nothing was written".into()).into());
     }
