@@ -138,12 +138,18 @@ fn a_restore_without_meaning_or_work_order_is_a_usage_error_and_writes_nothing()
     let audit = tmp.path().join("audit");
     let out = ok(run(&["audit", "export", "--dir", s(&audit)]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
-    // With both, the restore runs and records them.
-    ok(restore(
+    // With both, the restore runs and records them; `-q` keeps stderr
+    // free of its signer and stage lines.
+    let out = ok(restore(
         tmp.path(),
         &image,
         &["--meaning", "replacement", "--work-order", "WO-4711"],
     ));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "-q prints nothing"
+    );
     let out = ok(run(&["audit", "export", "--dir", s(&audit)]));
     let started: serde_json::Value = serde_json::from_str(
         String::from_utf8_lossy(&out.stdout)

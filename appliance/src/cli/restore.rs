@@ -741,13 +741,13 @@ fn open_for_check(path: &Path, image: &Image<File>) -> anyhow::Result<(File, u64
 
 fn print_signers(image: &Image<File>) {
     for s in image.signers() {
-        eprintln!(
+        output::info(format_args!(
             "  signed by {} ({}), {}: {}",
             s.name,
             s.key_id,
             s.statement.meaning.as_str(),
             s.status.as_str()
-        );
+        ));
     }
 }
 
@@ -829,7 +829,7 @@ fn draw_progress(rx: std::sync::mpsc::Receiver<Progress>, several: bool) {
                 meter.finish();
             }
             if !terminal {
-                eprintln!("stage: {}", p.stage);
+                output::info(format_args!("stage: {}", p.stage));
             }
             current = Some((
                 p.stage,
