@@ -534,3 +534,89 @@ fn the_review_lists_exceptions_first_and_flows_onto_pages() {
         "{text}"
     );
 }
+
+/// The papers as an auditor sees them: a good certificate, a failed one
+/// and a review of the same deterministic log, as `pdftotext -layout`
+/// reads them, held by golden files next to page pictures in
+/// `tests/fixtures/papers/`. Regenerate both with
+/// `RELIQUARY_UPDATE_PAPERS=1 cargo test -p reliquary-tests --test audit_report reference`.
+#[test]
+fn reference_papers_of_a_good_certificate_a_failed_one_and_a_review() {
+    if !poppler_available() {
+        skip_or_fail(
+            "poppler-utils (pdftotext, pdftoppm, pdfinfo) or zbar-tools (zbarimg) is not installed",
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("audit");
+    build_log(&dir, 0);
+    let d = dir.to_str().expect("utf8");
+    let (key, _) = PublicKey::load(&dir.join("appliance.pub")).expect("key");
+    let papers = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/papers");
+    let update = std::env::var("RELIQUARY_UPDATE_PAPERS").as_deref() == Ok("1");
+    let good = tmp.path().join("certificate.pdf");
+    let failed = tmp.path().join("certificate-failed.pdf");
+    for (seq, pdf) in [("3", &good), ("6", &failed)] {
+        let out = run(&[
+            "audit",
+            "report",
+            "--dir",
+            d,
+            "--seq",
+            seq,
+            "-o",
+            pdf.to_str().expect("utf8"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let review = tmp.path().join("review.pdf");
+    let (bytes, summary) =
+        reliquary_appliance::report::review_log(&dir, &key, None, None, T0 + 400_000)
+            .expect("review");
+    assert!(summary.is_ok());
+    std::fs::write(&review, bytes).expect("review");
+
+    // The temp dir's name has a fixed length, so lines wrap alike every run.
+    let tmp_name = tmp.path().to_str().expect("utf8").to_string();
+    for pdf in [&good, &failed, &review] {
+        let name = pdf.file_stem().expect("stem").to_string_lossy().to_string();
+        let text = pdf_text(pdf).replace(&tmp_name, "/tmp/.tmpDIR");
+        let golden = papers.join(format!("{name}.txt"));
+        if update {
+            std::fs::create_dir_all(&papers).expect("papers dir");
+            std::fs::write(&golden, &text).expect("golden");
+            let picture = papers.join(&name);
+            let rendered = Command::new("pdftoppm")
+                .args(["-r", "60", "-png", "-f", "1", "-l", "1", "-singlefile"])
+                .arg(pdf)
+                .arg(&picture)
+                .status()
+                .expect("pdftoppm");
+            assert!(rendered.success());
+            continue;
+        }
+        let expected = std::fs::read_to_string(&golden).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; regenerate with RELIQUARY_UPDATE_PAPERS=1",
+                golden.display()
+            )
+        });
+        assert_eq!(
+            text, expected,
+            "{name} differs from {}; if the change is meant, regenerate with RELIQUARY_UPDATE_PAPERS=1",
+            golden.display()
+        );
+    }
+    let failed_text = pdf_text(&failed);
+    assert!(failed_text.contains("RESTORE FAILED"), "{failed_text}");
+    assert!(
+        failed_text.contains("wiped and will not boot"),
+        "{failed_text}"
+    );
+    assert!(!pdf_text(&good).contains("FAILED"));
+}

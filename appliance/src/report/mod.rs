@@ -312,11 +312,7 @@ pub fn certificate(
     } else {
         let mut doc = Layout::new("Reliquary restore certificate: RESTORE FAILED")?;
         doc.title("RESTORE FAILED");
-        doc.banner(&format!(
-            "RESTORE FAILED ({}). The target disk is {}.",
-            restore.result(),
-            disk_state(&restore)
-        ));
+        doc.banner(&format!("The target disk is {}.", disk_state(&restore)));
         doc
     };
     doc.paragraph(&format!(
@@ -482,13 +478,18 @@ pub fn certificate(
         .map_or_else(|| ".".into(), |p| p.display().to_string());
     let explanation = [
         format!(
-            "Checkpoint {}; short form {}. The lines above are the whole note, each on one line; the QR code holds the same note.",
+            "Checkpoint {}; short form {}. The lines above are the whole note, each on one line{}.",
             if checkpoint.signed {
                 "signed by the appliance"
             } else {
                 "unsigned: computed from the verified log, no signed checkpoint covers this record"
             },
-            checkpoint.short_form
+            checkpoint.short_form,
+            if checkpoint.signed {
+                "; the QR code holds the same note"
+            } else {
+                ""
+            }
         ),
         format!(
             "How to verify: copy the lines into a file (or scan the QR code with zbarimg --raw) and run \
@@ -499,7 +500,13 @@ pub fn certificate(
             main_vr.seq
         ),
     ];
-    doc.text_with_qr(&explanation, &checkpoint.note, 110.0);
+    if checkpoint.signed {
+        doc.text_with_qr(&explanation, &checkpoint.note, 110.0);
+    } else {
+        // A QR code of an unsigned note would scan to something no
+        // verifier accepts.
+        explanation.iter().for_each(|p| doc.paragraph(p));
+    }
     Ok(doc.finish())
 }
 
@@ -674,7 +681,9 @@ pub fn review_log(
         .map(str::to_string)
         .collect();
     doc.exact_lines(&lines);
-    doc.text_with_qr(&[], &provenance.checkpoint.note, 90.0);
+    if provenance.checkpoint.signed {
+        doc.text_with_qr(&[], &provenance.checkpoint.note, 90.0);
+    }
     let dir_text = dir.display().to_string();
     doc.paragraph(&format!(
         "Verify this copy against the log with: reliquary audit verify --dir {dir_text} --key {}{}",
