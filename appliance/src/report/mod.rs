@@ -719,7 +719,8 @@ struct SignInRun {
     first_seq: u64,
     last_seq: u64,
     failures: u32,
-    locked: bool,
+    /// The record and attempt that locked the operator out.
+    locked_at: Option<(u64, u32)>,
 }
 
 impl Exceptions {
@@ -741,11 +742,13 @@ impl Exceptions {
                     first_seq: vr.seq,
                     last_seq: vr.seq,
                     failures: 0,
-                    locked: false,
+                    locked_at: None,
                 });
                 run.last_seq = vr.seq;
                 run.failures += 1;
-                run.locked |= f.locked;
+                if f.locked && run.locked_at.is_none() {
+                    run.locked_at = Some((vr.seq, f.attempt));
+                }
                 return;
             }
         }
@@ -760,9 +763,9 @@ impl Exceptions {
         } else {
             format!("records {} to {}", run.first_seq, run.last_seq)
         };
-        let text = if run.locked {
+        let text = if let Some((seq, attempt)) = run.locked_at {
             format!(
-                "LOCKED: operator {operator} was locked out after {} failed sign-ins in a row ({records})",
+                "LOCKED: operator {operator} was locked out after {attempt} failed sign-ins (record {seq}); {} failed in a row ({records})",
                 run.failures
             )
         } else if run.failures >= REPEATED_SIGN_IN_FAILURES {
@@ -946,4 +949,89 @@ fn binary_size(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Digest, Kind, Operator, RecordMeta, RecordTime, SignInFailed};
+
+    fn sign_in_failed(seq: u64, operator: &str, attempt: u32, locked: bool) -> VerifiedRecord {
+        VerifiedRecord {
+            seq,
+            offset: 4096 * (seq + 1),
+            record: Some(Record {
+                body_version: 2,
+                seq,
+                kind: Kind::SignInFailed,
+                prev_hash: Digest::default(),
+                meta: RecordMeta {
+                    time: RecordTime {
+                        unix_millis: 0,
+                        rtc_unix_millis: 0,
+                        floor_unix_millis: 0,
+                        clock_anomaly: false,
+                    },
+                    boot_id: String::new(),
+                    appliance_id: "line-3".into(),
+                    software_version: String::new(),
+                    trust_store_digest: None,
+                    operator: Operator {
+                        id: operator.into(),
+                        name: None,
+                    },
+                },
+                payload: Payload::SignInFailed(SignInFailed {
+                    operator_id: operator.into(),
+                    attempt,
+                    locked,
+                }),
+            }),
+            status: RecordStatus::Verified,
+            interrupted: false,
+        }
+    }
+
+    #[test]
+    fn failed_sign_ins_in_a_row_are_one_exception_a_lockout_once() {
+        let mut exceptions = Exceptions::default();
+        let records = [
+            // mallory: five failures, the fifth locks, two more while locked.
+            (1, "mallory", 1, false),
+            (2, "mallory", 2, false),
+            (3, "eve", 1, false),
+            (4, "mallory", 3, false),
+            (5, "mallory", 4, false),
+            (6, "mallory", 5, true),
+            (7, "mallory", 6, true),
+            (8, "mallory", 7, true),
+            // eve: three in a row, no lockout; then a good sign-in (the
+            // counter restarts) and one more failure, which is no exception.
+            (9, "eve", 2, false),
+            (10, "eve", 3, false),
+            (11, "eve", 1, false),
+            // bob: two failures are no exception.
+            (12, "bob", 1, false),
+            (13, "bob", 2, false),
+        ];
+        for (seq, operator, attempt, locked) in records {
+            exceptions.add(&sign_in_failed(seq, operator, attempt, locked));
+        }
+        let found = exceptions.finish();
+        assert_eq!(
+            found,
+            vec![
+                (
+                    1,
+                    "LOCKED: operator mallory was locked out after 5 failed sign-ins (record 6); 7 failed in a row (records 1 to 8)"
+                        .to_string()
+                ),
+                (
+                    3,
+                    "REPEATED FAILED SIGN-INS: operator eve failed 3 times in a row (records 3 to 10)"
+                        .to_string()
+                ),
+            ]
+        );
+    }
 }
