@@ -15,11 +15,17 @@ fn main() -> ExitCode {
             let usage = e.use_stderr();
             // The flags did not parse, so look for --json by hand.
             if usage && std::env::args_os().any(|a| a == "--json") {
-                let text = e.kind().to_string();
+                // The first paragraph, whose further lines name what is
+                // missing or wrong ("the following required arguments ...").
                 let detail = e.to_string();
-                let first = detail.lines().next().unwrap_or(&text);
-                let first = first.strip_prefix("error: ").unwrap_or(first);
-                println!("{}", cli::output::usage_json(first));
+                let first: Vec<&str> = detail
+                    .lines()
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect();
+                let message = first.join(" ");
+                let message = message.strip_prefix("error: ").unwrap_or(&message);
+                println!("{}", cli::output::usage_json(message));
             } else {
                 let _ = e.print();
             }

@@ -7,9 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use serde_json::json;
 
 use reliquary_appliance::operators::{OperatorList, OPERATORS_FILE};
 
+use super::output::{self, print_result, FileError};
 use super::UsageError;
 
 #[derive(Debug, Args)]
@@ -67,7 +69,12 @@ pub fn run(args: OperatorsArgs) -> anyhow::Result<ExitCode> {
             list.add(&id, &name, pin)
                 .map_err(|e| UsageError(e.to_string()))?;
             write_list(&file, &list)?;
-            eprintln!("added operator {id} ({name}) to {}", file.display());
+            print_result(&json!({"added": id, "name": name, "file": file}), || {
+                output::info(format_args!(
+                    "added operator {id} ({name}) to {}",
+                    file.display()
+                ))
+            })?;
         }
         OperatorsCommand::Remove { trust, id } => {
             let file = trust.join(OPERATORS_FILE);
@@ -80,22 +87,41 @@ pub fn run(args: OperatorsArgs) -> anyhow::Result<ExitCode> {
                 .into());
             }
             write_list(&file, &list)?;
-            eprintln!("removed operator {id} from {}", file.display());
+            print_result(&json!({"removed": id, "file": file}), || {
+                output::info(format_args!(
+                    "removed operator {id} from {}",
+                    file.display()
+                ))
+            })?;
         }
         OperatorsCommand::List { trust } => {
             let file = trust.join(OPERATORS_FILE);
             let list = read_list(&file)?;
-            let mut out = std::io::stdout().lock();
-            for e in &list.entries {
-                writeln!(out, "{}\t{}", e.id, e.name)?;
-            }
+            let value = json!({
+                "trust": trust,
+                "operators": list
+                    .entries
+                    .iter()
+                    .map(|e| json!({"id": e.id, "name": e.name}))
+                    .collect::<Vec<_>>(),
+            });
+            print_result(&value, || {
+                for e in &list.entries {
+                    println!("{}\t{}", e.id, e.name);
+                }
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The list in `file`; an absent file is an empty list.
+/// The list in `file`; an absent file in an existing trust store is an
+/// empty list, an absent trust store an error.
 fn read_list(file: &Path) -> anyhow::Result<OperatorList> {
+    let trust = file.parent().unwrap_or(Path::new("."));
+    if let Err(e) = std::fs::metadata(trust) {
+        return Err(FileError::new("cannot open the trust store", trust, e).into());
+    }
     match std::fs::read_to_string(file) {
         Ok(text) => Ok(OperatorList::parse(&text, file)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(OperatorList::default()),

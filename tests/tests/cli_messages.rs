@@ -1,0 +1,138 @@
+//! Issue 22's smaller items about what the CLI says: `operators` under
+//! `--json` and without a trust store, usage errors under `--json` that
+//! name what is missing, and `audit verify` warnings on stderr.
+//!
+//! Needs the binary (`cargo build -p reliquary-appliance`).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use reliquary_appliance::audit::{
+    AuditLog, Environment, ImageRef, Operator, Payload, RestoreStarted, TargetRef,
+};
+use reliquary_tests::reliquary_bin;
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(reliquary_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run reliquary");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[test]
+fn operators_answer_in_json_and_refuse_a_missing_trust_store() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let trust = tmp.path().to_str().expect("utf8");
+    let out = run(
+        &[
+            "--json",
+            "operators",
+            "add",
+            "--trust",
+            trust,
+            "op7",
+            "--name",
+            "Alice Jones",
+        ],
+        "4711\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(&out)["added"], "op7");
+    let out = run(&["--json", "operators", "list", "--trust", trust], "");
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(v["operators"][0]["id"], "op7");
+    assert_eq!(v["operators"][0]["name"], "Alice Jones");
+
+    let missing = tmp.path().join("no-such-trust");
+    let missing = missing.to_str().expect("utf8");
+    let out = run(&["--json", "operators", "list", "--trust", missing], "");
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(v["error"]["path"], missing, "{v}");
+    let out = run(&["operators", "list", "--trust", missing], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open the trust store"));
+}
+
+#[test]
+fn a_usage_error_under_json_names_the_missing_argument() {
+    let out = run(&["--json", "audit", "verify", "--dir", "/nowhere"], "");
+    assert_eq!(out.status.code(), Some(2));
+    let v = json(&out);
+    assert_eq!(v["error"]["class"], "usage");
+    let message = v["error"]["message"].as_str().expect("message");
+    assert!(message.contains("--key"), "{message}");
+}
+
+#[test]
+fn audit_verify_prints_its_warnings_on_stderr() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("audit");
+    let mut log = AuditLog::init(&dir, Some("line-3"), Environment::system(None)).expect("init");
+    log.append(
+        &Operator {
+            id: "jdoe".into(),
+            name: None,
+        },
+        Payload::RestoreStarted(RestoreStarted {
+            image: ImageRef::default(),
+            target: TargetRef::default(),
+            meaning: Some("replacement".into()),
+            reason: Some("WO-4711".into()),
+            ..Default::default()
+        }),
+    )
+    .expect("append");
+    drop(log);
+    let d = dir.to_str().expect("utf8");
+    let key = dir.join("appliance.pub");
+    let out = run(
+        &[
+            "audit",
+            "verify",
+            "--dir",
+            d,
+            "--key",
+            key.to_str().expect("utf8"),
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("warning"), "{stdout}");
+    assert!(
+        stderr.contains("warning: record 1") && stderr.contains("INTERRUPTED"),
+        "{stderr}"
+    );
+}
