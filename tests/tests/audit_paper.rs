@@ -342,6 +342,26 @@ fn a_tampered_record_is_an_invalid_row_in_show_csv_jsonl_and_the_review() {
         .expect("row 1");
     assert!(row.contains("INVALID"), "{table}");
     assert!(table.contains("^ INVALID: the frame is damaged"), "{table}");
+    // One id for the appliance key: the one `verify` reports.
+    let verify = run(&[
+        "--json",
+        "audit",
+        "verify",
+        "--dir",
+        d,
+        "--key",
+        &format!("{d}/appliance.pub"),
+    ]);
+    let key_id = serde_json::from_slice::<serde_json::Value>(&verify.stdout).expect("json")
+        ["key_id"]
+        .as_str()
+        .expect("key id")
+        .to_string();
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("0 "))
+        .expect("row 0");
+    assert!(row.contains(&format!("key {key_id}")), "{row} / {key_id}");
 
     let csv = run(&["audit", "export", "--dir", d, "--format", "csv"]);
     assert_eq!(csv.status.code(), Some(3));

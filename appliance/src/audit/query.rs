@@ -8,6 +8,8 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, PrimitiveDateTime, Time};
 
+use reliquary_image::keys::PublicKey;
+
 use super::record::{Payload, Record, RestoreOutcome, TargetRef};
 use super::verify::{RecordStatus, VerifiedRecord};
 
@@ -248,10 +250,12 @@ fn csv_field(f: &str) -> String {
 /// A short human description of a record's payload.
 fn details(r: &Record) -> String {
     match &r.payload {
+        // The key id every other place prints, not a prefix of the key.
         Payload::LogCreated { public_key } => format!(
             "appliance {} key {}",
             r.meta.appliance_id,
-            &public_key.to_hex()[..16]
+            PublicKey::from_bytes(public_key.0)
+                .map_or_else(|_| public_key.to_hex(), |k| k.key_id())
         ),
         Payload::RestoreStarted(s) => {
             let mut d = format!(
