@@ -50,7 +50,7 @@ pub fn banner(report: &Report) -> ChainBanner {
     }
     // Short enough that the whole key id fits 80 columns.
     let mut text = format!(
-        "Chain verified: {} records; appliance key {}",
+        "Chain verified: {} records, key {}",
         report.size, report.key_id
     );
     let interrupted = report.interrupted().len();
