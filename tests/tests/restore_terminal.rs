@@ -105,6 +105,9 @@ fn the_pin_is_asked_with_echo_off_and_a_piped_pin_is_confirmed_on_the_terminal()
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for("Type `yes` to continue:", TIMEOUT);
     assert!(!screen.contains("4711"), "the PIN was echoed:\n{screen}");
+    // The question claims no more than a restore writes.
+    assert!(screen.contains("About to OVERWRITE:"), "{screen}");
+    assert!(!screen.contains("every byte"), "{screen}");
     tmux.type_text("yes");
     tmux.keys(&["Enter"]);
     tmux.wait_for("RESTORED", TIMEOUT);

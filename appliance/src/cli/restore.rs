@@ -263,8 +263,15 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     } else {
         RestoreMode::Full
     };
+    let unmapped = if args.discard_unmapped {
+        Unmapped::Discarded
+    } else if args.zero_unmapped {
+        Unmapped::Zeroed
+    } else {
+        Unmapped::Left
+    };
     if !args.yes {
-        confirm(&confirmed, &image, args.pin_stdin)?;
+        confirm(&confirmed, &image, unmapped, args.pin_stdin)?;
     }
     writing.store(true, Ordering::SeqCst);
     let request = RestoreRequest {
@@ -275,13 +282,7 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         create_file: args.create_file,
         options: RestoreOptions {
             readback: !args.no_readback,
-            unmapped: if args.discard_unmapped {
-                Unmapped::Discarded
-            } else if args.zero_unmapped {
-                Unmapped::Zeroed
-            } else {
-                Unmapped::Left
-            },
+            unmapped,
             only_differences: mode != RestoreMode::Full,
         },
         meaning: args.meaning.as_deref(),
@@ -705,10 +706,10 @@ fn print_check(
     }
     if report.matches() {
         println!(
-            "MATCH: {} equals image {} over its {} bytes",
+            "MATCH: {} equals image {} in all {} extents it holds (free space the image did not capture is not compared)",
             path.display(),
             image.manifest().name,
-            image.manifest().logical_bytes()
+            report.extents_compared
         );
     }
 }
@@ -756,6 +757,7 @@ fn print_signers(image: &Image<File>) {
 fn confirm(
     targets: &[TargetInfo],
     image: &Image<File>,
+    unmapped: Unmapped,
     stdin_carries_pin: bool,
 ) -> anyhow::Result<()> {
     let stdin_is_terminal = std::io::stdin().is_terminal();
@@ -772,7 +774,7 @@ fn confirm(
         ))
         .into());
     }
-    eprintln!("About to OVERWRITE every byte of:");
+    eprintln!("About to OVERWRITE:");
     for info in targets {
         eprintln!("  {}", info.path.display());
         eprintln!(
@@ -784,9 +786,14 @@ fn confirm(
         );
     }
     eprintln!(
-        "with image {} version {}.",
+        "with image {} version {}: every extent it holds is written, and free space it did not capture is {}.",
         image.manifest().name,
-        image.manifest().version
+        image.manifest().version,
+        match unmapped {
+            Unmapped::Left => "left as it is",
+            Unmapped::Zeroed => "zeroed",
+            Unmapped::Discarded => "discarded (or zeroed where a discard does not read back as zeros)",
+        }
     );
     let prompt = "Type `yes` to continue: ";
     let answer = if ask_on_tty {
