@@ -940,15 +940,30 @@ fn threshold_of_two_needs_two_distinct_keys() {
         3,
         &["signature policy not met: 1 of 2 required distinct trusted keys signed"],
     );
-    // The same key signing twice counts once.
-    ok(&run(&[
-        "sign",
-        s(&image),
-        "--key",
-        s(&key),
-        "--meaning",
-        "approved",
-    ]));
+    // `sign` refuses a key that already signed: it would list the signer
+    // twice and count once.
+    fails(
+        &run(&["sign", s(&image), "--key", s(&key), "--meaning", "approved"]),
+        2,
+        &["already signed", "a key counts once, so nothing was added"],
+    );
+    assert_eq!(
+        inspect_json(&image)["signers"].as_array().map(Vec::len),
+        Some(1)
+    );
+    // An image signed twice by one key anyway (written with the library, as
+    // an attacker could) still counts the key once.
+    let signing = reliquary_image::keys::SigningKey::load(&key).expect("key");
+    reliquary_image::write::add_signature(
+        &image,
+        &signing,
+        &reliquary_image::manifest::SignerStatement {
+            signer_name: "A. Engineer".into(),
+            meaning: reliquary_image::manifest::Meaning::Approved,
+            signed_unix: 1_767_225_600,
+        },
+    )
+    .expect("a second signature by the same key");
     let j = inspect_json(&image);
     assert_eq!(j["signers"].as_array().map(Vec::len), Some(2));
     assert_eq!(j["signers"][1]["meaning"], "approved");

@@ -268,6 +268,19 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
 
 pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     let key = SigningKey::load(&args.key)?;
+    // A key counts once toward the threshold; a second signature by it
+    // would only list the same signer twice.
+    let key_id = key.public_key().key_id();
+    let (_, signers) = open_image(&args.image)?.claims()?;
+    if let Some(earlier) = signers.iter().find(|s| s.key_id == key_id) {
+        return Err(UsageError(format!(
+            "{} already signed {} with key {key_id} (meaning {}); a key counts once, so nothing was added",
+            earlier.name,
+            args.image.display(),
+            earlier.statement.meaning.as_str()
+        ))
+        .into());
+    }
     let statement = SignerStatement {
         signer_name: signer_name(args.signer, &args.key)?,
         meaning: args.meaning,
