@@ -84,10 +84,10 @@ pub enum Action {
     },
     CancelRestore,
     LoadAuditLog,
-    /// Write the restore certificate of audit record `seq` (a PDF) to the
-    /// audit partition.
-    WriteCertificate {
-        seq: u64,
+    /// Write the restore certificate of each audit record in `seqs` (a PDF
+    /// per target) to the audit partition.
+    WriteCertificates {
+        seqs: Vec<u64>,
     },
 }
 
@@ -1052,9 +1052,17 @@ fn restoring_key(app: &mut App, code: KeyCode) -> Action {
 fn result_key(app: &mut App, code: KeyCode) -> Action {
     match code {
         KeyCode::Char('p') => {
-            if let Some(seq) = app.result.as_ref().and_then(|r| r.audit_seq) {
+            // One certificate per target: each has its own records.
+            let seqs: Vec<u64> = match &app.result {
+                Some(r) if !r.per_target.is_empty() => {
+                    r.per_target.iter().filter_map(|t| t.audit_seq).collect()
+                }
+                Some(r) => r.audit_seq.into_iter().collect(),
+                None => Vec::new(),
+            };
+            if !seqs.is_empty() {
                 app.certificate = None;
-                return Action::WriteCertificate { seq };
+                return Action::WriteCertificates { seqs };
             }
         }
         KeyCode::Enter | KeyCode::Esc => {

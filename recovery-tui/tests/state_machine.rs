@@ -736,3 +736,12 @@ fn behind_the_terminal_too_small_notice_only_quit_acts() {
         "{screen}"
     );
 }
+
+#[test]
+fn p_after_a_restore_onto_several_targets_writes_a_certificate_for_each() {
+    let mut app = result_several();
+    assert_eq!(
+        press(&mut app, KeyCode::Char('p')),
+        Action::WriteCertificates { seqs: vec![7, 8] }
+    );
+}

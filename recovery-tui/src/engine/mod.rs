@@ -287,12 +287,19 @@ impl Effects for Session {
                     cancel.cancel();
                 }
             }
-            (Action::WriteCertificate { seq }, _) => {
-                let (dir, events, seq) = (self.config.audit.clone(), self.events.clone(), *seq);
+            (Action::WriteCertificates { seqs }, _) => {
+                let (dir, events) = (self.config.audit.clone(), self.events.clone());
+                let seqs = seqs.clone();
                 std::thread::spawn(move || {
-                    let written = reliquary_appliance::report::write_certificate(&dir, seq)
-                        .map(|path| path.display().to_string())
-                        .map_err(|e| error_chain(&e));
+                    let written = seqs
+                        .iter()
+                        .map(|&seq| {
+                            reliquary_appliance::report::write_certificate(&dir, seq)
+                                .map(|path| path.display().to_string())
+                                .map_err(|e| error_chain(&e))
+                        })
+                        .collect::<Result<Vec<String>, String>>()
+                        .map(|paths| paths.join(", "));
                     let _ = events.send(AppEvent::worker(WorkerEvent::CertificateWritten(written)));
                 });
             }

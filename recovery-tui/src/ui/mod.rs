@@ -211,20 +211,27 @@ pub fn footer_keys(app: &App) -> Vec<(&'static str, &'static str)> {
         ],
         Screen::Restoring => vec![("Esc", "cancel restore…"), ("?", "help"), ("q", "quit…")],
         Screen::Result => {
-            // A certificate is per restore record: one target's restore.
-            let certificate = app.result.as_ref().is_none_or(|r| r.per_target.is_empty());
-            [
+            // A certificate is per restore record: one per target.
+            let several = app
+                .result
+                .as_ref()
+                .is_some_and(|r| !r.per_target.is_empty());
+            vec![
                 ("Enter", "vault"),
                 ("o", "power off"),
                 ("c", "QR code"),
-                ("p", "certificate"),
+                (
+                    "p",
+                    if several {
+                        "certificates"
+                    } else {
+                        "certificate"
+                    },
+                ),
                 ("l", "audit log"),
                 ("?", "help"),
                 ("q", "quit"),
             ]
-            .into_iter()
-            .filter(|(key, _)| certificate || *key != "p")
-            .collect()
         }
         Screen::AuditLog if app.audit.editing_filter => {
             vec![

@@ -1302,7 +1302,7 @@ pub fn result(app: &App, area: Rect, buf: &mut Buffer) {
             ),
             Span::styled(
                 if several {
-                    "  (c: QR code)"
+                    "  (c: QR code, p: certificates)"
                 } else {
                     "  (c: QR code, p: certificate)"
                 },
