@@ -174,15 +174,17 @@ pub struct ResumeOffer {
 }
 
 impl ResumeOffer {
-    /// `about 62 % already written`.
+    /// `about 62 % already in place`: what the sampled extents found
+    /// matching the image, which the interrupted restore may not all have
+    /// written (a disk holding an older copy matches too).
     pub fn written(&self) -> String {
         match &self.percent_written {
-            Ok(percent) => format!("about {percent} % already written"),
+            Ok(percent) => format!("about {percent} % already in place"),
             Err(_) => "how much is written is unknown".to_string(),
         }
     }
 
-    /// `Resume (about 62 % already written)`.
+    /// `Resume (about 62 % already in place)`.
     pub fn label(&self) -> String {
         format!("Resume ({})", self.written())
     }

@@ -1,5 +1,5 @@
 //! The TUI resumes a restore that a SIGKILL interrupted: the target list
-//! and the confirmation offer "Resume (about N % already written)" next to
+//! and the confirmation offer "Resume (about N % already in place)" next to
 //! "Start over", and the resume ends with the very bytes of a full restore.
 //!
 //! Needs `tmux` and the `recovery-tui` and `reliquary` binaries of this
@@ -146,7 +146,7 @@ fn kill_a_restore_midway(p: &DemoPaths) -> u64 {
     start["seq"].as_u64().expect("a sequence number")
 }
 
-/// N in "Resume (about N % already written)".
+/// N in "Resume (about N % already in place)".
 fn percent_offered(screen: &str) -> u32 {
     let after = screen
         .split("Resume (about ")

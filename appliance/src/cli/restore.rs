@@ -248,7 +248,9 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         let Some(interrupted_seq) = interrupted else {
             return Err(CliRefusal(format!(
                 "refusing to resume onto {}: the audit log records no interrupted restore of \
-                 image {} onto this disk; start over without --resume",
+                 image {} onto this disk. A restore cancelled with Ctrl-C is recorded as \
+                 finished and left the disk wiped, so it is not resumable; only one cut off by \
+                 power loss or a crash is. Start over without --resume",
                 args.targets[0].display(),
                 image.manifest().name
             ))
