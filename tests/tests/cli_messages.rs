@@ -136,3 +136,33 @@ fn audit_verify_prints_its_warnings_on_stderr() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_man_page_has_the_global_flags_exit_status_version_and_unhyphenated_examples() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = run(&["man", "--out", tmp.path().to_str().expect("utf8")], "");
+    assert!(out.status.success());
+    for name in [
+        "reliquary.1",
+        "reliquary-restore.1",
+        "reliquary-audit-verify.1",
+    ] {
+        let page = std::fs::read_to_string(tmp.path().join(name)).expect("page");
+        for want in [
+            ".SH \"GLOBAL OPTIONS\"",
+            "\\fB\\-\\-json\\fR",
+            "\\fB\\-\\-quiet\\fR",
+            ".SH \"EXIT STATUS\"",
+            ".SH VERSION",
+            env!("CARGO_PKG_VERSION"),
+        ] {
+            assert!(page.contains(want), "{name} lacks {want}:\n{page}");
+        }
+        if name != "reliquary.1" {
+            assert!(
+                page.contains(".SH EXAMPLES\n.nf\n.nh\n"),
+                "{name}: examples are not set as typed:\n{page}"
+            );
+        }
+    }
+}

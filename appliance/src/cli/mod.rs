@@ -173,16 +173,59 @@ fn write_man_pages(
     let path = dir.join(format!("{name}.1"));
     let mut page = Vec::new();
     clap_mangen::Man::new(command.clone()).render(&mut page)?;
+    let page = finish_man_page(&String::from_utf8_lossy(&page));
     std::fs::write(&path, page).map_err(|e| output::FileError::new("cannot write", &path, e))?;
     written.push(path.display().to_string());
     for sub in command.get_subcommands() {
         let sub = sub
             .clone()
             .display_name(format!("{name}-{}", sub.get_name()))
-            .bin_name(format!("{name} {}", sub.get_name()));
+            .bin_name(format!("{name} {}", sub.get_name()))
+            .version(env!("CARGO_PKG_VERSION"));
         write_man_pages(sub, dir, written)?;
     }
     Ok(())
+}
+
+/// What every page needs beyond clap's: the examples set as typed (no
+/// filling, no hyphenation, so they copy as commands), the global flags,
+/// which clap documents only on the top page, and the exit status. (Each
+/// page is given the version, which clap prints in its VERSION section.)
+fn finish_man_page(page: &str) -> String {
+    let mut out = String::new();
+    let mut in_examples = false;
+    for line in page.lines() {
+        if line.starts_with(".SH ") && in_examples {
+            out.push_str(".fi\n.hy\n");
+            in_examples = false;
+        }
+        if line == ".SH EXTRA" {
+            out.push_str(".SH EXAMPLES\n.nf\n.nh\n");
+            in_examples = true;
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if in_examples {
+        out.push_str(".fi\n.hy\n");
+    }
+    out.push_str(concat!(
+        ".SH \"GLOBAL OPTIONS\"\n",
+        ".TP\n\\fB\\-\\-json\\fR\n",
+        "stdout holds one JSON document: the result, or the error as ",
+        "{\"error\": {\"class\", \"message\", \"path\"}}, with the same exit status.\n",
+        ".TP\n\\fB\\-q\\fR, \\fB\\-\\-quiet\\fR\n",
+        "No progress and no informational messages; errors and warnings still print.\n",
+        ".SH \"EXIT STATUS\"\n",
+        ".TP\n0\nSuccess.\n",
+        ".TP\n1\nA runtime or I/O error.\n",
+        ".TP\n2\nA usage error.\n",
+        ".TP\n3\nAn integrity or authenticity failure.\n",
+        ".TP\n4\nRefused for safety.\n",
+        ".TP\n130\nInterrupted (Ctrl\\-C).\n",
+    ));
+    out
 }
 
 /// Maps an error to its exit class by finding the first typed library error
