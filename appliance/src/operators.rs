@@ -118,8 +118,8 @@ impl OperatorList {
             }
             if !hash.starts_with("$argon2id$") || PasswordHash::new(hash).is_err() {
                 return Err(bad(format!(
-                    "operator `{id}` has no Argon2id PIN hash: set one with \
-                     `reliquary operators add --trust DIR {id} --name NAME`"
+                    "operator `{id}` has no Argon2id PIN hash; the engineer sets one on the \
+                     workstation with `reliquary operators add --trust DIR {id} --name NAME`"
                 )));
             }
             if name.is_empty() {

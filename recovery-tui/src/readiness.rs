@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use reliquary_appliance::audit::{
-    verify_dir, AuditLog, Digest, Environment, RESTORE_RESERVE_BYTES,
+    verify_dir, AuditError, AuditLog, Digest, Environment, RESTORE_RESERVE_BYTES,
 };
 use reliquary_image::TrustStore;
 
@@ -95,7 +95,7 @@ pub fn check(config: &SessionConfig) -> Vec<StickProblem> {
                 ),
                 Err(e) => problem(
                     "audit log",
-                    format!("it cannot be verified: {}", error_chain(&e)),
+                    format!("it cannot be verified: {}", on_this_stick(&e)),
                     BACK_TO_ENGINEER,
                 ),
             }
@@ -123,7 +123,7 @@ pub fn check(config: &SessionConfig) -> Vec<StickProblem> {
             format!(
                 "{} cannot be opened: {}",
                 config.audit.display(),
-                error_chain(&e)
+                on_this_stick(&e)
             ),
             BACK_TO_ENGINEER,
         ),
@@ -147,4 +147,28 @@ fn probe_writable(dir: &Path) -> std::io::Result<()> {
         std::fs::write(&probe, b"probe").and_then(|()| std::fs::File::open(&probe)?.sync_all());
     let removed = std::fs::remove_file(&probe);
     written.and(removed)
+}
+
+/// An audit log error as this stick can act on it: the library's advice
+/// to run a `reliquary` command means nothing on a stick with no shell.
+fn on_this_stick(e: &AuditError) -> String {
+    match e {
+        AuditError::Open { path, source } => format!("cannot open {}: {source}", path.display()),
+        AuditError::Damaged { path, problem } => format!(
+            "{}: {problem}; damage followed by valid records is tampering or corruption, \
+             so the log is left untouched and new records are refused",
+            path.display()
+        ),
+        AuditError::Witness {
+            path,
+            witness,
+            reason,
+        } => format!(
+            "{} {reason}, as witnessed by the checkpoint this stick wrote in {}: records were \
+             removed or replaced",
+            path.display(),
+            witness.display()
+        ),
+        e => error_chain(e),
+    }
 }

@@ -333,6 +333,8 @@ fn a_stick_with_a_problem_shows_not_ready_and_offers_no_sign_in() {
         let screen = tmux.wait_for("What to do", SCREEN_TIMEOUT);
         assert!(screen.contains("Stick not ready"), "{name}: {screen}");
         assert!(screen.contains(expected), "{name}: {screen}");
+        // The stick has no shell: no advice to run a command on it.
+        assert!(!screen.contains("run `reliquary"), "{name}: {screen}");
         // Keys that would sign in or start anything do nothing here.
         tmux.type_text("tech1");
         tmux.keys(&["Enter"]);
