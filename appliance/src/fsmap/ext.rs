@@ -81,6 +81,8 @@ struct Superblock {
     uninit_possible: bool,
     kind: FileSystemKind,
     uuid: [u8; 16],
+    free_blocks: u64,
+    free_inodes: u64,
 }
 
 struct Group {
@@ -89,6 +91,7 @@ struct Group {
     inode_table: u64,
     flags: u16,
     free_blocks: u64,
+    free_inodes: u64,
 }
 
 pub(super) fn free_space<S: ReadAt + ?Sized>(
@@ -110,6 +113,14 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
         Vec::new()
     };
 
+    let descriptor_free_inodes: u64 = descriptors.iter().map(|g| g.free_inodes).sum();
+    if descriptor_free_inodes != sb.free_inodes {
+        return Err(FsError::MapContradicted(format!(
+            "the group descriptors hold {descriptor_free_inodes} free inodes, the superblock says {}",
+            sb.free_inodes
+        )));
+    }
+    let mut bitmap_free = 0u64;
     let mut bitmap = vec![0u8; sb.block_size as usize];
     for (g, group) in descriptors.iter().enumerate() {
         let first = sb.first_data_block + g as u64 * sb.blocks_per_group;
@@ -122,15 +133,26 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
             let used = uninit_used[from..]
                 .iter()
                 .take_while(|r| r.start < group_end);
+            let mut free_in_group = 0;
             for r in used {
                 if r.start.max(first) > at {
                     free.push(at * sb.block_size..r.start.max(first) * sb.block_size);
+                    free_in_group += r.start.max(first) - at;
                 }
                 at = at.max(r.end.min(group_end));
             }
+            free_in_group += group_end.saturating_sub(at);
             if group_end > at {
                 free.push(at * sb.block_size..group_end * sb.block_size);
             }
+            if free_in_group != group.free_blocks {
+                return Err(FsError::MapContradicted(format!(
+                    "group {g} has no bitmap and {free_in_group} blocks free besides its \
+                     metadata, its descriptor says {}",
+                    group.free_blocks
+                )));
+            }
+            bitmap_free += free_in_group;
             continue;
         }
         bytes.read(&mut bitmap, group.block_bitmap * sb.block_size)?;
@@ -152,16 +174,34 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
             free.push(start * sb.block_size..(first + count) * sb.block_size);
         }
         if zero_bits != group.free_blocks {
-            return Err(FsError::Corrupt(format!(
+            return Err(FsError::MapContradicted(format!(
                 "group {g}'s bitmap has {zero_bits} free blocks, its descriptor says {}",
                 group.free_blocks
             )));
         }
+        bitmap_free += zero_bits;
     }
+    if bitmap_free != sb.free_blocks {
+        return Err(FsError::MapContradicted(format!(
+            "the block bitmaps hold {bitmap_free} free blocks, the superblock says {}",
+            sb.free_blocks
+        )));
+    }
+    let proof = vec![
+        "the journal needs no recovery and the superblock says clean".to_string(),
+        format!(
+            "{bitmap_free} free blocks in the superblock, the sum over the {} groups' \
+             descriptors and the bitmaps alike; {} free inodes in the superblock and the \
+             descriptors alike",
+            descriptors.len(),
+            sb.free_inodes
+        ),
+    ];
     Ok(FreeSpace {
         kind: sb.kind,
         volume_serial: Some(uuid_text(&sb.uuid)),
         free: free.into_runs(),
+        proof,
     })
 }
 
@@ -253,6 +293,13 @@ fn parse_superblock(raw: &[u8], partition_len: u64) -> Result<Superblock, FsErro
         uninit_possible: ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0,
         kind,
         uuid,
+        free_blocks: u64::from(le_u32(raw, 12))
+            | if is_64bit {
+                u64::from(le_u32(raw, 0x158)) << 32
+            } else {
+                0
+            },
+        free_inodes: u64::from(le_u32(raw, 16)),
     })
 }
 
@@ -287,6 +334,7 @@ fn read_descriptors<S: ReadAt + ?Sized>(
                 inode_bitmap: u64::from(le_u32(d, 4)) | hi(0x24),
                 inode_table: u64::from(le_u32(d, 8)) | hi(0x28),
                 free_blocks: u64::from(le_u16(d, 12)) | hi16(0x2c),
+                free_inodes: u64::from(le_u16(d, 14)) | hi16(0x2e),
                 flags: le_u16(d, 18),
             }
         })

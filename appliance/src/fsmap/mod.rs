@@ -41,6 +41,8 @@ pub enum FsError {
     NotClean(&'static str),
     #[error("the file system is damaged: {0}")]
     Corrupt(String),
+    #[error("the allocation map cannot be trusted: {0}")]
+    MapContradicted(String),
     #[error("the file system uses {0}, which this capture does not read")]
     Unsupported(String),
 }
@@ -52,6 +54,9 @@ pub struct FreeSpace {
     pub kind: FileSystemKind,
     pub volume_serial: Option<String>,
     pub free: Vec<Range<u64>>,
+    /// The cross-checks that held, in plain words with their counts: why
+    /// the free ranges can be trusted.
+    pub proof: Vec<String>,
 }
 
 /// A partition's bytes, read through its offset and bounded by its length.

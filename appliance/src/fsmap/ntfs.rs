@@ -14,8 +14,17 @@ use reliquary_image::{FileSystemKind, ReadAt};
 
 use super::{FreeRuns, FreeSpace, FsError, PartitionBytes};
 
-/// `$Bitmap` is read in pieces of this size: memory stays bounded on a big volume.
-const BITMAP_PIECE: usize = 1 << 20;
+/// The largest `$Bitmap` held for the cross-check: 2^30 clusters, a 4 TiB
+/// volume of 4 KiB clusters. A bigger volume is kept whole.
+const MAX_BITMAP_BYTES: u64 = 128 << 20;
+/// `$MFT` is read this many bytes at a time.
+const MFT_PIECE: usize = 1 << 20;
+/// Update sequence arrays protect every 512 bytes of a record or page.
+const SECTOR_STRIDE: usize = 512;
+/// The restart area's flag set when the volume was cleanly unmounted.
+const RESTART_VOLUME_IS_CLEAN: u16 = 0x2;
+/// A restart area's client list that is empty.
+const LOGFILE_NO_CLIENT: u16 = 0xffff;
 /// The boot area at the start of the volume (`$Boot`, 16 sectors).
 const BOOT_AREA: u64 = 8192;
 /// First bytes of a `hiberfil.sys` that holds a resume image (any case).
@@ -75,44 +84,20 @@ fn read_volume<S: ReadAt + ?Sized>(
             bytes.len()
         )));
     }
-    let bitmap_file = ntfs
-        .file(&mut fs, KnownNtfsFileRecordNumber::Bitmap as u64)
-        .map_err(damaged)?;
-    let item = bitmap_file
-        .data(&mut fs, "")
-        .ok_or_else(|| FsError::Corrupt("$Bitmap has no data".into()))?
-        .map_err(damaged)?;
-    let attribute = item.to_attribute().map_err(damaged)?;
-    let mut value = attribute.value(&mut fs).map_err(damaged)?;
-    if value.len() < clusters.div_ceil(8) {
-        return Err(FsError::Corrupt(format!(
-            "$Bitmap holds {} bytes, too few for the volume's {clusters} clusters",
-            value.len()
-        )));
-    }
+    let log_state = check_log_file(&ntfs, &mut fs)?;
+    let bitmap = read_bitmap(&ntfs, &mut fs, clusters)?;
+    let (records, referenced) = check_data_runs(&ntfs, &mut fs, &bitmap, clusters)?;
 
-    let mut piece = vec![0u8; BITMAP_PIECE];
     let mut run_start = None;
-    let mut lcn = 0u64;
-    while lcn < clusters {
-        let want = ((clusters - lcn).div_ceil(8) as usize).min(BITMAP_PIECE);
-        read_exact(&mut value, &mut fs, &mut piece[..want])?;
-        for byte in &piece[..want] {
-            for bit in 0..8 {
-                if lcn >= clusters {
-                    break;
-                }
-                let used = byte & (1 << bit) != 0;
-                match (used, run_start) {
-                    (false, None) => run_start = Some(lcn),
-                    (true, Some(start)) => {
-                        free.push(start * cluster..lcn * cluster);
-                        run_start = None;
-                    }
-                    _ => {}
-                }
-                lcn += 1;
+    for lcn in 0..clusters {
+        let used = bit(&bitmap, lcn);
+        match (used, run_start) {
+            (false, None) => run_start = Some(lcn),
+            (true, Some(start)) => {
+                free.push(start * cluster..lcn * cluster);
+                run_start = None;
             }
+            _ => {}
         }
     }
     if let Some(start) = run_start {
@@ -129,6 +114,13 @@ fn read_volume<S: ReadAt + ?Sized>(
         keep.extend(data_extents(&ntfs, &mut fs, record as u64)?);
     }
     Ok(FreeSpace {
+        proof: vec![
+            log_state.to_string(),
+            format!(
+                "the data runs of {records} MFT records in use ({referenced} clusters) \
+                 all lie in clusters $Bitmap marks used"
+            ),
+        ],
         kind: FileSystemKind::Ntfs,
         volume_serial: Some(format!(
             "{:04X}-{:04X}",
@@ -137,6 +129,412 @@ fn read_volume<S: ReadAt + ?Sized>(
         )),
         free: subtract(free.into_runs(), &mut keep),
     })
+}
+
+/// Reads `$Bitmap` whole (bounded by [`MAX_BITMAP_BYTES`]): the data-run
+/// cross-check looks clusters up in any order.
+fn read_bitmap<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T, clusters: u64) -> Result<Vec<u8>, FsError> {
+    let bitmap_file = ntfs
+        .file(fs, KnownNtfsFileRecordNumber::Bitmap as u64)
+        .map_err(damaged)?;
+    let item = bitmap_file
+        .data(fs, "")
+        .ok_or_else(|| FsError::Corrupt("$Bitmap has no data".into()))?
+        .map_err(damaged)?;
+    let attribute = item.to_attribute().map_err(damaged)?;
+    let mut value = attribute.value(fs).map_err(damaged)?;
+    let needed = clusters.div_ceil(8);
+    if value.len() < needed {
+        return Err(FsError::Corrupt(format!(
+            "$Bitmap holds {} bytes, too few for the volume's {clusters} clusters",
+            value.len()
+        )));
+    }
+    if needed > MAX_BITMAP_BYTES {
+        return Err(FsError::Unsupported(format!(
+            "a $Bitmap of {needed} bytes, more than the {MAX_BITMAP_BYTES} its cross-check may hold"
+        )));
+    }
+    let mut bitmap = vec![0u8; needed as usize];
+    read_exact(&mut value, fs, &mut bitmap)?;
+    Ok(bitmap)
+}
+
+fn bit(bitmap: &[u8], n: u64) -> bool {
+    bitmap[(n / 8) as usize] & (1 << (n % 8)) != 0
+}
+
+/// What the `$LogFile` restart areas say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogState {
+    /// All bytes 0xff, as mkntfs and ntfs-3g leave it: nothing to replay.
+    Empty,
+    /// The current restart area says the volume was cleanly unmounted.
+    Clean { lsn: u64 },
+}
+
+impl std::fmt::Display for LogState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogState::Empty => write!(f, "$LogFile is empty: nothing to replay"),
+            LogState::Clean { lsn } => {
+                write!(f, "$LogFile's current restart area (LSN {lsn}) says clean")
+            }
+        }
+    }
+}
+
+/// Refuses a volume whose `$LogFile` holds operations not yet replayed:
+/// Windows does not set the dirty flag on a power cut, and until the log
+/// is replayed `$Bitmap` may lack allocations the log holds.
+fn check_log_file<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T) -> Result<LogState, FsError> {
+    let file = ntfs
+        .file(fs, KnownNtfsFileRecordNumber::LogFile as u64)
+        .map_err(damaged)?;
+    let item = file
+        .data(fs, "")
+        .ok_or_else(|| FsError::Corrupt("$LogFile has no data".into()))?
+        .map_err(damaged)?;
+    let attribute = item.to_attribute().map_err(damaged)?;
+    let mut value = attribute.value(fs).map_err(damaged)?;
+    // Two restart pages of the system page size (4 KiB on every Windows
+    // NTFS; at most 64 KiB here), read as 64 KiB or the whole log.
+    let len = value.len().min(2 * RESTART_PAGE_MAX as u64) as usize;
+    let mut head = vec![0u8; len];
+    read_exact(&mut value, fs, &mut head)?;
+    log_state(&head)
+}
+
+/// The largest restart page (system page size) read.
+const RESTART_PAGE_MAX: usize = 64 << 10;
+
+/// The state of a `$LogFile` from its first bytes (both restart pages):
+/// the restart page with the higher LSN is current, as for Windows and
+/// ntfs-3g; a log client in use without the clean flag means the volume
+/// was not cleanly unmounted.
+fn log_state(head: &[u8]) -> Result<LogState, FsError> {
+    let first = restart_page(head, 0)?;
+    let second = match first {
+        Some(ref page) => restart_page(head, page.system_page_size)?,
+        // Without a first page, look for the second at the usual 4 KiB.
+        None => restart_page(head, 4096)?,
+    };
+    let current = match (first, second) {
+        (Some(a), Some(b)) => {
+            if b.lsn > a.lsn {
+                b
+            } else {
+                a
+            }
+        }
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => {
+            return if head.len() >= 4 && head[..4] == [0xff; 4] {
+                Ok(LogState::Empty)
+            } else {
+                Err(FsError::Corrupt(
+                    "$LogFile holds neither a restart page nor the empty pattern".into(),
+                ))
+            };
+        }
+    };
+    if current.client_in_use && !current.clean_flag {
+        return Err(FsError::NotClean(
+            "$LogFile's restart area has a log client in use and no clean flag: \
+             Windows did not finish (a power cut or crash), and $Bitmap may lack \
+             allocations only the log holds",
+        ));
+    }
+    Ok(LogState::Clean { lsn: current.lsn })
+}
+
+struct RestartPage {
+    system_page_size: usize,
+    lsn: u64,
+    client_in_use: bool,
+    clean_flag: bool,
+}
+
+/// The restart page at `at` of `head`; `None` where the page is empty
+/// (0xff) or lies beyond the bytes read. Every field read lies in the
+/// page's first sector before its update sequence word, where no fixup
+/// applies.
+fn restart_page(head: &[u8], at: usize) -> Result<Option<RestartPage>, FsError> {
+    let Some(page) = head.get(at..).filter(|p| p.len() >= SECTOR_STRIDE) else {
+        return Ok(None);
+    };
+    let magic = &page[..4];
+    if magic == [0xff; 4] {
+        return Ok(None);
+    }
+    let chkdsk = magic == b"CHKD";
+    if magic != b"RSTR" && !chkdsk {
+        return Err(FsError::Corrupt(format!(
+            "$LogFile's restart page at byte {at} has no RSTR signature"
+        )));
+    }
+    let corrupt = |what: &str| {
+        Err(FsError::Corrupt(format!(
+            "$LogFile's restart page at byte {at}: {what}"
+        )))
+    };
+    let system_page_size = le_u32(page, 16) as usize;
+    let log_page_size = le_u32(page, 20) as usize;
+    let sizes_valid = |n: usize| n >= SECTOR_STRIDE && n.is_power_of_two();
+    if !sizes_valid(system_page_size) || !sizes_valid(log_page_size) {
+        return corrupt("its page sizes are invalid");
+    }
+    if system_page_size > RESTART_PAGE_MAX {
+        return Err(FsError::Unsupported(format!(
+            "a $LogFile system page of {system_page_size} bytes"
+        )));
+    }
+    if at != 0 && at != system_page_size {
+        return Ok(None);
+    }
+    let area = usize::from(le_u16(page, 24));
+    // The restart area's fields up to the client array offset (24 bytes)
+    // lie before the first protected word.
+    if area % 8 != 0 || area < 30 || area + 24 > SECTOR_STRIDE - 2 {
+        return corrupt("its restart area offset is invalid");
+    }
+    let log_clients = le_u16(page, area + 8);
+    let in_use_list = le_u16(page, area + 12);
+    if in_use_list != LOGFILE_NO_CLIENT && in_use_list >= log_clients {
+        return corrupt("its in-use client list points past the client array");
+    }
+    let lsn = if chkdsk {
+        le_u64(page, 8)
+    } else {
+        le_u64(page, area)
+    };
+    Ok(Some(RestartPage {
+        system_page_size,
+        lsn,
+        client_in_use: in_use_list != LOGFILE_NO_CLIENT,
+        clean_flag: le_u16(page, area + 14) & RESTART_VOLUME_IS_CLEAN != 0,
+    }))
+}
+
+/// Reads every MFT record in use and checks that every cluster any of
+/// its non-resident attributes (data, indexes, attribute lists, bitmaps,
+/// reparse data, of system and user files alike, extension records
+/// included) references is marked used in `bitmap`. One pass over
+/// `$MFT` in [`MFT_PIECE`] reads: time grows with the records, memory
+/// does not. Returns the records in use and the clusters they reference.
+fn check_data_runs<T: Read + Seek>(
+    ntfs: &Ntfs,
+    fs: &mut T,
+    bitmap: &[u8],
+    clusters: u64,
+) -> Result<(u64, u64), FsError> {
+    let record_size = ntfs.file_record_size() as usize;
+    if record_size < SECTOR_STRIDE || record_size > MFT_PIECE || !record_size.is_power_of_two() {
+        return Err(FsError::Corrupt(format!(
+            "an MFT record size of {record_size} bytes"
+        )));
+    }
+    let mft = ntfs
+        .file(fs, KnownNtfsFileRecordNumber::MFT as u64)
+        .map_err(damaged)?;
+    let item = mft
+        .data(fs, "")
+        .ok_or_else(|| FsError::Corrupt("$MFT has no data".into()))?
+        .map_err(damaged)?;
+    let attribute = item.to_attribute().map_err(damaged)?;
+    let mut value = attribute.value(fs).map_err(damaged)?;
+    let records = value.len() / record_size as u64;
+    let mut piece = vec![0u8; MFT_PIECE];
+    let (mut in_use, mut referenced) = (0u64, 0u64);
+    let mut number = 0u64;
+    while number < records {
+        let count = ((records - number) as usize).min(MFT_PIECE / record_size);
+        let piece = &mut piece[..count * record_size];
+        read_exact(&mut value, fs, piece)?;
+        for record in piece.chunks_exact_mut(record_size) {
+            if let Some(n) = record_clusters(record, number, bitmap, clusters)? {
+                in_use += 1;
+                referenced += n;
+            }
+            number += 1;
+        }
+    }
+    Ok((in_use, referenced))
+}
+
+/// Checks one MFT record (numbered `number`): every cluster its
+/// non-resident attributes reference must be set in `bitmap`. Returns the
+/// clusters referenced, or `None` for a record not in use.
+fn record_clusters(
+    record: &mut [u8],
+    number: u64,
+    bitmap: &[u8],
+    clusters: u64,
+) -> Result<Option<u64>, FsError> {
+    let corrupt = |what: String| Err(FsError::Corrupt(format!("MFT record {number} {what}")));
+    match &record[..4] {
+        b"FILE" => {}
+        // Never used: mkntfs and Windows leave records past the ones they
+        // formatted zeroed.
+        [0, 0, 0, 0] => return Ok(None),
+        _ => return corrupt("is neither a file record nor unused".into()),
+    }
+    const IN_USE: u16 = 0x1;
+    if le_u16(record, 22) & IN_USE == 0 {
+        return Ok(None);
+    }
+    if let Err(what) = apply_fixups(record) {
+        return corrupt(what);
+    }
+    let used = (le_u32(record, 24) as usize).min(record.len());
+    let mut at = usize::from(le_u16(record, 20));
+    let mut total = 0u64;
+    loop {
+        if at + 8 > used {
+            return corrupt("has attributes running past its end".into());
+        }
+        let kind = le_u32(record, at);
+        if kind == 0xffff_ffff {
+            break;
+        }
+        let len = le_u32(record, at + 4) as usize;
+        if len < 24 || len % 8 != 0 || at + len > used {
+            return corrupt(format!("has an attribute of invalid length {len}"));
+        }
+        let attribute = &record[at..at + len];
+        if attribute[8] != 0 {
+            if len < 64 {
+                return corrupt("has a non-resident attribute header cut short".into());
+            }
+            let runs_at = usize::from(le_u16(attribute, 32));
+            if runs_at >= len {
+                return corrupt("has mapping pairs outside its attribute".into());
+            }
+            total += check_runs(&attribute[runs_at..], bitmap, clusters).map_err(|what| {
+                FsError::MapContradicted(format!(
+                    "{what}, referenced by attribute {kind:#x} of MFT record {number}{}",
+                    file_name(record).map(|n| format!(" ({n})")).unwrap_or_default()
+                ))
+            })?;
+        }
+        at += len;
+    }
+    Ok(Some(total))
+}
+
+/// Undoes the update sequence of a multi-sector record in place: the last
+/// two bytes of every 512 must be the sequence number and get their saved
+/// value back. A mismatch is a torn write.
+fn apply_fixups(record: &mut [u8]) -> Result<(), String> {
+    let usa_at = usize::from(le_u16(record, 4));
+    let usa_count = usize::from(le_u16(record, 6));
+    let sectors = record.len() / SECTOR_STRIDE;
+    if usa_count != sectors + 1 || usa_at + 2 * usa_count > SECTOR_STRIDE - 2 {
+        return Err("has an invalid update sequence array".into());
+    }
+    let sequence = [record[usa_at], record[usa_at + 1]];
+    for sector in 0..sectors {
+        let end = (sector + 1) * SECTOR_STRIDE - 2;
+        if record[end..end + 2] != sequence {
+            return Err(format!("is torn (sector {sector} was not written with it)"));
+        }
+        let saved = usa_at + 2 * (sector + 1);
+        record[end] = record[saved];
+        record[end + 1] = record[saved + 1];
+    }
+    Ok(())
+}
+
+/// Walks the mapping pairs of one non-resident attribute; every cluster of
+/// every run that is not sparse must be set in `bitmap`. Returns the
+/// clusters referenced.
+fn check_runs(pairs: &[u8], bitmap: &[u8], clusters: u64) -> Result<u64, String> {
+    let mut at = 0;
+    let mut lcn = 0i64;
+    let mut total = 0u64;
+    while let Some(&header) = pairs.get(at) {
+        if header == 0 {
+            return Ok(total);
+        }
+        let (len_bytes, offset_bytes) = (usize::from(header & 0xf), usize::from(header >> 4));
+        if len_bytes == 0 || len_bytes > 8 || offset_bytes > 8 {
+            return Err(format!("a data run header {header:#04x}"));
+        }
+        let Some(fields) = pairs.get(at + 1..at + 1 + len_bytes + offset_bytes) else {
+            return Err("a data run cut short".into());
+        };
+        let length = le_uint(&fields[..len_bytes]);
+        at += 1 + len_bytes + offset_bytes;
+        if offset_bytes == 0 {
+            continue; // sparse: no clusters
+        }
+        let delta = le_int(&fields[len_bytes..]);
+        lcn = lcn
+            .checked_add(delta)
+            .ok_or_else(|| "a data run offset overflows".to_string())?;
+        let start = u64::try_from(lcn).map_err(|_| format!("a data run at cluster {lcn}"))?;
+        match start.checked_add(length) {
+            Some(end) if end <= clusters => {}
+            _ => {
+                return Err(format!(
+                    "a run of {length} clusters at cluster {start}, beyond the volume's {clusters}"
+                ))
+            }
+        }
+        if let Some(free) = (start..start + length).find(|&c| !bit(bitmap, c)) {
+            return Err(format!("cluster {free}, which $Bitmap marks free"));
+        }
+        total += length;
+    }
+    Err("mapping pairs without an end".into())
+}
+
+/// The record's first `$FILE_NAME` (resident by definition), if any.
+fn file_name(record: &[u8]) -> Option<String> {
+    let used = (le_u32(record, 24) as usize).min(record.len());
+    let mut at = usize::from(le_u16(record, 20));
+    while at + 24 <= used {
+        let kind = le_u32(record, at);
+        let len = le_u32(record, at + 4) as usize;
+        if kind == 0xffff_ffff || len < 24 || at + len > used {
+            return None;
+        }
+        if kind == 0x30 && record[at + 8] == 0 {
+            let value = at + usize::from(le_u16(record, at + 20));
+            let chars = usize::from(*record.get(value + 64)?);
+            let name = record.get(value + 66..value + 66 + 2 * chars)?;
+            let units: Vec<u16> = name
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            return Some(String::from_utf16_lossy(&units));
+        }
+        at += len;
+    }
+    None
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
+}
+
+/// A little-endian unsigned integer of up to 8 bytes.
+fn le_uint(b: &[u8]) -> u64 {
+    b.iter().rev().fold(0, |n, &byte| (n << 8) | u64::from(byte))
+}
+
+/// A little-endian signed integer of 1 to 8 bytes, sign-extended.
+fn le_int(b: &[u8]) -> i64 {
+    let shift = 64 - 8 * b.len() as u32;
+    ((le_uint(b) << shift) as i64) >> shift
 }
 
 /// Whether the root directory's `hiberfil.sys` starts with a resume
