@@ -964,9 +964,9 @@ fn a_dirty_ntfs_volume_is_captured_whole_and_the_manifest_says_why() {
     set_ntfs_dirty(&raw, PART_START);
     let (image, out) = fx.capture(&raw, "dirty", &[]);
     assert!(out.status.success(), "capture: {}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout.contains("warning: partition 1: every sector kept (NTFS:"),
+        stderr.contains("warning: partition 1: every sector kept (NTFS:"),
         "{}",
         text(&out)
     );
@@ -1156,5 +1156,509 @@ fn discarded_or_zeroed_free_space_reads_zeros_and_the_record_says_which() {
             (file.display().to_string(), "Zeroed".to_string()),
             (zeroed.path().display().to_string(), "Zeroed".to_string()),
         ]
+    );
+}
+
+// ------------------------------------------- allocation maps that lie
+
+/// An MFT record of the NTFS volume at byte `start` of `file`, with its
+/// update sequence undone, and the cluster size.
+fn ntfs_record(file: &File, start: u64, number: u64) -> (Vec<u8>, u64) {
+    let mut boot = [0u8; 512];
+    file.read_exact_at(&mut boot, start).expect("boot sector");
+    let sector = u64::from(u16::from_le_bytes([boot[11], boot[12]]));
+    let cluster = sector * u64::from(boot[13]);
+    let mft = u64::from_le_bytes(boot[48..56].try_into().expect("8 bytes")) * cluster;
+    let record_size = match boot[64] as i8 {
+        n if n < 0 => 1u64 << -n,
+        n => n as u64 * cluster,
+    };
+    let mut record = vec![0u8; record_size as usize];
+    file.read_exact_at(&mut record, start + mft + number * record_size)
+        .expect("MFT record");
+    assert_eq!(&record[..4], b"FILE", "MFT record {number}");
+    let usa = u16::from_le_bytes([record[4], record[5]]) as usize;
+    for i in 0..record.len() / 512 {
+        let end = (i + 1) * 512 - 2;
+        record[end] = record[usa + 2 * (i + 1)];
+        record[end + 1] = record[usa + 2 * (i + 1) + 1];
+    }
+    (record, cluster)
+}
+
+/// Partition byte offset and length of the first data run of MFT record
+/// `number`'s unnamed `$DATA` (mkntfs lays system files out in one run).
+fn ntfs_data_run(file: &File, start: u64, number: u64) -> (u64, u64) {
+    let (record, cluster) = ntfs_record(file, start, number);
+    let u16_at = |at: usize| u16::from_le_bytes([record[at], record[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().expect("4")) as usize;
+    let mut attr = u16_at(20);
+    loop {
+        assert!(u32_at(attr) != 0xffff_ffff, "no $DATA in record {number}");
+        if u32_at(attr) == 0x80 && record[attr + 9] == 0 {
+            assert_eq!(record[attr + 8], 1, "$DATA of record {number} is resident");
+            let pairs = attr + u16_at(attr + 32);
+            let header = record[pairs];
+            let (len_bytes, off_bytes) = ((header & 0xf) as usize, (header >> 4) as usize);
+            let le = |b: &[u8]| b.iter().rev().fold(0u64, |n, &x| (n << 8) | u64::from(x));
+            let length = le(&record[pairs + 1..pairs + 1 + len_bytes]);
+            let lcn = le(&record[pairs + 1 + len_bytes..pairs + 1 + len_bytes + off_bytes]);
+            return (lcn * cluster, length * cluster);
+        }
+        attr += u32_at(attr + 4);
+    }
+}
+
+/// Where `needle` (at least 4 KiB of a file's noise) starts in the
+/// partition at `start`, at a sector-aligned offset.
+fn find_block(raw: &Path, start: u64, len: u64, needle: &[u8]) -> u64 {
+    let disk = std::fs::read(raw).expect("read raw");
+    let part = &disk[start as usize..(start + len) as usize];
+    (0..part.len() - 4096)
+        .step_by(512)
+        .find(|&at| part[at..at + 4096] == needle[..4096])
+        .expect("the file's first block is on the disk") as u64
+}
+
+/// Writes `name` with `bytes` into the first partition of `raw`.
+fn add_file(fx: &Fixture, fs: &FsKind, raw: &Path, name: &str, bytes: &[u8]) {
+    let (lo, part) = attach_with_partition(raw).expect("attach");
+    let volume = Volume::open(fs, &part, fx.path("add"), false);
+    volume.write(name, bytes);
+    drop(volume);
+    std::fs::copy(lo.backing_file(), raw).expect("copy back");
+}
+
+/// Captures `raw`, expects the partition kept whole with a reason holding
+/// every one of `because` (on stderr and in `inspect --json`), and
+/// restores it onto a differently filled disk that must then equal `raw`.
+fn expect_kept_whole(fx: &Fixture, raw: &Path, name: &str, file_system: &str, because: &[&str]) {
+    let (image, out) = fx.capture(raw, name, &[]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "warning: partition 1: every sector kept ({file_system}:"
+        )),
+        "{}",
+        text(&out)
+    );
+    for why in because {
+        assert!(stderr.contains(why), "stderr lacks {why:?}: {}", text(&out));
+    }
+    let j = fx.inspect_json(&image);
+    let capture = &j["partitions"][0]["capture"];
+    assert_eq!(capture["mode"], "all-sectors", "{j}");
+    assert_eq!(capture["file_system"], file_system, "{j}");
+    let reason = capture["fallback_reason"].as_str().unwrap_or_default();
+    for why in because {
+        assert!(reason.contains(why), "the reason lacks {why:?}: {j}");
+    }
+    assert_eq!(j["extents"]["unmapped_bytes"], 0, "{j}");
+    let Some(target) = filled_loop(DISK, None, 0xa5) else {
+        return;
+    };
+    let out = fx.restore(&image, target.path());
+    assert!(out.status.success(), "restore: {}", text(&out));
+    assert!(
+        same_bytes(raw, target.backing_file()),
+        "the restored disk differs from the source"
+    );
+}
+
+/// A `$LogFile` restart page (4 KiB, version 1.1) as Windows writes it,
+/// with one log client, "NTFS"; `clean` sets RESTART_VOLUME_IS_CLEAN.
+fn restart_page(log_len: u64, lsn: u64, clean: bool) -> Vec<u8> {
+    let mut page = vec![0u8; 4096];
+    let put16 =
+        |p: &mut Vec<u8>, at: usize, v: u16| p[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 =
+        |p: &mut Vec<u8>, at: usize, v: u32| p[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let put64 =
+        |p: &mut Vec<u8>, at: usize, v: u64| p[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    page[..4].copy_from_slice(b"RSTR");
+    put16(&mut page, 4, 0x1e); // update sequence array offset
+    put16(&mut page, 6, 9); // 1 + 4096 / 512
+    put32(&mut page, 16, 4096); // system page size
+    put32(&mut page, 20, 4096); // log page size
+    put16(&mut page, 24, 0x30); // restart area offset
+    put16(&mut page, 26, 1); // minor version
+    put16(&mut page, 28, 1); // major version
+    let area = 0x30;
+    put64(&mut page, area, lsn); // current LSN
+    put16(&mut page, area + 8, 1); // log clients
+    put16(&mut page, area + 10, 0xffff); // free list: none
+    put16(&mut page, area + 12, 0); // in-use list: client 0
+    put16(&mut page, area + 14, if clean { 2 } else { 0 });
+    put32(&mut page, area + 16, 67 - (64 - log_len.leading_zeros())); // sequence number bits
+    put16(&mut page, area + 20, 0x30 + 0xa0); // restart area length
+    put16(&mut page, area + 22, 0x30); // client array offset
+    put64(&mut page, area + 24, log_len); // file size
+    put16(&mut page, area + 36, 0x30); // log record header length
+    put16(&mut page, area + 38, 0x40); // log page data offset
+    put32(&mut page, area + 40, 1); // restart log open count
+    let client = area + 0x30;
+    put64(&mut page, client, lsn); // oldest LSN
+    put64(&mut page, client + 8, lsn); // client restart LSN
+    put16(&mut page, client + 16, 0xffff); // previous client
+    put16(&mut page, client + 18, 0xffff); // next client
+    put32(&mut page, client + 28, 8); // name length in bytes
+    for (i, c) in "NTFS".encode_utf16().enumerate() {
+        put16(&mut page, client + 32 + 2 * i, c);
+    }
+    // The update sequence: sequence number 1 at the end of every sector,
+    // the bytes it replaces (zeros) saved in the array.
+    put16(&mut page, 0x1e, 1);
+    for sector in 0..8 {
+        put16(&mut page, sector * 512 + 510, 1);
+    }
+    page
+}
+
+/// Writes both restart pages of the `$LogFile` of the NTFS volume at
+/// `start` of `raw`.
+fn write_restart_pages(raw: &Path, start: u64, clean: bool) {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(raw)
+        .expect("open raw");
+    let (log_at, log_len) = ntfs_data_run(&file, start, 2);
+    let lsn = 0x0010_0000;
+    file.write_all_at(&restart_page(log_len, lsn, clean), start + log_at)
+        .expect("first restart page");
+    file.write_all_at(
+        &restart_page(log_len, lsn + 1, clean),
+        start + log_at + 4096,
+    )
+    .expect("second restart page");
+}
+
+/// What ntfs-3g says when it mounts the volume of `raw` (without
+/// replaying anything itself: `norecover`).
+fn ntfs_3g_mount(fx: &Fixture, raw: &Path) -> String {
+    let (_lo, part) = attach_with_partition(raw).expect("attach");
+    let point = fx.path("ntfs-3g-check");
+    std::fs::create_dir_all(&point).expect("mount point");
+    let out = Command::new("mount")
+        .args(["-t", "ntfs-3g", "-o", "norecover"])
+        .arg(&part)
+        .arg(&point)
+        .output()
+        .expect("run mount");
+    if out.status.success() {
+        unmount(&point);
+    }
+    text(&out)
+}
+
+/// A power cut leaves the `$LogFile` restart area "client in use, not
+/// clean" and no dirty flag. ntfs-3g calls such a volume unclean (and
+/// mounts it read-only at most); capture keeps it whole. The same page
+/// marked clean is accepted by ntfs-3g and captured used-clusters-only,
+/// so the page itself is well formed.
+#[test]
+fn an_ntfs_volume_with_an_unreplayed_log_is_captured_whole() {
+    let Some(fx) = Fixture::new(&["sfdisk", "partx", "ntfs-3g", "setfattr", "mkntfs"]) else {
+        return;
+    };
+    let raw = used_disk(&fx, &NTFS, false);
+    write_restart_pages(&raw, PART_START, true);
+    let said = ntfs_3g_mount(&fx, &raw);
+    assert!(
+        !said.contains("unclean"),
+        "ntfs-3g on the clean restart page: {said}"
+    );
+    let (image, out) = fx.capture(&raw, "clean-log", &[]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let j = fx.inspect_json(&image);
+    assert_eq!(
+        j["partitions"][0]["capture"]["mode"], "used-clusters",
+        "{j}"
+    );
+
+    write_restart_pages(&raw, PART_START, false);
+    let said = ntfs_3g_mount(&fx, &raw);
+    assert!(said.contains("unclean file system"), "ntfs-3g: {said}");
+    expect_kept_whole(
+        &fx,
+        &raw,
+        "unclean-log",
+        "NTFS",
+        &["$LogFile", "not cleanly unmounted"],
+    );
+}
+
+/// `$Bitmap` clearing the 69 clusters of a file: the file's data runs
+/// contradict it, and the partition is kept whole naming file and cluster.
+#[test]
+fn an_ntfs_bitmap_that_frees_a_files_clusters_is_not_trusted() {
+    let Some(fx) = Fixture::new(&["sfdisk", "partx", "ntfs-3g", "setfattr", "mkntfs"]) else {
+        return;
+    };
+    let raw = used_disk(&fx, &NTFS, false);
+    let victim = noise(69, 69 * 4096);
+    add_file(&fx, &NTFS, &raw, "victim.bin", &victim);
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(&raw)
+        .expect("open raw");
+    let first = find_block(&raw, PART_START, PART_LEN, &victim) / 4096;
+    let (bitmap_at, _) = ntfs_data_run(&file, PART_START, 6);
+    for cluster in first..first + 69 {
+        let at = PART_START + bitmap_at + cluster / 8;
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, at).expect("bitmap byte");
+        file.write_all_at(&[b[0] & !(1 << (cluster % 8))], at)
+            .expect("clear bitmap bit");
+    }
+    drop(file);
+    expect_kept_whole(
+        &fx,
+        &raw,
+        "ntfs-bitmap-lie",
+        "NTFS",
+        &[
+            &format!("cluster {first}, which $Bitmap marks free"),
+            "victim.bin",
+        ],
+    );
+}
+
+/// The FAT of the volume at `start` of `raw`: (offset of FAT n from the
+/// partition start, for n = 0, 1), bytes per entry (2 or 4), data area
+/// offset, cluster size.
+fn fat_layout(raw: &Path, start: u64) -> ([u64; 2], u64, u64, u64) {
+    let file = File::open(raw).expect("open raw");
+    let mut b = [0u8; 512];
+    file.read_exact_at(&mut b, start).expect("boot sector");
+    let u16_at = |at: usize| u64::from(u16::from_le_bytes([b[at], b[at + 1]]));
+    let sector = u16_at(11);
+    let fat_sectors = match u16_at(22) {
+        0 => u64::from(u32::from_le_bytes(b[36..40].try_into().expect("4"))),
+        n => n,
+    };
+    let fat0 = u16_at(14) * sector;
+    let fat_bytes = fat_sectors * sector;
+    let root = (u16_at(17) * 32).div_ceil(sector) * sector;
+    let entry = if u16_at(22) == 0 { 4 } else { 2 };
+    (
+        [fat0, fat0 + fat_bytes],
+        entry,
+        fat0 + 2 * fat_bytes + root,
+        sector * u64::from(b[13]),
+    )
+}
+
+/// The clusters of the chain that holds `needle`'s first block, from FAT 1.
+fn fat_chain(raw: &Path, needle: &[u8]) -> Vec<u64> {
+    let ([fat0, _], entry, data, cluster) = fat_layout(raw, PART_START);
+    let at = find_block(raw, PART_START, PART_LEN, needle);
+    let file = File::open(raw).expect("open raw");
+    let mut chain = vec![(at - data) / cluster + 2];
+    loop {
+        let mut e = [0u8; 4];
+        file.read_exact_at(
+            &mut e[..entry as usize],
+            PART_START + fat0 + chain.last().expect("a cluster") * entry,
+        )
+        .expect("FAT entry");
+        let next = u64::from(u32::from_le_bytes(e)) & 0x0fff_ffff;
+        if next >= if entry == 2 { 0xfff8 } else { 0x0fff_fff8 } {
+            return chain;
+        }
+        chain.push(next);
+    }
+}
+
+fn set_fat_entry(raw: &Path, fat: usize, cluster: u64, value: u32) {
+    let (fats, entry, _, _) = fat_layout(raw, PART_START);
+    let file = File::options().write(true).open(raw).expect("open raw");
+    file.write_all_at(
+        &value.to_le_bytes()[..entry as usize],
+        PART_START + fats[fat] + cluster * entry,
+    )
+    .expect("write FAT entry");
+}
+
+fn fsck_fat_says(fx: &Fixture, raw: &Path, expected: &str) {
+    let (_lo, part) = attach_with_partition(raw).expect("attach");
+    let out = Command::new("fsck.fat")
+        .arg("-n")
+        .arg(&part)
+        .output()
+        .expect("fsck.fat");
+    let _ = fx;
+    assert!(
+        text(&out).contains(expected),
+        "fsck.fat does not see it: {}",
+        text(&out)
+    );
+}
+
+/// FAT 1 zeroed for a 1 MiB chain while FAT 2 is intact: the copies
+/// differ, and which one lies is unknown.
+#[test]
+fn fat_copies_that_differ_are_not_trusted() {
+    let Some(fx) = Fixture::new(&[
+        "sfdisk", "partx", "mkfs.fat", "fsck.fat", "mcopy", "mdel", "mmd", "mdir",
+    ]) else {
+        return;
+    };
+    let raw = used_disk(&fx, &FAT16, false);
+    let victim = noise(1, MIB as usize);
+    add_file(&fx, &FAT16, &raw, "victim.bin", &victim);
+    for cluster in fat_chain(&raw, &victim) {
+        set_fat_entry(&raw, 0, cluster, 0);
+    }
+    fsck_fat_says(&fx, &raw, "FATs differ");
+    expect_kept_whole(
+        &fx,
+        &raw,
+        "fat-copies",
+        "FAT16",
+        &["FAT 2 differs from FAT 1"],
+    );
+}
+
+/// Both FATs agree, but a file's chain runs into a cluster they mark
+/// free, or loops back on itself.
+#[test]
+fn a_fat_chain_into_a_free_cluster_or_a_loop_is_not_trusted() {
+    let Some(fx) = Fixture::new(&[
+        "sfdisk", "partx", "mkfs.fat", "fsck.fat", "mcopy", "mdel", "mmd", "mdir",
+    ]) else {
+        return;
+    };
+    let raw = used_disk(&fx, &FAT32, false);
+    let victim = noise(2, MIB as usize);
+    add_file(&fx, &FAT32, &raw, "victim.bin", &victim);
+    let chain = fat_chain(&raw, &victim);
+    let pristine = std::fs::read(&raw).expect("read raw");
+    for cluster in &chain[chain.len() / 2..] {
+        for fat in 0..2 {
+            set_fat_entry(&raw, fat, *cluster, 0);
+        }
+    }
+    expect_kept_whole(
+        &fx,
+        &raw,
+        "fat-free",
+        "FAT32",
+        &[&format!(
+            "VICTIM.BIN: its chain reaches cluster {}, which the FAT marks free",
+            chain[chain.len() / 2]
+        )],
+    );
+
+    std::fs::write(&raw, &pristine).expect("restore raw");
+    for fat in 0..2 {
+        set_fat_entry(&raw, fat, chain[chain.len() - 1], chain[1] as u32);
+    }
+    expect_kept_whole(&fx, &raw, "fat-loop", "FAT32", &["a loop or a cross-link"]);
+}
+
+/// A small FAT32 (fewer than 65,525 clusters, as an ESP or FAT32 on
+/// 4Kn) is read as FAT32: captured used-clusters-only, and the restored
+/// volume passes `fsck.fat`. (mtools reads such a volume as FAT16 and
+/// cannot write files into it, and this kernel has no FAT driver, so the
+/// volume holds no files.)
+#[test]
+fn a_fat32_below_65525_clusters_is_read_as_fat32() {
+    let Some(fx) = Fixture::new(&["sfdisk", "partx", "mkfs.fat", "fsck.fat"]) else {
+        return;
+    };
+    let raw = fx.path("small-fat32.raw");
+    File::create(&raw)
+        .and_then(|f| f.set_len(DISK))
+        .expect("create disk");
+    let mut child = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&raw)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run sfdisk");
+    {
+        use std::io::Write;
+        let table = format!(
+            "label: dos\nstart={}, size={}, type=c\n",
+            PART_START / 512,
+            PART_LEN / 512
+        );
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(table.as_bytes())
+            .expect("table");
+    }
+    assert!(child.wait().expect("sfdisk").success());
+    {
+        let (lo, part) = attach_with_partition(&raw).expect("attach");
+        run(Command::new("mkfs.fat")
+            .args(["-F", "32", "-s", "8"])
+            .arg(&part));
+        std::fs::copy(lo.backing_file(), &raw).expect("copy back");
+    }
+    let ([fat0, _], entry, data, cluster) = fat_layout(&raw, PART_START);
+    assert_eq!(entry, 4, "not laid out as FAT32");
+    let clusters = (PART_LEN - data) / cluster;
+    assert!(clusters < 65_525, "{clusters} clusters (FAT at {fat0})");
+
+    let (image, out) = fx.capture(&raw, "small-fat32", &[]);
+    assert!(out.status.success(), "capture: {}", text(&out));
+    let j = fx.inspect_json(&image);
+    let capture = &j["partitions"][0]["capture"];
+    assert_eq!(capture["file_system"], "FAT32", "{j}");
+    assert_eq!(capture["mode"], "used-clusters", "{j}");
+    assert!(
+        j["extents"]["unmapped_bytes"].as_u64().unwrap_or(0) > 0,
+        "{j}"
+    );
+    let Some(target) = filled_loop(DISK, None, 0xa5) else {
+        return;
+    };
+    let out = fx.restore(&image, target.path());
+    assert!(out.status.success(), "restore: {}", text(&out));
+    let (_lo, part) = attach_with_partition(target.backing_file()).expect("attach target");
+    run(Command::new("fsck.fat").arg("-n").arg(&part));
+}
+
+/// An ext4 whose superblock free count disagrees with its groups, and one
+/// whose journal needs recovery.
+#[test]
+fn ext4_free_counts_that_disagree_or_a_journal_to_replay_keep_it_whole() {
+    let Some(fx) = Fixture::new(&["sfdisk", "partx", "mkfs.ext4", "mount", "debugfs"]) else {
+        return;
+    };
+    let raw = used_disk(&fx, &EXT4, false);
+    let pristine = std::fs::read(&raw).expect("read raw");
+    let debugfs = |request: &str| {
+        let (lo, part) = attach_with_partition(&raw).expect("attach");
+        run(Command::new("debugfs")
+            .args(["-w", "-R", request])
+            .arg(&part));
+        drop(part);
+        std::fs::copy(lo.backing_file(), &raw).expect("copy back");
+    };
+    debugfs("ssv free_blocks_count 1000");
+    expect_kept_whole(
+        &fx,
+        &raw,
+        "ext-count",
+        "ext4",
+        &["the superblock says 1000"],
+    );
+
+    std::fs::write(&raw, &pristine).expect("restore raw");
+    debugfs("feature needs_recovery");
+    expect_kept_whole(
+        &fx,
+        &raw,
+        "ext-journal",
+        "ext4",
+        &["journal needs recovery"],
     );
 }

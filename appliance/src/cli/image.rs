@@ -258,7 +258,7 @@ pub fn capture_cmd(args: CaptureArgs) -> anyhow::Result<ExitCode> {
         for c in &m.partition_captures {
             let line = format!("partition {}: {}", c.partition_number, c.describe());
             match (c.file_system, &c.fallback_reason) {
-                (Some(_), Some(_)) if !args.all_sectors => println!("warning: {line}"),
+                (Some(_), Some(_)) if !args.all_sectors => eprintln!("warning: {line}"),
                 _ => println!("{line}"),
             }
         }

@@ -85,10 +85,7 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
     match bpb.active_fat {
         None => {
             compare_copies(bytes, &bpb, &fat, fat_offset)?;
-            proof.push(format!(
-                "all {} copies of the FAT agree",
-                bpb.fat_count
-            ));
+            proof.push(format!("all {} copies of the FAT agree", bpb.fat_count));
         }
         Some(n) => proof.push(format!(
             "FAT mirroring is off; FAT {} is the active one",
@@ -196,11 +193,16 @@ fn walk_directories<S: ReadAt + ?Sized>(
         let blocks: Vec<(u64, usize)> = match clusters {
             Some(list) => list
                 .iter()
-                .map(|&c| (data_start + u64::from(c - 2) * cluster_bytes as u64, cluster_bytes))
+                .map(|&c| {
+                    (
+                        data_start + u64::from(c - 2) * cluster_bytes as u64,
+                        cluster_bytes,
+                    )
+                })
                 .collect(),
             None => {
-                let start = (bpb.reserved_sectors + bpb.fat_count * bpb.fat_sectors)
-                    * bpb.bytes_per_sector;
+                let start =
+                    (bpb.reserved_sectors + bpb.fat_count * bpb.fat_sectors) * bpb.bytes_per_sector;
                 let len = bpb.root_entries * 32;
                 (0..len.div_ceil(512))
                     .map(|i| (start + i * 512, (len - i * 512).min(512) as usize))
@@ -311,10 +313,14 @@ impl Chains<'_> {
             chain.push(cluster);
             let next = entry(self.fat, self.kind, c);
             if next == 0 {
-                return lie(format!("its chain reaches cluster {c}, which the FAT marks free"));
+                return lie(format!(
+                    "its chain reaches cluster {c}, which the FAT marks free"
+                ));
             }
             if next == bad {
-                return lie(format!("its chain reaches cluster {c}, which the FAT marks bad"));
+                return lie(format!(
+                    "its chain reaches cluster {c}, which the FAT marks bad"
+                ));
             }
             if next >= end_of_chain {
                 return Ok(chain);
@@ -478,7 +484,11 @@ mod tests {
         disk[fat + 4..fat + 8].copy_from_slice(&0x0fff_ffffu32.to_le_bytes());
         for cluster in 2..CLUSTERS + 2 {
             let at = fat + cluster as usize * 4;
-            let value = if cluster == 2 { 0x0fff_ffff } else { entry_of(cluster) };
+            let value = if cluster == 2 {
+                0x0fff_ffff
+            } else {
+                entry_of(cluster)
+            };
             disk[at..at + 4].copy_from_slice(&value.to_le_bytes());
         }
         let data_start = (RESERVED + fat_sectors) * 512;

@@ -329,7 +329,7 @@ fn check_data_runs<T: Read + Seek>(
     clusters: u64,
 ) -> Result<(u64, u64), FsError> {
     let record_size = ntfs.file_record_size() as usize;
-    if record_size < SECTOR_STRIDE || record_size > MFT_PIECE || !record_size.is_power_of_two() {
+    if !(SECTOR_STRIDE..=MFT_PIECE).contains(&record_size) || !record_size.is_power_of_two() {
         return Err(FsError::Corrupt(format!(
             "an MFT record size of {record_size} bytes"
         )));
@@ -413,7 +413,9 @@ fn record_clusters(
             total += check_runs(&attribute[runs_at..], bitmap, clusters).map_err(|what| {
                 FsError::MapContradicted(format!(
                     "{what}, referenced by attribute {kind:#x} of MFT record {number}{}",
-                    file_name(record).map(|n| format!(" ({n})")).unwrap_or_default()
+                    file_name(record)
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default()
                 ))
             })?;
         }
@@ -528,7 +530,9 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 
 /// A little-endian unsigned integer of up to 8 bytes.
 fn le_uint(b: &[u8]) -> u64 {
-    b.iter().rev().fold(0, |n, &byte| (n << 8) | u64::from(byte))
+    b.iter()
+        .rev()
+        .fold(0, |n, &byte| (n << 8) | u64::from(byte))
 }
 
 /// A little-endian signed integer of 1 to 8 bytes, sign-extended.
