@@ -46,7 +46,7 @@ pub enum ImageError {
     #[error("bad magic at offset 0: this is not a Reliquary image")]
     BadMagic,
     #[error(
-        "format version {0} is not supported (this reader knows version {known}); \
+        "format version {0} is not supported (this reader knows versions 2 and {known}); \
          recapture the disk with this version",
         known = crate::layout::FORMAT_VERSION
     )]

@@ -2,10 +2,10 @@
 //! and must return without panicking or allocating without bound.
 
 use crate::index::{ChunkEntry, Compression};
-use crate::layout::{Section, MAX_CHUNKS, MAX_EXTENTS, PREAMBLE_LEN};
-use crate::manifest::Manifest;
+use crate::layout::{Section, MAX_CHUNKS, MAX_EXTENTS, PREAMBLE_LEN, READABLE_VERSIONS};
+use crate::manifest::decode_manifest;
 use crate::read::{self, ChunkDecoder};
-use crate::{SectionName, TrustStore};
+use crate::TrustStore;
 
 /// The preamble check, then the whole open-and-decode path without trust,
 /// then sector lookups and every chunk's decoding and verification.
@@ -29,8 +29,11 @@ pub fn preamble(data: &[u8]) {
     }
 }
 
+/// Both manifest layouts a reader accepts (versions 2 and 3).
 pub fn manifest(data: &[u8]) {
-    let _ = read::decode_exact::<Manifest>(data, SectionName::Manifest);
+    for version in READABLE_VERSIONS {
+        let _ = decode_manifest(data, version);
+    }
 }
 
 /// The streamed index decoder with the absolute count ceilings: memory stays

@@ -3,10 +3,12 @@
 
 /// The first eight bytes of every image.
 pub const MAGIC: [u8; 8] = *b"RELIQIMG";
-/// The format version this crate writes and reads. Version 2 added the
-/// per-partition capture records to the manifest; version 1 images are
-/// refused (see FORMAT.md, "Versions").
-pub const FORMAT_VERSION: u32 = 2;
+/// The format version this crate writes. Version 2 added the
+/// per-partition capture records to the manifest, version 3 the proof of
+/// each record; version 1 images are refused (see FORMAT.md, "Versions").
+pub const FORMAT_VERSION: u32 = 3;
+/// The format versions this crate reads.
+pub const READABLE_VERSIONS: [u32; 2] = [2, 3];
 /// Size of the preamble in bytes (unchanged since version 1).
 pub const PREAMBLE_LEN: usize = 128;
 /// Stored chunks start on multiples of this, so they can be read with O_DIRECT.

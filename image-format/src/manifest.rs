@@ -4,6 +4,9 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::read::decode_exact;
+use crate::{ImageError, SectionName};
+
 /// The signed description of an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -95,6 +98,11 @@ pub struct PartitionCapture {
     pub mode: CaptureMode,
     /// Why every sector was kept where the file system was recognised.
     pub fallback_reason: Option<String>,
+    /// Version 3: for a `UsedClusters` partition, the cross-checks of its
+    /// allocation map that held, in plain words with their counts (why
+    /// its free clusters were left out). Empty otherwise, and in images
+    /// of version 2.
+    pub proof: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +171,86 @@ impl PartitionCapture {
                 "every sector kept (no recognised file system)".into()
             }
         }
+    }
+}
+
+/// The manifest as format version 2 encoded it: [`PartitionCapture`]
+/// without its `proof`. Decoded only to keep version 2 images readable.
+mod v2 {
+    use serde::Deserialize;
+    use uuid::Uuid;
+
+    use super::{CaptureMode, FileSystemKind, PartitionTable, SourceDisk};
+
+    #[derive(Deserialize)]
+    pub(super) struct Manifest {
+        image_uuid: Uuid,
+        name: String,
+        description: String,
+        version: String,
+        created_unix: i64,
+        creator: String,
+        source: SourceDisk,
+        partition_table: PartitionTable,
+        chunk_size: u32,
+        index_length: u64,
+        index_sha256: [u8; 32],
+        image_digest: [u8; 32],
+        stored_bytes: u64,
+        compatible: Vec<String>,
+        partition_captures: Vec<PartitionCapture>,
+    }
+
+    #[derive(Deserialize)]
+    struct PartitionCapture {
+        partition_number: u32,
+        file_system: Option<FileSystemKind>,
+        volume_serial: Option<String>,
+        mode: CaptureMode,
+        fallback_reason: Option<String>,
+    }
+
+    impl From<Manifest> for super::Manifest {
+        fn from(m: Manifest) -> Self {
+            super::Manifest {
+                image_uuid: m.image_uuid,
+                name: m.name,
+                description: m.description,
+                version: m.version,
+                created_unix: m.created_unix,
+                creator: m.creator,
+                source: m.source,
+                partition_table: m.partition_table,
+                chunk_size: m.chunk_size,
+                index_length: m.index_length,
+                index_sha256: m.index_sha256,
+                image_digest: m.image_digest,
+                stored_bytes: m.stored_bytes,
+                compatible: m.compatible,
+                partition_captures: m
+                    .partition_captures
+                    .into_iter()
+                    .map(|c| super::PartitionCapture {
+                        partition_number: c.partition_number,
+                        file_system: c.file_system,
+                        volume_serial: c.volume_serial,
+                        mode: c.mode,
+                        fallback_reason: c.fallback_reason,
+                        proof: Vec::new(),
+                    })
+                    .collect(),
+            }
+        }
+    }
+}
+
+/// Decodes the manifest section of an image of format `version` (one of
+/// [`READABLE_VERSIONS`](crate::layout::READABLE_VERSIONS)).
+pub fn decode_manifest(bytes: &[u8], version: u32) -> Result<Manifest, ImageError> {
+    if version == 2 {
+        decode_exact::<v2::Manifest>(bytes, SectionName::Manifest).map(Manifest::from)
+    } else {
+        decode_exact::<Manifest>(bytes, SectionName::Manifest)
     }
 }
 

@@ -12,7 +12,7 @@ use crate::error::{ImageError, SectionName};
 use crate::index::{ChunkEntry, Compression, ExtentKind, Index, PlacedExtent};
 use crate::keys::PublicKey;
 use crate::layout::*;
-use crate::manifest::{Manifest, SignerStatement};
+use crate::manifest::{decode_manifest, Manifest, SignerStatement};
 use crate::signature::SignatureEntry;
 use crate::trust::TrustStore;
 
@@ -154,7 +154,7 @@ pub fn check_preamble(raw: &[u8; PREAMBLE_LEN], file_len: u64) -> Result<Preambl
         return Err(ImageError::BadMagic);
     }
     let p = Preamble::decode_fields(raw);
-    if p.format_version != FORMAT_VERSION {
+    if !READABLE_VERSIONS.contains(&p.format_version) {
         return Err(ImageError::UnsupportedVersion(p.format_version));
     }
     if p.header_size as usize != PREAMBLE_LEN {
@@ -284,7 +284,7 @@ impl<S: ReadAt> SealedImage<S> {
                 detail,
             });
         }
-        let manifest: Manifest = decode_exact(&self.manifest_bytes, SectionName::Manifest)?;
+        let manifest = decode_manifest(&self.manifest_bytes, self.preamble.format_version)?;
         if trust.is_image_revoked(&manifest.image_uuid) {
             return Err(ImageError::RevokedImage(manifest.image_uuid));
         }
@@ -322,7 +322,7 @@ impl<S: ReadAt> SealedImage<S> {
                 },
             });
         }
-        let manifest: Manifest = decode_exact(&self.manifest_bytes, SectionName::Manifest)?;
+        let manifest = decode_manifest(&self.manifest_bytes, self.preamble.format_version)?;
         Ok((manifest, signers))
     }
 

@@ -13,7 +13,9 @@ use crate::error::{ImageError, SectionName};
 use crate::index::{ChunkEntry, Compression, Extent, ExtentKind, Index};
 use crate::keys::SigningKey;
 use crate::layout::*;
-use crate::manifest::{Manifest, PartitionCapture, PartitionTable, SignerStatement, SourceDisk};
+use crate::manifest::{
+    decode_manifest, Manifest, PartitionCapture, PartitionTable, SignerStatement, SourceDisk,
+};
 use crate::read;
 use crate::signature::{sign_manifest, SignatureEntry};
 
@@ -313,7 +315,7 @@ pub fn add_signature(
         .map_err(open_err)?;
     let sealed = read::open(&file)?;
     // The new signature must cover a manifest that decodes; refuse to sign junk.
-    read::decode_exact::<Manifest>(sealed.manifest_bytes(), SectionName::Manifest)?;
+    decode_manifest(sealed.manifest_bytes(), sealed.preamble().format_version)?;
     let mut entries = sealed.signature_entries().to_vec();
     if entries.len() >= MAX_SIGNATURES {
         return Err(ImageError::TooManySignatures(entries.len() + 1));

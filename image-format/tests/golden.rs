@@ -3,7 +3,9 @@
 //! accidental change to the format fails here.
 //!
 //! Files in `tests/golden/`:
-//! - `golden.rimg`: the image (about 80 KiB);
+//! - `golden.rimg`: the image (about 90 KiB), of the current format version;
+//! - `golden-v2.rimg` and `expected-v2.txt`: the version 2 image, frozen
+//!   (never regenerated): readers keep opening version 2 images;
 //! - `golden.pub`: its trusted key; `golden.pk8`: the private key, a test
 //!   fixture only, committed so the generator is reproducible;
 //! - `expected.txt`: the values the test asserts;
@@ -115,9 +117,16 @@ fn partition_table() -> PartitionTable {
     }
 }
 
+/// The proof recorded for partition 2 (format version 3).
+const PROOF: [&str; 2] = [
+    "$LogFile is empty: nothing to replay",
+    "the data runs of 40 MFT records in use (52 clusters) all lie in clusters $Bitmap marks used",
+];
+
 /// Partition 1 fell back to every sector; partition 2, which holds the
-/// unmapped sectors, kept its used clusters only.
-fn partition_captures() -> Vec<PartitionCapture> {
+/// unmapped sectors, kept its used clusters only, with its proof from
+/// version 3 on.
+fn partition_captures(with_proof: bool) -> Vec<PartitionCapture> {
     vec![
         PartitionCapture {
             partition_number: 1,
@@ -125,6 +134,7 @@ fn partition_captures() -> Vec<PartitionCapture> {
             volume_serial: Some("5EED-0001".into()),
             mode: CaptureMode::AllSectors,
             fallback_reason: Some("the volume is marked dirty".into()),
+            proof: Vec::new(),
         },
         PartitionCapture {
             partition_number: 2,
@@ -132,6 +142,11 @@ fn partition_captures() -> Vec<PartitionCapture> {
             volume_serial: Some("5EED-0002".into()),
             mode: CaptureMode::UsedClusters,
             fallback_reason: None,
+            proof: if with_proof {
+                PROOF.map(String::from).to_vec()
+            } else {
+                Vec::new()
+            },
         },
     ]
 }
@@ -192,7 +207,7 @@ fn write_golden(out: &Path, key: &SigningKey) {
         },
         partition_table: partition_table(),
         compatible: vec!["SIMATIC IPC427E".into(), "SIMATIC IPC477E".into()],
-        partition_captures: partition_captures(),
+        partition_captures: partition_captures(true),
     };
     let authored = SignerStatement {
         signer_name: "Golden Signer".into(),
@@ -227,8 +242,8 @@ fn extract_in_memory(image: &Image<Vec<u8>>) -> Vec<u8> {
     disk
 }
 
-fn expected() -> BTreeMap<String, String> {
-    let text = fs::read_to_string(dir().join("expected.txt")).expect("read expected.txt");
+fn expected(file: &str) -> BTreeMap<String, String> {
+    let text = fs::read_to_string(dir().join(file)).expect("read the expected values");
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| {
@@ -241,7 +256,7 @@ fn expected() -> BTreeMap<String, String> {
 #[test]
 fn golden_image_opens_verifies_and_extracts() {
     let bytes = fs::read(dir().join("golden.rimg")).expect("read golden.rimg");
-    let want = expected();
+    let want = expected("expected.txt");
     let get = |k: &str| {
         want.get(k)
             .unwrap_or_else(|| panic!("expected.txt lacks {k}"))
@@ -256,7 +271,7 @@ fn golden_image_opens_verifies_and_extracts() {
 
     // The fixed preamble, byte by byte.
     assert_eq!(&bytes[0..8], b"RELIQIMG");
-    assert_eq!(bytes[8..12], 2u32.to_le_bytes(), "format version");
+    assert_eq!(bytes[8..12], 3u32.to_le_bytes(), "format version");
     assert_eq!(bytes[12..16], 128u32.to_le_bytes(), "header size");
     assert_eq!(bytes[16..32], [0u8; 16], "flags");
     assert_eq!(bytes[32..40], 4096u64.to_le_bytes(), "data offset");
@@ -286,7 +301,7 @@ fn golden_image_opens_verifies_and_extracts() {
     assert_eq!(m.source.serial, None);
     assert_eq!(m.partition_table, partition_table());
     assert_eq!(m.compatible, ["SIMATIC IPC427E", "SIMATIC IPC477E"]);
-    assert_eq!(m.partition_captures, partition_captures());
+    assert_eq!(m.partition_captures, partition_captures(true));
     assert_eq!(m.stored_bytes.to_string(), get("stored_bytes"));
     assert_eq!(image.index().chunks.len().to_string(), get("chunks"));
     assert_eq!(image.index().extents.len().to_string(), get("extents"));
@@ -348,6 +363,77 @@ fn golden_image_opens_verifies_and_extracts() {
     );
     let _: Manifest = postcard::from_bytes(section(p.manifest)).expect("manifest");
     let _: Index = postcard::from_bytes(section(p.index)).expect("index");
+}
+
+/// The version 2 image, written before capture recorded its proofs, still
+/// opens, verifies and extracts; its records read with an empty proof.
+#[test]
+fn version_2_golden_image_still_opens_verifies_and_extracts() {
+    let bytes = fs::read(dir().join("golden-v2.rimg")).expect("read golden-v2.rimg");
+    let want = expected("expected-v2.txt");
+    let get = |k: &str| want[k].as_str();
+    assert_eq!(
+        hex::encode(sha256(&bytes)),
+        get("file_sha256"),
+        "golden-v2.rimg itself changed"
+    );
+    assert_eq!(bytes[8..12], 2u32.to_le_bytes(), "format version");
+    let trust = TrustStore::load(&dir().join("golden.pub")).expect("load golden.pub");
+    let image = reliquary_image::open(bytes.clone())
+        .and_then(|s| s.verify(&trust))
+        .expect("the version 2 golden image verifies with golden.pub");
+    let m = image.manifest();
+    assert_eq!(m.partition_table, partition_table());
+    assert_eq!(m.partition_captures, partition_captures(false));
+    assert_eq!(hex::encode(image.manifest_sha256()), get("manifest_sha256"));
+    assert_eq!(image.signers().len(), 2);
+    let disk = extract_in_memory(&image);
+    assert!(
+        disk == golden_source(),
+        "extraction differs from golden_source()"
+    );
+    // Co-signing keeps its version and its manifest bytes.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let copy = tmp.path().join("v2.rimg");
+    fs::write(&copy, &bytes).expect("copy");
+    let key = SigningKey::load(&dir().join("golden.pk8")).expect("golden.pk8");
+    let reviewed = SignerStatement {
+        signer_name: "Golden Signer".into(),
+        meaning: Meaning::Reviewed,
+        signed_unix: CREATED + 180,
+    };
+    reliquary_image::write::add_signature(&copy, &key, &reviewed).expect("co-sign v2");
+    let cosigned = fs::read(&copy).expect("read co-signed");
+    assert_eq!(cosigned[8..12], 2u32.to_le_bytes());
+    let image = reliquary_image::open(cosigned)
+        .and_then(|s| s.verify(&trust))
+        .expect("the co-signed version 2 image verifies");
+    assert_eq!(image.signers().len(), 3);
+    assert_eq!(
+        image.manifest().partition_captures,
+        partition_captures(false)
+    );
+}
+
+/// FORMAT.md: a version 3 `PartitionCapture` ends with its proof, a
+/// `Vec<String>`; the golden manifest's last record ends with the count
+/// and the two strings of [`PROOF`].
+#[test]
+fn golden_manifest_ends_with_the_documented_proof() {
+    let bytes = fs::read(dir().join("golden.rimg")).expect("read golden.rimg");
+    let p = Preamble::decode_fields(&bytes[..PREAMBLE_LEN].try_into().expect("preamble"));
+    let m = &bytes[p.manifest.offset as usize..(p.manifest.offset + p.manifest.length) as usize];
+    let mut tail = vec![2u8];
+    for line in PROOF {
+        tail.push(line.len() as u8);
+        tail.extend_from_slice(line.as_bytes());
+    }
+    assert!(
+        m.ends_with(&tail),
+        "the manifest does not end with the proof"
+    );
+    // Before it: mode UsedClusters (0), fallback_reason None (0).
+    assert_eq!(m[m.len() - tail.len() - 2..m.len() - tail.len()], [0, 0]);
 }
 
 #[test]

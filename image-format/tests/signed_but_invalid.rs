@@ -221,6 +221,7 @@ fn manifest_rules() {
                     volume_serial: None,
                     mode: CaptureMode::AllSectors,
                     fallback_reason: None,
+                    proof: Vec::new(),
                 })
             }),
             "the partition capture records must follow the partition table",

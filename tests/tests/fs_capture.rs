@@ -1626,8 +1626,10 @@ fn a_fat32_below_65525_clusters_is_read_as_fat32() {
     run(Command::new("fsck.fat").arg("-n").arg(&part));
 }
 
-/// An ext4 whose superblock free count disagrees with its groups, and one
-/// whose journal needs recovery.
+/// An ext4 whose superblock free count disagrees with its groups, one
+/// whose bitmap frees a file's blocks with every count adjusted (debugfs
+/// `freeb`; only the inodes contradict it), and one whose journal needs
+/// recovery.
 #[test]
 fn ext4_free_counts_that_disagree_or_a_journal_to_replay_keep_it_whole() {
     let Some(fx) = Fixture::new(&["sfdisk", "partx", "mkfs.ext4", "mount", "debugfs"]) else {

@@ -15,7 +15,7 @@ use reliquary_appliance::verify::extract;
 use reliquary_image::keys::SigningKey;
 use reliquary_image::layout::DEFAULT_CHUNK_SIZE;
 use reliquary_image::{
-    ExtentKind, Image, Meaning, PartitionScheme, SignerStatement, Trust, TrustStore,
+    CaptureMode, ExtentKind, Image, Meaning, PartitionScheme, SignerStatement, Trust, TrustStore,
 };
 
 use super::inputs::open_image;
@@ -450,6 +450,7 @@ fn describe(image: &Image<File>) -> serde_json::Value {
                 "volume_serial": c.volume_serial,
                 "mode": c.mode.as_str(),
                 "fallback_reason": c.fallback_reason,
+                "proof": c.proof,
                 "description": c.describe(),
             })),
         })).collect::<Vec<_>>(),
@@ -528,6 +529,12 @@ fn print_description(image: &Image<File>) {
                 .map(|s| format!(", serial {s}"))
                 .unwrap_or_default();
             println!("      {}{serial}", c.describe());
+            for check in &c.proof {
+                println!("        proven: {check}");
+            }
+            if c.mode == CaptureMode::UsedClusters && c.proof.is_empty() {
+                println!("        no proof recorded (an image of format version 2)");
+            }
         }
     }
     let e = &d["extents"];

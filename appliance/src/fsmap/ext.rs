@@ -42,7 +42,19 @@ const RO_COMPAT_BIGALLOC: u32 = 0x200;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x400;
 const STATE_VALID: u16 = 0x1;
 const STATE_ERROR: u16 = 0x2;
+const BG_INODE_UNINIT: u16 = 0x1;
 const BG_BLOCK_UNINIT: u16 = 0x2;
+const INODE_EXTENTS_FL: u32 = 0x8_0000;
+const INODE_INLINE_DATA_FL: u32 = 0x1000_0000;
+const EXTENT_MAGIC: u16 = 0xf30a;
+/// The deepest extent tree the kernel builds.
+const MAX_EXTENT_DEPTH: u16 = 5;
+
+/// The largest map of used blocks held for the inode cross-check: 2^29
+/// blocks, a 2 TiB volume of 4 KiB blocks. A bigger one is kept whole.
+const MAX_BLOCK_MAP_BYTES: u64 = 64 << 20;
+/// Inode tables are read this many bytes at a time.
+const INODE_PIECE: usize = 1 << 20;
 
 /// The most block groups read: a 64 TiB file system of 4 KiB blocks.
 const MAX_GROUPS: u64 = 1 << 19;
@@ -81,6 +93,7 @@ struct Superblock {
     uninit_possible: bool,
     kind: FileSystemKind,
     uuid: [u8; 16],
+    is_64bit: bool,
     free_blocks: u64,
     free_inodes: u64,
 }
@@ -92,6 +105,9 @@ struct Group {
     flags: u16,
     free_blocks: u64,
     free_inodes: u64,
+    /// Inodes at the end of the table never used (with uninit_bg or
+    /// metadata_csum).
+    itable_unused: u64,
 }
 
 pub(super) fn free_space<S: ReadAt + ?Sized>(
@@ -120,6 +136,22 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
             sb.free_inodes
         )));
     }
+    let map_bytes = sb.blocks_count.div_ceil(8);
+    if map_bytes > MAX_BLOCK_MAP_BYTES {
+        return Err(FsError::Unsupported(format!(
+            "{} blocks: their map of {map_bytes} bytes is more than the {MAX_BLOCK_MAP_BYTES} \
+             the inode cross-check may hold",
+            sb.blocks_count
+        )));
+    }
+    // Every block used until a bitmap (or the metadata of a group without
+    // one) says it is free.
+    let mut used = vec![0xffu8; map_bytes as usize];
+    let mut mark_free = |range: Range<u64>| {
+        for b in range {
+            used[(b / 8) as usize] &= !(1 << (b % 8));
+        }
+    };
     let mut bitmap_free = 0u64;
     let mut bitmap = vec![0u8; sb.block_size as usize];
     for (g, group) in descriptors.iter().enumerate() {
@@ -138,12 +170,14 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
                 if r.start.max(first) > at {
                     free.push(at * sb.block_size..r.start.max(first) * sb.block_size);
                     free_in_group += r.start.max(first) - at;
+                    mark_free(at..r.start.max(first));
                 }
                 at = at.max(r.end.min(group_end));
             }
             free_in_group += group_end.saturating_sub(at);
             if group_end > at {
                 free.push(at * sb.block_size..group_end * sb.block_size);
+                mark_free(at..group_end);
             }
             if free_in_group != group.free_blocks {
                 return Err(FsError::MapContradicted(format!(
@@ -169,6 +203,9 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
                 _ => {}
             }
             zero_bits += u64::from(!used);
+            if !used {
+                mark_free(first + i..first + i + 1);
+            }
         }
         if let Some(start) = run_start {
             free.push(start * sb.block_size..(first + count) * sb.block_size);
@@ -187,8 +224,14 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
             sb.free_blocks
         )));
     }
+    let (inodes, referenced) = walk_inodes(bytes, &sb, &descriptors, &used)?;
     let proof = vec![
         "the journal needs no recovery and the superblock says clean".to_string(),
+        format!(
+            "the extents and block maps of {inodes} inodes in use ({referenced} blocks, \
+             with their tree and indirect blocks and extended-attribute blocks) all lie in \
+             blocks the bitmaps mark used"
+        ),
         format!(
             "{bitmap_free} free blocks in the superblock, the sum over the {} groups' \
              descriptors and the bitmaps alike; {} free inodes in the superblock and the \
@@ -203,6 +246,205 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
         free: free.into_runs(),
         proof,
     })
+}
+
+/// Walks every inode in use (by the inode bitmaps, up to each table's
+/// never-used tail) and checks that every block its extent tree or block
+/// map references, tree and indirect blocks included, and its
+/// extended-attribute block, is marked used in `used`. Returns the inodes
+/// walked and the blocks they reference. Time is bounded: the references
+/// counted may not exceed the volume's blocks (ext4 shares no data
+/// blocks), and tree depth is bounded.
+fn walk_inodes<S: ReadAt + ?Sized>(
+    bytes: &PartitionBytes<'_, S>,
+    sb: &Superblock,
+    groups: &[Group],
+    used: &[u8],
+) -> Result<(u64, u64), FsError> {
+    let mut walker = InodeWalker {
+        bytes,
+        sb,
+        used,
+        referenced: 0,
+        inode: 0,
+    };
+    let inode_size = sb.inode_size as usize;
+    let per_piece = (INODE_PIECE / inode_size).max(1);
+    let mut piece = vec![0u8; per_piece * inode_size];
+    let mut inode_bitmap = vec![0u8; sb.block_size as usize];
+    let mut walked = 0u64;
+    for (g, group) in groups.iter().enumerate() {
+        if sb.uninit_possible && group.flags & BG_INODE_UNINIT != 0 {
+            continue;
+        }
+        let in_table = if sb.uninit_possible {
+            sb.inodes_per_group.saturating_sub(group.itable_unused)
+        } else {
+            sb.inodes_per_group
+        };
+        let in_table = in_table.min(sb.block_size * 8);
+        bytes.read(&mut inode_bitmap, group.inode_bitmap * sb.block_size)?;
+        let mut index = 0u64;
+        while index < in_table {
+            let count = (in_table - index).min(per_piece as u64);
+            let piece = &mut piece[..count as usize * inode_size];
+            bytes.read(
+                piece,
+                group.inode_table * sb.block_size + index * sb.inode_size,
+            )?;
+            for (i, raw) in piece.chunks_exact(inode_size).enumerate() {
+                let n = index + i as u64;
+                if inode_bitmap[(n / 8) as usize] & (1 << (n % 8)) == 0 {
+                    continue;
+                }
+                walker.inode = g as u64 * sb.inodes_per_group + n + 1;
+                if walker.walk_inode(raw)? {
+                    walked += 1;
+                }
+            }
+            index += count;
+        }
+    }
+    Ok((walked, walker.referenced))
+}
+
+struct InodeWalker<'a, 'b, S: ReadAt + ?Sized> {
+    bytes: &'a PartitionBytes<'b, S>,
+    sb: &'a Superblock,
+    used: &'a [u8],
+    referenced: u64,
+    /// The inode being walked, for messages.
+    inode: u64,
+}
+
+impl<S: ReadAt + ?Sized> InodeWalker<'_, '_, S> {
+    /// Checks one inode; false for one that holds no blocks to check.
+    fn walk_inode(&mut self, raw: &[u8]) -> Result<bool, FsError> {
+        let mode = le_u16(raw, 0);
+        if mode == 0 {
+            return Ok(false);
+        }
+        let flags = le_u32(raw, 0x20);
+        let acl = u64::from(le_u32(raw, 0x68))
+            | if self.sb.is_64bit {
+                u64::from(le_u16(raw, 0x76)) << 32
+            } else {
+                0
+            };
+        if acl != 0 {
+            self.check(acl, 1, "its extended-attribute block")?;
+        }
+        let kind = mode & 0xf000;
+        let fast_symlink = kind == 0xa000 && flags & INODE_EXTENTS_FL == 0 && le_u32(raw, 4) < 60;
+        // Devices, FIFOs and sockets keep no blocks; fast symlinks and
+        // inline data keep theirs in the inode.
+        if !matches!(kind, 0x8000 | 0x4000 | 0xa000)
+            || fast_symlink
+            || flags & INODE_INLINE_DATA_FL != 0
+        {
+            return Ok(true);
+        }
+        let i_block = &raw[0x28..0x28 + 60];
+        if flags & INODE_EXTENTS_FL != 0 {
+            self.extent_node(i_block, MAX_EXTENT_DEPTH + 1)?;
+        } else {
+            for (slot, level) in [(12, 1), (13, 2), (14, 3)] {
+                let block = u64::from(le_u32(i_block, slot * 4));
+                self.mapped(block, level)?;
+            }
+            for slot in 0..12 {
+                self.mapped(u64::from(le_u32(i_block, slot * 4)), 0)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// One extent tree node (the inode's or a tree block), whose depth may
+    /// be below `limit`.
+    fn extent_node(&mut self, node: &[u8], limit: u16) -> Result<(), FsError> {
+        let corrupt = |what: &str| {
+            Err(FsError::Corrupt(format!(
+                "inode {}'s extent tree {what}",
+                self.inode
+            )))
+        };
+        if le_u16(node, 0) != EXTENT_MAGIC {
+            return corrupt("has no extent header");
+        }
+        let entries = usize::from(le_u16(node, 2));
+        let depth = le_u16(node, 6);
+        if depth >= limit {
+            return corrupt("is deeper than its parent allows");
+        }
+        if 12 * (entries + 1) > node.len() {
+            return corrupt("holds more entries than fit its node");
+        }
+        for e in 0..entries {
+            let at = 12 * (e + 1);
+            if depth == 0 {
+                let len = u64::from(le_u16(node, at + 4));
+                // Above 32,768: an unwritten extent, allocated all the same.
+                let len = if len > 32_768 { len - 32_768 } else { len };
+                let start = u64::from(le_u32(node, at + 8)) | u64::from(le_u16(node, at + 6)) << 32;
+                self.check(start, len, "an extent")?;
+            } else {
+                let child = u64::from(le_u32(node, at + 4)) | u64::from(le_u16(node, at + 8)) << 32;
+                self.check(child, 1, "an extent tree block")?;
+                let mut block = vec![0u8; self.sb.block_size as usize];
+                self.bytes.read(&mut block, child * self.sb.block_size)?;
+                self.extent_node(&block, depth)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A block map pointer: a data block at `level` 0, else an indirect
+    /// block of that many levels. Zero is a hole.
+    fn mapped(&mut self, block: u64, level: u32) -> Result<(), FsError> {
+        if block == 0 {
+            return Ok(());
+        }
+        if level == 0 {
+            return self.check(block, 1, "a data block");
+        }
+        self.check(block, 1, "an indirect block")?;
+        let mut table = vec![0u8; self.sb.block_size as usize];
+        self.bytes.read(&mut table, block * self.sb.block_size)?;
+        for entry in table.chunks_exact(4) {
+            self.mapped(u64::from(le_u32(entry, 0)), level - 1)?;
+        }
+        Ok(())
+    }
+
+    /// Blocks `start..start + len`, referenced as `what`, must lie in the
+    /// volume and be marked used.
+    fn check(&mut self, start: u64, len: u64, what: &str) -> Result<(), FsError> {
+        let inode = self.inode;
+        let end = match start.checked_add(len) {
+            Some(end) if end <= self.sb.blocks_count => end,
+            _ => {
+                return Err(FsError::Corrupt(format!(
+                    "inode {inode}: {what} at block {start} lies beyond the volume"
+                )))
+            }
+        };
+        self.referenced += len;
+        if self.referenced > self.sb.blocks_count {
+            return Err(FsError::MapContradicted(format!(
+                "the inodes reference more blocks than the volume's {} (inode {inode} \
+                 shares blocks with another)",
+                self.sb.blocks_count
+            )));
+        }
+        if let Some(free) =
+            (start..end).find(|&b| self.used[(b / 8) as usize] & (1 << (b % 8)) == 0)
+        {
+            return Err(FsError::MapContradicted(format!(
+                "inode {inode}: {what} holds block {free}, which the block bitmap marks free"
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn parse_superblock(raw: &[u8], partition_len: u64) -> Result<Superblock, FsError> {
@@ -293,6 +535,7 @@ fn parse_superblock(raw: &[u8], partition_len: u64) -> Result<Superblock, FsErro
         uninit_possible: ro_compat & (RO_COMPAT_GDT_CSUM | RO_COMPAT_METADATA_CSUM) != 0,
         kind,
         uuid,
+        is_64bit,
         free_blocks: u64::from(le_u32(raw, 12))
             | if is_64bit {
                 u64::from(le_u32(raw, 0x158)) << 32
@@ -333,6 +576,7 @@ fn read_descriptors<S: ReadAt + ?Sized>(
                 block_bitmap: u64::from(le_u32(d, 0)) | hi(0x20),
                 inode_bitmap: u64::from(le_u32(d, 4)) | hi(0x24),
                 inode_table: u64::from(le_u32(d, 8)) | hi(0x28),
+                itable_unused: u64::from(le_u16(d, 0x1c)) | hi16(0x32),
                 free_blocks: u64::from(le_u16(d, 12)) | hi16(0x2c),
                 free_inodes: u64::from(le_u16(d, 14)) | hi16(0x2e),
                 flags: le_u16(d, 18),

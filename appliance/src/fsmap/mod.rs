@@ -115,6 +115,7 @@ pub fn plan_partitions<S: ReadAt + ?Sized>(
                 volume_serial: None,
                 mode: CaptureMode::AllSectors,
                 fallback_reason: None,
+                proof: Vec::new(),
             };
             let Some(kind) = identify(&bytes) else {
                 return PartitionPlan {
@@ -135,6 +136,7 @@ pub fn plan_partitions<S: ReadAt + ?Sized>(
                     record.file_system = Some(found.kind);
                     record.volume_serial = found.volume_serial;
                     record.mode = CaptureMode::UsedClusters;
+                    record.proof = found.proof;
                     PartitionPlan {
                         record,
                         free: absolute_runs(&found.free, start, len, sector, min_run),
