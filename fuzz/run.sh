@@ -46,7 +46,8 @@ if command -v sgdisk >/dev/null 2>&1 && [ ! -f corpus/partition_table/gpt ]; the
 fi
 
 # The file-system parsers start from small real file systems.
-mkdir -p corpus/ext_bitmaps corpus/fat_table corpus/ntfs_bitmap corpus/sector_size
+mkdir -p corpus/ext_bitmaps corpus/fat_table corpus/ntfs_bitmap corpus/sector_size \
+  corpus/ntfs_records corpus/fat_chains corpus/ext_inodes
 if command -v mkntfs >/dev/null 2>&1 && [ ! -f corpus/ntfs_bitmap/ntfs ]; then
   truncate -s 2M corpus/ntfs_bitmap/ntfs
   mkntfs -q -F -f corpus/ntfs_bitmap/ntfs >/dev/null 2>&1
@@ -76,6 +77,26 @@ if command -v mkfs.fat >/dev/null 2>&1; then
     case $bits in 12) size=512 ;; 16) size=2200 ;; *) size=900 ;; esac
     mkfs.fat -C -F "$bits" -s 1 "corpus/fat_table/fat$bits-small" "$size" >/dev/null 2>&1
   done
+fi
+# The walkers start from the same volumes: an NTFS one whose MFT records
+# lie at 1 KiB steps, the FATs of the FAT seeds, and an ext4 of 1 KiB
+# blocks holding files (mkfs.ext4 -d), whose inodes lie at 256-byte steps.
+[ -f corpus/ntfs_bitmap/ntfs ] && cp corpus/ntfs_bitmap/ntfs corpus/ntfs_records/ntfs
+for seed in corpus/fat_table/fat*-small; do
+  [ -f "$seed" ] || continue
+  # A kind byte, then the FAT (after one reserved sector on FAT12/16, 32 on FAT32).
+  case $seed in *fat12*) kind='\000' skip=1 ;; *fat16*) kind='\001' skip=1 ;; *) kind='\002' skip=32 ;; esac
+  { printf "$kind"; dd if="$seed" bs=512 skip="$skip" count=64 2>/dev/null; } >"corpus/fat_chains/${seed##*/}"
+done
+if command -v mkfs.ext4 >/dev/null 2>&1 && [ ! -f corpus/ext_inodes/ext4-files ]; then
+  files=$(mktemp -d)
+  mkdir -p "$files/dir"
+  head -c 300000 /dev/urandom >"$files/dir/big"
+  echo "setpoint 42" >"$files/small"
+  ln -s dir/big "$files/link"
+  truncate -s 1M corpus/ext_inodes/ext4-files
+  mkfs.ext4 -q -F -b 1024 -d "$files" corpus/ext_inodes/ext4-files >/dev/null 2>&1
+  rm -r "$files"
 fi
 for table in mbr gpt; do
   [ -f "corpus/partition_table/$table" ] && head -c 8192 "corpus/partition_table/$table" >"corpus/sector_size/$table"
@@ -115,7 +136,8 @@ mkdir -p logs
 # index and trust_store run under the memory target of every command
 # (RELIABILITY.md): 256 MiB of RSS whatever the input claims.
 for target in preamble manifest index chunk audit_log checkpoint mountinfo partition_table \
-  trust_store ext_bitmaps fat_table ntfs_bitmap sector_size stick_verify; do
+  trust_store ext_bitmaps fat_table ntfs_bitmap sector_size stick_verify ntfs_records fat_chains \
+  ext_inodes; do
   echo "== fuzz $target for ${secs}s"
   case $target in
     index | trust_store) rss=256 malloc=256 ;;

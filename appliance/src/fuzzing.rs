@@ -105,6 +105,23 @@ pub fn stick_verify(data: &[u8]) {
     }
 }
 
+/// Parses arbitrary bytes as NTFS `$LogFile` restart pages and MFT
+/// records, checking their data runs (the walker behind `ntfs_bitmap`,
+/// reached directly: the `ntfs` crate rejects most inputs before it).
+pub fn ntfs_records(data: &[u8]) {
+    crate::fsmap::fuzz_ntfs_records(data);
+}
+
+/// Follows cluster chains through arbitrary bytes taken as a FAT.
+pub fn fat_chains(data: &[u8]) {
+    crate::fsmap::fuzz_fat_chains(data);
+}
+
+/// Walks arbitrary bytes as ext inodes, their extent trees and block maps.
+pub fn ext_inodes(data: &[u8]) {
+    crate::fsmap::fuzz_ext_inodes(data);
+}
+
 /// Judges the sector size of arbitrary bytes taken as a disk's start.
 pub fn sector_size(data: &[u8]) {
     let _ = crate::partition::detect_sector_size(data, data.len() as u64);
@@ -123,6 +140,9 @@ mod tests {
             partition_table(data);
             ext_bitmaps(data);
             fat_table(data);
+            ntfs_records(data);
+            fat_chains(data);
+            ext_inodes(data);
             ntfs_bitmap(data);
             sector_size(data);
             stick_verify(data);

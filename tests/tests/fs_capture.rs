@@ -874,31 +874,52 @@ fn fat16_round_trip_keeps_files_and_stores_only_used_clusters() {
 /// (`fuzz/run.sh` runs the same harnesses under libFuzzer.)
 #[test]
 fn hand_parsers_survive_corrupted_real_file_systems() {
-    let Some(fx) = Fixture::new(&["mkfs.ext4", "mkfs.fat"]) else {
+    let Some(fx) = Fixture::new(&["mkfs.ext4", "mkfs.fat", "mkntfs"]) else {
         return;
     };
+    // An ext4 of 1 KiB blocks with files (their inodes, extents and a
+    // symlink for the inode walker), a FAT16 and an NTFS.
+    let files = fx.path("files");
+    std::fs::create_dir_all(files.join("dir")).expect("files dir");
+    std::fs::write(files.join("dir/big"), noise(5, 300_000)).expect("big file");
+    std::fs::write(files.join("small"), b"setpoint 42").expect("small file");
+    std::os::unix::fs::symlink("dir/big", files.join("link")).expect("symlink");
     let ext = fx.path("ext4.img");
     File::create(&ext)
         .and_then(|f| f.set_len(4 * MIB))
         .expect("ext4 image");
-    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&ext));
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "1024", "-d"])
+        .arg(&files)
+        .arg(&ext));
     let fat = fx.path("fat.img");
     run(Command::new("mkfs.fat")
         .args(["-C", "-F", "16", "-s", "1"])
         .arg(&fat)
         .arg("8192"));
-    /// An image, the harness that parses it, and how many leading bytes
-    /// hold the metadata worth corrupting.
-    type Case<'a> = (&'a Path, fn(&[u8]), usize);
-    let cases: [Case; 2] = [
-        (&ext, reliquary_appliance::fuzzing::ext_bitmaps, 64 << 10),
-        (&fat, reliquary_appliance::fuzzing::fat_table, 16 << 10),
+    let ntfs = fx.path("ntfs.img");
+    File::create(&ntfs)
+        .and_then(|f| f.set_len(2 * MIB))
+        .expect("ntfs image");
+    run(Command::new("mkntfs").args(["-q", "-F", "-f"]).arg(&ntfs));
+    /// An image, the harness that parses it, how many leading bytes hold
+    /// the metadata worth corrupting, and how many corrupted copies to try
+    /// (fewer for the walkers, which go over the whole image each time).
+    type Case<'a> = (&'a Path, fn(&[u8]), usize, usize);
+    use reliquary_appliance::fuzzing;
+    let cases: [Case; 5] = [
+        (&ext, fuzzing::ext_bitmaps, 64 << 10, 2000),
+        (&ext, fuzzing::ext_inodes, 512 << 10, 200),
+        (&fat, fuzzing::fat_table, 16 << 10, 2000),
+        (&fat, fuzzing::fat_chains, 16 << 10, 2000),
+        (&ntfs, fuzzing::ntfs_records, 2 << 20, 200),
     ];
-    for (path, harness, metadata_len) in cases {
+    for (path, harness, metadata_len, rounds) in cases {
         let clean = std::fs::read(path).expect("read image");
+        let started = std::time::Instant::now();
         harness(&clean);
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..2000 {
+        for _ in 0..rounds {
             let mut bytes = clean.clone();
             for _ in 0..4 {
                 state ^= state << 13;
@@ -908,8 +929,14 @@ fn hand_parsers_survive_corrupted_real_file_systems() {
                 bytes[at] = (state >> 32) as u8;
             }
             harness(&bytes);
-            reliquary_appliance::fuzzing::sector_size(&bytes);
+            fuzzing::sector_size(&bytes);
         }
+        eprintln!(
+            "{} rounds on {}: {:?}",
+            rounds,
+            path.display(),
+            started.elapsed()
+        );
     }
 }
 

@@ -447,6 +447,49 @@ impl<S: ReadAt + ?Sized> InodeWalker<'_, '_, S> {
     }
 }
 
+/// Walks every 256 bytes of arbitrary data as an inode of a volume of
+/// 1 KiB blocks made of the same data, every block used (for the
+/// `ext_inodes` fuzz target): extent trees and block maps are followed
+/// into the data as deep as they lead, within one budget of references
+/// for all inodes, as in a capture.
+pub(super) fn fuzz_inodes(data: &[u8]) {
+    let blocks_count = data.len() as u64 / 1024;
+    let bytes = PartitionBytes {
+        disk: &data.to_vec(),
+        start: 0,
+        len: data.len() as u64,
+    };
+    let sb = Superblock {
+        blocks_count,
+        first_data_block: 1,
+        block_size: 1024,
+        blocks_per_group: 8192,
+        inodes_per_group: 2048,
+        inode_size: 256,
+        desc_size: 64,
+        reserved_gdt_blocks: 0,
+        sparse_super: true,
+        uninit_possible: true,
+        kind: FileSystemKind::Ext4,
+        uuid: [0; 16],
+        is_64bit: true,
+        free_blocks: 0,
+        free_inodes: 0,
+    };
+    let used = vec![0xffu8; blocks_count.div_ceil(8) as usize];
+    let mut walker = InodeWalker {
+        bytes: &bytes,
+        sb: &sb,
+        used: &used,
+        referenced: 0,
+        inode: 0,
+    };
+    for (n, raw) in data.chunks_exact(256).enumerate() {
+        walker.inode = n as u64 + 1;
+        let _ = walker.walk_inode(raw);
+    }
+}
+
 fn parse_superblock(raw: &[u8], partition_len: u64) -> Result<Superblock, FsError> {
     let corrupt = |what: &str| Err(FsError::Corrupt(format!("the superblock's {what}")));
     if le_u16(raw, 56) != MAGIC {

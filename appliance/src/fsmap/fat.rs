@@ -256,6 +256,39 @@ fn walk_directories<S: ReadAt + ?Sized>(
     Ok(walked)
 }
 
+/// Follows chains through arbitrary bytes taken as a FAT (for the
+/// `fat_chains` fuzz target): the first byte picks FAT12, 16 or 32, and
+/// a chain starts at each of the first clusters in turn.
+pub(super) fn fuzz_chains(data: &[u8]) {
+    let Some((&pick, fat)) = data.split_first() else {
+        return;
+    };
+    let kind = match pick % 3 {
+        0 => FileSystemKind::Fat12,
+        1 => FileSystemKind::Fat16,
+        _ => FileSystemKind::Fat32,
+    };
+    let len = fat.len() as u64;
+    let entries = match kind {
+        // The last FAT12 entry's two bytes must lie inside.
+        FileSystemKind::Fat12 => len.saturating_sub(1) * 2 / 3,
+        FileSystemKind::Fat16 => len / 2,
+        _ => len / 4,
+    };
+    if entries < 3 {
+        return;
+    }
+    let mut chains = Chains {
+        fat,
+        kind,
+        clusters: entries - 2,
+        visited: vec![0u8; entries.div_ceil(8) as usize],
+    };
+    for first in 2..entries.min(64) {
+        let _ = chains.walk(first as u32, "fuzz");
+    }
+}
+
 /// `parent/NAME.EXT` from a short directory entry name, cut to
 /// [`MAX_PATH_TEXT`] bytes.
 fn entry_path(parent: &str, short: &[u8]) -> String {

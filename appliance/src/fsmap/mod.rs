@@ -257,6 +257,21 @@ pub fn fuzz_free_space(data: &[u8], kind: FileSystemKind) {
     let _ = free_space(&bytes, kind, MIN_UNMAPPED_BYTES);
 }
 
+/// The NTFS `$LogFile` and MFT record parsers over arbitrary bytes.
+pub fn fuzz_ntfs_records(data: &[u8]) {
+    ntfs::fuzz_records(data);
+}
+
+/// The FAT chain walker over arbitrary bytes taken as a FAT.
+pub fn fuzz_fat_chains(data: &[u8]) {
+    fat::fuzz_chains(data);
+}
+
+/// The ext inode walker over arbitrary bytes taken as inodes and blocks.
+pub fn fuzz_ext_inodes(data: &[u8]) {
+    ext::fuzz_inodes(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -541,6 +541,22 @@ fn le_int(b: &[u8]) -> i64 {
     ((le_uint(b) << shift) as i64) >> shift
 }
 
+/// Runs the `$LogFile` and MFT record parsers over arbitrary bytes (for
+/// the `ntfs_records` fuzz target): the restart pages from the start, and
+/// every 1 KiB as a record, against a bitmap with every cluster used (so
+/// runs are followed to their end) and one with none.
+pub(super) fn fuzz_records(data: &[u8]) {
+    let _ = log_state(&data[..data.len().min(2 * RESTART_PAGE_MAX)]);
+    let all_used = vec![0xffu8; 1 << 12];
+    let none_used = vec![0u8; 1 << 12];
+    for bitmap in [&all_used, &none_used] {
+        for (n, chunk) in data.chunks_exact(1024).enumerate() {
+            let mut record = chunk.to_vec();
+            let _ = record_clusters(&mut record, n as u64, bitmap, 1 << 15);
+        }
+    }
+}
+
 /// Whether the root directory's `hiberfil.sys` starts with a resume
 /// signature (Windows zeroes it after a normal boot).
 fn holds_resume_image<T: Read + Seek>(ntfs: &Ntfs, fs: &mut T) -> Result<bool, FsError> {
