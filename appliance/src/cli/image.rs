@@ -88,7 +88,8 @@ pub struct CaptureArgs {
     #[arg(long)]
     serial: Option<String>,
     /// Keep every sector, including the free space of NTFS, FAT and ext
-    /// file systems (which is otherwise left out).
+    /// file systems (which is otherwise left out where the volume's
+    /// allocation map passes its cross-checks).
     #[arg(long = "all-sectors")]
     all_sectors: bool,
 }
