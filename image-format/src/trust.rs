@@ -8,6 +8,7 @@
 //! threshold 2
 //! revoke-key 0123456789abcdef
 //! revoke-image 6f1c1b0e-8d8a-4a43-9d0c-6f5b8f3f9a10
+//! min-pin-length 8       # operators' PINs, refused shorter at `operators add`
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +29,11 @@ pub const TRUST_DIGEST_CONTEXT: &[u8] = b"reliquary trust store v2\0";
 /// Upper bounds that keep a hostile trust store from exhausting memory.
 const MAX_TEXT_FILE_LEN: u64 = 256 << 10;
 const MAX_KEYS: usize = 256;
+/// The shortest operator PIN without a `min-pin-length` line, and the
+/// least that line may ask for.
+pub const DEFAULT_MIN_PIN_LEN: usize = 6;
+/// The longest PIN or password, so a hash cannot be asked to eat megabytes.
+pub const MAX_PIN_LEN: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
@@ -44,6 +50,11 @@ pub enum TrustError {
     TooManyKeys { path: PathBuf },
     #[error("trust-store file {0} is larger than {MAX_TEXT_FILE_LEN} bytes; it is refused rather than read in part")]
     FileTooLarge(PathBuf),
+    #[error(
+        "{0} may be changed by any user of this machine (it is world-writable); \
+         the trust store is refused: `chmod o-w` it"
+    )]
+    WorldWritable(PathBuf),
     #[error("{path}:{line}: {reason}")]
     Policy {
         path: PathBuf,
@@ -66,6 +77,7 @@ pub struct TrustStore {
     threshold: usize,
     revoked_keys: BTreeSet<String>,
     revoked_images: BTreeSet<Uuid>,
+    min_pin_length: usize,
     digest: [u8; 32],
     operators: Option<String>,
 }
@@ -83,12 +95,14 @@ impl TrustStore {
             threshold: 1,
             revoked_keys: BTreeSet::new(),
             revoked_images: BTreeSet::new(),
+            min_pin_length: DEFAULT_MIN_PIN_LEN,
             digest: [0; 32],
             operators: None,
         };
         // The digest covers every file that decides trust, keys in name order.
         let mut digest_input = DigestInput::default();
         if meta.is_dir() {
+            refuse_world_writable(path, &meta)?;
             let mut names = Vec::new();
             for entry in std::fs::read_dir(path).map_err(read_err)? {
                 names.push(entry.map_err(read_err)?.path());
@@ -120,6 +134,26 @@ impl TrustStore {
         digest_input.operators = store.operators.as_deref();
         store.digest = digest_input.digest();
         Ok(store)
+    }
+
+    /// The `min-pin-length` of the policy in trust-store directory `dir`
+    /// (the default without a policy or line), read without its keys: a
+    /// list of operators may be kept before the keys arrive.
+    pub fn min_pin_length_of(dir: &Path) -> Result<usize, TrustError> {
+        let mut store = TrustStore {
+            keys: BTreeMap::new(),
+            threshold: 1,
+            revoked_keys: BTreeSet::new(),
+            revoked_images: BTreeSet::new(),
+            min_pin_length: DEFAULT_MIN_PIN_LEN,
+            digest: [0; 32],
+            operators: None,
+        };
+        let policy = dir.join(POLICY_FILE);
+        if let Some(text) = read_optional_text(&policy)? {
+            store.apply_policy(&text, &policy)?;
+        }
+        Ok(store.min_pin_length)
     }
 
     fn add_key_file(
@@ -175,6 +209,17 @@ impl TrustStore {
                         .map_err(|_| bad(format!("`{value}` is not an image UUID")))?;
                     self.revoked_images.insert(uuid);
                 }
+                "min-pin-length" => {
+                    self.min_pin_length = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (DEFAULT_MIN_PIN_LEN..=MAX_PIN_LEN).contains(n))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "min-pin-length `{value}` must be {DEFAULT_MIN_PIN_LEN} to {MAX_PIN_LEN}"
+                            ))
+                        })?;
+                }
                 other => return Err(bad(format!("unknown policy word `{other}`"))),
             }
         }
@@ -195,6 +240,12 @@ impl TrustStore {
     /// Whether the policy revokes the image with this UUID.
     pub fn is_image_revoked(&self, image: &Uuid) -> bool {
         self.revoked_images.contains(image)
+    }
+
+    /// The shortest PIN `operators add` accepts: the policy's
+    /// `min-pin-length`, or [`DEFAULT_MIN_PIN_LEN`].
+    pub fn min_pin_length(&self) -> usize {
+        self.min_pin_length
     }
 
     pub fn key(&self, key_id: &str) -> Option<&TrustedKey> {
@@ -276,6 +327,7 @@ fn read_text(path: &Path) -> Result<String, TrustError> {
         source,
     };
     let file = crate::regular_file::open_no_symlink(path).map_err(read_err)?;
+    refuse_world_writable(path, &file.metadata().map_err(read_err)?)?;
     let mut text = String::new();
     // Read one byte more than the limit: a longer file is refused rather
     // than silently cut, which could drop the revocations at its end.
@@ -286,6 +338,15 @@ fn read_text(path: &Path) -> Result<String, TrustError> {
         return Err(TrustError::FileTooLarge(path.to_path_buf()));
     }
     Ok(text)
+}
+
+/// Anyone on the machine could rewrite who is trusted, or who may sign in.
+fn refuse_world_writable(path: &Path, meta: &std::fs::Metadata) -> Result<(), TrustError> {
+    use std::os::unix::fs::PermissionsExt;
+    if meta.permissions().mode() & 0o002 != 0 {
+        return Err(TrustError::WorldWritable(path.to_path_buf()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -397,5 +458,39 @@ mod tests {
         let body = line.repeat(MAX_TEXT_FILE_LEN as usize / line.len() + 1);
         let (_dir, store) = store_with(&[(OPERATORS_FILE, body)]);
         assert!(matches!(store, Err(TrustError::FileTooLarge(_))));
+    }
+
+    #[test]
+    fn a_world_writable_directory_policy_or_operators_file_refuses_the_store() {
+        use std::os::unix::fs::PermissionsExt;
+        let world_writable = |path: &Path| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("chmod")
+        };
+        let (dir, store) = store_with(&[]);
+        store.expect("loads");
+        world_writable(dir.path());
+        let err = TrustStore::load(dir.path()).expect_err("refused");
+        assert!(
+            matches!(&err, TrustError::WorldWritable(p) if p == dir.path()),
+            "{err}"
+        );
+        for file in [POLICY_FILE, OPERATORS_FILE] {
+            let (dir, _) = store_with(&[(file, "\n".into())]);
+            world_writable(&dir.path().join(file));
+            assert!(refused_naming(dir.path(), file).contains("world-writable"));
+        }
+    }
+
+    #[test]
+    fn min_pin_length_may_raise_the_default_never_lower_it() {
+        let (_dir, store) = store_with(&[]);
+        assert_eq!(store.expect("loads").min_pin_length(), DEFAULT_MIN_PIN_LEN);
+        let (_dir, store) = store_with(&[(POLICY_FILE, "min-pin-length 10\n".into())]);
+        assert_eq!(store.expect("loads").min_pin_length(), 10);
+        for short in ["4", "5", "129", "six"] {
+            let (_dir, store) = store_with(&[(POLICY_FILE, format!("min-pin-length {short}\n"))]);
+            let err = store.expect_err("refused").to_string();
+            assert!(err.contains("must be 6 to 128"), "{err}");
+        }
     }
 }

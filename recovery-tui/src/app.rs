@@ -14,8 +14,7 @@ use crate::model::{
     VaultEntry,
 };
 use crate::operators::{
-    is_id_char, is_valid_id, Lockout, OperatorList, SignInRefusal, MAX_FAILED_ATTEMPTS, MAX_ID_LEN,
-    MAX_PIN_LEN,
+    is_id_char, is_valid_id, Lockout, OperatorList, MAX_FAILED_ATTEMPTS, MAX_ID_LEN, MAX_PIN_LEN,
 };
 
 /// Throughput samples kept for the sparkline.
@@ -81,6 +80,11 @@ pub enum Action {
         id: String,
         attempt: u32,
         locked: bool,
+    },
+    /// A sign-in succeeded after failed ones: record it, so the log's count
+    /// of failures starts again.
+    RecordSignIn {
+        id: String,
     },
     CancelRestore,
     LoadAuditLog,
@@ -669,31 +673,37 @@ fn submit_sign_in(app: &mut App) -> Action {
         app.sign_in_field = SignInField::Id;
         return Action::None;
     }
-    let checked = if app.lockout.is_locked(&id) {
-        Err(SignInRefusal::Locked)
-    } else {
-        list.verify(&id, &pin).map(|entry| entry.name.clone())
-    };
+    if app.lockout.is_locked(&id) {
+        // Refused without looking at the PIN, and not recorded again: the
+        // lock shows once in the log, in the failure that set it.
+        app.sign_in.error = Some(locked_message(&id));
+        app.sign_in_field = SignInField::Pin;
+        return Action::None;
+    }
+    let checked = list.verify(&id, &pin).map(|entry| entry.name.clone());
     drop(pin);
     match checked {
         Ok(name) => {
+            let had_failures = app.lockout.failures(&id) > 0;
             app.lockout.clear(&id);
-            signed_in(
+            let action = signed_in(
                 app,
                 SignedIn {
-                    id,
+                    id: id.clone(),
                     name: Some(name),
                 },
-            )
+            );
+            if had_failures {
+                Action::RecordSignIn { id }
+            } else {
+                action
+            }
         }
         Err(refusal) => {
             let attempt = app.lockout.record_failure(&id);
             let locked = app.lockout.is_locked(&id);
             app.sign_in.error = Some(if locked {
-                format!(
-                    "Operator id \"{id}\" is locked after {MAX_FAILED_ATTEMPTS} failed sign-ins. \
-                     Another operator may sign in; restart the stick to try again."
-                )
+                locked_message(&id)
             } else {
                 format!(
                     "{}. Attempt {attempt} of {MAX_FAILED_ATTEMPTS}: the id locks after {MAX_FAILED_ATTEMPTS}.",
@@ -708,6 +718,13 @@ fn submit_sign_in(app: &mut App) -> Action {
             }
         }
     }
+}
+
+fn locked_message(id: &str) -> String {
+    format!(
+        "Operator id \"{id}\" is locked after {MAX_FAILED_ATTEMPTS} failed sign-ins. \
+         Another operator may sign in; a supervisor must unlock this id."
+    )
 }
 
 fn signed_in(app: &mut App, who: SignedIn) -> Action {

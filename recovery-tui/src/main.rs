@@ -8,14 +8,14 @@ use anyhow::Context;
 use clap::Parser;
 use ratatui::backend::Backend;
 use ratatui::Terminal;
-use reliquary_appliance::audit::{AuditLog, Digest, Environment, Operator, Payload, SignInFailed};
+use reliquary_appliance::audit::{AuditLog, Digest, Environment, Operator, OperatorRef, Payload};
 use reliquary_image::TrustStore;
 
 use recovery_tui::app::{Action, AfterQuit, App, Screen};
 use recovery_tui::demo::{self, DemoPaths};
 use recovery_tui::engine::{Session, SessionConfig};
 use recovery_tui::model::{TrustStatus, VaultEntry};
-use recovery_tui::operators::{Lockout, OperatorList};
+use recovery_tui::operators::{self, Lockout, OperatorList};
 use recovery_tui::readiness;
 use recovery_tui::runner::{self, AppEvent, Effects};
 
@@ -204,6 +204,10 @@ impl FrontEnd<'_> {
                 app.demo_pins = demo::demo_pins();
             }
             let mut recorder = SignInRecorder::open(self.config, &trust);
+            // The log counts failed sign-ins across sessions and reboots.
+            if let Some(counted) = recorder.lockout() {
+                app.lockout = counted;
+            }
             self.run_app(terminal, &mut app, &mut recorder)?;
             drop(recorder);
             lockout = app.lockout.clone();
@@ -283,35 +287,36 @@ impl SignInRecorder {
             log: AuditLog::open(&config.audit, env).ok(),
         }
     }
+
+    /// The failed sign-ins the log holds, when it opened and verified.
+    fn lockout(&self) -> Option<Lockout> {
+        Lockout::from_log(self.log.as_ref()?).ok()
+    }
 }
 
 impl Effects for SignInRecorder {
     fn perform(&mut self, action: &Action, _: &App) {
-        let (
-            Action::RecordSignInFailure {
-                id,
-                attempt,
-                locked,
-            },
-            Some(log),
-        ) = (action, &mut self.log)
-        else {
+        let Some(log) = &mut self.log else {
             return;
+        };
+        let (id, payload) = match action {
+            Action::RecordSignInFailure { id, attempt, .. } => {
+                (id, operators::sign_in_failed(id, *attempt))
+            }
+            Action::RecordSignIn { id } => (
+                id,
+                Payload::SignedIn(OperatorRef {
+                    operator_id: id.clone(),
+                }),
+            ),
+            _ => return,
         };
         let operator = Operator {
             id: id.clone(),
             name: None,
         };
-        let _ = log.append(&operator, sign_in_failed(id, *attempt, *locked));
+        let _ = log.append(&operator, payload);
     }
-}
-
-fn sign_in_failed(id: &str, attempt: u32, locked: bool) -> Payload {
-    Payload::SignInFailed(SignInFailed {
-        operator_id: id.to_string(),
-        attempt,
-        locked,
-    })
 }
 
 /// The Linux console's default font holds only the CP437 characters.

@@ -16,7 +16,10 @@ use super::layout::{
     encode_frame, genesis_hash, record_hash, signature_message, FileHeader, FileSource, Frame,
     FRAME_ALIGN,
 };
-use super::record::{decode_body, encode_body, Operator, Payload, Record, RecordMeta, RecordTime};
+use super::record::{
+    decode_body, encode_body, Operator, OperatorRef, Payload, Record, RecordMeta, RecordTime,
+    SignInFailed,
+};
 use super::verify::{scan, FrameSummary, LogEnd, Problem, ScanError};
 use super::{
     AuditError, Digest, CHECKPOINT_FILE, CHECKPOINT_HISTORY_FILE, KEY_FILE, LOG_FILE,
@@ -622,12 +625,13 @@ fn validate(operator: &Operator, payload: &Payload) -> Result<(), AuditError> {
             "the reason or work order",
             "use at most 4096 bytes without control characters",
         ),
-        Payload::SignInFailed(f)
-            if f.operator_id.len() > MAX_OPERATOR_ID
-                || f.operator_id.chars().any(char::is_control) =>
+        Payload::SignInFailed(SignInFailed { operator_id, .. })
+        | Payload::SignedIn(OperatorRef { operator_id })
+        | Payload::OperatorUnlocked(OperatorRef { operator_id })
+            if operator_id.len() > MAX_OPERATOR_ID || operator_id.chars().any(char::is_control) =>
         {
             bad(
-                "the operator id of the failed sign-in",
+                "the operator id the record is about",
                 "use at most 64 characters without control characters",
             )
         }

@@ -43,9 +43,9 @@ pub use log::{
     BUILD_UNIX_SECONDS, RESTORE_RESERVE_BYTES,
 };
 pub use record::{
-    BodyDefect, CheckResult, ImageRef, Kind, Operator, Payload, Record, RecordMeta, RecordTime,
-    RestoreFinished, RestoreMode, RestoreOutcome, RestoreStarted, SignInFailed, SignerRef,
-    TargetRef, Unmapped,
+    BodyDefect, CheckResult, ImageRef, Kind, Operator, OperatorRef, Payload, Record, RecordMeta,
+    RecordTime, RestoreFinished, RestoreMode, RestoreOutcome, RestoreStarted, SignInFailed,
+    SignerRef, TargetRef, Unmapped,
 };
 pub use verify::{
     verify_bytes, verify_dir, verify_dir_each, CheckpointStatus, LogEnd, Problem, RecordStatus,

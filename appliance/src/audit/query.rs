@@ -319,6 +319,11 @@ fn details(r: &Record) -> String {
             f.attempt,
             if f.locked { ", operator locked" } else { "" }
         ),
+        Payload::SignedIn(o) => format!("{} signed in after failed sign-ins", o.operator_id),
+        Payload::OperatorUnlocked(o) => format!(
+            "operator {} unlocked by {}",
+            o.operator_id, r.meta.operator.id
+        ),
     }
 }
 

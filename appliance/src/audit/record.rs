@@ -5,7 +5,9 @@
 //! Body version 2 added fields to `RestoreStarted` and `RestoreFinished` and
 //! the kind `SignInFailed`. Version 1 bodies still decode, through the
 //! version 1 shapes below; [`Record::body_version`] tells a reader which
-//! fields the record really carried.
+//! fields the record really carried. The kinds `SignedIn` and
+//! `OperatorUnlocked` came later within body version 2: a reader that does
+//! not know them refuses them as unknown kinds.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,10 @@ pub enum Kind {
     OperatorNote = 7,
     /// Since body version 2.
     SignInFailed = 8,
+    /// A good sign-in after failed ones: the failures count from zero again.
+    SignedIn = 9,
+    /// A supervisor lifted an operator's lockout.
+    OperatorUnlocked = 10,
 }
 
 impl Kind {
@@ -37,6 +43,8 @@ impl Kind {
             6 => Kind::Recovered,
             7 => Kind::OperatorNote,
             8 => Kind::SignInFailed,
+            9 => Kind::SignedIn,
+            10 => Kind::OperatorUnlocked,
             _ => return None,
         })
     }
@@ -51,6 +59,8 @@ impl Kind {
             Kind::Recovered => "Recovered",
             Kind::OperatorNote => "OperatorNote",
             Kind::SignInFailed => "SignInFailed",
+            Kind::SignedIn => "SignedIn",
+            Kind::OperatorUnlocked => "OperatorUnlocked",
         }
     }
 }
@@ -249,6 +259,14 @@ pub struct SignInFailed {
     pub locked: bool,
 }
 
+/// The operator a `SignedIn` or `OperatorUnlocked` record is about. For
+/// `OperatorUnlocked` the record's own operator is the supervisor who
+/// unlocked this one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRef {
+    pub operator_id: String,
+}
+
 /// The payload of each kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -278,6 +296,8 @@ pub enum Payload {
         text: String,
     },
     SignInFailed(SignInFailed),
+    SignedIn(OperatorRef),
+    OperatorUnlocked(OperatorRef),
 }
 
 // Postcard shapes of the struct-like payload variants.
@@ -374,6 +394,8 @@ impl Payload {
             Payload::Recovered { .. } => Kind::Recovered,
             Payload::OperatorNote { .. } => Kind::OperatorNote,
             Payload::SignInFailed(_) => Kind::SignInFailed,
+            Payload::SignedIn(_) => Kind::SignedIn,
+            Payload::OperatorUnlocked(_) => Kind::OperatorUnlocked,
         }
     }
 
@@ -423,6 +445,7 @@ impl Payload {
             }),
             Payload::OperatorNote { text } => postcard::to_stdvec(&OperatorNoteBody { text }),
             Payload::SignInFailed(f) => postcard::to_stdvec(&f),
+            Payload::SignedIn(o) | Payload::OperatorUnlocked(o) => postcard::to_stdvec(&o),
         }?;
         out.extend_from_slice(&bytes);
         Ok(())
@@ -466,7 +489,9 @@ impl Payload {
                     };
                     return Ok((verified, rest));
                 }
-                Kind::SignInFailed => return Err(BodyDefect::KindTooNew { kind, body_version }),
+                Kind::SignInFailed | Kind::SignedIn | Kind::OperatorUnlocked => {
+                    return Err(BodyDefect::KindTooNew { kind, body_version })
+                }
                 _ => {}
             }
         }
@@ -531,6 +556,14 @@ impl Payload {
             Kind::SignInFailed => {
                 let (b, rest) = postcard::take_from_bytes(bytes)?;
                 (Payload::SignInFailed(b), rest)
+            }
+            Kind::SignedIn => {
+                let (b, rest) = postcard::take_from_bytes(bytes)?;
+                (Payload::SignedIn(b), rest)
+            }
+            Kind::OperatorUnlocked => {
+                let (b, rest) = postcard::take_from_bytes(bytes)?;
+                (Payload::OperatorUnlocked(b), rest)
             }
         })
     }

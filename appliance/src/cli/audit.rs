@@ -11,14 +11,17 @@ use reliquary_appliance::audit::checkpoint::verifier_key;
 use reliquary_appliance::audit::query::{self, Filter};
 use reliquary_appliance::audit::Clock;
 use reliquary_appliance::audit::{
-    verify_dir_each, AuditError, AuditLog, CheckpointStatus, Environment, LogEnd, Operator,
-    Payload, Summary, PUBLIC_KEY_FILE, RESTORE_RESERVE_BYTES,
+    verify_dir_each, AuditError, AuditLog, CheckpointStatus, Environment, LogEnd, Payload, Summary,
+    PUBLIC_KEY_FILE, RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::exit::ExitClass;
+use reliquary_appliance::operators;
 use reliquary_appliance::report;
 use reliquary_image::keys::PublicKey;
+use reliquary_image::TrustStore;
 
 use super::output::{self, print_result, FileError};
+use super::restore::read_pin;
 use super::UsageError;
 
 #[derive(Debug, Args)]
@@ -57,9 +60,10 @@ enum AuditCommand {
         after_help = "Example:\n  reliquary audit export --dir /media/audit --format csv > audit.csv"
     )]
     Export(ExportArgs),
-    /// Append an operator note.
+    /// Append an operator note. When the trust store has an operators
+    /// list the operator signs in first (PIN on stdin with --pin-stdin).
     #[command(
-        after_help = "Example:\n  reliquary audit note --dir /media/audit --operator jdoe --text \"disk replaced under WO-4711\""
+        after_help = "Example:\n  echo 471193 | reliquary audit note --dir /media/audit --trust /etc/reliquary/trust \\\n    --operator jdoe --pin-stdin --text \"disk replaced under WO-4711\""
     )]
     Note(NoteArgs),
     /// Write a PDF: the restore certificate of one restore (--seq), or a
@@ -173,15 +177,30 @@ struct ExportArgs {
 struct NoteArgs {
     #[command(flatten)]
     dir: DirArg,
-    /// The operator's id.
-    #[arg(long, value_name = "ID")]
-    operator: String,
-    /// The operator's full name.
-    #[arg(long, value_name = "NAME")]
-    operator_name: Option<String>,
+    /// The trust store whose operators list (if any) the operator signs in
+    /// against.
+    #[arg(long, value_name = "PATH")]
+    trust: PathBuf,
+    #[command(flatten)]
+    operator: NoteOperator,
     /// The note.
     #[arg(long)]
     text: String,
+}
+
+/// Who writes a note.
+#[derive(Debug, Args)]
+struct NoteOperator {
+    /// The operator's id.
+    #[arg(long, value_name = "ID")]
+    operator: String,
+    /// The operator's full name (the operators list's name wins).
+    #[arg(long, value_name = "NAME")]
+    operator_name: Option<String>,
+    /// Read the operator's PIN from the first line of standard input;
+    /// needed when the trust store has an operators list.
+    #[arg(long = "pin-stdin")]
+    pin_stdin: bool,
 }
 
 #[derive(Debug, Args)]
@@ -386,12 +405,23 @@ fn export(a: ExportArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn note(a: NoteArgs) -> anyhow::Result<ExitCode> {
+    let trust = TrustStore::load(&a.trust)?;
     let mut log = open(&a.dir.dir)?;
     log.ensure_space(RESTORE_RESERVE_BYTES)?;
-    let operator = Operator {
-        id: a.operator,
-        name: a.operator_name,
+    let pin = if a.operator.pin_stdin {
+        Some(read_pin()?)
+    } else {
+        None
     };
+    let operator = operators::sign_in(
+        &trust,
+        &a.trust,
+        Some(&mut log),
+        &a.operator.operator,
+        a.operator.operator_name.as_deref(),
+        pin.as_deref(),
+    )?
+    .operator;
     let rec = log.append(&operator, Payload::OperatorNote { text: a.text })?;
     print_result(&json!({ "seq": rec.seq }), || {
         println!("logged record {}", rec.seq)

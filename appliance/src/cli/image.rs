@@ -9,6 +9,7 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 
+use reliquary_appliance::audit::lock_shared;
 use reliquary_appliance::capture::{capture, CaptureOptions};
 use reliquary_appliance::ops::{self, Recording};
 use reliquary_appliance::verify::extract;
@@ -325,11 +326,17 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let trust = TrustStore::load(&args.trust)?;
     let image = open_image(&args.image)?.verify(&trust)?;
     let log = args.audit.open_log(&trust)?.map(Mutex::new);
-    let operator = args.audit.operator();
-    let recording = log.as_ref().map(|log| Recording {
-        log,
-        operator: &operator,
-    });
+    let operator = match &log {
+        Some(log) => Some(
+            args.audit
+                .sign_in(&trust, &args.trust, Some(&mut lock_shared(log)))?,
+        ),
+        None => None,
+    };
+    let recording = log
+        .as_ref()
+        .zip(operator.as_ref())
+        .map(|(log, operator)| Recording { log, operator });
     let meter = Meter::terminal_only("verify", image.manifest().stored_bytes);
     let verification = ops::verify_and_record(&image, recording, &|n| meter.add(n));
     meter.finish();

@@ -273,6 +273,9 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::report::ReportError>() {
             return e.exit_class();
         }
+        if let Some(e) = cause.downcast_ref::<reliquary_appliance::operators::SignInError>() {
+            return e.exit_class();
+        }
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::audit::AuditError>() {
             return e.exit_class();
         }

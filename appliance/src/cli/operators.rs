@@ -1,5 +1,6 @@
-//! `reliquary operators add|remove|list`: keep the trust store's list of
-//! operators who may sign in on the stick, each with a hashed PIN.
+//! `reliquary operators add|remove|list|unlock`: keep the trust store's
+//! list of operators who may sign in on the stick, each with a hashed PIN,
+//! and lift a lockout the audit log holds.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -9,9 +10,11 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use reliquary_appliance::operators::{OperatorList, OPERATORS_FILE};
+use reliquary_appliance::operators::{self, OperatorList, Role, OPERATORS_FILE};
+use reliquary_image::TrustStore;
 
 use super::output::{self, print_result, FileError};
+use super::restore::{read_pin, AuditDir};
 use super::UsageError;
 
 #[derive(Debug, Args)]
@@ -24,8 +27,10 @@ pub struct OperatorsArgs {
 enum OperatorsCommand {
     /// Add an operator. The PIN is read from the first line of stdin and
     /// only its Argon2id hash is written.
+    /// The PIN needs at least 6 characters, or the trust store policy's
+    /// `min-pin-length`.
     #[command(
-        after_help = "Example:\n  echo 4711 | reliquary operators add --trust trust/ op7 --name \"Alice Jones\""
+        after_help = "Example:\n  echo 471193 | reliquary operators add --trust trust/ op7 --name \"Alice Jones\""
     )]
     Add {
         /// The trust-store directory holding the `operators` file.
@@ -36,6 +41,9 @@ enum OperatorsCommand {
         /// The operator's full name, as the audit log records it.
         #[arg(long)]
         name: String,
+        /// `technician`, or `supervisor` (may unlock another operator's id).
+        #[arg(long, default_value = "technician", value_parser = parse_role)]
+        role: Role,
     },
     /// Remove an operator.
     #[command(after_help = "Example:\n  reliquary operators remove --trust trust/ op7")]
@@ -53,11 +61,39 @@ enum OperatorsCommand {
         #[arg(long, value_name = "DIR")]
         trust: PathBuf,
     },
+    /// Lift the lockout of an id after 5 failed sign-ins. A supervisor
+    /// (another operator) signs in with the PIN on stdin; the unlock is
+    /// recorded in the audit log in the supervisor's name.
+    #[command(
+        after_help = "Example:\n  echo 582044 | reliquary operators unlock op7 --trust /etc/reliquary/trust \\\n    --audit /media/audit --supervisor qa2"
+    )]
+    Unlock {
+        /// The locked operator id.
+        id: String,
+        /// The trust store whose operators list names the supervisor.
+        #[arg(long, value_name = "PATH")]
+        trust: PathBuf,
+        #[command(flatten)]
+        audit: AuditDir,
+        /// The supervisor's operator id; the PIN is read from stdin.
+        #[arg(long, value_name = "ID")]
+        supervisor: String,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| format!("`{text}` is not a role: use technician or supervisor"))
 }
 
 pub fn run(args: OperatorsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        OperatorsCommand::Add { trust, id, name } => {
+        OperatorsCommand::Add {
+            trust,
+            id,
+            name,
+            role,
+        } => {
+            let min_pin_len = TrustStore::min_pin_length_of(&trust)?;
             let file = trust.join(OPERATORS_FILE);
             let mut list = read_list(&file)?;
             let mut pin = String::new();
@@ -66,7 +102,7 @@ pub fn run(args: OperatorsArgs) -> anyhow::Result<ExitCode> {
                 .read_line(&mut pin)
                 .context("could not read the PIN from stdin")?;
             let pin = pin.trim_end_matches(['\n', '\r']);
-            list.add(&id, &name, pin)
+            list.add(&id, &name, role, pin, min_pin_len)
                 .map_err(|e| UsageError(e.to_string()))?;
             write_list(&file, &list)?;
             print_result(&json!({"added": id, "name": name, "file": file}), || {
@@ -102,14 +138,34 @@ pub fn run(args: OperatorsArgs) -> anyhow::Result<ExitCode> {
                 "operators": list
                     .entries
                     .iter()
-                    .map(|e| json!({"id": e.id, "name": e.name}))
+                    .map(|e| json!({"id": e.id, "name": e.name, "role": e.role.name()}))
                     .collect::<Vec<_>>(),
             });
             print_result(&value, || {
                 for e in &list.entries {
-                    println!("{}\t{}", e.id, e.name);
+                    println!("{}\t{}\t{}", e.id, e.name, e.role.name());
                 }
             })?;
+        }
+        OperatorsCommand::Unlock {
+            id,
+            trust: trust_path,
+            audit,
+            supervisor,
+        } => {
+            let trust = TrustStore::load(&trust_path)?;
+            let mut log = audit.open(&trust)?;
+            let pin = read_pin()?;
+            let by =
+                operators::unlock(&trust, &trust_path, &mut log, &supervisor, Some(&pin), &id)?;
+            print_result(
+                &serde_json::json!({ "unlocked": id, "by": by.operator.id }),
+                || {
+                    output::info(format_args!(
+                        "unlocked operator {id}; recorded in the name of {supervisor}"
+                    ))
+                },
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

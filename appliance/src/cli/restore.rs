@@ -13,11 +13,10 @@ use nix::sys::signal::{SigSet, Signal};
 use serde_json::json;
 
 use reliquary_appliance::audit::{
-    lock_shared, AuditLog, Digest, Environment, Operator, Payload, SignInFailed,
-    RESTORE_RESERVE_BYTES,
+    lock_shared, AuditLog, Digest, Environment, Operator, RESTORE_RESERVE_BYTES,
 };
 use reliquary_appliance::exit::ExitClass;
-use reliquary_appliance::operators::{authorize, AuthorizeError};
+use reliquary_appliance::operators;
 use reliquary_appliance::ops::{self, Recording};
 use reliquary_appliance::restore::records::interrupted_restore;
 use reliquary_appliance::restore::{
@@ -41,12 +40,53 @@ pub struct AuditArgs {
     /// The operator's id, recorded in the audit log.
     #[arg(long, value_name = "ID")]
     operator: Option<String>,
-    /// The operator's full name.
+    /// The operator's full name (the operators list's name wins when the
+    /// trust store has one).
     #[arg(long = "operator-name", value_name = "NAME")]
     operator_name: Option<String>,
+    /// Read the operator's PIN from the first line of standard input (a
+    /// pipe); needed when the trust store has an operators list. At a
+    /// terminal the PIN is asked for with echo off, with or without this
+    /// flag.
+    #[arg(long = "pin-stdin")]
+    pin_stdin: bool,
 }
 
 impl AuditArgs {
+    /// Signs the operator in against `trust`'s operators list before
+    /// anything is recorded in `log` (see `operators::sign_in`): a wrong
+    /// PIN or unknown id is recorded there and refused. With no log the
+    /// sign-in is still required when the trust store lists operators.
+    pub fn sign_in(
+        &self,
+        trust: &TrustStore,
+        trust_path: &Path,
+        log: Option<&mut AuditLog>,
+    ) -> anyhow::Result<Operator> {
+        let Some(id) = &self.operator else {
+            if trust.operators_text().is_some() {
+                return Err(UsageError(
+                    "this trust store has an operators list: sign in with \
+                     --operator ID --pin-stdin"
+                        .into(),
+                )
+                .into());
+            }
+            return Ok(self.operator());
+        };
+        let pin = self.read_pin(id, trust)?;
+        operators::sign_in(
+            trust,
+            trust_path,
+            log,
+            id,
+            self.operator_name.as_deref(),
+            pin.as_deref(),
+        )
+        .map(|signed_in| signed_in.operator)
+        .map_err(anyhow::Error::from)
+    }
+
     /// Opens (and recovers) the audit log, if one was named.
     pub fn open_log(&self, trust: &TrustStore) -> anyhow::Result<Option<AuditLog>> {
         let Some(dir) = &self.audit else {
@@ -58,7 +98,24 @@ impl AuditArgs {
         )?))
     }
 
-    pub fn operator(&self) -> Operator {
+    /// The PIN from a piped stdin with `--pin-stdin`; at a terminal, asked
+    /// for with echo off when the flag is given or the trust store lists
+    /// operators; else none.
+    fn read_pin(&self, id: &str, trust: &TrustStore) -> anyhow::Result<Option<String>> {
+        let stdin_is_terminal = std::io::stdin().is_terminal();
+        if self.pin_stdin && !stdin_is_terminal {
+            return read_pin().map(Some);
+        }
+        if self.pin_stdin || (stdin_is_terminal && trust.operators_text().is_some()) {
+            let prompt = format!("PIN for {id}: ");
+            return terminal::read_secret(&prompt).map(Some).map_err(|e| {
+                FileError::new("cannot read the PIN from", Path::new("/dev/tty"), e).into()
+            });
+        }
+        Ok(None)
+    }
+
+    fn operator(&self) -> Operator {
         Operator {
             id: self.operator.clone().unwrap_or_default(),
             name: self.operator_name.clone(),
@@ -117,11 +174,6 @@ pub struct RestoreArgs {
     /// already holds an older copy of it (read back and compared first).
     #[arg(long = "only-differences")]
     only_differences: bool,
-    /// Read the operator's PIN from the first line of standard input (a
-    /// pipe); the confirmation is then asked on the terminal. At a terminal
-    /// the PIN is asked for with echo off, with or without this flag.
-    #[arg(long = "pin-stdin")]
-    pin_stdin: bool,
     /// Create TARGET as a regular file if it does not exist (never under /dev).
     #[arg(long = "create-file")]
     create_file: bool,
@@ -226,10 +278,12 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         Some(log) => lock_shared(log).ensure_space(RESTORE_RESERVE_BYTES)?,
         None => eprintln!("warning: --no-audit: this restore is recorded nowhere"),
     }
-    let mut operator = args.audit.operator();
-    if let Some(log) = &log {
-        operator.name = sign_in(&trust, &args, &operator, log)?.or(operator.name);
-    }
+    let operator = match &log {
+        Some(log) => args
+            .audit
+            .sign_in(&trust, &args.trust, Some(&mut lock_shared(log)))?,
+        None => args.audit.sign_in(&trust, &args.trust, None)?,
+    };
     let rules = TargetRules {
         image_path: &args.image,
         vault: args.vault.as_deref(),
@@ -273,7 +327,7 @@ pub fn restore_cmd(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         Unmapped::Left
     };
     if !args.yes {
-        confirm(&confirmed, &image, unmapped, args.pin_stdin)?;
+        confirm(&confirmed, &image, unmapped, args.audit.pin_stdin)?;
     }
     writing.store(true, Ordering::SeqCst);
     let request = RestoreRequest {
@@ -466,54 +520,30 @@ impl<'a> TargetResult<'a> {
     }
 }
 
-/// Checks the operator against the trust store's operators list, as the
-/// TUI's sign-in does (id and PIN, 21 CFR Part 11 §11.200); a refused PIN
-/// is recorded, never the PIN itself. Returns the name from the list.
-fn sign_in(
-    trust: &TrustStore,
-    args: &RestoreArgs,
-    operator: &Operator,
-    log: &Mutex<AuditLog>,
-) -> anyhow::Result<Option<String>> {
-    let stdin_is_terminal = std::io::stdin().is_terminal();
-    let prompt = format!("PIN for {}: ", operator.id);
-    let pin =
-        if args.pin_stdin && !stdin_is_terminal {
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line)?;
-            Some(line.trim_end_matches(['\n', '\r']).to_string())
-        } else if args.pin_stdin
-            || (stdin_is_terminal
-                && matches!(
-                    authorize(trust, &args.trust, &operator.id, None),
-                    Err(AuthorizeError::PinRequired(_))
-                ))
-        {
-            // At a terminal the PIN is asked for, and never echoed.
-            Some(terminal::read_secret(&prompt).map_err(|e| {
-                FileError::new("cannot read the PIN from", Path::new("/dev/tty"), e)
-            })?)
-        } else {
-            None
-        };
-    match authorize(trust, &args.trust, &operator.id, pin.as_deref()) {
-        Ok(name) => Ok(name),
-        Err(e @ (AuthorizeError::BadId(_) | AuthorizeError::PinRequired(_))) => {
-            Err(UsageError(e.to_string()).into())
-        }
-        Err(e @ AuthorizeError::Refused { .. }) => {
-            lock_shared(log).append(
-                operator,
-                Payload::SignInFailed(SignInFailed {
-                    operator_id: operator.id.clone(),
-                    attempt: 1,
-                    locked: false,
-                }),
-            )?;
-            Err(CliRefusal(format!("{e}; nothing was written")).into())
-        }
-        Err(e) => Err(e.into()),
+/// The audit directory of a command that always records (`operators
+/// unlock`).
+#[derive(Debug, Args)]
+pub struct AuditDir {
+    /// The audit log directory (see `reliquary audit init`).
+    #[arg(long = "audit", value_name = "DIR")]
+    dir: PathBuf,
+}
+
+impl AuditDir {
+    pub fn open(&self, trust: &TrustStore) -> anyhow::Result<AuditLog> {
+        Ok(AuditLog::open(
+            &self.dir,
+            Environment::system(Some(Digest(trust.digest()))),
+        )?)
     }
+}
+
+/// The first line of standard input, without its line end. The PIN is
+/// never echoed, logged or recorded.
+pub fn read_pin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 /// What a failed or cancelled restore left on the disk, as a sentence.
@@ -553,18 +583,26 @@ pub struct AlreadyReported(pub ExitClass);
 pub fn check_cmd(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let trust = TrustStore::load(&args.trust)?;
     let image = open_image(&args.image)?.verify(&trust)?;
+    // The operator signs in before the disks are read, so a refused PIN
+    // costs no check and leaves its own record.
+    let log = args.audit.open_log(&trust)?.map(Mutex::new);
+    let operator = match &log {
+        Some(log) => Some(
+            args.audit
+                .sign_in(&trust, &args.trust, Some(&mut lock_shared(log)))?,
+        ),
+        None => None,
+    };
     let disks = args
         .targets
         .iter()
         .map(|path| open_for_check(path, &image).map(|(file, bytes)| (path.as_path(), file, bytes)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let several = disks.len() > 1;
-    let log = args.audit.open_log(&trust)?.map(Mutex::new);
-    let operator = args.audit.operator();
-    let recording = log.as_ref().map(|log| Recording {
-        log,
-        operator: &operator,
-    });
+    let recording = log
+        .as_ref()
+        .zip(operator.as_ref())
+        .map(|(log, operator)| Recording { log, operator });
     let meter = (!several).then(|| Meter::terminal_only("check", image.manifest().logical_bytes()));
     // One pass reads every disk; the image is not read at all, only its
     // signed digests, and each piece is hashed once for all the disks.

@@ -820,6 +820,10 @@ fn exception(vr: &VerifiedRecord) -> Option<(u64, String)> {
         Payload::Recovered { offset, length, .. } => {
             format!("RECOVERED torn tail of {length} bytes at offset {offset}")
         }
+        Payload::OperatorUnlocked(o) => format!(
+            "UNLOCKED: operator {} was unlocked by {}",
+            o.operator_id, rec.meta.operator.id
+        ),
         _ if rec.meta.time.clock_anomaly => format!(
             "CLOCK: the real-time clock read {}, below the floor; the floor was recorded",
             format_time(rec.meta.time.rtc_unix_millis)
@@ -885,6 +889,8 @@ fn summary_line(vr: &VerifiedRecord) -> String {
             f.attempt,
             if f.locked { ", locked" } else { "" }
         ),
+        Payload::SignedIn(o) => format!("{} signed in after failed sign-ins", o.operator_id),
+        Payload::OperatorUnlocked(o) => format!("unlocked operator {}", o.operator_id),
     };
     let line = format!("{when} by {}: {what}", rec.meta.operator.id);
     if invalid.is_empty() {

@@ -15,7 +15,7 @@ use reliquary_image::keys::{public_key_path, KeyError, SigningKey};
 use reliquary_image::{Meaning, SignerStatement, TrustError, TrustStore};
 
 use crate::engine::SessionConfig;
-use crate::operators::{OperatorList, OperatorsError, OPERATORS_FILE};
+use crate::operators::{OperatorList, OperatorsError, Role, DEFAULT_MIN_PIN_LEN, OPERATORS_FILE};
 
 /// The demo disk's default size: a few hundred MiB sets up in seconds.
 pub const DEFAULT_SIZE_MIB: u64 = 256;
@@ -23,16 +23,16 @@ pub const DEFAULT_SIZE_MIB: u64 = 256;
 const FILL_PERCENT: u64 = 35;
 /// The operators the demo's trust store lists: id, name and PIN. The demo
 /// shows them on its sign-in screen; a real stick never has a PIN in clear.
-pub const DEMO_OPERATORS: [(&str, &str, &str); 2] = [
-    ("tech1", "Demo Technician", "1111"),
-    ("qa2", "Demo Reviewer", "2222"),
+pub const DEMO_OPERATORS: [(&str, &str, Role, &str); 2] = [
+    ("tech1", "Demo Technician", Role::Technician, "111111"),
+    ("qa2", "Demo Reviewer", Role::Supervisor, "222222"),
 ];
 
 /// The demo's operator ids and PINs, for its sign-in screen.
 pub fn demo_pins() -> Vec<(String, String)> {
     DEMO_OPERATORS
         .iter()
-        .map(|(id, _, pin)| (id.to_string(), pin.to_string()))
+        .map(|(id, _, _, pin)| (id.to_string(), pin.to_string()))
         .collect()
 }
 
@@ -134,8 +134,8 @@ pub fn prepare(root: &Path, size_mib: u64) -> Result<DemoPaths, DemoError> {
         }
     })?;
     let mut operators = OperatorList::default();
-    for (id, name, pin) in DEMO_OPERATORS {
-        operators.add(id, name, pin)?;
+    for (id, name, role, pin) in DEMO_OPERATORS {
+        operators.add(id, name, role, pin, DEFAULT_MIN_PIN_LEN)?;
     }
     let operators_file = paths.trust.join(OPERATORS_FILE);
     std::fs::write(&operators_file, operators.to_text()).map_err(|source| DemoError::Create {

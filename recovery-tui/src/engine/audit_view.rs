@@ -260,6 +260,11 @@ fn describe(record: &Record, details: &mut Vec<(String, String)>) -> String {
             }
             format!("sign-in of {} failed", f.operator_id)
         }
+        Payload::SignedIn(o) => format!("{} signed in after failed sign-ins", o.operator_id),
+        Payload::OperatorUnlocked(o) => {
+            add("Unlocked by", record.meta.operator.id.clone());
+            format!("operator {} unlocked", o.operator_id)
+        }
     }
 }
 
