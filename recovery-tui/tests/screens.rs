@@ -284,7 +284,7 @@ fn linux_console_screens_use_only_cp437() {
     let mut help = signed_in();
     handle_key(&mut help, key(KeyCode::Char('?')));
     let mut demo_sign_in = App::new(fixtures::vault(), Some(operators()), true);
-    demo_sign_in.demo_pins = vec![("tech1".into(), "1111".into())];
+    demo_sign_in.demo_pins = vec![("tech1".into(), "111111".into())];
     let screens: Vec<(&str, App)> = vec![
         ("sign_in", demo_sign_in),
         ("not_ready", fixtures::not_ready()),

@@ -231,3 +231,13 @@ pub fn kernel_scans_partitions() -> bool {
         false
     })
 }
+
+/// A trust store without an operators list, as a workstation keeps: one
+/// throwaway key's `.pub` file in `dir`. Commands that record (`audit
+/// note`, `check --audit`) take it as `--trust` and then sign nobody in.
+pub fn trust_without_operators(dir: &Path) -> PathBuf {
+    let key = dir.join("workstation-trust");
+    reliquary_image::keys::SigningKey::generate_to_files(&key, Some("Workstation"))
+        .unwrap_or_else(|e| panic!("cannot make a trust key in {}: {e}", dir.display()));
+    reliquary_image::keys::public_key_path(&key)
+}

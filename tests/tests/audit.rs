@@ -23,7 +23,7 @@ use reliquary_appliance::audit::{
     SignInFailed, SignerRef, TargetRef, Unmapped, RESTORE_RESERVE_BYTES,
 };
 use reliquary_image::keys::{PublicKey, SigningKey};
-use reliquary_tests::{reliquary_bin, running_as_root, skip_or_fail};
+use reliquary_tests::{reliquary_bin, running_as_root, skip_or_fail, trust_without_operators};
 
 /// 2030-01-01T00:00:00Z: later than any build time, so fixtures do not move.
 const FIXED_TIME_MS: i64 = 1_893_456_000_000;
@@ -929,12 +929,16 @@ fn the_last_frame_cut_zeroed_or_garbled_at_every_offset_is_a_torn_tail() {
     let out = verify_cli(tmp.path(), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("warning: the log ends with a torn append of 100 bytes"));
+    let keys = tempfile::tempdir().expect("tempdir");
+    let trust = trust_without_operators(keys.path()).display().to_string();
     let d = tmp.path().to_str().expect("utf8");
     let out = run(&[
         "audit",
         "note",
         "--dir",
         d,
+        "--trust",
+        &trust,
         "--operator",
         "op9",
         "--text",
@@ -972,12 +976,16 @@ fn a_corrupted_middle_frame_is_tampering_never_truncated_and_appends_are_refused
         }
         other => panic!("expected Damaged, got {other:?}"),
     }
+    let keys = tempfile::tempdir().expect("tempdir");
+    let trust = trust_without_operators(keys.path()).display().to_string();
     let d = tmp.path().to_str().expect("utf8");
     let out = run(&[
         "audit",
         "note",
         "--dir",
         d,
+        "--trust",
+        &trust,
         "--operator",
         "op1",
         "--text",
@@ -1250,12 +1258,16 @@ fn a_nearly_full_log_file_system_refuses_before_a_restore_and_a_failed_write_deg
     // The CLI path refuses the same way, before writing anything.
     drop(log);
     let before = log_bytes(&dir);
+    let keys = tempfile::tempdir().expect("tempdir");
+    let trust = trust_without_operators(keys.path()).display().to_string();
     let d = dir.to_str().expect("utf8");
     let out = run(&[
         "audit",
         "note",
         "--dir",
         d,
+        "--trust",
+        &trust,
         "--operator",
         "op1",
         "--text",

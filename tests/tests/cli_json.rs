@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 use reliquary_image::layout::{Preamble, PREAMBLE_LEN};
-use reliquary_tests::reliquary_bin;
+use reliquary_tests::{reliquary_bin, trust_without_operators};
 
 struct Work {
     dir: tempfile::TempDir,
@@ -212,11 +212,14 @@ fn audit_commands_print_json_on_success_and_on_every_error_class() {
     let dir = w.s("audit");
     let v = ok(&["audit", "init", "--dir", &dir, "--appliance-id", "line-9"]);
     assert_eq!(v["appliance_id"], "line-9");
+    let trust = trust_without_operators(w.dir.path()).display().to_string();
     let v = ok(&[
         "audit",
         "note",
         "--dir",
         &dir,
+        "--trust",
+        &trust,
         "--operator",
         "jdoe",
         "--text",

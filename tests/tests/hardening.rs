@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use reliquary_tests::{reliquary_bin, running_as_root, skip_or_fail};
+use reliquary_tests::{reliquary_bin, running_as_root, skip_or_fail, trust_without_operators};
 
 /// Longest a refusal may take; the old code hung forever on a FIFO.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,6 +123,8 @@ fn a_fifo_as_image_as_trust_or_as_audit_log_is_refused_at_once() {
             "note",
             "--dir",
             s(&audit),
+            "--trust",
+            s(&trust_without_operators(root)),
             "--operator",
             "op1",
             "--text",
@@ -197,7 +199,10 @@ fn audit_log_with_a_note(dir: &Path, id: &str) {
 
 fn note(dir: &Path) -> Output {
     let mut cmd = Command::new(reliquary_bin());
-    cmd.args(["audit", "note", "--dir", s(dir), "--operator", "op1"])
+    let keys = tempfile::tempdir().expect("tempdir");
+    let trust = trust_without_operators(keys.path());
+    cmd.args(["audit", "note", "--dir", s(dir), "--trust", s(&trust)])
+        .args(["--operator", "op1"])
         .args(["--text", "shift handover"]);
     run_within(cmd, Duration::from_secs(120))
 }
@@ -338,11 +343,13 @@ fn a_sigkill_during_the_quarantine_copy_leaves_the_log_as_it_was() {
         let dir = tmp.path().join("audit");
         audit_log_with_a_note(&dir, "sigkill-1");
         let tail = append_torn_tail(&dir, TAIL);
+        let trust = trust_without_operators(tmp.path());
         let log_before = sha256(&std::fs::read(dir.join("audit.log")).expect("read"));
         let names_before = dir_names(&dir);
 
         let mut child = Command::new(reliquary_bin())
-            .args(["audit", "note", "--dir", s(&dir), "--operator", "op1"])
+            .args(["audit", "note", "--dir", s(&dir), "--trust", s(&trust)])
+            .args(["--operator", "op1"])
             .args(["--text", "shift handover"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

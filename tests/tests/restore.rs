@@ -2260,7 +2260,7 @@ fn with_an_operators_list_restore_needs_a_valid_id_and_its_pin() {
     add.stdin
         .take()
         .expect("stdin")
-        .write_all(b"4711\n")
+        .write_all(b"471100\n")
         .expect("pin");
     assert!(add.wait().expect("wait").success());
     let audit = audit_dir(&fx);
@@ -2299,17 +2299,17 @@ fn with_an_operators_list_restore_needs_a_valid_id_and_its_pin() {
     let out = restore("tech1", None);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("PIN"), "{}", text(&out));
-    let out = restore("tech1", Some("0000"));
+    let out = restore("tech1", Some("000000"));
     assert_refused(&out, &["tech1"]);
     assert_untouched(lo.path());
     let records = audit_records(&audit);
     let failed = records.last().expect("a record");
     assert_eq!(failed["record"]["kind"], "SignInFailed", "{failed}");
     assert!(
-        !failed.to_string().contains("0000"),
+        !failed.to_string().contains("000000"),
         "the PIN was recorded: {failed}"
     );
-    let out = restore("tech1", Some("4711"));
+    let out = restore("tech1", Some("471100"));
     assert!(out.status.success(), "{}", text(&out));
     assert_same_bytes(&raw, lo.path());
     let records = audit_records(&audit);

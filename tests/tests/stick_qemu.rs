@@ -36,7 +36,7 @@ use reliquary_tests::{reliquary_bin, running_as_root, skip_or_fail};
 
 const OPERATOR: &str = "tech1";
 /// The operator's PIN (21 CFR Part 11: an id and a secret).
-const PIN: &str = "2468";
+const PIN: &str = "246813";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 /// OVMF that enforces Secure Boot (needs SMM), with a variable store whose

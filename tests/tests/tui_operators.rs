@@ -37,43 +37,74 @@ fn operators_are_added_listed_and_removed_with_hashed_pins() {
     let trust = dir.path().to_str().expect("utf-8 path");
     let (code, _, err) = operators(
         &["add", "--trust", trust, "op7", "--name", "Alice Jones"],
-        "4711\n",
+        "471100\n",
     );
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = operators(
-        &["add", "--trust", trust, "svc12", "--name", "Bob Smith"],
+        &[
+            "add",
+            "--trust",
+            trust,
+            "svc12",
+            "--name",
+            "Bob Smith",
+            "--role",
+            "supervisor",
+        ],
         "s3cret!\n",
     );
     assert_eq!(code, 0, "{err}");
 
     let text = std::fs::read_to_string(dir.path().join(OPERATORS_FILE)).expect("written");
     assert!(
-        !text.contains("4711") && !text.contains("s3cret!"),
+        !text.contains("471100") && !text.contains("s3cret!"),
         "{text}"
     );
     let list = OperatorList::parse(&text, dir.path()).expect("parses");
     assert_eq!(
-        list.verify("op7", "4711").map(|e| e.name.as_str()),
+        list.verify("op7", "471100").map(|e| e.name.as_str()),
         Ok("Alice Jones")
     );
     assert_eq!(list.verify("op7", "s3cret!"), Err(SignInRefusal::WrongPin));
 
     let (code, out, _) = operators(&["list", "--trust", trust], "");
     assert_eq!(code, 0);
-    assert_eq!(out, "op7\tAlice Jones\nsvc12\tBob Smith\n");
+    assert_eq!(
+        out,
+        "op7\tAlice Jones\ttechnician\nsvc12\tBob Smith\tsupervisor\n"
+    );
 
     // Refusals are usage errors (exit 2) and change nothing.
     let (code, _, err) = operators(
         &["add", "--trust", trust, "op7", "--name", "Again"],
-        "1234\n",
+        "123456\n",
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("already listed"), "{err}");
-    let (code, _, err) = operators(&["add", "--trust", trust, "op8", "--name", "Short"], "12\n");
+    // PINs of at least 6 characters: a 4-digit PIN falls to brute force.
+    for short in ["4711\n", "12345\n"] {
+        let (code, _, err) = operators(&["add", "--trust", trust, "op8", "--name", "Short"], short);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("at least 6"), "{err}");
+    }
+    // A policy line may ask for more.
+    std::fs::write(dir.path().join("policy"), "min-pin-length 8\n").expect("policy");
+    let (code, _, err) = operators(
+        &["add", "--trust", trust, "op8", "--name", "Short"],
+        "1234567\n",
+    );
     assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at least 8"), "{err}");
+    let (code, _, err) = operators(
+        &["add", "--trust", trust, "op8", "--name", "Long enough"],
+        "12345678\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = operators(&["remove", "--trust", trust, "op8"], "");
+    assert_eq!(code, 0, "{err}");
     let (code, _, err) = operators(
         &["add", "--trust", trust, "bad id", "--name", "X"],
-        "1234\n",
+        "123456\n",
     );
     assert_eq!(code, 2, "{err}");
 
@@ -82,5 +113,5 @@ fn operators_are_added_listed_and_removed_with_hashed_pins() {
     let (code, _, err) = operators(&["remove", "--trust", trust, "op7"], "");
     assert_eq!(code, 2, "{err}");
     let (_, out, _) = operators(&["list", "--trust", trust], "");
-    assert_eq!(out, "svc12\tBob Smith\n");
+    assert_eq!(out, "svc12\tBob Smith\tsupervisor\n");
 }

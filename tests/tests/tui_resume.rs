@@ -116,7 +116,7 @@ fn kill_a_restore_midway(p: &DemoPaths) -> u64 {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(b"1111\n")
+        .write_all(b"111111\n")
         .expect("writes the PIN");
     let started = Instant::now();
     loop {

@@ -273,6 +273,12 @@ pub fn exit_class(err: &anyhow::Error) -> ExitClass {
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::report::ReportError>() {
             return e.exit_class();
         }
+        // Anyone on the machine could have changed who is trusted.
+        if let Some(reliquary_image::trust::TrustError::WorldWritable(_)) =
+            cause.downcast_ref::<reliquary_image::trust::TrustError>()
+        {
+            return ExitClass::Refused;
+        }
         if let Some(e) = cause.downcast_ref::<reliquary_appliance::operators::SignInError>() {
             return e.exit_class();
         }

@@ -33,7 +33,7 @@ pub fn sign_in(tmux: &Tmux, id: &str, pin: &str) {
 
 /// Signs in as tech1 and chooses the vault's image: the target list.
 pub fn open_targets(tmux: &Tmux) {
-    open_targets_as(tmux, "tech1", "1111");
+    open_targets_as(tmux, "tech1", "111111");
 }
 
 /// Signs in as `id` with `pin` and chooses the vault's image: the target
