@@ -19,8 +19,8 @@ use reliquary_appliance::audit::layout::{
 };
 use reliquary_appliance::audit::{
     verify_bytes, verify_dir, AuditError, AuditLog, Digest, Environment, FixedClock, ImageRef,
-    Kind, LogEnd, Operator, Payload, RestoreFinished, RestoreMode, RestoreOutcome, RestoreStarted,
-    SignInFailed, SignerRef, TargetRef, Unmapped, RESTORE_RESERVE_BYTES,
+    Kind, LogEnd, Operator, OperatorRef, Payload, RestoreFinished, RestoreMode, RestoreOutcome,
+    RestoreStarted, SignInFailed, SignerRef, TargetRef, Unmapped, RESTORE_RESERVE_BYTES,
 };
 use reliquary_image::keys::{PublicKey, SigningKey};
 use reliquary_tests::{reliquary_bin, running_as_root, skip_or_fail, trust_without_operators};
@@ -232,6 +232,20 @@ fn build_golden(dir: &Path) {
         }),
     )
     .expect("append");
+    log.append(
+        &op("qa7"),
+        Payload::OperatorUnlocked(OperatorRef {
+            operator_id: "qa9".into(),
+        }),
+    )
+    .expect("append");
+    log.append(
+        &op("qa9"),
+        Payload::SignedIn(OperatorRef {
+            operator_id: "qa9".into(),
+        }),
+    )
+    .expect("append");
     log.append(&op("qa7"), note("line 3 back in production"))
         .expect("append");
 }
@@ -293,20 +307,26 @@ fn golden_log_matches_the_generator_and_the_spec_tables() {
         assert_eq!(&body[4..8], &[0; 4]);
         assert_eq!(u64::from_le_bytes(body[8..16].try_into().unwrap()), seq);
         assert_eq!(&body[16..48], &prev[..], "prev hash of record {seq}");
+        let kind = u16::from_le_bytes([body[2], body[3]]);
+        if kind == 9 || kind == 10 {
+            // SignedIn, OperatorUnlocked: the payload is the operator id
+            // alone, a postcard string (varint length, bytes).
+            assert!(body.ends_with(b"\x03qa9"), "payload of record {seq}");
+        }
         let framed = (88 + len).div_ceil(4096) * 4096;
         assert!(f[88 + len..framed].iter().all(|&b| b == 0), "padding");
         prev = hash;
         off += framed;
         seq += 1;
     }
-    assert_eq!(seq, 7);
+    assert_eq!(seq, 9);
     let kinds: Vec<u16> = verify_dir(&fixtures, &key, Some(&fixtures.join("checkpoint")))
         .expect("verify")
         .records
         .iter()
         .map(|r| r.record.as_ref().expect("decoded").kind as u16)
         .collect();
-    assert_eq!(kinds, [1, 4, 5, 2, 3, 8, 7]);
+    assert_eq!(kinds, [1, 4, 5, 2, 3, 8, 10, 9, 7]);
 }
 
 /// A log written by body version 1 software (the golden log of that
