@@ -90,15 +90,7 @@ impl TrustStore {
             source,
         };
         let meta = std::fs::metadata(path).map_err(read_err)?;
-        let mut store = TrustStore {
-            keys: BTreeMap::new(),
-            threshold: 1,
-            revoked_keys: BTreeSet::new(),
-            revoked_images: BTreeSet::new(),
-            min_pin_length: DEFAULT_MIN_PIN_LEN,
-            digest: [0; 32],
-            operators: None,
-        };
+        let mut store = TrustStore::empty();
         // The digest covers every file that decides trust, keys in name order.
         let mut digest_input = DigestInput::default();
         if meta.is_dir() {
@@ -136,11 +128,9 @@ impl TrustStore {
         Ok(store)
     }
 
-    /// The `min-pin-length` of the policy in trust-store directory `dir`
-    /// (the default without a policy or line), read without its keys: a
-    /// list of operators may be kept before the keys arrive.
-    pub fn min_pin_length_of(dir: &Path) -> Result<usize, TrustError> {
-        let mut store = TrustStore {
+    /// No keys, the default policy, no operators.
+    fn empty() -> Self {
+        TrustStore {
             keys: BTreeMap::new(),
             threshold: 1,
             revoked_keys: BTreeSet::new(),
@@ -148,7 +138,14 @@ impl TrustStore {
             min_pin_length: DEFAULT_MIN_PIN_LEN,
             digest: [0; 32],
             operators: None,
-        };
+        }
+    }
+
+    /// The `min-pin-length` of the policy in trust-store directory `dir`
+    /// (the default without a policy or line), read without its keys: a
+    /// list of operators may be kept before the keys arrive.
+    pub fn min_pin_length_of(dir: &Path) -> Result<usize, TrustError> {
+        let mut store = TrustStore::empty();
         let policy = dir.join(POLICY_FILE);
         if let Some(text) = read_optional_text(&policy)? {
             store.apply_policy(&text, &policy)?;
