@@ -128,19 +128,28 @@ if [ ! -f corpus/trust_store/store ]; then
   } > corpus/trust_store/store
 fi
 
+# operators: a supervisor and a technician as `operators add` writes them.
+mkdir -p corpus/operators
+if [ ! -f corpus/operators/two ]; then
+  {
+    printf 'op7 $argon2id$v=19$m=19456,t=2,p=1$PteIpv8l0AHMTkyjDM32/w$dYKDT5fvm+0Lb58ZkdxLYppGBinr8vIDu1Ptj/psjsA Alice Jones\n'
+    printf 'qa2 $argon2id$v=19$m=19456,t=2,p=1$NseYSIs0ZSVJrfa7BRE7LQ$9yZrqkfx9qeHWS55PaW/fzMRMXqodwTum7QNRJ8FHyA role=supervisor Q. Adams # QA\n'
+  } > corpus/operators/two
+fi
+
 # ntfs_bitmap: the ntfs crate (0.4) panics on hostile volumes (unreachable!()
 # on short reads, arithmetic overflow), which capture catches and turns into
 # "keep every sector". The target replaces libFuzzer's abort-on-any-panic
 # hook and fails only on a panic that escapes capture's NTFS entry point.
 mkdir -p logs
-# index and trust_store run under the memory target of every command
+# index, trust_store and operators run under the memory target of every command
 # (RELIABILITY.md): 256 MiB of RSS whatever the input claims.
 for target in preamble manifest index chunk audit_log checkpoint mountinfo partition_table \
-  trust_store ext_bitmaps fat_table ntfs_bitmap sector_size stick_verify ntfs_records fat_chains \
-  ext_inodes; do
+  trust_store operators ext_bitmaps fat_table ntfs_bitmap sector_size stick_verify ntfs_records \
+  fat_chains ext_inodes; do
   echo "== fuzz $target for ${secs}s"
   case $target in
-    index | trust_store) rss=256 malloc=256 ;;
+    index | trust_store | operators) rss=256 malloc=256 ;;
     *) rss=2048 malloc=512 ;;
   esac
   if ! cargo +nightly fuzz run "$target" "corpus/$target" -- -max_len=3145728 \

@@ -1,7 +1,7 @@
 //! Entry points for the fuzz targets in `fuzz/` that cover the appliance's
 //! parsers of untrusted bytes: audit logs, checkpoints, mount tables,
-//! partition tables, the sector-size detection and the file-system
-//! allocation maps. Each must return without panicking or allocating
+//! partition tables, the sector-size detection, the file-system
+//! allocation maps and the operators list. Each must return without panicking or allocating
 //! without bound, whatever the input.
 
 use std::io::Cursor;
@@ -9,6 +9,7 @@ use std::io::Cursor;
 use reliquary_image::keys::PublicKey;
 
 use crate::audit::{verify_bytes, Checkpoint};
+use crate::operators::OperatorList;
 
 /// The Ed25519 base point: a valid key that signed nothing in the input.
 const SOME_KEY: [u8; 32] = [
@@ -20,6 +21,24 @@ const SOME_KEY: [u8; 32] = [
 pub fn audit_log(data: &[u8]) {
     if let Ok(key) = PublicKey::from_bytes(SOME_KEY) {
         let _ = verify_bytes(data, &key, None);
+    }
+}
+
+/// Parses arbitrary bytes as an operators file. Nothing is hashed: the
+/// parser only looks at a line's Argon2 parameters, whatever they claim. A
+/// list it accepts must read back unchanged from its own text.
+pub fn operators(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = std::path::Path::new(crate::operators::OPERATORS_FILE);
+    if let Ok(list) = OperatorList::parse(text, path) {
+        let again = OperatorList::parse(&list.to_text(), path);
+        assert_eq!(
+            again.ok(),
+            Some(list),
+            "the list changed through its own text"
+        );
     }
 }
 
@@ -146,8 +165,22 @@ mod tests {
             ntfs_bitmap(data);
             sector_size(data);
             stick_verify(data);
+            operators(data);
         }
         assert!(PublicKey::from_bytes(SOME_KEY).is_ok());
         assert!(crate::stick::parse_manifest(STICK_MANIFEST).is_ok());
+    }
+
+    #[test]
+    fn the_operators_harness_round_trips_a_list_with_both_roles() {
+        let mut list = OperatorList::default();
+        for (id, role) in [
+            ("op7", crate::operators::Role::Technician),
+            ("qa2", crate::operators::Role::Supervisor),
+        ] {
+            list.add(id, "Alice Jones", role, "123456", 6).expect("add");
+        }
+        operators(list.to_text().as_bytes());
+        operators(b"op7 $argon2id$v=19$m=4194304,t=2,p=1$c2FsdHNhbHQ$aGFzaA role=supervisor X\n");
     }
 }

@@ -156,18 +156,38 @@ impl Demo {
     }
 
     /// The demo image restored in full by `reliquary restore` onto a new
-    /// file: the bytes a restore in the TUI must leave.
+    /// file: the bytes a restore in the TUI must leave. Unrecorded, but
+    /// still signed in: the demo's trust store lists operators.
     pub fn reference_restore(&self) -> PathBuf {
+        use std::io::Write;
         let p = &self.paths;
         let reference = p.root.join("reference.raw");
-        let (ok, out) = run(Command::new(reliquary_bin())
+        let mut child = Command::new(reliquary_bin())
             .arg("restore")
             .arg(&p.image)
             .arg(&reference)
             .arg("--trust")
             .arg(&p.trust)
-            .args(["--no-audit", "--yes", "--create-file"]));
-        assert!(ok, "the reference restore failed:\n{out}");
+            .args(["--no-audit", "--yes", "--create-file"])
+            .args(["--operator", "tech1", "--pin-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("runs reliquary restore");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"111111\n")
+            .expect("writes the PIN");
+        let out = child.wait_with_output().expect("waits");
+        assert!(
+            out.status.success(),
+            "the reference restore failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         reference
     }
 }
