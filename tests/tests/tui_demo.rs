@@ -131,7 +131,7 @@ fn v_on_the_image_details_verifies_every_chunk_and_records_it() {
     };
     let tmux = &demo.tmux;
     tmux.wait_for("Operator id", START_TIMEOUT);
-    sign_in(tmux, "tech1", "1111");
+    sign_in(tmux, "tech1", "111111");
     tmux.wait_for("trusted", SCREEN_TIMEOUT);
     tmux.keys(&["Enter"]);
     tmux.wait_for("Image details", SCREEN_TIMEOUT);
