@@ -65,7 +65,7 @@ fn the_pin_is_asked_with_echo_off_and_a_piped_pin_is_confirmed_on_the_terminal()
             "--name",
             "Alice Jones",
         ],
-        "4711\n",
+        "471193\n",
     );
     let disk = t.join("disk.raw");
     std::fs::write(&disk, vec![0x5a; 1 << 20]).expect("disk");
@@ -101,10 +101,10 @@ fn the_pin_is_asked_with_echo_off_and_a_piped_pin_is_confirmed_on_the_terminal()
     // At a terminal: a prompt, no echo, then the confirmation.
     let tmux = Tmux::start("pin", &format!("{}; sleep 120", restore("a.raw")));
     tmux.wait_for("PIN for op7:", TIMEOUT);
-    tmux.type_text("4711");
+    tmux.type_text("471193");
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for("Type `yes` to continue:", TIMEOUT);
-    assert!(!screen.contains("4711"), "the PIN was echoed:\n{screen}");
+    assert!(!screen.contains("471193"), "the PIN was echoed:\n{screen}");
     // The question claims no more than a restore writes.
     assert!(screen.contains("About to OVERWRITE:"), "{screen}");
     assert!(!screen.contains("every byte"), "{screen}");
@@ -114,12 +114,12 @@ fn the_pin_is_asked_with_echo_off_and_a_piped_pin_is_confirmed_on_the_terminal()
     drop(tmux);
 
     // The PIN on standard input: the confirmation is asked on the terminal.
-    let piped = format!("echo 4711 | {} --pin-stdin; sleep 120", restore("b.raw"));
+    let piped = format!("echo 471193 | {} --pin-stdin; sleep 120", restore("b.raw"));
     let tmux = Tmux::start("piped", &piped);
     tmux.wait_for("Type `yes` to continue:", TIMEOUT);
     tmux.type_text("yes");
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for("RESTORED", TIMEOUT);
-    assert!(!screen.contains("4711"), "{screen}");
+    assert!(!screen.contains("471193"), "{screen}");
     assert!(t.join("a.raw").exists() && t.join("b.raw").exists());
 }
