@@ -160,6 +160,10 @@ fn a_restore_without_meaning_or_work_order_is_a_usage_error_and_writes_nothing()
     .expect("json");
     assert_eq!(started["record"]["payload"]["meaning"], "replacement");
     assert_eq!(started["record"]["payload"]["reason"], "WO-4711");
+    // `show` calls it what the papers and the TUI call it.
+    let out = ok(run(&["audit", "show", "--dir", s(&audit)]));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("work order: WO-4711"), "{table}");
 }
 
 fn pdftotext(pdf: &Path) -> String {

@@ -275,7 +275,7 @@ fn details(r: &Record) -> String {
                     d.push_str(&format!(", meaning: {meaning}"));
                 }
                 if let Some(reason) = &s.reason {
-                    d.push_str(&format!(", reason: {reason}"));
+                    d.push_str(&format!(", work order: {reason}"));
                 }
             }
             d
