@@ -1654,11 +1654,11 @@ fn a_fat32_below_65525_clusters_is_read_as_fat32() {
 }
 
 /// An ext4 whose superblock free count disagrees with its groups, one
-/// whose bitmap frees a file's blocks with every count adjusted (debugfs
-/// `freeb`; only the inodes contradict it), and one whose journal needs
-/// recovery.
+/// whose bitmap frees a file's block with every count adjusted (debugfs
+/// `freeb`; only the inode contradicts it), one whose inode bitmap frees an
+/// inode in use (`freei`), and one whose journal needs recovery.
 #[test]
-fn ext4_free_counts_that_disagree_or_a_journal_to_replay_keep_it_whole() {
+fn ext4_counts_or_bitmaps_that_disagree_or_a_journal_to_replay_keep_it_whole() {
     let Some(fx) = Fixture::new(&["sfdisk", "partx", "mkfs.ext4", "mount", "debugfs"]) else {
         return;
     };
@@ -1666,11 +1666,12 @@ fn ext4_free_counts_that_disagree_or_a_journal_to_replay_keep_it_whole() {
     let pristine = std::fs::read(&raw).expect("read raw");
     let debugfs = |request: &str| {
         let (lo, part) = attach_with_partition(&raw).expect("attach");
-        run(Command::new("debugfs")
+        let out = run(Command::new("debugfs")
             .args(["-w", "-R", request])
             .arg(&part));
         drop(part);
         std::fs::copy(lo.backing_file(), &raw).expect("copy back");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     debugfs("ssv free_blocks_count 1000");
     expect_kept_whole(
@@ -1680,6 +1681,54 @@ fn ext4_free_counts_that_disagree_or_a_journal_to_replay_keep_it_whole() {
         "ext4",
         &["the superblock says 1000"],
     );
+
+    // A file's first block freed in the bitmap (freeb), its group's and the
+    // superblock's counts adjusted to match: only the inode's extents
+    // contradict the bitmap.
+    std::fs::write(&raw, &pristine).expect("restore raw");
+    let blocks = debugfs("blocks <12>");
+    let block: u64 = blocks
+        .split_whitespace()
+        .next()
+        .and_then(|b| b.parse().ok())
+        .expect("inode 12 has blocks");
+    let stats = debugfs("stats");
+    let field = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("debugfs stats has no {name:?}"))
+    };
+    let group = (block - field("First block:")) / field("Blocks per group:");
+    let group_free: u64 = stats
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with(&format!("Group {group:2}:")))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the group's free blocks");
+    debugfs(&format!("freeb {block}"));
+    debugfs(&format!(
+        "set_bg {group} free_blocks_count {}",
+        group_free + 1
+    ));
+    debugfs(&format!(
+        "ssv free_blocks_count {}",
+        field("Free blocks:") + 1
+    ));
+    expect_kept_whole(
+        &fx,
+        &raw,
+        "ext-freeb",
+        "ext4",
+        &["which the block bitmap marks free"],
+    );
+
+    // debugfs's freei clears the inode's bit and leaves every count alone.
+    std::fs::write(&raw, &pristine).expect("restore raw");
+    debugfs("freei <12>");
+    expect_kept_whole(&fx, &raw, "ext-inode-bitmap", "ext4", &["inode bitmap has"]);
 
     std::fs::write(&raw, &pristine).expect("restore raw");
     debugfs("feature needs_recovery");

@@ -234,8 +234,8 @@ pub(super) fn free_space<S: ReadAt + ?Sized>(
         ),
         format!(
             "{bitmap_free} free blocks in the superblock, the sum over the {} groups' \
-             descriptors and the bitmaps alike; {} free inodes in the superblock and the \
-             descriptors alike",
+             descriptors and the bitmaps alike; {} free inodes in the superblock, the \
+             descriptors and the inode bitmaps alike",
             descriptors.len(),
             sb.free_inodes
         ),
@@ -284,6 +284,13 @@ fn walk_inodes<S: ReadAt + ?Sized>(
         };
         let in_table = in_table.min(sb.block_size * 8);
         bytes.read(&mut inode_bitmap, group.inode_bitmap * sb.block_size)?;
+        let free_bits = free_inode_bits(&inode_bitmap, sb.inodes_per_group);
+        if free_bits != group.free_inodes {
+            return Err(FsError::MapContradicted(format!(
+                "group {g}'s inode bitmap has {free_bits} free inodes, its descriptor says {}",
+                group.free_inodes
+            )));
+        }
         let mut index = 0u64;
         while index < in_table {
             let count = (in_table - index).min(per_piece as u64);
@@ -306,6 +313,22 @@ fn walk_inodes<S: ReadAt + ?Sized>(
         }
     }
     Ok((walked, walker.referenced))
+}
+
+/// The clear bits among a group's first `inodes_per_group` bits of its
+/// inode bitmap (the rest of the block is padding, set by mke2fs).
+fn free_inode_bits(inode_bitmap: &[u8], inodes_per_group: u64) -> u64 {
+    let bits = inodes_per_group.min(inode_bitmap.len() as u64 * 8);
+    let whole = (bits / 8) as usize;
+    let mut used: u64 = inode_bitmap[..whole]
+        .iter()
+        .map(|b| u64::from(b.count_ones()))
+        .sum();
+    if bits % 8 != 0 {
+        let tail = inode_bitmap[whole] & ((1u8 << (bits % 8)) - 1);
+        used += u64::from(tail.count_ones());
+    }
+    bits - used
 }
 
 struct InodeWalker<'a, 'b, S: ReadAt + ?Sized> {
@@ -734,6 +757,17 @@ mod tests {
         };
         let err = free_space(&bytes, FreeRuns::new(0)).expect_err("the volume is refused");
         assert!(err.to_string().contains("lies beyond the volume"), "{err}");
+    }
+
+    #[test]
+    fn free_inodes_are_counted_over_the_groups_inodes_only() {
+        // 12 inodes: 0b1111_0111 then 0b0000_1001 (padding bits above 12 set
+        // in the real bitmap must not count).
+        assert_eq!(free_inode_bits(&[0b1111_0111, 0b1111_1001], 12), 12 - 9);
+        assert_eq!(free_inode_bits(&[0xff, 0xff], 16), 0);
+        assert_eq!(free_inode_bits(&[0, 0], 16), 16);
+        // A descriptor claiming more inodes than the block holds is capped.
+        assert_eq!(free_inode_bits(&[0], 64), 8);
     }
 
     #[test]
