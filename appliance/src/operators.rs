@@ -680,19 +680,24 @@ mod tests {
     #[test]
     fn an_unknown_id_takes_as_long_as_a_known_one() {
         let list = two_operators();
-        let time = |id: &str| {
-            let started = Instant::now();
-            for _ in 0..5 {
-                let _ = list.verify(id, "000000");
-            }
-            started.elapsed().as_secs_f64()
+        // The fastest of a few tries, so that another process's load cannot
+        // make either side look slow.
+        let fastest = |id: &str| {
+            (0..5)
+                .map(|_| {
+                    let started = Instant::now();
+                    let _ = list.verify(id, "000000");
+                    started.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
         };
-        let (known, unknown) = (time("op7"), time("nobody"));
-        // Both cost an Argon2id hash; without the wasted one an unknown id
-        // answered in microseconds.
+        let (known, unknown) = (fastest("op7"), fastest("nobody"));
+        // Both cost an Argon2id hash (tens of milliseconds); without the
+        // wasted one an unknown id answered in microseconds, a thousandth of
+        // a known one's time.
         assert!(
-            unknown > known * 0.5 && unknown < known * 2.0,
-            "known {known:.3} s, unknown {unknown:.3} s"
+            unknown > known / 4.0,
+            "known {known:.4} s, unknown {unknown:.4} s"
         );
     }
 
@@ -731,7 +736,7 @@ mod tests {
             let err = OperatorList::parse(&line, Path::new("operators"))
                 .expect_err("refused")
                 .to_string();
-            assert!(started.elapsed().as_millis() < 100, "{hostile}");
+            assert!(started.elapsed().as_millis() < 1000, "{hostile}");
             assert!(err.contains("accepts only `v=19,m=19456,t=2,p=1`"), "{err}");
         }
         let argon2i = hash.replace("$argon2id$", "$argon2i$");
