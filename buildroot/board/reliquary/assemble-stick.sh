@@ -51,10 +51,12 @@ compgen -G "$WORK/rootfs/etc/reliquary/trust/*.pub" >/dev/null ||
 	die "no trust keys in $WORK/rootfs/etc/reliquary/trust (refusing to build a stick that trusts nothing)"
 # Fail closed: an unsigned kernel image is refused by every Secure Boot
 # machine, and a stick never makes up a key.
-[ -n "$SIGNING_KEY" ] && [ -f "$SIGNING_KEY" ] ||
+if [ -z "$SIGNING_KEY" ] || [ ! -f "$SIGNING_KEY" ]; then
 	die "no Secure Boot signing key (\"$SIGNING_KEY\"): the kernel image must be signed"
-[ -n "$SIGNING_CERT" ] && [ -f "$SIGNING_CERT" ] ||
+fi
+if [ -z "$SIGNING_CERT" ] || [ ! -f "$SIGNING_CERT" ]; then
 	die "no Secure Boot signing certificate (\"$SIGNING_CERT\")"
+fi
 [ -f "$EFI_STUB" ] || die "no EFI stub at $EFI_STUB (install systemd-boot-efi)"
 [ -f "$GRUB_PC_DIR/boot.img" ] || die "no GRUB i386-pc in $GRUB_PC_DIR (install grub-pc-bin)"
 
@@ -131,7 +133,7 @@ cp "$GRUB_PC_DIR/boot.img" "$images/boot.img"
 # The ESP: the signed kernel image for UEFI, the kernel and initramfs for
 # BIOS. Sized to its content.
 esp_kib=$(($(stat -c %s "$images/BOOTX64.EFI" "$WORK/vmlinuz" "$WORK/initramfs.cpio.gz" |
-	awk '{s += $1} END {print s}') / 1024 * 11 / 10 + 2048))
+	awk '{s += $1} END {print s}') * 11 / 10240 + 2048))
 rm -f "$images/boot.vfat"
 mkfs.vfat -C -n RELIQBOOT -i 52454c51 "$images/boot.vfat" "$esp_kib" >/dev/null
 export MTOOLS_SKIP_CHECK=1
@@ -164,8 +166,9 @@ sha_of() { dd if="$OUT" bs=512 skip="$1" count="$2" status=none | sha256sum | cu
 entries_lba=$(le_at $((512 + 72)) 8)
 entries_sectors=$((($(le_at $((512 + 80)) 4) * $(le_at $((512 + 84)) 4) + 511) / 512))
 backup_lba=$(le_at $((512 + 32)) 8)
-[ "$entries_lba" = 2 ] && [ "$backup_lba" = $((sectors - 1)) ] ||
+if [ "$entries_lba" != 2 ] || [ "$backup_lba" != $((sectors - 1)) ]; then
 	die "unexpected GPT layout (entries at $entries_lba, backup header at $backup_lba)"
+fi
 {
 	echo "reliquary-stick-manifest 2"
 	echo "root-hash $root_hash"
