@@ -149,6 +149,18 @@ pub fn sector_size(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::partition::{gpt_disk, gpt_disk_with_entries};
+
+    #[test]
+    fn the_partition_harness_runs_the_validator_and_the_relocation_on_real_tables() {
+        for disk in [gpt_disk(8192), gpt_disk_with_entries(8192, 256)] {
+            partition_table(&disk);
+            let mut damaged = disk.clone();
+            damaged[84 + 512] = 0xff; // the entry size, CRC now wrong too
+            partition_table(&damaged);
+            partition_table(&disk[..3 * 512]);
+        }
+    }
 
     #[test]
     fn the_harnesses_survive_empty_and_short_inputs() {

@@ -10,6 +10,7 @@
 //! [`read::ChunkDecoder`] verifies each chunk as it is decoded.
 #![forbid(unsafe_code)]
 
+mod decode;
 pub mod digest;
 pub mod error;
 pub mod fuzzing;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::read::decode_exact;
+use crate::decode::decode_exact;
 use crate::{ImageError, SectionName};
 
 /// The signed description of an image.

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 
 use serde::de::DeserializeOwned;
 
+use crate::decode::decode_exact;
 use crate::digest::{sha256, ImageDigest};
 use crate::error::{ImageError, SectionName};
 use crate::index::{ChunkEntry, Compression, ExtentKind, Index, PlacedExtent};
@@ -878,22 +879,6 @@ fn read_section<S: ReadAt>(
         .read_exact_at(&mut buf, s.offset)
         .map_err(|e| read_err(section, s.offset, e))?;
     Ok(buf)
-}
-
-/// Decodes postcard bytes, refusing trailing bytes.
-pub(crate) fn decode_exact<T: DeserializeOwned>(
-    bytes: &[u8],
-    section: SectionName,
-) -> Result<T, ImageError> {
-    let (value, rest) = postcard::take_from_bytes(bytes)
-        .map_err(|source| ImageError::Decode { section, source })?;
-    if !rest.is_empty() {
-        return Err(ImageError::SectionTrailingBytes {
-            section,
-            extra: rest.len(),
-        });
-    }
-    Ok(value)
 }
 
 fn read_err(section: SectionName, offset: u64, source: std::io::Error) -> ImageError {

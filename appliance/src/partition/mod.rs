@@ -9,6 +9,10 @@
 
 mod detect;
 mod gpt;
+
+/// Real GPT disks for the fuzz harnesses' tests.
+#[cfg(test)]
+pub(crate) use gpt::tests::{gpt_disk, gpt_disk_with_entries};
 mod mbr;
 
 pub use detect::{detect_sector_size, DetectError, SectorSizeEvidence, DETECT_HEAD_LEN};
