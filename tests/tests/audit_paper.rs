@@ -320,6 +320,7 @@ fn a_tampered_record_is_an_invalid_row_in_show_csv_jsonl_and_the_review() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let audit = restored(tmp.path());
+    let trust = tmp.path().join("eng.key.pub");
     for _ in 0..3 {
         // Records after the damaged one, so it is damage, not a torn tail.
         ok(run(&[
@@ -327,6 +328,8 @@ fn a_tampered_record_is_an_invalid_row_in_show_csv_jsonl_and_the_review() {
             "note",
             "--dir",
             s(&audit),
+            "--trust",
+            s(&trust),
             "--operator",
             "jdoe",
             "--text",
@@ -473,12 +476,17 @@ fn every_audit_command_reads_a_1_1_gb_log_of_forged_frames_in_bounded_memory() {
         "--appliance-id",
         "line-3",
     ]));
+    let key = tmp.path().join("eng.key");
+    ok(run(&["keygen", "--out", s(&key), "--name", "A. Engineer"]));
+    let trust = tmp.path().join("eng.key.pub");
     let text = "x".repeat(4000);
     ok(run(&[
         "audit",
         "note",
         "--dir",
         d,
+        "--trust",
+        s(&trust),
         "--operator",
         "jdoe",
         "--text",
