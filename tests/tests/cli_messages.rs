@@ -55,7 +55,7 @@ fn operators_answer_in_json_and_refuse_a_missing_trust_store() {
             "--name",
             "Alice Jones",
         ],
-        "4711\n",
+        "471147\n",
     );
     assert!(
         out.status.success(),

@@ -998,7 +998,10 @@ fn restore_without_an_audit_choice_is_a_usage_error() {
     let Some(lo) = patterned_loop(64 * MIB, None) else {
         return;
     };
-    let out = fx.restore(&image, lo.path(), &["--yes"]);
+    // The meaning and work order are given, so the missing choice is the
+    // one refused.
+    let stated = ["--yes", "--meaning", "replacement", "--reason", "WO-1"];
+    let out = fx.restore(&image, lo.path(), &stated);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("--no-audit"),
