@@ -2,8 +2,9 @@
 
 pub mod hostile;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
 /// Environment variable that turns every skip into a failure (set it in CI
 /// and on the appliance test rig, where root and `losetup` must be there).
@@ -168,6 +169,25 @@ pub fn reliquary_bin() -> PathBuf {
         "cannot find the reliquary binary above {}; run `cargo build -p reliquary-appliance`",
         exe.display()
     );
+}
+
+/// Runs `reliquary` with `args`, writing `stdin` (a PIN, say) to its
+/// standard input, and returns what it printed.
+pub fn reliquary_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(reliquary_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run reliquary {args:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .unwrap_or_else(|e| panic!("cannot write reliquary {args:?}'s stdin: {e}"));
+    child.wait_with_output().expect("wait for reliquary")
 }
 
 /// A binary of the current build profile, found like [`reliquary_bin`]:

@@ -4,31 +4,17 @@
 //!
 //! Needs the binary (`cargo build -p reliquary-appliance`).
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use serde_json::Value;
 
 use reliquary_appliance::audit::{
     AuditLog, Environment, ImageRef, Operator, Payload, RestoreStarted, TargetRef,
 };
-use reliquary_tests::reliquary_bin;
+use reliquary_tests::reliquary_with_stdin;
 
 fn run(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(reliquary_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run reliquary");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("stdin");
-    child.wait_with_output().expect("wait")
+    reliquary_with_stdin(args, stdin)
 }
 
 fn json(out: &Output) -> Value {

@@ -6,12 +6,11 @@
 
 mod tui;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use reliquary_tests::{reliquary_bin, skip_or_fail};
+use reliquary_tests::{reliquary_bin, reliquary_with_stdin, skip_or_fail};
 use tui::Tmux;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -21,20 +20,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn ok(args: &[&str], stdin: &str) {
-    let mut child = Command::new(reliquary_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run reliquary");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("stdin");
-    let out = child.wait_with_output().expect("wait");
+    let out = reliquary_with_stdin(args, stdin);
     assert!(
         out.status.success(),
         "{args:?}: {}",

@@ -2,28 +2,14 @@
 //! file that the TUI's sign-in checks: PINs go in on stdin and only their
 //! Argon2id hashes come out.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use reliquary_appliance::operators::{OperatorList, SignInRefusal, OPERATORS_FILE};
-use reliquary_tests::reliquary_bin;
+use reliquary_tests::reliquary_with_stdin;
 
 fn operators(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(reliquary_bin())
-        .arg("operators")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs reliquary");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("writes the PIN");
-    let out = child.wait_with_output().expect("waits");
+    let args: Vec<&str> = std::iter::once("operators")
+        .chain(args.iter().copied())
+        .collect();
+    let out = reliquary_with_stdin(&args, stdin);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
