@@ -190,6 +190,30 @@ pub fn reliquary_with_stdin(args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().expect("wait for reliquary")
 }
 
+/// The text of the QR code on `pdf`'s first page, rendered at 150 dpi with
+/// `pdftoppm` beside it and read with `zbarimg --raw`; `None` when there
+/// is no QR code to read.
+pub fn scan_qr(pdf: &Path) -> Option<String> {
+    let prefix = pdf.with_extension("qr");
+    // -singlefile writes PREFIX.png.
+    let png = pdf.with_extension("qr.png");
+    let rendered = Command::new("pdftoppm")
+        .args(["-r", "150", "-png", "-f", "1", "-l", "1", "-singlefile"])
+        .arg(pdf)
+        .arg(&prefix)
+        .status()
+        .expect("pdftoppm");
+    assert!(rendered.success());
+    let out = Command::new("zbarimg")
+        .args(["-q", "--raw"])
+        .arg(&png)
+        .output()
+        .expect("zbarimg");
+    out.status
+        .success()
+        .then(|| String::from_utf8(out.stdout).expect("utf8 QR text"))
+}
+
 /// A binary of the current build profile, found like [`reliquary_bin`]:
 /// `target/<profile>/<name>` above this test executable. Build it first
 /// (`cargo build -p recovery-tui`, or `cargo test --workspace`, which builds

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use reliquary_tests::{reliquary_bin, skip_or_fail};
+use reliquary_tests::{reliquary_bin, scan_qr, skip_or_fail};
 
 fn run(args: &[&str]) -> Output {
     Command::new(reliquary_bin())
@@ -191,22 +191,6 @@ fn note_lines(text: &str) -> Vec<String> {
     lines[start..=end].iter().map(|l| l.to_string()).collect()
 }
 
-fn scan_qr(pdf: &Path) -> String {
-    let prefix = pdf.with_extension("qr");
-    ok(Command::new("pdftoppm")
-        .args(["-r", "150", "-png", "-f", "1", "-l", "1", "-singlefile"])
-        .arg(pdf)
-        .arg(&prefix)
-        .output()
-        .expect("pdftoppm"));
-    let out = ok(Command::new("zbarimg")
-        .args(["-q", "--raw"])
-        .arg(pdf.with_extension("qr.png"))
-        .output()
-        .expect("zbarimg"));
-    String::from_utf8(out.stdout).expect("utf8 QR text")
-}
-
 fn verify_with(audit: &Path, note: &Path) -> Output {
     run(&[
         "audit",
@@ -251,7 +235,7 @@ fn a_certificate_checkpoint_verifies_from_pdftotext_and_zbarimg_with_any_line_en
         4,
         "origin, size, root, signature: {from_text:?}"
     );
-    let from_qr = scan_qr(&pdf);
+    let from_qr = scan_qr(&pdf).expect("the certificate has a QR code");
     assert!(
         from_qr.ends_with("\n\n"),
         "zbarimg adds a newline: {from_qr:?}"

@@ -16,7 +16,7 @@ use reliquary_appliance::audit::{
     TargetRef, Unmapped,
 };
 use reliquary_image::keys::PublicKey;
-use reliquary_tests::{reliquary_bin, skip_or_fail};
+use reliquary_tests::{reliquary_bin, scan_qr, skip_or_fail};
 
 /// 2030-01-01T00:00:00Z.
 const T0: i64 = 1_893_456_000_000;
@@ -361,27 +361,6 @@ fn the_certificate_renders_and_holds_every_field_of_the_record() {
 }
 
 /// The text of the QR code on page 1, read by zbar from a 150 dpi render.
-fn scan_qr(pdf: &Path) -> Option<String> {
-    let prefix = pdf.with_extension("qr");
-    // -singlefile writes PREFIX.png.
-    let png = pdf.with_extension("qr.png");
-    let rendered = Command::new("pdftoppm")
-        .args(["-r", "150", "-png", "-f", "1", "-l", "1", "-singlefile"])
-        .arg(pdf)
-        .arg(&prefix)
-        .status()
-        .expect("pdftoppm");
-    assert!(rendered.success());
-    let out = Command::new("zbarimg")
-        .args(["-q", "--raw"])
-        .arg(&png)
-        .output()
-        .expect("zbarimg");
-    out.status
-        .success()
-        .then(|| String::from_utf8(out.stdout).expect("utf8 QR text"))
-}
-
 #[test]
 fn a_certificate_of_an_interrupted_restore_says_so_and_other_records_are_refused() {
     if !poppler_available() {
